@@ -1,0 +1,44 @@
+"""/v1/artifacts: metadata and content of stored files."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+from app.api.jobs import SessionDep, artifact_out, not_found
+from app.api.schemas import ArtifactOut
+from app.models import Artifact
+from app.storage import get_storage
+
+router = APIRouter(prefix="/v1", tags=["artifacts"])
+
+
+def _artifact_or_404(session, artifact_id: str) -> Artifact:  # noqa: ANN001
+    artifact = session.get(Artifact, artifact_id)
+    if artifact is None:
+        raise not_found("Artifact", artifact_id)
+    return artifact
+
+
+@router.get("/artifacts/{artifact_id}", response_model=ArtifactOut, summary="An artifact's metadata")
+def get_artifact(artifact_id: str, session: SessionDep) -> ArtifactOut:
+    return artifact_out(_artifact_or_404(session, artifact_id))
+
+
+@router.get(
+    "/artifacts/{artifact_id}/content",
+    summary="Download an artifact",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def artifact_content(artifact_id: str, session: SessionDep) -> FileResponse:
+    artifact = _artifact_or_404(session, artifact_id)
+    path = get_storage().path(artifact.storage_key)
+    if not path.is_file():
+        raise not_found("Artifact content", artifact_id)
+    return FileResponse(
+        path,
+        media_type=artifact.media_type,
+        filename=artifact.filename,
+        headers={"ETag": f'"{artifact.sha256}"', "X-Content-SHA256": artifact.sha256},
+    )

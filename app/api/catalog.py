@@ -1,0 +1,29 @@
+"""/v1/catalog: what a spec may name, with each thing's parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.catalog import DATASETS, PHASES
+from app.spec import EXAMPLE_SPEC, CEMethod, CNNArch, KDMethod, MLPArch
+
+router = APIRouter(prefix="/v1", tags=["catalog"])
+
+
+def _entry(model: type) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    params = {k: v for k, v in schema.get("properties", {}).items() if k != "name"}
+    return {"description": (model.__doc__ or "").strip() or None, "parameters": params}
+
+
+@router.get("/catalog", summary="Datasets, architectures and methods a job may use")
+def catalog() -> dict[str, Any]:
+    return {
+        "datasets": {name: info.as_dict() for name, info in DATASETS.items()},
+        "architectures": {"mlp": _entry(MLPArch), "cnn": _entry(CNNArch)},
+        "methods": {"kd": _entry(KDMethod), "ce": _entry(CEMethod)},
+        "phases": list(PHASES),
+        "example_spec": EXAMPLE_SPEC,
+    }

@@ -1,0 +1,280 @@
+"""/v1/jobs: submit, list, read, cancel; a job's events, metrics and artifacts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Response, status
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.orm import Session
+
+from app import jobs
+from app.api.schemas import ArtifactOut, EventOut, JobOut, JobPage, MetricSeries, MetricsOut
+from app.db import get_session
+from app.models import Artifact, Job, JobEvent, JobMetric, utcnow
+from app.problems import Problem, invalid_spec, pointer
+from app.queue import enqueue_job
+from app.spec import JobSpec, fit_errors
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["jobs"])
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def not_found(kind: str, id_: str) -> Problem:
+    return Problem(404, f"{kind} not found", f"No {kind.lower()} has the id {id_!r}.")
+
+
+def get_job_or_404(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise not_found("Job", job_id)
+    return job
+
+
+def _eta_seconds(job: Job) -> float | None:
+    if job.status != jobs.Status.RUNNING or not job.started_at or job.progress <= 0:
+        return None
+    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=utcnow().tzinfo)
+    elapsed = (utcnow() - started).total_seconds()
+    return round(elapsed * (1 - job.progress) / job.progress, 1)
+
+
+def _latest_metrics(session: Session, job_id: str) -> dict[str, Any] | None:
+    last = session.scalars(
+        select(JobMetric).where(JobMetric.job_id == job_id).order_by(JobMetric.id.desc()).limit(1)
+    ).first()
+    if last is None:
+        return None
+    rows = session.scalars(
+        select(JobMetric).where(
+            JobMetric.job_id == job_id,
+            JobMetric.phase == last.phase,
+            JobMetric.run == last.run,
+            JobMetric.epoch == last.epoch,
+        )
+    )
+    return {
+        "phase": last.phase,
+        "run": last.run,
+        "epoch": last.epoch,
+        "values": {m.name: m.value for m in rows},
+    }
+
+
+def job_out(session: Session, job: Job, *, with_metrics: bool = True) -> JobOut:
+    return JobOut(
+        id=job.id,
+        name=job.name,
+        status=jobs.Status(job.status),
+        phase=job.phase,
+        progress=job.progress,
+        eta_seconds=_eta_seconds(job),
+        cancel_requested=job.cancel_requested,
+        attempts=job.attempts,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        heartbeat_at=job.heartbeat_at,
+        error=job.error,
+        latest_metrics=_latest_metrics(session, job.id) if with_metrics else None,
+        result=job.result,
+        spec=job.spec,
+    )
+
+
+def _spec_sha256(spec: JobSpec) -> str:
+    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@router.post(
+    "/jobs",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    summary="Submit a distillation job",
+    responses={422: {"description": "The spec cannot run; `errors` names each wrong field."}},
+)
+def submit_job(
+    spec: JobSpec,
+    response: Response,
+    session: SessionDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="Retry-safe submission: the same key and body "
+               "return the same job; the same key with another body is refused."),
+    ] = None,
+) -> JobOut:
+    if errors := fit_errors(spec):
+        raise invalid_spec(
+            [{"pointer": pointer(e.loc), "in": "body", "detail": e.msg, "type": "does_not_fit"} for e in errors]
+        )
+    digest = _spec_sha256(spec)
+    if idempotency_key is not None:
+        existing = session.scalars(select(Job).where(Job.idempotency_key == idempotency_key)).first()
+        if existing is not None:
+            if existing.request_sha256 != digest:
+                raise Problem(
+                    422,
+                    "Idempotency key reused",
+                    "This Idempotency-Key was used for another job spec; use a new key.",
+                    type_="idempotency-key-reused",
+                )
+            response.headers["Location"] = f"/v1/jobs/{existing.id}"
+            return job_out(session, existing)
+
+    job = jobs.create(session, spec, idempotency_key=idempotency_key, request_sha256=digest)
+    session.commit()  # the row exists before any worker can be told about it
+    try:
+        enqueue_job(job.id)
+    except Exception as exc:  # noqa: BLE001 - any broker failure means the same to the client
+        log.warning("enqueue of job %s failed: %s", job.id, exc)
+        session.execute(delete(Job).where(Job.id == job.id))
+        session.commit()
+        raise Problem(
+            503,
+            "Queue unavailable",
+            "The job queue cannot be reached, so the job was not stored. Try again shortly.",
+            type_="queue-unavailable",
+            headers={"Retry-After": "5"},
+        ) from exc
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return job_out(session, job, with_metrics=False)
+
+
+def _encode_cursor(job: Job) -> str:
+    return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        created, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), job_id
+    except Exception as exc:
+        raise invalid_spec(
+            [{"pointer": "/cursor", "in": "query", "detail": "not a cursor this API returned",
+              "type": "value_error"}]
+        ) from exc
+
+
+@router.get("/jobs", response_model=JobPage, summary="List jobs, newest first")
+def list_jobs(
+    session: SessionDep,
+    status_: Annotated[
+        list[jobs.Status] | None, Query(alias="status", description="Only jobs in these states.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+) -> JobPage:
+    query = select(Job)
+    if status_:
+        query = query.where(Job.status.in_([s.value for s in status_]))
+    if cursor:
+        created, job_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+        )
+    page = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    more = len(page) > limit
+    page = page[:limit]
+    return JobPage(
+        items=[job_out(session, j, with_metrics=False) for j in page],
+        next_cursor=_encode_cursor(page[-1]) if more else None,
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's state, progress and result")
+def get_job(job_id: str, session: SessionDep) -> JobOut:
+    return job_out(session, get_job_or_404(session, job_id))
+
+
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    summary="Cancel a job",
+    description="A queued job is cancelled at once. A running job is flagged (202) and stops "
+    "at the next batch boundary, keeping its metrics so far. A job that already succeeded "
+    "or failed cannot be cancelled (409).",
+    responses={202: {"description": "Cancellation requested; the worker will stop."},
+               409: {"description": "The job already ended."}},
+)
+def cancel_job(job_id: str, response: Response, session: SessionDep) -> JobOut:
+    job = jobs.request_cancel(session, job_id)
+    if job is None:
+        raise not_found("Job", job_id)
+    session.commit()
+    if job.status in (jobs.Status.SUCCEEDED, jobs.Status.FAILED):
+        raise Problem(409, "Job already ended", f"The job {job.status}; there is nothing to cancel.")
+    if job.status == jobs.Status.RUNNING:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return job_out(session, job)
+
+
+@router.get("/jobs/{job_id}/events", response_model=list[EventOut], summary="A job's events")
+def job_events(
+    job_id: str,
+    session: SessionDep,
+    after: Annotated[int | None, Query(description="Only events with a larger id.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> list[EventOut]:
+    get_job_or_404(session, job_id)
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after is not None:
+        query = query.where(JobEvent.id > after)
+    rows = session.scalars(query.order_by(JobEvent.id).limit(limit))
+    return [EventOut(id=e.id, at=e.at, phase=e.phase, level=e.level, message=e.message) for e in rows]
+
+
+@router.get(
+    "/jobs/{job_id}/metrics", response_model=MetricsOut, summary="Per-epoch metric series"
+)
+def job_metrics(
+    job_id: str,
+    session: SessionDep,
+    phase: Annotated[str | None, Query(examples=["student"])] = None,
+    name: Annotated[str | None, Query(examples=["val_accuracy"])] = None,
+) -> MetricsOut:
+    get_job_or_404(session, job_id)
+    query = select(JobMetric).where(JobMetric.job_id == job_id)
+    if phase:
+        query = query.where(JobMetric.phase == phase)
+    if name:
+        query = query.where(JobMetric.name == name)
+    series: dict[tuple[str, str, str], MetricSeries] = {}
+    for m in session.scalars(query.order_by(JobMetric.id)):
+        s = series.setdefault(
+            (m.phase, m.run, m.name),
+            MetricSeries(phase=m.phase, run=m.run, name=m.name, epochs=[], values=[]),
+        )
+        s.epochs.append(m.epoch)
+        s.values.append(m.value)
+    return MetricsOut(series=list(series.values()))
+
+
+def artifact_out(a: Artifact) -> ArtifactOut:
+    return ArtifactOut(
+        id=a.id,
+        job_id=a.job_id,
+        kind=a.kind,
+        format=a.format,
+        filename=a.filename,
+        media_type=a.media_type,
+        size_bytes=a.size_bytes,
+        sha256=a.sha256,
+        created_at=a.created_at,
+        content_url=f"/v1/artifacts/{a.id}/content",
+    )
+
+
+@router.get(
+    "/jobs/{job_id}/artifacts", response_model=list[ArtifactOut], summary="A job's output files"
+)
+def job_artifacts(job_id: str, session: SessionDep) -> list[ArtifactOut]:
+    get_job_or_404(session, job_id)
+    rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.filename))
+    return [artifact_out(a) for a in rows]

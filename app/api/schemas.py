@@ -1,0 +1,94 @@
+"""Response bodies of the HTTP API (requests use app.spec.JobSpec)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from app.jobs import Status
+
+JOB_ID_EXAMPLE = "0b7c6a52-3f0e-4a55-9d0c-2b1f7d2d8a11"
+
+
+class JobOut(BaseModel):
+    id: str = Field(description="The job's id.", examples=[JOB_ID_EXAMPLE])
+    name: str | None = Field(description="The spec's label.", examples=["mnist1d cnn -> mlp"])
+    status: Status = Field(
+        description="queued, running, succeeded, failed or cancelled.", examples=["running"]
+    )
+    phase: str | None = Field(
+        description="What a running job does now: teacher, soft_targets, student, baseline, "
+        "evaluate, export.",
+        examples=["student"],
+    )
+    progress: float = Field(description="Share of the job done, 0..1.", examples=[0.42])
+    eta_seconds: float | None = Field(
+        description="Estimated seconds left, from progress so far; null when unknown.",
+        examples=[95.0],
+    )
+    cancel_requested: bool = Field(
+        description="A cancel was asked for; the worker stops at the next batch.", examples=[False]
+    )
+    attempts: int = Field(description="How many times a worker started the job.", examples=[1])
+    created_at: datetime = Field(description="When the job was submitted (UTC).")
+    started_at: datetime | None = Field(description="When a worker first started it.")
+    finished_at: datetime | None = Field(description="When it reached a final status.")
+    heartbeat_at: datetime | None = Field(
+        description="Last sign of life from the worker running the job."
+    )
+    error: str | None = Field(description="Why the job failed.", examples=[None])
+    latest_metrics: dict[str, Any] | None = Field(
+        description="The last epoch reported: phase, run, epoch and its values.",
+        examples=[
+            {"phase": "student", "run": "seed=0", "epoch": 7, "values": {"val_accuracy": 0.71}}
+        ],
+    )
+    result: dict[str, Any] | None = Field(
+        description="When succeeded: the report (teacher vs student vs scratch baseline, "
+        "mean and std over seeds, size, latency). Also downloadable as report.json.",
+        examples=[None],
+    )
+    spec: dict[str, Any] = Field(description="The job spec as accepted, defaults filled in.")
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null on the last page.",
+        examples=["MjAyNi0xMS0yN1QyMToxMDowMCswMDowMHwwYjdj"],
+    )
+
+
+class EventOut(BaseModel):
+    id: int = Field(description="Increasing; pass the last one as ?after= to get only newer events.")
+    at: datetime
+    phase: str | None = Field(examples=["teacher"])
+    level: str = Field(examples=["info"])
+    message: str = Field(examples=["teacher stopped early at epoch 31 (best epoch 21)"])
+
+
+class MetricSeries(BaseModel):
+    phase: str = Field(examples=["student"])
+    run: str = Field(description="Which run of the phase, e.g. one seed.", examples=["seed=0"])
+    name: str = Field(examples=["val_accuracy"])
+    epochs: list[int] = Field(examples=[[1, 2, 3]])
+    values: list[float] = Field(examples=[[0.41, 0.55, 0.61]])
+
+
+class MetricsOut(BaseModel):
+    series: list[MetricSeries]
+
+
+class ArtifactOut(BaseModel):
+    id: str = Field(examples=["5d41a0c1-77a3-4a8e-b38c-0e3f4cf2b8f7"])
+    job_id: str | None = Field(examples=[JOB_ID_EXAMPLE])
+    kind: str = Field(description="student or report.", examples=["student"])
+    format: str = Field(description="onnx, safetensors or json.", examples=["onnx"])
+    filename: str = Field(examples=["student.onnx"])
+    media_type: str = Field(examples=["application/onnx"])
+    size_bytes: int = Field(examples=[21873])
+    sha256: str = Field(examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])
+    created_at: datetime
+    content_url: str = Field(examples=["/v1/artifacts/5d41a0c1-77a3-4a8e-b38c-0e3f4cf2b8f7/content"])

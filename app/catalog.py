@@ -1,0 +1,50 @@
+"""What the service offers: built-in datasets, architectures, methods.
+
+Plain data, no torch: the API validates specs against it and serves it at
+GET /v1/catalog. The worker's data loaders must agree with these shapes
+(tests/distill/test_data.py pins that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    input_shape: tuple[int, ...]  # one example, exactly as the dataset gives it
+    num_classes: int
+    train_size: int  # before the validation split is carved out of it
+    test_size: int
+    source: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(
+        name="digits",
+        description="scikit-learn load_digits: 1797 8x8 grey images of handwritten digits, "
+        "pixel values 0..16. Test split: a seeded stratified 20%.",
+        input_shape=(8, 8),
+        num_classes=10,
+        train_size=1437,
+        test_size=360,
+        source="sklearn.datasets.load_digits",
+    ),
+    "mnist1d": DatasetInfo(
+        name="mnist1d",
+        description="MNIST-1D (Greydanus 2020), generated locally with the reference "
+        "parameters: 40-sample 1-D signals, the standard 4000 train / 1000 test split.",
+        input_shape=(40,),
+        num_classes=10,
+        train_size=4000,
+        test_size=1000,
+        source="mnist1d.data.make_dataset (get_dataset_args defaults, seed 42)",
+    ),
+}
+
+PHASES = ("teacher", "soft_targets", "student", "baseline", "evaluate", "export")

@@ -1,0 +1,52 @@
+"""Settings from the environment (prefix DISTILL_), shared by the API and the worker.
+
+The defaults are the embedded mode: a SQLite file, a local artifact folder and a
+Celery transport that keeps messages in a folder, so one machine needs no server.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILL_")
+
+    home: Path = Field(Path("var"), description="Root of the embedded mode's files.")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means a SQLite file under home."
+    )
+    broker_url: str = Field(
+        "filesystem://",
+        description="Celery broker: redis://... when distributed; filesystem:// keeps "
+        "messages in a folder under home and needs no server.",
+    )
+    queue: str = Field("train", description="Celery queue the training jobs go to.")
+    artifact_dir: Path | None = Field(None, description="Where job outputs are stored.")
+    data_cache_dir: Path | None = Field(None, description="Cache of generated datasets.")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="How often a running job says it lives.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'distill.db').resolve()}"
+
+    @property
+    def resolved_artifact_dir(self) -> Path:
+        return (self.artifact_dir or self.home / "artifacts").resolve()
+
+    @property
+    def resolved_data_cache_dir(self) -> Path:
+        return (self.data_cache_dir or self.home / "cache").resolve()
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.home / "broker").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

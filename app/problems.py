@@ -1,0 +1,127 @@
+"""RFC 9457 problem details for every error the API returns.
+
+A problem says what went wrong in words a person can act on; validation
+problems also list each wrong field as a JSON pointer into the request body.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://distill.dev/problems/"
+
+
+class Problem(Exception):
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        type_: str = "about:blank",
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+        self.type = type_ if type_ == "about:blank" else PROBLEM_BASE + type_
+        self.errors, self.headers = errors, headers
+
+
+def pointer(loc: tuple | list) -> str:
+    """('body', 'method', 'temperature') -> '/method/temperature'."""
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:]
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def invalid_spec(errors: list[dict[str, Any]]) -> Problem:
+    fields = ", ".join(e["pointer"] for e in errors)
+    return Problem(
+        422,
+        "The request is not valid",
+        f"Fix these fields and submit again: {fields}. GET /v1/catalog lists what exists.",
+        type_="invalid-request",
+        errors=errors,
+    )
+
+
+def _response(request: Request, problem: Problem) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": problem.type,
+        "title": problem.title,
+        "status": problem.status,
+        "detail": problem.detail,
+        "instance": request.url.path,
+    }
+    if problem.errors:
+        body["errors"] = problem.errors
+    return JSONResponse(body, status_code=problem.status, media_type=PROBLEM_JSON, headers=problem.headers)
+
+
+def _client_path(loc: list, body: Any) -> list:
+    """Drop the tags that discriminated unions add to a location (/method/kd/alpha):
+    the client wrote /method/alpha."""
+    if not loc or loc[0] != "body":
+        return loc
+    path, node = [loc[0]], body
+    for part in loc[1:]:
+        if isinstance(node, dict) and part not in node and node.get("name") == part:
+            continue  # a union tag, not a key the client wrote
+        path.append(part)
+        node = node.get(part) if isinstance(node, dict) else (
+            node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
+        )
+    return path
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for e in exc.errors():
+        loc = _client_path(list(e.get("loc", ())), exc.body)
+        errors.append(
+            {
+                "pointer": pointer(loc),
+                "in": loc[0] if loc else "body",
+                "detail": e.get("msg", "invalid"),
+                "type": e.get("type", "value_error"),
+            }
+        )
+    return errors
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return _response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _response(request, invalid_spec(_validation_errors(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else "See the API documentation at /docs."
+        titles = {404: "Not found", 405: "Method not allowed"}
+        return _response(
+            request,
+            Problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), detail, headers=exc.headers),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _response(
+            request,
+            Problem(500, "Internal error", "The server failed; nothing was changed. Try again later."),
+        )

@@ -1,0 +1,74 @@
+"""Send jobs to the workers by task name: the API never imports the worker or torch.
+
+The Celery configuration lives here too, so the API's client and the worker
+(worker/celery_app.py) cannot disagree on it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery import Celery
+
+from app.config import Settings, get_settings
+
+RUN_JOB_TASK = "distill.run_job"
+
+
+def celery_config(settings: Settings) -> dict:
+    config = dict(
+        broker_url=settings.broker_url,
+        # The database is the source of truth for jobs; Celery results are not kept.
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=settings.queue,
+        task_routes={RUN_JOB_TASK: {"queue": settings.queue}},
+        # A job is acknowledged only when it ends, so a worker that dies mid-job
+        # leaves it for another; run_job is idempotent on our job id.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # One job per child process: the child exits after it and returns its (GPU) memory.
+        worker_max_tasks_per_child=1,
+        worker_concurrency=1,
+        broker_connection_retry_on_startup=True,
+        # Fail fast when the broker is down instead of hanging the HTTP request.
+        broker_connection_timeout=3,
+        broker_transport_options={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+        worker_hijack_root_logger=False,
+    )
+    if settings.broker_url.startswith("filesystem://"):
+        folder = settings.broker_dir / "messages"
+        processed = settings.broker_dir / "processed"
+        for path in (folder, processed):
+            path.mkdir(parents=True, exist_ok=True)
+        config["broker_transport_options"] = {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "processed_folder": str(processed),
+            "store_processed": False,
+        }
+    return config
+
+
+@lru_cache
+def _client() -> Celery:
+    client = Celery("distill-api")
+    client.conf.update(celery_config(get_settings()))
+    return client
+
+
+def enqueue_job(job_id: str) -> None:
+    """Wake a worker for this job. Call only after the job row is committed."""
+    _client().send_task(RUN_JOB_TASK, args=[job_id], queue=get_settings().queue)
+
+
+def broker_reachable() -> bool:
+    try:
+        with _client().connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not ready"
+        return False

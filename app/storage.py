@@ -1,0 +1,55 @@
+"""Artifact store: a local folder (shared by API and workers through a volume).
+
+Keys are relative POSIX paths chosen by the service (never by a client), and
+are resolved strictly inside the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.config import get_settings
+
+
+@dataclass(frozen=True)
+class Stored:
+    key: str
+    size_bytes: int
+    sha256: str
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"storage key leaves the store: {key!r}")
+        return path
+
+    def put_file(self, source: Path, key: str) -> Stored:
+        """Copy a finished file in atomically (temp name, fsync, rename) and hash it."""
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.part")
+        digest = hashlib.sha256()
+        with source.open("rb") as src, temp.open("wb") as dst:
+            while chunk := src.read(1 << 20):
+                digest.update(chunk)
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(temp, target)
+        return Stored(key=key, size_bytes=target.stat().st_size, sha256=digest.hexdigest())
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self.path(prefix), ignore_errors=True)
+
+
+def get_storage() -> LocalStorage:
+    return LocalStorage(get_settings().resolved_artifact_dir)

@@ -1,0 +1,41 @@
+"""Catalog, health, readiness, Prometheus metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from app.catalog import DATASETS
+
+
+def test_catalog_lists_datasets_architectures_and_methods(client):
+    body = client.get("/v1/catalog").json()
+    assert body["datasets"]["mnist1d"]["input_shape"] == [40]
+    assert body["datasets"]["digits"]["input_shape"] == list(DATASETS["digits"].input_shape)
+    assert set(body["architectures"]) == {"mlp", "cnn"}
+    assert "channels" in body["architectures"]["cnn"]["parameters"]
+    kd = body["methods"]["kd"]["parameters"]
+    assert kd["temperature"]["exclusiveMinimum"] == 0
+    assert kd["alpha"]["minimum"] == 0 and kd["alpha"]["maximum"] == 1
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"database": "ok", "broker": "ok"}
+
+
+def test_prometheus_metrics_count_jobs_by_status(client):
+    client.post("/v1/jobs", json=client.get("/v1/catalog").json()["example_spec"])
+    text = client.get("/metrics").text
+    assert 'distill_jobs{status="queued"} 1.0' in text
+    assert 'distill_jobs{status="running"} 0.0' in text
+
+
+def test_openapi_describes_every_spec_field(client):
+    schema = client.get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    undocumented = []
+    for name in ("JobSpec", "TrainingSpec", "KDMethod", "JobOut", "ArtifactOut"):
+        for field, prop in components[name]["properties"].items():
+            documented = "description" in prop or "examples" in prop or "$ref" in prop
+            if not documented and field not in {"name", "created_at"}:
+                undocumented.append(f"{name}.{field}")
+    assert components["JobSpec"]["examples"], "the spec has a worked example"
+    assert not undocumented, undocumented

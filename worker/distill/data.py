@@ -1,0 +1,155 @@
+"""Built-in datasets -> train / validation / test splits of raw arrays.
+
+Inputs are returned exactly as the dataset gives them (no normalisation):
+the models normalise inside their own graph, so an exported student takes
+the same raw input a user has.  The validation split is carved from the
+training set and is the only thing early stopping and model selection see;
+the test split is only ever used for the final report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from app.catalog import DATASETS
+from app.spec import DatasetSpec
+
+
+@dataclass(frozen=True)
+class ArraySplit:
+    x: np.ndarray  # float32, shape (n, *input_shape)
+    y: np.ndarray  # int64, shape (n,)
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"x has {len(self.x)} rows but y has {len(self.y)}")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: ArraySplit
+    val: ArraySplit
+    test: ArraySplit
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+
+def _split(x: np.ndarray, y: np.ndarray) -> ArraySplit:
+    return ArraySplit(
+        x=np.ascontiguousarray(x, dtype=np.float32), y=np.ascontiguousarray(y, dtype=np.int64)
+    )
+
+
+# --- loaders: each returns (x_train, y_train, x_test, y_test), train before the val split
+
+
+def _load_digits(spec: DatasetSpec, cache_dir: Path) -> tuple[np.ndarray, ...]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()  # ships with scikit-learn: no download
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        d.images, d.target, test_size=0.2, stratify=d.target, random_state=spec.split_seed
+    )
+    return x_tr, y_tr, x_te, y_te
+
+
+def _mnist1d_args() -> dict:
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args(as_dict=True)
+    args.pop("url", None)  # only get_dataset uses it (to download); we never do
+    return args
+
+
+def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    # make_dataset reseeds numpy's and random's global generators; put them back
+    # so that loading data never changes anyone else's random stream.
+    import random
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        d = make_dataset(ObjectView(dict(args)))
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return {"x": d["x"], "y": d["y"], "x_test": d["x_test"], "y_test": d["y_test"]}
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # A half-written cache file must never be visible: write aside, then rename.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_mnist1d(spec: DatasetSpec, cache_dir: Path) -> tuple[np.ndarray, ...]:
+    # Generation takes seconds, so the arrays are cached; the file name carries a
+    # hash of the generator's arguments so a change of arguments never hits a stale file.
+    args = _mnist1d_args()
+    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(cache_dir) / f"mnist1d-{key}.npz"
+    arrays = None
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
+        except (OSError, ValueError, KeyError):
+            arrays = None  # unreadable cache: regenerate and overwrite it
+    if arrays is None:
+        arrays = _generate_mnist1d(args)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_savez(path, arrays)
+    return arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"]
+
+
+_LOADERS: dict[str, Callable[[DatasetSpec, Path], tuple[np.ndarray, ...]]] = {
+    "digits": _load_digits,
+    "mnist1d": _load_mnist1d,
+}
+
+
+def load_dataset(spec: DatasetSpec, cache_dir: Path) -> Splits:
+    """Load a built-in dataset and carve a stratified validation split from its training set."""
+    info = DATASETS[spec.name]
+    x_tr, y_tr, x_te, y_te = _LOADERS[spec.name](spec, Path(cache_dir))
+    x_fit, x_val, y_fit, y_val = train_test_split(
+        x_tr, y_tr, test_size=spec.val_fraction, stratify=y_tr, random_state=spec.split_seed
+    )
+    splits = Splits(
+        train=_split(x_fit, y_fit),
+        val=_split(x_val, y_val),
+        test=_split(x_te, y_te),
+        input_shape=tuple(info.input_shape),
+        num_classes=info.num_classes,
+    )
+    # The catalog is what the API promised the user; disagreeing with it is a bug here.
+    if splits.train.x.shape[1:] != splits.input_shape or len(x_tr) != info.train_size:
+        raise RuntimeError(f"{spec.name}: loaded data does not match app.catalog")
+    return splits
+
+
+def input_stats(x: np.ndarray) -> tuple[float, float]:
+    """Scalar mean and std of a training split, for the model's built-in normalisation."""
+    mean = float(np.mean(x, dtype=np.float64))
+    std = float(np.std(x, dtype=np.float64))
+    return mean, (std if std > 0 else 1.0)

@@ -1,0 +1,100 @@
+"""What the report says about a trained model: quality, calibration, size, speed.
+
+Final metrics are computed on a CPU copy of the model in fp32, whatever device
+trained it, so the numbers match what the exported (fp32, CPU) files give.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worker.distill.data import Splits
+from worker.distill.inference import predict_logits
+from worker.distill.models import count_parameters
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    # count / n in Python floats: exactly what onnx_accuracy computes from the same counts
+    return (logits.argmax(1) == torch.as_tensor(y)).sum().item() / len(logits)
+
+
+def agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
+    """Share of examples where student and teacher predict the same class (top-1)."""
+    return (student_logits.argmax(1) == teacher_logits.argmax(1)).sum().item() / len(student_logits)
+
+
+def nll(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean negative log-likelihood of the true class (cross-entropy)."""
+    return F.cross_entropy(logits.float(), torch.as_tensor(y)).item()
+
+
+def expected_calibration_error(logits: torch.Tensor, y: torch.Tensor, n_bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): sum over equal-width confidence bins (lo, hi] of
+    |B|/n * |accuracy(B) - mean confidence(B)|, confidence = max softmax probability."""
+    probs = torch.softmax(logits.double(), dim=1)
+    conf, pred = probs.max(1)
+    conf, correct = conf.numpy(), (pred == torch.as_tensor(y)).numpy()
+    bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - conf[mask].mean())
+    return float(ece)
+
+
+def state_bytes(model: nn.Module) -> int:
+    """Bytes of the state dict's tensors (parameters + buffers), i.e. the
+    safetensors payload without its small header."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+@torch.inference_mode()
+def latency_ms(model: nn.Module, runs: int = 200, warmup: int = 20) -> float:
+    """Median wall time of one single-example forward pass on the CPU, in ms."""
+    model = copy.deepcopy(model).to("cpu").eval()
+    x = torch.zeros((1, *model.input_shape), dtype=torch.float32)
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def evaluate(
+    model: nn.Module,
+    splits: Splits,
+    teacher_test_logits: torch.Tensor | None = None,
+    *,
+    latency_runs: int = 200,
+) -> dict[str, float]:
+    """Report metrics of one trained model (fp32, CPU)."""
+    cpu = copy.deepcopy(model).to("cpu").float().eval()
+    train_logits = predict_logits(cpu, splits.train.x)
+    val_logits = predict_logits(cpu, splits.val.x)
+    test_logits = predict_logits(cpu, splits.test.x)
+    y_test = torch.as_tensor(splits.test.y)
+    out = {
+        "test_accuracy": accuracy(test_logits, y_test),
+        "val_accuracy": accuracy(val_logits, splits.val.y),
+        "train_accuracy": accuracy(train_logits, splits.train.y),
+    }
+    out["generalization_gap"] = out["train_accuracy"] - out["test_accuracy"]
+    if teacher_test_logits is not None:
+        out["test_agreement"] = agreement(test_logits, teacher_test_logits.cpu())
+    out["test_ece"] = expected_calibration_error(test_logits, y_test)
+    out["test_nll"] = nll(test_logits, y_test)
+    out["parameters"] = count_parameters(cpu)
+    out["bytes"] = state_bytes(cpu)
+    out["latency_ms"] = latency_ms(cpu, runs=latency_runs)
+    return out

@@ -1,0 +1,178 @@
+"""Architectures: an arch spec + the dataset's shape -> a Classifier.
+
+Every model takes RAW inputs of shape (N, *input_shape) and normalises them
+itself (buffers `mean`/`std`, fitted by the caller on the training split), so
+the exported ONNX graph is usable on the data a user actually has.
+
+A Classifier is a list of named stages followed by a head.  Stages are where
+feature-distillation methods (hints, attention transfer) will tap in, so
+`forward_features` returns every stage's output alongside the logits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from app.spec import CNNArch, MLPArch
+
+ArchSpec = MLPArch | CNNArch
+
+
+class Classifier(nn.Module):
+    def __init__(
+        self,
+        *,
+        arch: ArchSpec,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        mean: float,
+        std: float,
+        stages: list[nn.Module],
+        stage_names: list[str],
+        head: nn.Module,
+    ) -> None:
+        super().__init__()
+        if std <= 0:
+            raise ValueError("std must be > 0")
+        # Kept so the same model can be rebuilt from a safetensors file (see `config`).
+        self.arch = arch
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.register_buffer("mean", torch.tensor(float(mean), dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(float(std), dtype=torch.float32))
+        self.stages = nn.ModuleList(stages)
+        self.stage_names = list(stage_names)
+        self.head = head
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        if isinstance(self.arch, CNNArch):
+            return x.unsqueeze(1)  # one input channel: (N, 1, L) or (N, 1, H, W)
+        return x.flatten(1)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        h = self._prepare(x)
+        features = []
+        for stage in self.stages:
+            h = stage(h)
+            features.append(h)
+        return self.head(h), features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._prepare(x)
+        for stage in self.stages:
+            h = stage(h)
+        return self.head(h)
+
+    def config(self) -> dict:
+        """What `build_model` needs to rebuild this model (mean/std travel as buffers)."""
+        return {
+            "arch": self.arch.model_dump(),
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+        }
+
+
+def _mlp(arch: MLPArch, input_shape: tuple[int, ...], num_classes: int):
+    width = math.prod(input_shape)
+    stages, names = [], []
+    for i, h in enumerate(arch.hidden):
+        layers: list[nn.Module] = [nn.Linear(width, h), nn.ReLU()]
+        if arch.dropout > 0:
+            layers.append(nn.Dropout(arch.dropout))
+        stages.append(nn.Sequential(*layers))
+        names.append(f"hidden{i}")
+        width = h
+    return stages, names, nn.Linear(width, num_classes)
+
+
+def _cnn(arch: CNNArch, input_shape: tuple[int, ...], num_classes: int):
+    if len(input_shape) == 1:
+        conv, bn, pool = nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d
+    elif len(input_shape) == 2:
+        conv, bn, pool = nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d
+    else:
+        raise ValueError(f"cnn takes 1-D or 2-D inputs, not shape {input_shape}")
+    n = len(arch.channels)
+    spatial = [s >> n for s in input_shape]  # each MaxPool(2) floor-halves every axis
+    if min(spatial) < 1:
+        raise ValueError(f"{n} conv stages are too many for input shape {input_shape}")
+    stages, names, c_in = [], [], 1
+    for i, c in enumerate(arch.channels):
+        stages.append(
+            nn.Sequential(
+                conv(c_in, c, arch.kernel_size, padding=arch.kernel_size // 2),
+                bn(c),
+                nn.ReLU(),
+                pool(2),
+            )
+        )
+        names.append(f"conv{i}")
+        c_in = c
+    width = c_in * math.prod(spatial)
+    if arch.hidden > 0:
+        stages.append(nn.Sequential(nn.Flatten(), nn.Linear(width, arch.hidden), nn.ReLU()))
+        names.append("dense")
+        width = arch.hidden
+    head: list[nn.Module] = [nn.Flatten()]
+    if arch.dropout > 0:
+        head.append(nn.Dropout(arch.dropout))
+    head.append(nn.Linear(width, num_classes))
+    return stages, names, nn.Sequential(*head)
+
+
+_BUILDERS = {MLPArch: _mlp, CNNArch: _cnn}
+
+
+def build_model(
+    arch: ArchSpec,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    mean: float = 0.0,
+    std: float = 1.0,
+    *,
+    seed: int | None = None,
+) -> Classifier:
+    """Build a Classifier. With `seed`, the initial weights depend on it alone
+    (the global RNG is forked, so nobody else's random stream moves)."""
+    input_shape = tuple(input_shape)
+
+    def make() -> Classifier:
+        stages, names, head = _BUILDERS[type(arch)](arch, input_shape, num_classes)
+        return Classifier(
+            arch=arch, input_shape=input_shape, num_classes=num_classes, mean=mean, std=std,
+            stages=stages, stage_names=names, head=head,
+        )
+
+    if seed is None:
+        return make()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
+
+
+def model_from_config(config: Mapping) -> Classifier:
+    """Inverse of Classifier.config(): an untrained model of the same shape."""
+    from pydantic import TypeAdapter
+
+    from app.spec import Arch
+
+    cfg = json.loads(config) if isinstance(config, str) else config
+    arch = TypeAdapter(Arch).validate_python(cfg["arch"])
+    return build_model(arch, tuple(cfg["input_shape"]), int(cfg["num_classes"]))
+
+
+def model_from_state(config: Mapping, state: Mapping[str, torch.Tensor]) -> Classifier:
+    """Rebuild a trained model: its config plus its state dict (buffers included)."""
+    model = model_from_config(config)
+    model.load_state_dict(dict(state), strict=True)
+    return model.eval()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

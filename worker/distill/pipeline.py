@@ -1,0 +1,209 @@
+"""One job, phase by phase: teacher -> soft_targets -> student -> baseline -> evaluate -> export.
+
+The pipeline only orchestrates: data.py loads, models.py builds, trainer.py
+trains, metrics.py measures, export.py writes, report.py assembles.  It talks
+to the outside through the Reporter alone; Cancelled from the trainer goes up
+untouched for the caller to handle.
+
+Selection rule: the exported student is the seed with the best *validation*
+accuracy.  The test split is only ever measured, never chosen on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from app.spec import JobSpec
+from worker.distill import metrics
+from worker.distill.data import Splits, input_stats, load_dataset
+from worker.distill.export import OutputFile, export_model
+from worker.distill.inference import predict_logits, resolve_device
+from worker.distill.models import Classifier, build_model
+from worker.distill.objectives import CE, build_objective
+from worker.distill.progress import Progress
+from worker.distill.report import aggregate, json_safe, summary, write_json
+from worker.distill.reporting import Reporter
+from worker.distill.trainer import TrainResult, train
+
+STUDENT_STEM = "student"
+REPORT_NAME = "report.json"
+
+
+@dataclass(frozen=True)
+class JobResult:
+    report: dict[str, Any]  # JSON-serialisable; also written to out/report.json
+    files: list[OutputFile]  # everything under workdir/"out", report.json last
+
+
+@dataclass
+class _Run:
+    seed: int
+    model: Classifier
+    result: TrainResult
+
+
+def _run_fields(r: TrainResult) -> dict[str, Any]:
+    return {"epochs_run": r.epochs_run, "best_epoch": r.best_epoch, "stopped_early": r.stopped_early}
+
+
+def _train_runs(
+    spec: JobSpec, splits: Splits, stats: tuple[float, float], *, phase: str, objective_for,
+    reporter: Reporter, device: torch.device, progress: Progress, teacher_kwargs: dict,
+) -> list[_Run]:
+    runs = []
+    for seed in spec.seeds:
+        run = f"seed={seed}"
+        # The student and the baseline of one seed start from identical weights and
+        # see batches in the same order: the comparison is paired.
+        model = build_model(spec.student.arch, splits.input_shape, splits.num_classes, *stats, seed=seed)
+        result = train(
+            model, objective_for(), splits.train, splits.val, spec.training,
+            seed=seed, device=device, reporter=reporter, phase=phase, run=run,
+            on_epoch=progress.run(spec.training.epochs), **teacher_kwargs,
+        )
+        progress.run_done(spec.training.epochs)
+        reporter.event(
+            f"{phase} {run}: best validation accuracy {result.best_val_accuracy:.4f} "
+            f"at epoch {result.best_epoch} of {result.epochs_run}"
+        )
+        runs.append(_Run(seed, model, result))
+    return runs
+
+
+def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) -> JobResult:
+    out_dir = Path(workdir) / "out"
+    device = resolve_device(spec.training.device)
+    splits = load_dataset(spec.dataset, Path(data_cache))
+    stats = input_stats(splits.train.x)
+    reporter.event(
+        f"dataset {spec.dataset.name}: {len(splits.train)} train / {len(splits.val)} validation / "
+        f"{len(splits.test)} test examples; device {device.type}"
+    )
+    student_runs = len(spec.seeds) * (2 if spec.baseline else 1)
+    progress = Progress(reporter, spec.teacher.train.epochs + student_runs * spec.training.epochs)
+    progress.start()
+
+    # --- teacher ------------------------------------------------------------
+    reporter.phase("teacher")
+    t_spec = spec.teacher.train
+    teacher = build_model(t_spec.arch, splits.input_shape, splits.num_classes, *stats, seed=t_spec.seed)
+    t_result = train(
+        teacher, CE(), splits.train, splits.val, t_spec,
+        seed=t_spec.seed, device=device, reporter=reporter, phase="teacher", run="teacher",
+        on_epoch=progress.run(t_spec.epochs),
+    )
+    progress.run_done(t_spec.epochs)
+    teacher.requires_grad_(False)
+    reporter.event(
+        f"teacher: best validation accuracy {t_result.best_val_accuracy:.4f} at epoch "
+        f"{t_result.best_epoch} of {t_result.epochs_run}"
+        + (" (stopped early)" if t_result.stopped_early else "")
+    )
+
+    # --- soft targets -------------------------------------------------------
+    reporter.phase("soft_targets")
+    objective_for = lambda: build_objective(spec.method)  # noqa: E731  (fresh per run)
+    soft_mode = None
+    teacher_kwargs: dict = {}
+    if objective_for().needs_teacher:
+        soft_mode = "recomputed" if spec.training.soft_targets == "recomputed" else "cached"
+        if soft_mode == "cached":
+            teacher_kwargs["teacher_logits"] = predict_logits(teacher, splits.train.x)
+            reporter.event(
+                f"soft targets: cached (teacher logits on {len(splits.train)} training "
+                "examples computed once, reused every epoch)"
+            )
+        else:
+            teacher_kwargs["teacher"] = teacher
+            reporter.event("soft targets: recomputed (the frozen teacher runs on every batch)")
+    else:
+        reporter.event(f"method {spec.method.name}: the student does not use the teacher")
+
+    # --- student and baseline -------------------------------------------------
+    common = dict(reporter=reporter, device=device, progress=progress)
+    reporter.phase("student")
+    students = _train_runs(
+        spec, splits, stats, phase="student", objective_for=objective_for,
+        teacher_kwargs=teacher_kwargs, **common,
+    )
+    baselines = None
+    if spec.baseline:
+        reporter.phase("baseline")
+        baselines = _train_runs(
+            spec, splits, stats, phase="baseline", objective_for=CE, teacher_kwargs={}, **common,
+        )
+
+    # --- evaluate -------------------------------------------------------------
+    reporter.phase("evaluate")
+    teacher_test_logits = predict_logits(_cpu(teacher), splits.test.x)
+    teacher_report = {
+        **metrics.evaluate(teacher, splits),
+        **_run_fields(t_result),
+        "arch": t_spec.arch.model_dump(),
+    }
+
+    def runs_report(runs: list[_Run]) -> dict:
+        rows = [
+            {"seed": r.seed, **metrics.evaluate(r.model, splits, teacher_test_logits), **_run_fields(r.result)}
+            for r in runs
+        ]
+        return {"arch": spec.student.arch.model_dump(), **aggregate(rows)}
+
+    student_report = runs_report(students)
+    baseline_report = runs_report(baselines) if baselines is not None else None
+    progress.tail(0.5)
+
+    # --- export ---------------------------------------------------------------
+    reporter.phase("export")
+    # max() keeps the first of equals, i.e. the earliest seed in spec order.
+    best = max(range(len(students)), key=lambda i: student_report["runs"][i]["val_accuracy"])
+    chosen = student_report["runs"][best]
+    files = export_model(
+        students[best].model, list(spec.export.formats), out_dir,
+        stem=STUDENT_STEM, onnx_opset=spec.export.onnx_opset,
+    )
+    reporter.event(
+        f"exported the seed={chosen['seed']} student (best validation accuracy "
+        f"{chosen['val_accuracy']:.4f}): {', '.join(f.name for f in files)}"
+    )
+    report = json_safe({
+        "name": spec.name,
+        "dataset": {
+            "name": spec.dataset.name,
+            "input_shape": list(splits.input_shape),
+            "num_classes": splits.num_classes,
+            "train_size": len(splits.train),
+            "val_size": len(splits.val),
+            "test_size": len(splits.test),
+        },
+        "method": spec.method.model_dump(),
+        "seeds": list(spec.seeds),
+        "device": device.type,
+        "soft_targets": soft_mode,
+        "teacher": teacher_report,
+        "student": student_report,
+        "baseline": baseline_report,
+        "exported": {
+            "seed": chosen["seed"],
+            "selected_by": "validation accuracy",
+            "val_accuracy": chosen["val_accuracy"],
+            "test_accuracy": chosen["test_accuracy"],
+            "files": {f.kind: f.name for f in files},
+            "onnx_opset": spec.export.onnx_opset if "onnx" in spec.export.formats else None,
+        },
+        "summary": summary(teacher_report, student_report, baseline_report),
+    })
+    report_path = write_json(report, out_dir / REPORT_NAME)
+    files.append(OutputFile(REPORT_NAME, report_path, "application/json", "report"))
+    progress.tail(1.0)
+    return JobResult(report=report, files=files)
+
+
+def _cpu(model: Classifier) -> Classifier:
+    import copy
+
+    return copy.deepcopy(model).to("cpu").float().eval()

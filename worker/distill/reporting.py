@@ -1,0 +1,60 @@
+"""How the engine talks to the outside world.
+
+The engine knows nothing of HTTP, Celery or the database: it reports through
+this protocol. worker/tasks.py implements it on the database; tests and bench
+scripts use MemoryReporter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class Cancelled(Exception):
+    """Raised inside the engine when the reporter asks it to stop."""
+
+
+class Reporter(Protocol):
+    checkpoint_dir: Path
+
+    def phase(self, name: str) -> None:
+        """A new phase starts (one of app.catalog.PHASES)."""
+
+    def progress(self, fraction: float) -> None:
+        """Overall progress of the job, 0..1, monotone."""
+
+    def metric(self, phase: str, run: str, epoch: int, values: dict[str, float]) -> None:
+        """Per-epoch metrics of one run (e.g. run='seed=0') of a phase."""
+
+    def event(self, message: str, level: str = "info") -> None:
+        """Something a person watching the job should read."""
+
+    def should_stop(self) -> bool:
+        """True once cancellation was requested; checked at batch boundaries."""
+
+
+@dataclass
+class MemoryReporter:
+    checkpoint_dir: Path
+    phases: list[str] = field(default_factory=list)
+    progresses: list[float] = field(default_factory=list)
+    metrics: list[tuple[str, str, int, dict[str, float]]] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)
+    stop_requested: bool = False
+
+    def phase(self, name: str) -> None:
+        self.phases.append(name)
+
+    def progress(self, fraction: float) -> None:
+        self.progresses.append(fraction)
+
+    def metric(self, phase: str, run: str, epoch: int, values: dict[str, float]) -> None:
+        self.metrics.append((phase, run, epoch, dict(values)))
+
+    def event(self, message: str, level: str = "info") -> None:
+        self.events.append((level, message))
+
+    def should_stop(self) -> bool:
+        return self.stop_requested
