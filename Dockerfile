@@ -21,7 +21,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 distill \
  && useradd --system --uid 10001 --gid distill --create-home \
         --home-dir /home/distill --shell /usr/sbin/nologin distill \
- && mkdir -p /data/artifacts /data/cache \
+ && mkdir -p /data/artifacts /data/cache /data/home \
  && chown -R distill:distill /data
 
 WORKDIR /srv/distill
@@ -50,7 +50,8 @@ RUN pip install --no-deps . \
 
 ENV HOME=/home/distill \
     DISTILL_ARTIFACT_DIR=/data/artifacts \
-    DISTILL_DATA_CACHE_DIR=/data/cache
+    DISTILL_DATA_CACHE_DIR=/data/cache \
+    DISTILL_HOME=/data/home
 
 USER distill
 

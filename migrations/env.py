@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from logging.config import fileConfig
+from pathlib import Path
 
 from alembic import context
+from sqlalchemy.engine import make_url
 
 from app.config import get_settings
 from app.db import make_engine
@@ -30,8 +32,9 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     url = _url()
-    if url.startswith("sqlite"):
-        get_settings().home.mkdir(parents=True, exist_ok=True)
+    database = make_url(url).database
+    if url.startswith("sqlite") and database:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(url)
     with engine.connect() as connection:
         # batch mode: SQLite cannot ALTER most things in place.

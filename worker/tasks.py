@@ -75,17 +75,17 @@ class DbReporter:
         return self._stop
 
 
-def _store_outputs(job_id: str, files) -> None:  # noqa: ANN001 - list of pipeline.OutputFile
+def _store_outputs(job_id: str, files) -> None:  # noqa: ANN001 - list of export.OutputFile
     storage = get_storage()
     with get_sessionmaker()() as s:
         for f in files:
-            stored = storage.put_file(f.path, f"jobs/{job_id}/{f.path.name}")
+            stored = storage.put_file(f.path, f"jobs/{job_id}/{f.name}")
             s.add(
                 Artifact(
                     job_id=job_id,
-                    kind=f.kind,
-                    format=f.format,
-                    filename=f.path.name,
+                    kind="report" if f.kind == "report" else "student",
+                    format="json" if f.kind == "report" else f.kind,
+                    filename=f.name,
                     media_type=f.media_type,
                     storage_key=stored.key,
                     size_bytes=stored.size_bytes,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,17 +57,20 @@ def load_safetensors(path: Path) -> Classifier:
 def export_onnx(model: Classifier, path: Path, *, opset: int) -> Path:
     cpu = _cpu_copy(model)
     example = torch.zeros((2, *cpu.input_shape), dtype=torch.float32)
-    # The legacy (TorchScript) exporter: dynamo=True needs onnxscript.
-    torch.onnx.export(
-        cpu,
-        (example,),
-        str(path),
-        dynamo=False,
-        opset_version=opset,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
+    # The legacy (TorchScript) exporter, on purpose: dynamo=True needs onnxscript,
+    # which the worker does not install. Its deprecation warning is known, not news.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export")
+        torch.onnx.export(
+            cpu,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
     return Path(path)
 
 

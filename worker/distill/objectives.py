@@ -17,6 +17,11 @@ from torch import nn
 from app.spec import CEMethod, KDMethod
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    # Losses in fp32 even when the forward ran under bf16 autocast (fp64 stays fp64).
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def kd_loss(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
@@ -33,9 +38,8 @@ def kd_loss(
     soft term on the same scale whatever T is (its gradient shrinks as 1/T^2
     otherwise), so alpha means the same thing at T = 2 and T = 20.
     """
-    # Losses in fp32 even when the forward ran under bf16 autocast.
-    s = student_logits.float()
-    t = teacher_logits.float().detach()
+    s = _at_least_fp32(student_logits)
+    t = _at_least_fp32(teacher_logits).detach()
     T = float(temperature)
     soft = F.kl_div(
         F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), log_target=True,
@@ -69,7 +73,7 @@ class CE(Objective):
     needs_teacher = False
 
     def forward(self, student_logits, teacher_logits, labels):
-        return F.cross_entropy(student_logits.float(), labels)
+        return F.cross_entropy(_at_least_fp32(student_logits), labels)
 
 
 class KD(Objective):

@@ -2,8 +2,9 @@
 
 The pipeline only orchestrates: data.py loads, models.py builds, trainer.py
 trains, metrics.py measures, export.py writes, report.py assembles.  It talks
-to the outside through the Reporter alone; Cancelled from the trainer goes up
-untouched for the caller to handle.
+to the outside through the Reporter alone.  Cancelled (raised by the trainer,
+or here when a cancel is noticed between phases) goes up untouched for the
+caller to handle.
 
 Selection rule: the exported student is the seed with the best *validation*
 accuracy.  The test split is only ever measured, never chosen on.
@@ -11,6 +12,7 @@ accuracy.  The test split is only ever measured, never chosen on.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from worker.distill.models import Classifier, build_model
 from worker.distill.objectives import CE, build_objective
 from worker.distill.progress import Progress
 from worker.distill.report import aggregate, json_safe, summary, write_json
-from worker.distill.reporting import Reporter
+from worker.distill.reporting import Cancelled, Reporter
 from worker.distill.trainer import TrainResult, train
 
 STUDENT_STEM = "student"
@@ -44,6 +46,13 @@ class _Run:
     seed: int
     model: Classifier
     result: TrainResult
+
+
+def _phase(reporter: Reporter, name: str) -> None:
+    # Phases without batches (soft targets, evaluate, export) honour a cancel here.
+    if reporter.should_stop():
+        raise Cancelled(f"cancellation requested before phase {name}")
+    reporter.phase(name)
 
 
 def _run_fields(r: TrainResult) -> dict[str, Any]:
@@ -87,8 +96,8 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     progress = Progress(reporter, spec.teacher.train.epochs + student_runs * spec.training.epochs)
     progress.start()
 
-    # --- teacher ------------------------------------------------------------
-    reporter.phase("teacher")
+    # --- teacher (on the same device as the students: training.device) ---------
+    _phase(reporter, "teacher")
     t_spec = spec.teacher.train
     teacher = build_model(t_spec.arch, splits.input_shape, splits.num_classes, *stats, seed=t_spec.seed)
     t_result = train(
@@ -105,8 +114,11 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     )
 
     # --- soft targets -------------------------------------------------------
-    reporter.phase("soft_targets")
-    objective_for = lambda: build_objective(spec.method)  # noqa: E731  (fresh per run)
+    _phase(reporter, "soft_targets")
+
+    def objective_for():  # a fresh one per run: later methods own trainable parts
+        return build_objective(spec.method)
+
     soft_mode = None
     teacher_kwargs: dict = {}
     if objective_for().needs_teacher:
@@ -125,20 +137,20 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
 
     # --- student and baseline -------------------------------------------------
     common = dict(reporter=reporter, device=device, progress=progress)
-    reporter.phase("student")
+    _phase(reporter, "student")
     students = _train_runs(
         spec, splits, stats, phase="student", objective_for=objective_for,
         teacher_kwargs=teacher_kwargs, **common,
     )
     baselines = None
     if spec.baseline:
-        reporter.phase("baseline")
+        _phase(reporter, "baseline")
         baselines = _train_runs(
             spec, splits, stats, phase="baseline", objective_for=CE, teacher_kwargs={}, **common,
         )
 
     # --- evaluate -------------------------------------------------------------
-    reporter.phase("evaluate")
+    _phase(reporter, "evaluate")
     teacher_test_logits = predict_logits(_cpu(teacher), splits.test.x)
     teacher_report = {
         **metrics.evaluate(teacher, splits),
@@ -158,7 +170,7 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     progress.tail(0.5)
 
     # --- export ---------------------------------------------------------------
-    reporter.phase("export")
+    _phase(reporter, "export")
     # max() keeps the first of equals, i.e. the earliest seed in spec order.
     best = max(range(len(students)), key=lambda i: student_report["runs"][i]["val_accuracy"])
     chosen = student_report["runs"][best]
@@ -204,6 +216,4 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
 
 
 def _cpu(model: Classifier) -> Classifier:
-    import copy
-
     return copy.deepcopy(model).to("cpu").float().eval()

@@ -59,7 +59,9 @@ def json_safe(obj: Any) -> Any:
         return [json_safe(v) for v in obj]
     if isinstance(obj, bool) or obj is None or isinstance(obj, str):
         return obj
-    if isinstance(obj, int) or (hasattr(obj, "dtype") and getattr(obj.dtype, "kind", "") in "iu"):
+    if hasattr(obj, "dtype") and obj.dtype.kind == "b":
+        return bool(obj)
+    if isinstance(obj, int) or (hasattr(obj, "dtype") and obj.dtype.kind in "iu"):
         return int(obj)
     if isinstance(obj, float) or hasattr(obj, "dtype"):
         f = float(obj)

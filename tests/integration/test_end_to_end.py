@@ -1,0 +1,92 @@
+"""Submit a job over HTTP to a real uvicorn server, let a real Celery worker run
+it, poll it to the end, download the student and check it with onnxruntime.
+
+Runs twice: embedded (SQLite + filesystem broker) and distributed (PostgreSQL +
+Redis)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from app.spec import JobSpec
+from tests.integration.conftest import Service, wait_for
+
+pytestmark = pytest.mark.integration
+
+TINY_JOB = {
+    "name": "integration",
+    "dataset": {"name": "digits"},
+    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [64]}, "epochs": 6, "patience": 3}},
+    "student": {"arch": {"name": "mlp", "hidden": [16]}},
+    "method": {"name": "kd", "temperature": 4.0, "alpha": 0.9},
+    "training": {"epochs": 4},
+    "seeds": [0, 1],
+    "baseline": True,
+}
+PHASES = ["teacher", "soft_targets", "student", "baseline", "evaluate", "export"]
+
+
+def finished(api: httpx.Client, job_id: str) -> dict | None:
+    job = api.get(f"/v1/jobs/{job_id}").json()
+    return job if job["status"] in {"succeeded", "failed", "cancelled"} else None
+
+
+def test_job_runs_to_a_student_that_matches_its_report(service: Service, tmp_path: Path):
+    api = httpx.Client(base_url=service.url, timeout=10)
+    r = api.post("/v1/jobs", json=TINY_JOB)
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+
+    job = wait_for(lambda: finished(api, job_id), timeout=240, what="the job to finish", every=0.5)
+    assert job["status"] == "succeeded", (job["error"], service.dump_logs())
+    assert job["progress"] == 1.0 and job["attempts"] == 1 and job["eta_seconds"] is None
+
+    # Phases, in order, as events.
+    events = api.get(f"/v1/jobs/{job_id}/events").json()
+    started = [e["phase"] for e in events if e["message"].startswith("phase ")]
+    assert started == PHASES
+
+    # Per-epoch series for the teacher and for each seed of student and baseline.
+    series = api.get(f"/v1/jobs/{job_id}/metrics", params={"name": "val_accuracy"}).json()["series"]
+    runs = {(s["phase"], s["run"]) for s in series}
+    assert {("student", "seed=0"), ("student", "seed=1"), ("baseline", "seed=0"),
+            ("baseline", "seed=1")} <= runs
+    assert any(phase == "teacher" for phase, _ in runs)
+    student0 = next(s for s in series if (s["phase"], s["run"]) == ("student", "seed=0"))
+    assert student0["epochs"] == [1, 2, 3, 4]
+    assert job["latest_metrics"] is not None
+
+    report = job["result"]
+    assert len(report["student"]["runs"]) == 2 and report["baseline"] is not None
+
+    artifacts = {a["filename"]: a for a in api.get(f"/v1/jobs/{job_id}/artifacts").json()}
+    assert {"student.onnx", "student.safetensors", "report.json"} <= set(artifacts)
+
+    onnx = api.get(artifacts["student.onnx"]["content_url"])
+    assert onnx.status_code == 200
+    assert hashlib.sha256(onnx.content).hexdigest() == artifacts["student.onnx"]["sha256"]
+    path = tmp_path / "student.onnx"
+    path.write_bytes(onnx.content)
+
+    # The user's check: the file alone, on the raw test inputs, gives the claimed accuracy.
+    import onnxruntime as ort
+
+    from worker.distill.data import load_dataset
+
+    splits = load_dataset(JobSpec.model_validate(TINY_JOB).dataset, Path(service.env["DISTILL_DATA_CACHE_DIR"]))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (logits,) = session.run(None, {session.get_inputs()[0].name: splits.test.x})
+    onnx_accuracy = float(np.mean(logits.argmax(axis=1) == splits.test.y))
+    assert onnx_accuracy == pytest.approx(report["exported"]["test_accuracy"], abs=1e-9)
+
+    downloaded = api.get(artifacts["report.json"]["content_url"]).json()
+    assert downloaded["exported"] == report["exported"]
+    weights = api.get(artifacts["student.safetensors"]["content_url"])
+    from safetensors.numpy import load as load_safetensors
+
+    assert load_safetensors(weights.content), "safetensors file holds tensors"

@@ -1,0 +1,70 @@
+"""The arrows of DESIGN.md that a test can see: the API never imports torch or
+the worker; the engine never imports the DB, Celery or FastAPI."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(folder: Path) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in folder.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+        found[str(path.relative_to(ROOT))] = names
+    return found
+
+
+def offenders(folder: str, forbidden: tuple[str, ...]) -> list[str]:
+    return [
+        f"{path}: {name}"
+        for path, names in imported_modules(ROOT / folder).items()
+        for name in names
+        if name.split(".")[0] in forbidden or any(name.startswith(f + ".") or name == f for f in forbidden)
+    ]
+
+
+def test_importing_the_api_leaves_torch_out():
+    code = "import sys, app.main; print('torch' in sys.modules, 'worker' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_worker_parent_process_does_not_import_torch():
+    # CUDA does not survive fork: torch is imported in the child, inside the task.
+    code = "import sys, worker.celery_app, worker.tasks; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_app_never_imports_worker_or_torch():
+    assert offenders("app", ("worker", "torch")) == []
+
+
+def test_engine_never_imports_db_celery_or_http():
+    bad = offenders("worker/distill", ("sqlalchemy", "celery", "fastapi", "starlette", "app.db",
+                                         "app.models", "app.jobs", "app.api", "app.queue"))
+    assert bad == []
+
+
+def test_nobody_writes_job_status_outside_the_state_machine():
+    hits = []
+    for folder in ("app", "worker"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path.name == "jobs.py" and path.parent.name == "app":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Assign | ast.AugAssign):
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    hits += [f"{path}:{node.lineno}" for t in targets
+                             if isinstance(t, ast.Attribute) and t.attr == "status"]
+    assert hits == []
