@@ -35,7 +35,7 @@ def _cell(mean: dict, std: dict | None, key: str, fmt: str) -> str:
         return "-"
     text = fmt.format(value)
     spread = (std or {}).get(key)
-    if spread and key not in {"parameters", "bytes"}:
+    if spread is not None and key not in {"parameters", "bytes"}:
         text += " ± " + fmt.format(spread).lstrip("+")
     return text
 
@@ -81,6 +81,19 @@ def watch(api: httpx.Client, job_id: str, poll: float) -> dict:
         time.sleep(poll)
 
 
+def wait_until_ready(api: httpx.Client, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if api.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the API at {api.base_url} was not ready within {seconds:.0f}s")
+        time.sleep(0.5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("spec", type=Path)
@@ -88,9 +101,12 @@ def main() -> int:
     parser.add_argument("--wait", action="store_true", help="poll until the job ends")
     parser.add_argument("--poll", type=float, default=2.0, help="seconds between polls")
     parser.add_argument("--download", type=Path, help="folder for the student and report")
+    parser.add_argument("--ready-timeout", type=float, default=60,
+                        help="seconds to wait for the API's /readyz first")
     args = parser.parse_args()
 
     api = httpx.Client(base_url=args.api, timeout=30)
+    wait_until_ready(api, args.ready_timeout)
     r = api.post("/v1/jobs", json=json.loads(args.spec.read_text()))
     if r.status_code != 202:
         print(json.dumps(r.json(), indent=2), file=sys.stderr)
