@@ -90,3 +90,23 @@ def test_job_runs_to_a_student_that_matches_its_report(service: Service, tmp_pat
     from safetensors.numpy import load as load_safetensors
 
     assert load_safetensors(weights.content), "safetensors file holds tensors"
+
+
+def test_a_running_job_is_cancelled_at_a_batch_and_the_worker_takes_the_next(service: Service):
+    api = httpx.Client(base_url=service.url, timeout=10)
+    long_job = {**TINY_JOB, "name": "long", "training": {"epochs": 2000, "batch_size": 8}, "seeds": [0]}
+    job_id = api.post("/v1/jobs", json=long_job).json()["id"]
+    wait_for(lambda: api.get(f"/v1/jobs/{job_id}").json()["phase"] == "student",
+             timeout=120, what="the student phase")
+
+    r = api.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 202 and r.json()["cancel_requested"]
+    job = wait_for(lambda: finished(api, job_id), timeout=60, what="the cancel to land")
+    assert job["status"] == "cancelled" and job["result"] is None
+    # Metrics so far are kept.
+    assert api.get(f"/v1/jobs/{job_id}/metrics", params={"phase": "teacher"}).json()["series"]
+
+    # The worker is free again: the next job runs.
+    next_id = api.post("/v1/jobs", json={**TINY_JOB, "seeds": [0], "baseline": False}).json()["id"]
+    job = wait_for(lambda: finished(api, next_id), timeout=180, what="the next job", every=0.5)
+    assert job["status"] == "succeeded", job["error"]
