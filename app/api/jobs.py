@@ -68,23 +68,11 @@ def _latest_metrics(session: Session, job_id: str) -> dict[str, Any] | None:
 
 
 def job_out(session: Session, job: Job, *, with_metrics: bool = True) -> JobOut:
-    return JobOut(
-        id=job.id,
-        name=job.name,
-        status=jobs.Status(job.status),
-        phase=job.phase,
-        progress=job.progress,
-        eta_seconds=_eta_seconds(job),
-        cancel_requested=job.cancel_requested,
-        attempts=job.attempts,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        heartbeat_at=job.heartbeat_at,
-        error=job.error,
-        latest_metrics=_latest_metrics(session, job.id) if with_metrics else None,
-        result=job.result,
-        spec=job.spec,
+    return JobOut.model_validate(job).model_copy(
+        update={
+            "eta_seconds": _eta_seconds(job),
+            "latest_metrics": _latest_metrics(session, job.id) if with_metrics else None,
+        }
     )
 
 
@@ -256,19 +244,8 @@ def job_metrics(
     return MetricsOut(series=list(series.values()))
 
 
-def artifact_out(a: Artifact) -> ArtifactOut:
-    return ArtifactOut(
-        id=a.id,
-        job_id=a.job_id,
-        kind=a.kind,
-        format=a.format,
-        filename=a.filename,
-        media_type=a.media_type,
-        size_bytes=a.size_bytes,
-        sha256=a.sha256,
-        created_at=a.created_at,
-        content_url=f"/v1/artifacts/{a.id}/content",
-    )
+def artifact_out(artifact: Artifact) -> ArtifactOut:
+    return ArtifactOut.model_validate(artifact)
 
 
 @router.get(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from app.jobs import Status
 
@@ -13,6 +13,8 @@ JOB_ID_EXAMPLE = "0b7c6a52-3f0e-4a55-9d0c-2b1f7d2d8a11"
 
 
 class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str = Field(description="The job's id.", examples=[JOB_ID_EXAMPLE])
     name: str | None = Field(description="The spec's label.", examples=["mnist1d cnn -> mlp"])
     status: Status = Field(
@@ -25,6 +27,7 @@ class JobOut(BaseModel):
     )
     progress: float = Field(description="Share of the job done, 0..1.", examples=[0.42])
     eta_seconds: float | None = Field(
+        None,
         description="Estimated seconds left, from progress so far; null when unknown.",
         examples=[95.0],
     )
@@ -40,6 +43,7 @@ class JobOut(BaseModel):
     )
     error: str | None = Field(description="Why the job failed.", examples=[None])
     latest_metrics: dict[str, Any] | None = Field(
+        None,
         description="The last epoch reported: phase, run, epoch and its values.",
         examples=[
             {"phase": "student", "run": "seed=0", "epoch": 7, "values": {"val_accuracy": 0.71}}
@@ -82,6 +86,8 @@ class MetricsOut(BaseModel):
 
 
 class ArtifactOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: str = Field(examples=["5d41a0c1-77a3-4a8e-b38c-0e3f4cf2b8f7"])
     job_id: str | None = Field(examples=[JOB_ID_EXAMPLE])
     kind: str = Field(description="student or report.", examples=["student"])
@@ -91,4 +97,8 @@ class ArtifactOut(BaseModel):
     size_bytes: int = Field(examples=[21873])
     sha256: str = Field(examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])
     created_at: datetime
-    content_url: str = Field(examples=["/v1/artifacts/5d41a0c1-77a3-4a8e-b38c-0e3f4cf2b8f7/content"])
+
+    @computed_field(examples=["/v1/artifacts/5d41a0c1-77a3-4a8e-b38c-0e3f4cf2b8f7/content"])
+    @property
+    def content_url(self) -> str:
+        return f"/v1/artifacts/{self.id}/content"
