@@ -28,7 +28,28 @@ class Settings(BaseSettings):
     queue: str = Field("train", description="Celery queue the training jobs go to.")
     artifact_dir: Path | None = Field(None, description="Where job outputs are stored.")
     data_cache_dir: Path | None = Field(None, description="Cache of generated datasets.")
-    heartbeat_seconds: float = Field(5.0, gt=0, description="How often a running job says it lives.")
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often a worker renews the lease on its running job."
+    )
+    lease_seconds: float = Field(
+        60.0, gt=0, description="A running job whose lease is this old has lost its worker."
+    )
+    sweep_seconds: float = Field(
+        15.0, gt=0, description="How often each worker looks for lost and unsent jobs."
+    )
+    resend_after_seconds: float = Field(
+        120.0, gt=0, description="A job queued this long without a worker is sent again."
+    )
+    visibility_timeout_seconds: int = Field(
+        3600,
+        gt=0,
+        description="Redis: an unacknowledged task is delivered again after this long. "
+        "Duplicates are harmless (the lease), so this only bounds how late a lost "
+        "message is redelivered; the sweeper usually acts first.",
+    )
+    db_retry_seconds: float = Field(
+        120.0, ge=0, description="How long a worker retries its database writes in an outage."
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -8,14 +8,19 @@ Each transition is one conditional UPDATE (`WHERE status IN (allowed sources)`),
 so two actors racing (a cancel and a worker finishing, two deliveries of one
 task) cannot both win: the loser sees rowcount 0. Functions here do not commit;
 the caller owns the transaction.
+
+A running job is held by one worker through a lease (owner, expiry). The worker
+renews it while it works, and every write it makes names itself as the owner:
+once the lease has passed to another worker, the old one's writes match no row.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobEvent, JobMetric, utcnow
@@ -47,18 +52,33 @@ def sources_of(target: Status) -> list[str]:
     return [s.value for s, targets in ALLOWED.items() if target in targets]
 
 
+def _held_by(owner: str) -> ColumnElement[bool]:
+    return and_(Job.status == Status.RUNNING.value, Job.lease_owner == owner)
+
+
 def _transition(
-    session: Session, job_id: str, target: Status, *, only_from: Status | None = None, **values: Any
+    session: Session,
+    job_id: str,
+    target: Status,
+    *,
+    only_from: Status | None = None,
+    owner: str | None = None,
+    **values: Any,
 ) -> bool:
     """Move the job to `target` if its current status allows it (and is `only_from`,
-    when given). True if it moved."""
+    when given; and the job is running under `owner`'s lease, when given). True if it moved."""
     sources = sources_of(target)
     if only_from is not None:
         sources = [s for s in sources if s == only_from.value]
+    condition = Job.status.in_(sources)
+    if owner is not None:
+        condition = and_(condition, _held_by(owner))
+    if target in TERMINAL or target == Status.QUEUED:
+        values |= {"lease_owner": None, "lease_expires_at": None}
     now = utcnow()
     result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status.in_(sources))
+        .where(Job.id == job_id, condition)
         .values(status=target.value, updated_at=now, **values)
         .execution_options(synchronize_session=False)
     )
@@ -81,6 +101,7 @@ def create(
     job = Job(
         name=spec.name,
         status=Status.QUEUED.value,
+        max_attempts=spec.limits.max_attempts,
         spec=spec.model_dump(mode="json"),
         idempotency_key=idempotency_key,
         request_sha256=request_sha256,
@@ -91,69 +112,118 @@ def create(
     return job
 
 
-def claim(session: Session, job_id: str) -> bool:
-    """queued -> running, for the worker that will run it. False: someone else has it,
-    or it was cancelled or finished meanwhile (a duplicate delivery does nothing)."""
+def claim(session: Session, job_id: str, owner: str, lease_seconds: float) -> bool:
+    """queued -> running under `owner`'s lease. False: someone else holds it, or it
+    was cancelled or finished meanwhile (a duplicate delivery does nothing)."""
+    job = session.get(Job, job_id)
+    if job is None:
+        return False
     now = utcnow()
+    time_limit = job.spec.get("limits", {}).get("time_limit_seconds")
+    deadline = job.deadline_at
+    if deadline is None and time_limit:
+        deadline = now + timedelta(seconds=time_limit)
     claimed = _transition(
         session,
         job_id,
         Status.RUNNING,
-        started_at=now,
+        only_from=Status.QUEUED,
+        lease_owner=owner,
+        lease_expires_at=now + timedelta(seconds=lease_seconds),
+        started_at=job.started_at or now,
+        deadline_at=deadline,
         heartbeat_at=now,
         attempts=Job.attempts + 1,
     )
     if claimed:
-        add_event(session, job_id, "worker started the job")
+        add_event(session, job_id, f"worker {owner} started the job (attempt {job.attempts + 1} "
+                  f"of {job.max_attempts})")
     return claimed
 
 
+def renew_lease(session: Session, job_id: str, owner: str, lease_seconds: float) -> bool:
+    """The worker's heartbeat. False: the lease is lost (expired and handed on, or the
+    job ended): the worker must stop and write nothing more."""
+    now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, _held_by(owner))
+        .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def holds_lease(session: Session, job_id: str, owner: str) -> bool:
+    return session.scalar(select(Job.id).where(Job.id == job_id, _held_by(owner))) is not None
+
+
 def report_progress(
-    session: Session, job_id: str, *, phase: str | None = None, progress: float | None = None
-) -> None:
-    """Phase, progress and heartbeat of a running job; ignored once it is no longer running."""
+    session: Session,
+    job_id: str,
+    owner: str,
+    *,
+    phase: str | None = None,
+    progress: float | None = None,
+) -> bool:
+    """Phase and progress of a running job, by the lease holder only."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if phase is not None:
         values["phase"] = phase
     if progress is not None:
         values["progress"] = min(max(progress, 0.0), 1.0)
-    session.execute(
+    result = session.execute(
         update(Job)
-        .where(Job.id == job_id, Job.status == Status.RUNNING.value)
+        .where(Job.id == job_id, _held_by(owner))
         .values(**values)
         .execution_options(synchronize_session=False)
     )
+    return result.rowcount == 1
 
 
 def add_metrics(
     session: Session, job_id: str, phase: str, run: str, epoch: int, values: dict[str, float]
 ) -> None:
+    """One epoch's metrics. A resumed run may report an epoch again: the new values
+    replace the old, so a series never holds an epoch twice."""
+    session.execute(
+        delete(JobMetric).where(
+            JobMetric.job_id == job_id,
+            JobMetric.phase == phase,
+            JobMetric.run == run,
+            JobMetric.epoch == epoch,
+        )
+    )
     session.add_all(
         JobMetric(job_id=job_id, phase=phase, run=run, epoch=epoch, name=name, value=float(v))
         for name, v in values.items()
     )
 
 
-def succeed(session: Session, job_id: str, result: dict[str, Any]) -> bool:
+def succeed(session: Session, job_id: str, owner: str, result: dict[str, Any]) -> bool:
     done = _transition(
-        session, job_id, Status.SUCCEEDED, result=result, progress=1.0, finished_at=utcnow()
+        session, job_id, Status.SUCCEEDED, owner=owner, result=result, progress=1.0,
+        finished_at=utcnow(),
     )
     if done:
         add_event(session, job_id, "job succeeded")
     return done
 
 
-def fail(session: Session, job_id: str, error: str) -> bool:
-    done = _transition(session, job_id, Status.FAILED, error=error, finished_at=utcnow())
+def fail(session: Session, job_id: str, error: str, *, owner: str | None = None) -> bool:
+    """Any non-terminal job -> failed; a worker passes its lease as `owner`."""
+    done = _transition(
+        session, job_id, Status.FAILED, owner=owner, error=error, finished_at=utcnow()
+    )
     if done:
         add_event(session, job_id, f"job failed: {error}", level="error")
     return done
 
 
-def mark_cancelled(session: Session, job_id: str) -> bool:
+def mark_cancelled(session: Session, job_id: str, owner: str) -> bool:
     """The worker honoured a cancel request (running -> cancelled)."""
     done = _transition(
-        session, job_id, Status.CANCELLED, only_from=Status.RUNNING, finished_at=utcnow()
+        session, job_id, Status.CANCELLED, owner=owner, finished_at=utcnow()
     )
     if done:
         add_event(session, job_id, "job cancelled; metrics so far are kept")
@@ -184,3 +254,68 @@ def request_cancel(session: Session, job_id: str) -> Job | None:
 
 def cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def hand_back(session: Session, job_id: str, owner: str, reason: str) -> bool:
+    """running -> queued by its own worker (warm shutdown): another resumes it."""
+    done = _transition(session, job_id, Status.QUEUED, owner=owner, enqueued_at=utcnow())
+    if done:
+        add_event(session, job_id, f"worker handed the job back: {reason}", level="warning")
+    return done
+
+
+def mark_enqueued(session: Session, job_id: str) -> None:
+    session.execute(
+        update(Job).where(Job.id == job_id).values(enqueued_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def reap_expired(session: Session, now: datetime | None = None) -> list[str]:
+    """Running jobs whose lease expired lost their worker: back to the queue, or failed
+    when their attempts are used up. Returns the ids to send to the broker again."""
+    now = now or utcnow()
+    requeued = []
+    expired = session.execute(
+        select(Job.id, Job.attempts, Job.max_attempts, Job.lease_owner).where(
+            Job.status == Status.RUNNING.value, Job.lease_expires_at < now
+        )
+    ).all()
+    for job_id, attempts, max_attempts, owner in expired:
+        # Guarded by the owner seen above: a worker that renewed meanwhile keeps its job.
+        if attempts >= max_attempts:
+            fail(session, job_id, f"the worker running the job was lost {attempts} times "
+                 f"(max_attempts {max_attempts}); giving up", owner=owner)
+        elif _transition(session, job_id, Status.QUEUED, owner=owner, enqueued_at=now):
+            add_event(session, job_id, f"worker {owner} stopped renewing its lease; the job "
+                      f"goes back to the queue (attempt {attempts} of {max_attempts} used)",
+                      level="warning")
+            requeued.append(job_id)
+    return requeued
+
+
+def expire_deadlines(session: Session, now: datetime | None = None) -> int:
+    """Jobs past their time limit fail, whoever holds them (their worker stops at its
+    next lease renewal)."""
+    now = now or utcnow()
+    overdue = session.scalars(
+        select(Job.id).where(
+            Job.status.in_([Status.QUEUED.value, Status.RUNNING.value]), Job.deadline_at < now
+        )
+    ).all()
+    return sum(fail(session, job_id, "time limit exceeded (limits.time_limit_seconds)")
+               for job_id in overdue)
+
+
+def unsent_queued(session: Session, older_than: timedelta, now: datetime | None = None) -> list[str]:
+    """Queued jobs that no worker has taken for a while: their message may be lost
+    (committed, then the enqueue failed or the broker lost it). Sending again is
+    harmless: a duplicate delivery claims nothing."""
+    now = now or utcnow()
+    return list(session.scalars(
+        select(Job.id).where(
+            Job.status == Status.QUEUED.value,
+            (Job.enqueued_at.is_(None) & (Job.created_at < now - older_than))
+            | (Job.enqueued_at < now - older_than),
+        )
+    ))

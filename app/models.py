@@ -14,6 +14,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every datetime stored here is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def new_id() -> str:
     return str(uuid.uuid4())
 
@@ -43,6 +48,14 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Lease: the worker that holds a running job, until when. Every write of that
+    # worker checks it still holds it; an expired lease means the worker is gone.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the job was last handed to the broker (the sweeper re-sends lost ones).
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),)
 

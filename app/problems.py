@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,17 @@ def install(app: FastAPI) -> None:
         return _response(
             request,
             Problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), detail, headers=exc.headers),
+        )
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
+        # A restarted or unreachable database: the pool reconnects on the next request.
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return _response(
+            request,
+            Problem(503, "Database unavailable", "The database cannot be reached right now; "
+                    "nothing was changed. Try again shortly.", type_="database-unavailable",
+                    headers={"Retry-After": "5"}),
         )
 
     @app.exception_handler(Exception)

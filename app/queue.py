@@ -36,7 +36,12 @@ def celery_config(settings: Settings) -> dict:
         broker_connection_retry_on_startup=True,
         # Fail fast when the broker is down instead of hanging the HTTP request.
         broker_connection_timeout=3,
-        broker_transport_options={"max_retries": 2, "interval_start": 0, "interval_step": 0.5},
+        broker_transport_options={
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.5,
+            "visibility_timeout": settings.visibility_timeout_seconds,
+        },
         worker_hijack_root_logger=False,
     )
     if settings.broker_url.startswith("filesystem://"):

@@ -178,6 +178,27 @@ class ExportSpec(_Strict):
     onnx_opset: int = Field(17, ge=13, le=20)
 
 
+# --- limits --------------------------------------------------------------------
+
+
+class LimitsSpec(_Strict):
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="How many times a worker may start the job. A worker that dies hands "
+        "the job to another, which resumes from the last checkpoint; a job that kills its "
+        "worker every time fails after this many attempts instead of looping.",
+    )
+    time_limit_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="Wall-clock limit from the first start; the job fails when it is exceeded.",
+        examples=[3600],
+    )
+
+
 # --- the job -------------------------------------------------------------------
 
 EXAMPLE_SPEC = {
@@ -214,6 +235,7 @@ class JobSpec(_Strict):
         "same budget, so the report answers 'did the teacher help?'.",
     )
     export: ExportSpec = Field(default_factory=ExportSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
     @field_validator("seeds")
     @classmethod

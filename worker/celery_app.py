@@ -2,15 +2,44 @@
 
 Configured from the same Settings as the API (app/queue.py). This module must
 not import torch: CUDA does not survive the fork into the child that runs a job.
+
+The main process also runs the sweeper (worker/sweeper.py), and on a warm
+shutdown passes SIGTERM on to the child running a job, which then stops at the
+next batch and hands the job back (Celery itself would wait for the job to end).
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
+
+from billiard.process import active_children
 from celery import Celery
+from celery.signals import worker_ready, worker_shutting_down
 
 from app.config import get_settings
 from app.queue import celery_config
 
+log = logging.getLogger(__name__)
+
 app = Celery("distill")
 app.conf.update(celery_config(get_settings()))
 app.conf.include = ["worker.tasks"]
+
+
+@worker_ready.connect
+def _start_sweeper(**_kwargs) -> None:  # noqa: ANN003
+    from worker import sweeper
+
+    sweeper.start()
+
+
+@worker_shutting_down.connect
+def _hand_jobs_back(sig: str = "", how: str = "", **_kwargs) -> None:  # noqa: ANN003
+    for child in active_children():
+        log.info("%s shutdown: asking pool process %s to hand its job back", how, child.pid)
+        try:
+            os.kill(child.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass

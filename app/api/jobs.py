@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from app import jobs
 from app.api.schemas import ArtifactOut, EventOut, JobOut, JobPage, MetricSeries, MetricsOut
 from app.db import get_session
-from app.models import Artifact, Job, JobEvent, JobMetric, utcnow
+from app.models import Artifact, Job, JobEvent, JobMetric, as_utc, utcnow
 from app.problems import Problem, invalid_spec, pointer
 from app.queue import enqueue_job
 from app.spec import JobSpec, fit_errors
@@ -40,8 +40,7 @@ def get_job_or_404(session: Session, job_id: str) -> Job:
 def _eta_seconds(job: Job) -> float | None:
     if job.status != jobs.Status.RUNNING or not job.started_at or job.progress <= 0:
         return None
-    started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=utcnow().tzinfo)
-    elapsed = (utcnow() - started).total_seconds()
+    elapsed = (utcnow() - as_utc(job.started_at)).total_seconds()
     return round(elapsed * (1 - job.progress) / job.progress, 1)
 
 
@@ -131,6 +130,8 @@ def submit_job(
             type_="queue-unavailable",
             headers={"Retry-After": "5"},
         ) from exc
+    jobs.mark_enqueued(session, job.id)
+    session.commit()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return job_out(session, job, with_metrics=False)
 
