@@ -40,7 +40,14 @@ def celery_config(settings: Settings) -> dict:
             "max_retries": 2,
             "interval_start": 0,
             "interval_step": 0.5,
+            # A broker that vanishes mid-publish must not hang an HTTP request.
+            "socket_timeout": 5,
+            "socket_connect_timeout": 3,
             "visibility_timeout": settings.visibility_timeout_seconds,
+            # Look for overdue unacknowledged tasks a few times per visibility timeout
+            # (kombu's default is every ~100 s whatever the timeout).
+            "unacked_restore_interval": min(60, max(1, settings.visibility_timeout_seconds // 4)),
+            "unacked_restore_throttle": 1,
         },
         worker_hijack_root_logger=False,
     )
@@ -50,6 +57,7 @@ def celery_config(settings: Settings) -> dict:
         for path in (folder, processed):
             path.mkdir(parents=True, exist_ok=True)
         config["broker_transport_options"] = {
+            "control_folder": str(settings.broker_dir / "control"),
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
             "processed_folder": str(processed),

@@ -75,6 +75,11 @@ class Service:
             "--without-mingle", "--without-gossip", "--loglevel", "INFO",
         ])
 
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        """Signal a worker's whole process group (main process and pool child)."""
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=60)
+
     def _ready(self) -> bool:
         try:
             return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
@@ -98,38 +103,61 @@ class Service:
         )
 
 
-@pytest.fixture(params=["embedded", "distributed"])
-def service(request, tmp_path: Path) -> Iterator[Service]:
-    """embedded: SQLite + filesystem broker (the README default).
-    distributed: PostgreSQL + Redis, as docker-compose runs it."""
+def service_env(tmp_path: Path, database_url: str | None, broker_url: str, **settings: str) -> dict:
+    """The environment of the API and worker processes: DISTILL_* from the arguments,
+    nothing from the test runner's own DISTILL_* variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
     env |= {
         "DISTILL_HOME": str(tmp_path / "home"),
+        "DISTILL_BROKER_URL": broker_url,
         "DISTILL_QUEUE": f"train-{uuid.uuid4().hex[:8]}",
         "DISTILL_DATA_CACHE_DIR": str(ROOT / "var" / "test-cache"),
         "DISTILL_HEARTBEAT_SECONDS": "1",
     }
+    env |= {f"DISTILL_{k.upper()}": str(v) for k, v in settings.items()}
+    if database_url:
+        env["DISTILL_DATABASE_URL"] = database_url
+    else:
+        (tmp_path / "home").mkdir(exist_ok=True)
+        database_url = f"sqlite:///{tmp_path / 'home' / 'distill.db'}"
+    migrate(database_url)
+    return env
+
+
+@pytest.fixture
+def make_service(request, tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    """Build a Service (API started, no worker yet); logs are printed if the test fails."""
+    made: list[Service] = []
+
+    def make(env: dict) -> Service:
+        logs = tmp_path / f"logs-{len(made)}"
+        logs.mkdir()
+        svc = Service(env=env, logs=logs)
+        made.append(svc)
+        svc.start_api()
+        return svc
+
+    yield make
+    for svc in made:
+        svc.stop()
+        if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+            print(svc.dump_logs())
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+def service(request, tmp_path: Path, make_service) -> Service:
+    """embedded: SQLite + filesystem broker (the README default).
+    distributed: PostgreSQL + Redis, as docker-compose runs it."""
     if request.param == "distributed":
-        env["DISTILL_DATABASE_URL"] = request.getfixturevalue("postgres_database")
-        env["DISTILL_BROKER_URL"] = REDIS_URL
         from tests.conftest import _empty_postgres
 
-        _empty_postgres(env["DISTILL_DATABASE_URL"])
+        env = service_env(tmp_path, _empty_postgres(request.getfixturevalue("postgres_database")),
+                          REDIS_URL)
     else:
-        env["DISTILL_BROKER_URL"] = "filesystem://"
-        (tmp_path / "home").mkdir()
-        migrate(f"sqlite:///{tmp_path / 'home' / 'distill.db'}")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    svc = Service(env=env, logs=logs)
-    try:
-        svc.start_api()
-        svc.start_worker()
-        yield svc
-    finally:
-        svc.stop()
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            print(svc.dump_logs())
+        env = service_env(tmp_path, None, "filesystem://")
+    svc = make_service(env)
+    svc.start_worker()
+    return svc
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,0 +1,236 @@
+"""Jobs survive crashes, restarts, duplicates and shutdowns. Real processes: uvicorn,
+Celery workers (killed for real), PostgreSQL and Redis (throwaway ones where a test
+restarts them). The database is the source of truth; the broker only wakes workers."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REDIS_URL, _empty_postgres
+from tests.integration.conftest import Service, service_env, wait_for
+from tests.integration.servers import PostgresServer, RedisServer
+
+pytestmark = pytest.mark.integration
+
+# Lost workers are noticed within seconds, not the production minute.
+FAST = dict(lease_seconds=3, heartbeat_seconds=0.5, sweep_seconds=1, resend_after_seconds=4)
+
+# Slow enough per epoch (a small CNN on MNIST-1D, small batches) to kill it mid-phase.
+SLOW_JOB = {
+    "name": "slow",
+    "dataset": {"name": "mnist1d"},
+    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [32]}, "epochs": 2}},
+    "student": {"arch": {"name": "cnn", "channels": [16, 32], "hidden": 32}},
+    "method": {"name": "kd", "temperature": 4.0, "alpha": 0.9},
+    "training": {"epochs": 12, "batch_size": 32},
+    "seeds": [0],
+    "baseline": False,
+    "export": {"formats": ["safetensors"]},
+    "limits": {"max_attempts": 6},
+}
+TINY_JOB = {
+    "dataset": {"name": "digits"},
+    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [16]}, "epochs": 1}},
+    "student": {"arch": {"name": "mlp", "hidden": [8]}},
+    "training": {"epochs": 1},
+    "seeds": [0],
+    "baseline": False,
+    "export": {"formats": ["safetensors"]},
+}
+
+
+def api_of(svc: Service) -> httpx.Client:
+    return httpx.Client(base_url=svc.url, timeout=10)
+
+
+def job(api: httpx.Client, job_id: str) -> dict:
+    return api.get(f"/v1/jobs/{job_id}").json()
+
+
+def events(api: httpx.Client, job_id: str) -> list[str]:
+    return [e["message"] for e in api.get(f"/v1/jobs/{job_id}/events").json()]
+
+
+def terminal(api: httpx.Client, job_id: str) -> dict | None:
+    j = job(api, job_id)
+    return j if j["status"] in {"succeeded", "failed", "cancelled"} else None
+
+
+def student_epoch(api: httpx.Client, job_id: str) -> int:
+    latest = job(api, job_id)["latest_metrics"] or {}
+    return latest.get("epoch", 0) if latest.get("phase") == "student" else 0
+
+
+def submit(api: httpx.Client, body: dict) -> str:
+    r = api.post("/v1/jobs", json=body)
+    assert r.status_code == 202, r.text
+    return r.json()["id"]
+
+
+@pytest.fixture
+def distributed_env(tmp_path: Path, postgres_database: str):
+    def make(**settings) -> dict:
+        return service_env(tmp_path, _empty_postgres(postgres_database), REDIS_URL, **(FAST | settings))
+
+    return make
+
+
+def test_sigkilled_workers_resume_from_checkpoints_until_the_job_succeeds(make_service, distributed_env):
+    svc = make_service(distributed_env())
+    api = api_of(svc)
+    worker = svc.start_worker("w0")
+    job_id = submit(api, SLOW_JOB)
+
+    kills = 3
+    for k in range(kills):
+        # Past at least one new epoch checkpoint of the student, then pull the plug.
+        target = 2 + 3 * k
+        wait_for(lambda: student_epoch(api, job_id) >= target, timeout=180,
+                 what=f"student epoch {target}")
+        svc.kill(worker, signal.SIGKILL)
+        worker = svc.start_worker(f"w{k + 1}")
+
+    final = wait_for(lambda: terminal(api, job_id), timeout=240, what="the job to finish")
+    assert final["status"] == "succeeded", final["error"]
+    assert final["attempts"] == kills + 1
+
+    messages = events(api, job_id)
+    resumed = [m for m in messages if "resumed" in m and "student" in m]
+    assert len(resumed) >= kills, messages
+    assert all("epoch 0" not in m for m in resumed)  # never from zero
+    assert messages.count("job succeeded") == 1
+    assert len(api.get(f"/v1/jobs/{job_id}/artifacts").json()) == 2  # one student, one report
+
+    # Each epoch appears once in the series, however often it was run.
+    series = api.get(f"/v1/jobs/{job_id}/metrics", params={"phase": "student", "name": "val_accuracy"}).json()
+    (val,) = series["series"]
+    assert val["epochs"] == sorted(set(val["epochs"])) and val["epochs"][-1] == 12
+
+    # And the numbers are those of an uninterrupted run of the same spec.
+    from app.spec import JobSpec
+    from worker.distill.pipeline import run_job
+    from worker.distill.reporting import MemoryReporter
+
+    scratch = Path(svc.env["DISTILL_HOME"]) / "uninterrupted"
+    clean = run_job(JobSpec.model_validate(SLOW_JOB), MemoryReporter(scratch / "ckpt"), scratch,
+                    Path(svc.env["DISTILL_DATA_CACHE_DIR"])).report
+    got = final["result"]["student"]["runs"][0]
+    want = clean["student"]["runs"][0]
+    for key in ("test_accuracy", "val_accuracy", "test_nll", "best_epoch"):
+        assert got[key] == pytest.approx(want[key], abs=1e-6), key
+
+
+def test_warm_shutdown_hands_the_job_back_and_another_worker_resumes_it(make_service, distributed_env):
+    svc = make_service(distributed_env())
+    api = api_of(svc)
+    worker = svc.start_worker("w0")
+    job_id = submit(api, SLOW_JOB)
+    wait_for(lambda: student_epoch(api, job_id) >= 2, timeout=180, what="student epoch 2")
+
+    worker.send_signal(signal.SIGTERM)  # to the main process only, as `docker stop` does
+    worker.wait(timeout=60)
+    handed = wait_for(lambda: job(api, job_id)["status"] == "queued", timeout=30, what="hand-back")
+    assert handed
+    assert any("handed the job back" in m for m in events(api, job_id))
+
+    svc.start_worker("w1")
+    final = wait_for(lambda: terminal(api, job_id), timeout=240, what="the job to finish")
+    assert final["status"] == "succeeded", final["error"]
+    assert any("resumed student" in m for m in events(api, job_id))
+
+
+def test_a_job_that_always_kills_its_worker_fails_after_max_attempts(make_service, distributed_env):
+    svc = make_service(distributed_env())
+    api = api_of(svc)
+    job_id = submit(api, {**SLOW_JOB, "limits": {"max_attempts": 2}})
+    for attempt in (1, 2):
+        worker = svc.start_worker(f"w{attempt}")
+        wait_for(lambda: job(api, job_id)["attempts"] == attempt and job(api, job_id)["status"] == "running",
+                 timeout=120, what=f"attempt {attempt}")
+        svc.kill(worker, signal.SIGKILL)  # like an out-of-memory kill, every time
+    svc.start_worker("reaper")  # a live worker's sweeper notices the lost lease
+    final = wait_for(lambda: terminal(api, job_id), timeout=60, what="the job to fail")
+    assert final["status"] == "failed"
+    assert "max_attempts 2" in final["error"]
+    assert final["attempts"] == 2
+
+
+def test_a_duplicate_delivery_is_ignored_while_the_lease_is_live(make_service, distributed_env):
+    # Redis redelivers an unacknowledged task after the visibility timeout, here 2 s,
+    # while the first worker still runs it for much longer.
+    svc = make_service(distributed_env(visibility_timeout_seconds=2))
+    api = api_of(svc)
+    svc.start_worker("w0")
+    svc.start_worker("w1")
+    job_id = submit(api, SLOW_JOB)
+    final = wait_for(lambda: terminal(api, job_id), timeout=240, what="the job to finish")
+    assert final["status"] == "succeeded", final["error"]
+    assert final["attempts"] == 1
+    messages = events(api, job_id)
+    assert sum("started the job" in m for m in messages) == 1
+    assert "duplicate delivery" in svc.dump_logs()  # it was delivered again, and skipped
+
+
+def test_redis_and_postgres_restarts_lose_no_accepted_job(make_service, tmp_path: Path):
+    redis, postgres = RedisServer(), PostgresServer()
+    redis.start()
+    postgres.start()
+    try:
+        svc = make_service(service_env(tmp_path, postgres.url, redis.url, **FAST))
+        api = api_of(svc)
+        svc.start_worker("w0")
+        running = submit(api, {**SLOW_JOB, "training": {"epochs": 6, "batch_size": 32}})
+        queued = [submit(api, TINY_JOB) for _ in range(3)]
+        wait_for(lambda: job(api, running)["status"] == "running", timeout=120, what="a running job")
+
+        redis.stop()  # the queued messages die with it (no persistence)
+        r = api.post("/v1/jobs", json=TINY_JOB)
+        assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+        redis.start()
+        queued.append(wait_for(lambda: _submit_when_ready(api), timeout=30, what="submission after redis"))
+
+        postgres.stop()
+        assert api.get(f"/v1/jobs/{running}").status_code == 503
+        postgres.start()
+        queued.append(wait_for(lambda: _submit_when_ready(api), timeout=30, what="submission after postgres"))
+
+        for job_id in [running, *queued]:
+            final = wait_for(lambda: terminal(api, job_id), timeout=240, what=f"job {job_id}")
+            assert final["status"] == "succeeded", (job_id, final["error"])
+            assert events(api, job_id).count("job succeeded") == 1
+    finally:
+        redis.stop()
+        postgres.destroy()
+
+
+def _submit_when_ready(api: httpx.Client) -> str | None:
+    try:
+        r = api.post("/v1/jobs", json=TINY_JOB)
+    except httpx.TransportError:
+        return None
+    return r.json()["id"] if r.status_code == 202 else None
+
+
+def test_fifty_jobs_on_two_workers_with_one_killed_none_lost_none_twice(make_service, distributed_env):
+    svc = make_service(distributed_env())
+    api = api_of(svc)
+    workers = [svc.start_worker("w0"), svc.start_worker("w1")]
+    ids = [submit(api, {**TINY_JOB, "name": f"tiny {i}"}) for i in range(50)]
+
+    def done() -> int:
+        return sum(job(api, i)["status"] == "succeeded" for i in ids)
+
+    wait_for(lambda: done() >= 10, timeout=300, what="ten jobs done")
+    svc.kill(workers[0], signal.SIGKILL)
+    svc.start_worker("w2")
+
+    deadline_each = 600
+    for job_id in ids:
+        final = wait_for(lambda: terminal(api, job_id), timeout=deadline_each, what=f"job {job_id}")
+        assert final["status"] == "succeeded", (job_id, final["error"])
+        assert events(api, job_id).count("job succeeded") == 1
+        assert len(api.get(f"/v1/jobs/{job_id}/artifacts").json()) == 2
