@@ -18,8 +18,9 @@ from app.catalog import DATASETS
 
 
 class _Strict(BaseModel):
-    # A typo in a field name is an error, not a silently ignored option.
-    model_config = ConfigDict(extra="forbid")
+    # A typo in a field name is an error, not a silently ignored option; and a value
+    # of the wrong type ("baseline": 0, "epochs": "5") is refused, not coerced.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --- data --------------------------------------------------------------------
@@ -214,7 +215,9 @@ EXAMPLE_SPEC = {
 
 
 class JobSpec(_Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [EXAMPLE_SPEC]})
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [EXAMPLE_SPEC]}
+    )
 
     name: str | None = Field(None, max_length=200, description="A label for people.")
     dataset: DatasetSpec

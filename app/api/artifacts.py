@@ -6,11 +6,11 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from app.api.jobs import SessionDep, artifact_out, not_found
-from app.api.schemas import ArtifactOut
+from app.api.schemas import ArtifactOut, problems
 from app.models import Artifact
 from app.storage import get_storage
 
-router = APIRouter(prefix="/v1", tags=["artifacts"])
+router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(404, 422, 503))
 
 
 def _artifact_or_404(session, artifact_id: str) -> Artifact:  # noqa: ANN001

@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 from sqlalchemy import func, select, text
 
 from app.api.jobs import SessionDep
+from app.api.schemas import problems
 from app.jobs import Status
 from app.models import Job
 from app.problems import Problem
@@ -20,7 +21,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database and the broker answer")
+@router.get("/readyz", summary="The database and the broker answer", responses=problems(503))
 def readyz(session: SessionDep) -> dict[str, str]:
     checks = {}
     try:

@@ -14,15 +14,23 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from app import jobs
-from app.api.schemas import ArtifactOut, EventOut, JobOut, JobPage, MetricSeries, MetricsOut
+from app.api.schemas import (
+    ArtifactOut,
+    EventOut,
+    JobOut,
+    JobPage,
+    MetricSeries,
+    MetricsOut,
+    problems,
+)
 from app.db import get_session
-from app.models import Artifact, Job, JobEvent, JobMetric, as_utc, utcnow
+from app.models import Artifact, Job, JobEvent, JobMetric, utcnow
 from app.problems import Problem, invalid_spec, pointer
 from app.queue import enqueue_job
 from app.spec import JobSpec, fit_errors
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=problems(422, 503))
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
@@ -40,7 +48,7 @@ def get_job_or_404(session: Session, job_id: str) -> Job:
 def _eta_seconds(job: Job) -> float | None:
     if job.status != jobs.Status.RUNNING or not job.started_at or job.progress <= 0:
         return None
-    elapsed = (utcnow() - as_utc(job.started_at)).total_seconds()
+    elapsed = (utcnow() - job.started_at).total_seconds()
     return round(elapsed * (1 - job.progress) / job.progress, 1)
 
 
@@ -85,7 +93,6 @@ def _spec_sha256(spec: JobSpec) -> str:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
     summary="Submit a distillation job",
-    responses={422: {"description": "The spec cannot run; `errors` names each wrong field."}},
 )
 def submit_job(
     spec: JobSpec,
@@ -177,7 +184,10 @@ def list_jobs(
     )
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, summary="A job's state, progress and result")
+@router.get(
+    "/jobs/{job_id}", response_model=JobOut, summary="A job's state, progress and result",
+    responses=problems(404),
+)
 def get_job(job_id: str, session: SessionDep) -> JobOut:
     return job_out(session, get_job_or_404(session, job_id))
 
@@ -189,8 +199,8 @@ def get_job(job_id: str, session: SessionDep) -> JobOut:
     description="A queued job is cancelled at once. A running job is flagged (202) and stops "
     "at the next batch boundary, keeping its metrics so far. A job that already succeeded "
     "or failed cannot be cancelled (409).",
-    responses={202: {"description": "Cancellation requested; the worker will stop."},
-               409: {"description": "The job already ended."}},
+    responses={202: {"description": "Cancellation requested; the worker will stop.", "model": JobOut},
+               **problems(404, 409)},
 )
 def cancel_job(job_id: str, response: Response, session: SessionDep) -> JobOut:
     job = jobs.request_cancel(session, job_id)
@@ -204,7 +214,10 @@ def cancel_job(job_id: str, response: Response, session: SessionDep) -> JobOut:
     return job_out(session, job)
 
 
-@router.get("/jobs/{job_id}/events", response_model=list[EventOut], summary="A job's events")
+@router.get(
+    "/jobs/{job_id}/events", response_model=list[EventOut], summary="A job's events",
+    responses=problems(404),
+)
 def job_events(
     job_id: str,
     session: SessionDep,
@@ -220,7 +233,8 @@ def job_events(
 
 
 @router.get(
-    "/jobs/{job_id}/metrics", response_model=MetricsOut, summary="Per-epoch metric series"
+    "/jobs/{job_id}/metrics", response_model=MetricsOut, summary="Per-epoch metric series",
+    responses=problems(404),
 )
 def job_metrics(
     job_id: str,
@@ -250,7 +264,8 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
 
 
 @router.get(
-    "/jobs/{job_id}/artifacts", response_model=list[ArtifactOut], summary="A job's output files"
+    "/jobs/{job_id}/artifacts", response_model=list[ArtifactOut], summary="A job's output files",
+    responses=problems(404),
 )
 def job_artifacts(job_id: str, session: SessionDep) -> list[ArtifactOut]:
     get_job_or_404(session, job_id)

@@ -102,3 +102,41 @@ class ArtifactOut(BaseModel):
     @property
     def content_url(self) -> str:
         return f"/v1/artifacts/{self.id}/content"
+
+
+class ProblemFieldError(BaseModel):
+    pointer: str = Field(description="JSON pointer to the wrong field.", examples=["/method/temperature"])
+    detail: str = Field(examples=["Input should be greater than 0"])
+    type: str = Field(examples=["greater_than"])
+    in_: str = Field(alias="in", description="body, query, path or header.", examples=["body"])
+
+
+class ProblemOut(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(examples=["https://distill.dev/problems/invalid-request"])
+    title: str = Field(examples=["The request is not valid"])
+    status: int = Field(examples=[422])
+    detail: str = Field(description="What went wrong and what to do.")
+    instance: str = Field(description="The request path.", examples=["/v1/jobs"])
+    errors: list[ProblemFieldError] | None = Field(None, description="Each wrong field.")
+
+
+_WHY = {
+    404: "No such resource.",
+    409: "The request conflicts with the resource's state.",
+    422: "The request is not valid; `errors` names each wrong field.",
+    503: "A dependency (database, queue) is unavailable; retry after Retry-After seconds.",
+}
+
+
+def problems(*codes: int) -> dict[int | str, dict]:
+    """OpenAPI entries for the problem responses a route can give."""
+    return {
+        code: {
+            "model": ProblemOut,
+            "description": _WHY[code],
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemOut"}}},
+        }
+        for code in codes
+    }
