@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from app import jobs
 from app.config import get_settings
 from app.db import get_sessionmaker
-from app.models import Artifact, Job, as_utc, utcnow
+from app.models import Artifact, Job, utcnow
 from app.queue import RUN_JOB_TASK, enqueue_job
 from app.spec import JobSpec
 from app.storage import get_storage
@@ -199,7 +199,7 @@ def run_job(job_id: str) -> None:
     try:
         job = in_transaction(lambda s: s.get(Job, job_id))
         spec = JobSpec.model_validate(job.spec)
-        runner.deadline = as_utc(job.deadline_at) if job.deadline_at else None
+        runner.deadline = job.deadline_at
         outcome = run_pipeline(spec, runner, runner.workdir, settings.resolved_data_cache_dir)
         runner.store_outputs(outcome.files)
         runner.end("succeeded", result=outcome.report)
