@@ -20,7 +20,7 @@ from enum import StrEnum
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobEvent, JobMetric, utcnow
@@ -171,7 +171,9 @@ def report_progress(
     if phase is not None:
         values["phase"] = phase
     if progress is not None:
-        values["progress"] = min(max(progress, 0.0), 1.0)
+        # Never backwards, even when a resumed attempt recounts from its last checkpoint.
+        new = min(max(progress, 0.0), 1.0)
+        values["progress"] = case((Job.progress > new, Job.progress), else_=new)
     result = session.execute(
         update(Job)
         .where(Job.id == job_id, _held_by(owner))

@@ -44,9 +44,15 @@ def teacher(digits):
     return t
 
 
-def test_same_seed_gives_identical_run(digits, reporter):
+def _fresh(tmp_path, name):
+    # Its own checkpoint folder: a second run of the same (phase, run) in a shared folder
+    # would resume the first one's finished checkpoint instead of training.
+    return MemoryReporter(checkpoint_dir=tmp_path / name)
+
+
+def test_same_seed_gives_identical_run(digits, reporter, tmp_path):
     a, b, c = _student(digits), _student(digits), _student(digits)
-    ra, rb = _train(a, digits, reporter), _train(b, digits, reporter)
+    ra, rb = _train(a, digits, reporter), _train(b, digits, _fresh(tmp_path, "b"))
     assert ra.history == rb.history
     assert _max_diff(a, b) == 0.0
     rc = _train(c, digits, reporter, seed=1)  # same init, other batch order and dropout
@@ -63,11 +69,11 @@ def test_metrics_reported_per_epoch_and_progress_called(digits, reporter):
         assert all(math.isfinite(v) for v in values.values())
 
 
-def test_cached_and_recomputed_teacher_outputs_agree(digits, reporter, teacher):
+def test_cached_and_recomputed_teacher_outputs_agree(digits, reporter, teacher, tmp_path):
     objective = KD(temperature=4.0, alpha=0.9)
     cached_student, live_student = _student(digits), _student(digits)
     cached = _train(cached_student, digits, reporter, objective, teacher_logits=predict_logits(teacher, digits.train.x))
-    live = _train(live_student, digits, reporter, objective, teacher=teacher)
+    live = _train(live_student, digits, _fresh(tmp_path, "live"), objective, teacher=teacher)
     assert _max_diff(cached_student, live_student) < 1e-4
     for h_cached, h_live in zip(cached.history, live.history, strict=True):
         assert h_cached["val_accuracy"] == h_live["val_accuracy"]

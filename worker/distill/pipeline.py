@@ -8,6 +8,12 @@ caller to handle.
 
 Selection rule: the exported student is the seed with the best *validation*
 accuracy.  The test split is only ever measured, never chosen on.
+
+Resume: every run checkpoints into reporter.checkpoint_dir (see trainer.py).
+Running the same spec again with the same checkpoint_dir (a worker died, the job
+was handed to another) restores finished runs without training them, continues
+the interrupted run from its last epoch, recomputes the cached soft targets from
+the restored teacher, and ends with the report of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 import torch
 
 from app.spec import JobSpec
-from worker.distill import metrics
+from worker.distill import checkpoint, metrics
 from worker.distill.data import Splits, input_stats, load_dataset
 from worker.distill.export import OutputFile, export_model
 from worker.distill.inference import predict_logits, resolve_device
@@ -59,6 +65,11 @@ def _run_fields(r: TrainResult) -> dict[str, Any]:
     return {"epochs_run": r.epochs_run, "best_epoch": r.best_epoch, "stopped_early": r.stopped_early}
 
 
+def _restored_finished(r: TrainResult) -> bool:
+    """The run had finished in an earlier attempt: restored from its checkpoint, not trained."""
+    return r.resumed_epochs == r.epochs_run
+
+
 def _train_runs(
     spec: JobSpec, splits: Splits, stats: tuple[float, float], *, phase: str, objective_for,
     reporter: Reporter, device: torch.device, progress: Progress, teacher_kwargs: dict,
@@ -75,10 +86,11 @@ def _train_runs(
             on_epoch=progress.run(spec.training.epochs), **teacher_kwargs,
         )
         progress.run_done(spec.training.epochs)
-        reporter.event(
-            f"{phase} {run}: best validation accuracy {result.best_val_accuracy:.4f} "
-            f"at epoch {result.best_epoch} of {result.epochs_run}"
-        )
+        if not _restored_finished(result):  # else an earlier attempt said so already
+            reporter.event(
+                f"{phase} {run}: best validation accuracy {result.best_val_accuracy:.4f} "
+                f"at epoch {result.best_epoch} of {result.epochs_run}"
+            )
         runs.append(_Run(seed, model, result))
     return runs
 
@@ -92,9 +104,16 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
         f"dataset {spec.dataset.name}: {len(splits.train)} train / {len(splits.val)} validation / "
         f"{len(splits.test)} test examples; device {device.type}"
     )
-    student_runs = len(spec.seeds) * (2 if spec.baseline else 1)
-    progress = Progress(reporter, spec.teacher.train.epochs + student_runs * spec.training.epochs)
-    progress.start()
+    # Every training run of the job: (phase, run, planned epochs).
+    plan = [("teacher", "teacher", spec.teacher.train.epochs)] + [
+        (phase, f"seed={seed}", spec.training.epochs)
+        for phase in (("student", "baseline") if spec.baseline else ("student",))
+        for seed in spec.seeds
+    ]
+    if reporter.checkpoint_dir is not None:
+        Path(reporter.checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    progress = Progress(reporter, sum(budget for *_, budget in plan))
+    progress.start(sum(checkpoint.epochs_done(reporter.checkpoint_dir, *p) for p in plan))
 
     # --- teacher (on the same device as the students: training.device) ---------
     _phase(reporter, "teacher")
@@ -107,11 +126,12 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     )
     progress.run_done(t_spec.epochs)
     teacher.requires_grad_(False)
-    reporter.event(
-        f"teacher: best validation accuracy {t_result.best_val_accuracy:.4f} at epoch "
-        f"{t_result.best_epoch} of {t_result.epochs_run}"
-        + (" (stopped early)" if t_result.stopped_early else "")
-    )
+    if not _restored_finished(t_result):
+        reporter.event(
+            f"teacher: best validation accuracy {t_result.best_val_accuracy:.4f} at epoch "
+            f"{t_result.best_epoch} of {t_result.epochs_run}"
+            + (" (stopped early)" if t_result.stopped_early else "")
+        )
 
     # --- soft targets -------------------------------------------------------
     _phase(reporter, "soft_targets")

@@ -3,7 +3,8 @@
 Each run's full epoch budget is planned up front; a run that stops early
 jumps to the end of its budget, so the fraction never goes backwards and the
 ETA the API derives from it only ever gets better news.  Evaluate and export
-share the last `tail` of the bar.
+share the last `tail` of the bar.  A resumed job starts where its checkpoints
+left it, not at 0.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ class Progress:
     def _epochs(self, epochs: int) -> float:
         return (1.0 - self._tail) * epochs / self._planned
 
-    def start(self) -> None:
-        self._set(0.0)
+    def start(self, epochs_done: int = 0) -> None:
+        """The first report: 0, or where a resumed job stands (planned epochs that its
+        checkpoints account for), so a resumed job never goes back to zero."""
+        self._set(self._epochs(min(epochs_done, self._planned)))
 
     def run(self, budget: int) -> EpochCallback:
         """The trainer's on_epoch callback for one run of `budget` planned epochs."""

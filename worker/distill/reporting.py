@@ -17,6 +17,9 @@ class Cancelled(Exception):
 
 
 class Reporter(Protocol):
+    # Where the trainer keeps one checkpoint per run ("<phase>-<run>.pt"), created if
+    # missing.  The same folder on a later attempt resumes the job; the caller owns it
+    # (deletes it once the job has ended).  None turns checkpoints off (tests, bench).
     checkpoint_dir: Path
 
     def phase(self, name: str) -> None:
@@ -37,7 +40,7 @@ class Reporter(Protocol):
 
 @dataclass
 class MemoryReporter:
-    checkpoint_dir: Path
+    checkpoint_dir: Path | None
     phases: list[str] = field(default_factory=list)
     progresses: list[float] = field(default_factory=list)
     metrics: list[tuple[str, str, int, dict[str, float]]] = field(default_factory=list)

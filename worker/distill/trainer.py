@@ -9,12 +9,23 @@ What it guarantees:
 - the weights of the best validation-accuracy epoch are restored at the end,
   whether or not early stopping fired (ties keep the earlier epoch).
 - cancellation is honoured at every batch boundary (raises Cancelled).
+- resumable: at every epoch end the whole run state (model, objective, optimizer,
+  step, both RNG streams, best-so-far, history) is written atomically to
+  `reporter.checkpoint_dir / "<phase>-<run>.pt"` (see checkpoint.py).  A later
+  `train` of the same (phase, run) continues after the last completed epoch and
+  ends with exactly the numbers of an uninterrupted run (bit for bit on the CPU);
+  a run whose checkpoint says it finished is restored, not retrained.  Epochs
+  already done are not reported again, except the one a crash interrupted between
+  its metric and its checkpoint: metrics are delivered at least once.
+  `checkpoint_dir=None` turns checkpoints off.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -23,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.spec import OptimSpec
+from worker.distill import checkpoint
 from worker.distill.data import ArraySplit
 from worker.distill.inference import autocast, predict_logits
 from worker.distill.objectives import Objective
@@ -40,6 +52,9 @@ class TrainResult:
     best_val_loss: float
     stopped_early: bool
     history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch
+    # How many of `epochs_run` came from a checkpoint instead of being trained by this
+    # call (== epochs_run: the run had finished before).  Not part of the result's value.
+    resumed_epochs: int = field(default=0, compare=False)
 
 
 def _optimizer(params: list[nn.Parameter], optim: OptimSpec) -> torch.optim.Optimizer:
@@ -77,6 +92,69 @@ def _rng_devices(device: torch.device) -> list[int]:
     if device.type == "cuda":
         return [device.index if device.index is not None else torch.cuda.current_device()]
     return []
+
+
+def _label(phase: str, run: str) -> str:
+    return phase if run == phase else f"{phase} {run}"
+
+
+def _signature(
+    model: nn.Module, objective: Objective, optim: OptimSpec, seed: int, n_train: int, n_val: int
+) -> str:
+    """What a checkpoint must have been written for to be resumed by this call."""
+    return json.dumps({
+        "seed": seed,
+        "optim": optim.model_dump(mode="json"),
+        "train_size": n_train,
+        "val_size": n_val,
+        "objective": type(objective).__name__,
+        "model": [[k, list(v.shape)] for k, v in model.state_dict().items()],
+        "objective_state": [[k, list(v.shape)] for k, v in objective.state_dict().items()],
+    }, sort_keys=True)
+
+
+def _resume_from(
+    path: Path, signature: str, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer,
+    shuffle: torch.Generator, device: torch.device, reporter: Reporter, label: str,
+) -> dict | None:
+    """Load the run's checkpoint into model, objective, optimizer and shuffle generator;
+    returns it (its best record's weights on `device`), or None when there is none or it
+    is not to be trusted (said in a warning event; everything is left as it was)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a write that a crash cut short
+        stale.unlink(missing_ok=True)
+    if not path.is_file():
+        return None
+    try:
+        ck = checkpoint.load(path)
+        if ck["signature"] != signature:
+            raise checkpoint.CheckpointError("it was written for a different run configuration")
+    except checkpoint.CheckpointError as exc:
+        reporter.event(f"checkpoint of {label} not used: {exc}; restarting {label} from scratch", "warning")
+        return None
+
+    initial = (_clone_state(model), _clone_state(objective), opt.state_dict(), shuffle.get_state())
+    try:
+        model.load_state_dict(ck["best"]["state"])  # the best weights must fit too ...
+        model.load_state_dict(ck["model"])  # ... but training goes on from the last epoch's
+        objective.load_state_dict(ck["objective"])
+        opt.load_state_dict(ck["optimizer"])  # checks the groups, not the tensors' shapes:
+        for param, state in opt.state.items():
+            if any(torch.is_tensor(v) and v.ndim > 0 and v.shape != param.shape for v in state.values()):
+                raise ValueError("optimizer state does not fit the parameters")
+        shuffle.set_state(ck["shuffle_rng"])
+        torch.Generator().set_state(ck["cpu_rng"])  # checks its size and type before use
+    except Exception as exc:  # noqa: BLE001 - ours, readable, but not this run's shapes
+        model.load_state_dict(initial[0])
+        objective.load_state_dict(initial[1])
+        opt.load_state_dict(initial[2])
+        shuffle.set_state(initial[3])
+        reporter.event(
+            f"checkpoint of {label} not used: it does not fit this run ({type(exc).__name__}); "
+            f"restarting {label} from scratch", "warning",
+        )
+        return None
+    ck["best"]["state"] = {k: v.to(device) for k, v in ck["best"]["state"].items()}
+    return ck
 
 
 def train(
@@ -128,11 +206,39 @@ def train(
 
     history: list[dict[str, float]] = []
     best = {"acc": -1.0, "loss": math.inf, "epoch": 0, "state": None}
-    stopped_early = False
+    stopped_early = finished = False
     step = 0
+    start = 0  # epochs completed before this call
+    rng_states = None  # (cpu, cuda) to restore inside the forked RNG
+
+    label = _label(phase, run)
+    ck_path = None
+    if reporter.checkpoint_dir is not None:
+        ck_path = checkpoint.checkpoint_path(reporter.checkpoint_dir, phase, run)
+        signature = _signature(model, objective, optim, seed, n, len(val_split))
+        ck = _resume_from(ck_path, signature, model, objective, opt, shuffle, device, reporter, label)
+        if ck is not None:
+            start, step = ck["epoch"], ck["step"]
+            history = [dict(h) for h in ck["history"]]
+            best = dict(ck["best"])
+            stopped_early, finished = ck["stopped_early"], ck["finished"]
+            rng_states = (ck["cpu_rng"], ck["cuda_rng"])
+            reporter.event(
+                f"resumed {label} from epoch {start} checkpoint"
+                + (": the run had finished, not retrained" if finished else
+                   f", continuing at epoch {start + 1} of {optim.epochs}")
+            )
+            if on_epoch is not None:
+                on_epoch(start)
+
     with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(seed)  # dropout masks
-        for epoch in range(1, optim.epochs + 1):
+        if rng_states is not None:
+            torch.set_rng_state(rng_states[0])
+            if device.type == "cuda" and rng_states[1] is not None:
+                torch.cuda.set_rng_state(rng_states[1], device)
+        last = start if finished else optim.epochs
+        for epoch in range(start + 1, last + 1):
             model.train()
             objective.train()
             perm = torch.randperm(n, generator=shuffle).to(device)
@@ -176,14 +282,31 @@ def train(
             if val_acc > best["acc"]:
                 best = {
                     "acc": val_acc, "loss": val_loss, "epoch": epoch,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                    "state": _clone_state(model),
                 }
-            # Checkpoint hook (resume, a later issue): write model + optimizer + `step`
-            # + both RNG states to reporter.checkpoint_dir / f"{phase}-{run}.pt" here.
+            stop = optim.patience is not None and epoch - best["epoch"] >= optim.patience
+            stopped_early = stop and epoch < optim.epochs
+            if ck_path is not None:
+                # After the metric: a crash between the two re-runs and re-reports this
+                # epoch (at least once) rather than leaving a hole in the series.
+                checkpoint.save({
+                    "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
+                    "phase": phase, "run": run, "signature": signature,
+                    "epoch": epoch, "step": step,
+                    "finished": stop or epoch == optim.epochs, "stopped_early": stopped_early,
+                    "model": model.state_dict(), "objective": objective.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "shuffle_rng": shuffle.get_state(), "cpu_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "best": {
+                        "acc": float(best["acc"]), "loss": float(best["loss"]),
+                        "epoch": int(best["epoch"]), "state": best["state"],
+                    },
+                    "history": history,
+                }, ck_path)
             if on_epoch is not None:
                 on_epoch(epoch)
-            if optim.patience is not None and epoch - best["epoch"] >= optim.patience:
-                stopped_early = epoch < optim.epochs
+            if stop:
                 break
 
     model.load_state_dict(best["state"])
@@ -195,4 +318,9 @@ def train(
         best_val_loss=best["loss"],
         stopped_early=stopped_early,
         history=history,
+        resumed_epochs=start,
     )
+
+
+def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
