@@ -26,7 +26,10 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # pre_ping: a restarted PostgreSQL costs one failed checkout, not a broken request.
-    return create_engine(url, pool_pre_ping=True)
+    # No server-side prepared statements: after a connection dies mid-statement psycopg's
+    # prepared-statement cache can disagree with the server (DuplicatePreparedStatement).
+    connect_args = {"prepare_threshold": None} if "+psycopg" in url else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 @lru_cache
