@@ -73,6 +73,11 @@ def _client() -> Celery:
     return client
 
 
+def reset_client() -> None:
+    """Forget the cached client (a forked process must not reuse its parent's connections)."""
+    _client.cache_clear()
+
+
 def enqueue_job(job_id: str) -> None:
     """Wake a worker for this job. Call only after the job row is committed."""
     _client().send_task(RUN_JOB_TASK, args=[job_id], queue=get_settings().queue)

@@ -38,7 +38,7 @@ def clear_caches() -> None:
         db.get_engine().dispose()
     db.get_engine.cache_clear()
     db.get_sessionmaker.cache_clear()
-    queue._client.cache_clear()
+    queue.reset_client()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import signal
 
 from billiard.process import active_children
 from celery import Celery
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 from app.config import get_settings
 from app.queue import celery_config
@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 app = Celery("distill")
 app.conf.update(celery_config(get_settings()))
 app.conf.include = ["worker.tasks"]
+
+
+@worker_process_init.connect
+def _forget_inherited_connections(**_kwargs) -> None:  # noqa: ANN003
+    # A forked child inherits the parent's pooled database and broker connections
+    # (the sweeper uses them): sharing a socket across processes corrupts both sides.
+    # Drop them without closing, so the parent's stay intact; the child opens its own.
+    from app import db, queue
+
+    if db.get_engine.cache_info().currsize:
+        db.get_engine().dispose(close=False)
+    queue.reset_client()
 
 
 @worker_ready.connect

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from app.catalog import DATASETS
 from app.spec import DatasetSpec
@@ -52,17 +52,37 @@ def _split(x: np.ndarray, y: np.ndarray) -> ArraySplit:
     )
 
 
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held_out): ceil(fraction * n) held out, each class in proportion
+    (largest remainders), chosen by a seeded permutation. numpy only, so a job does not
+    pay scikit-learn's import time."""
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    n_out = math.ceil(fraction * len(y))
+    exact = counts * n_out / len(y)
+    per_class = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - per_class), kind="stable")[: n_out - per_class.sum()]:
+        per_class[i] += 1
+    held = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, per_class)]
+    held_out = np.sort(np.concatenate(held))
+    kept = np.setdiff1d(np.arange(len(y)), held_out)
+    return rng.permutation(kept), rng.permutation(held_out)
+
+
 # --- loaders: each returns (x_train, y_train, x_test, y_test), train before the val split
 
 
-def _load_digits(spec: DatasetSpec, cache_dir: Path) -> tuple[np.ndarray, ...]:
-    from sklearn.datasets import load_digits
+def _generate_digits() -> dict[str, np.ndarray]:
+    from sklearn.datasets import load_digits  # ships with scikit-learn: no download
 
-    d = load_digits()  # ships with scikit-learn: no download
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        d.images, d.target, test_size=0.2, stratify=d.target, random_state=spec.split_seed
-    )
-    return x_tr, y_tr, x_te, y_te
+    d = load_digits()
+    return {"x": d.images, "y": d.target}
+
+
+def _load_digits(spec: DatasetSpec, cache_dir: Path) -> tuple[np.ndarray, ...]:
+    d = _cached(Path(cache_dir) / "digits.npz", ("x", "y"), _generate_digits)
+    train, test = stratified_split(d["y"], 0.2, spec.split_seed)
+    return d["x"][train], d["y"][train], d["x"][test], d["y"][test]
 
 
 def _mnist1d_args() -> dict:
@@ -102,23 +122,27 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
+def _cached(path: Path, keys: tuple[str, ...], generate: Callable[[], dict]) -> dict[str, np.ndarray]:
+    """Arrays from an .npz cache, generated (and written atomically) when missing or unreadable."""
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in keys}
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable cache: regenerate and overwrite it
+    arrays = generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_savez(path, arrays)
+    return arrays
+
+
 def _load_mnist1d(spec: DatasetSpec, cache_dir: Path) -> tuple[np.ndarray, ...]:
     # Generation takes seconds, so the arrays are cached; the file name carries a
     # hash of the generator's arguments so a change of arguments never hits a stale file.
     args = _mnist1d_args()
     key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cache_dir) / f"mnist1d-{key}.npz"
-    arrays = None
-    if path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in ("x", "y", "x_test", "y_test")}
-        except (OSError, ValueError, KeyError):
-            arrays = None  # unreadable cache: regenerate and overwrite it
-    if arrays is None:
-        arrays = _generate_mnist1d(args)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_savez(path, arrays)
+    arrays = _cached(Path(cache_dir) / f"mnist1d-{key}.npz", ("x", "y", "x_test", "y_test"),
+                     lambda: _generate_mnist1d(args))
     return arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"]
 
 
@@ -132,12 +156,10 @@ def load_dataset(spec: DatasetSpec, cache_dir: Path) -> Splits:
     """Load a built-in dataset and carve a stratified validation split from its training set."""
     info = DATASETS[spec.name]
     x_tr, y_tr, x_te, y_te = _LOADERS[spec.name](spec, Path(cache_dir))
-    x_fit, x_val, y_fit, y_val = train_test_split(
-        x_tr, y_tr, test_size=spec.val_fraction, stratify=y_tr, random_state=spec.split_seed
-    )
+    fit, val = stratified_split(y_tr, spec.val_fraction, spec.split_seed)
     splits = Splits(
-        train=_split(x_fit, y_fit),
-        val=_split(x_val, y_val),
+        train=_split(x_tr[fit], y_tr[fit]),
+        val=_split(x_tr[val], y_tr[val]),
         test=_split(x_te, y_te),
         input_shape=tuple(info.input_shape),
         num_classes=info.num_classes,
