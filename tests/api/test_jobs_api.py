@@ -144,3 +144,41 @@ def test_a_new_job_has_no_metrics_or_artifacts_yet(client):
     job_id = submit(client).json()["id"]
     assert client.get(f"/v1/jobs/{job_id}/metrics").json() == {"series": []}
     assert client.get(f"/v1/jobs/{job_id}/artifacts").json() == []
+
+
+@pytest.mark.parametrize(
+    "ending, status, code",
+    [
+        (None, "queued", 200),  # cancelled at once
+        ("claim", "running", 202),  # flagged; the worker stops at its next batch
+        ("succeed", "succeeded", 409),
+        ("fail", "failed", 409),
+        ("cancel", "cancelled", 200),  # already cancelled: nothing to do, same answer
+    ],
+)
+def test_cancel_in_every_state(client, ending, status, code):
+    from app import jobs
+    from app.db import get_sessionmaker
+
+    job_id = submit(client).json()["id"]
+    with get_sessionmaker()() as s:
+        if ending in {"claim", "succeed", "fail"}:
+            jobs.claim(s, job_id, "w", 60)
+        if ending == "succeed":
+            jobs.succeed(s, job_id, "w", {"ok": True})
+        elif ending == "fail":
+            jobs.fail(s, job_id, "boom", owner="w")
+        elif ending == "cancel":
+            jobs.request_cancel(s, job_id)
+        s.commit()
+    assert client.get(f"/v1/jobs/{job_id}").json()["status"] == status
+
+    r = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == code, r.text
+    after = client.get(f"/v1/jobs/{job_id}").json()
+    if code == 409:
+        assert r.headers["content-type"] == PROBLEM and after["status"] == status
+    elif status == "running":
+        assert after["status"] == "running" and after["cancel_requested"] is True
+    else:
+        assert after["status"] == "cancelled"

@@ -202,6 +202,8 @@ def test_redis_and_postgres_restarts_lose_no_accepted_job(make_service, tmp_path
             final = wait_for(lambda: terminal(api, job_id), timeout=240, what=f"job {job_id}")
             assert final["status"] == "succeeded", (job_id, final["error"])
             assert events(api, job_id).count("job succeeded") == 1
+        # The messages of the queued jobs died with Redis; the sweeper sent them again.
+        assert "sweeper sent" in svc.dump_logs()
     finally:
         redis.stop()
         postgres.destroy()
@@ -234,3 +236,17 @@ def test_fifty_jobs_on_two_workers_with_one_killed_none_lost_none_twice(make_ser
         assert final["status"] == "succeeded", (job_id, final["error"])
         assert events(api, job_id).count("job succeeded") == 1
         assert len(api.get(f"/v1/jobs/{job_id}/artifacts").json()) == 2
+
+
+def test_a_job_past_its_time_limit_fails_with_a_clear_error(make_service, distributed_env):
+    svc = make_service(distributed_env())
+    api = api_of(svc)
+    svc.start_worker("w0")
+    job_id = submit(api, {**SLOW_JOB, "training": {"epochs": 500, "batch_size": 32},
+                          "limits": {"time_limit_seconds": 8}})
+    final = wait_for(lambda: terminal(api, job_id), timeout=120, what="the time limit")
+    assert final["status"] == "failed"
+    assert "time limit exceeded" in final["error"]
+    # The worker is free again afterwards.
+    next_id = submit(api, TINY_JOB)
+    assert wait_for(lambda: terminal(api, next_id), timeout=120, what="the next job")["status"] == "succeeded"
