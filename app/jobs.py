@@ -154,10 +154,6 @@ def renew_lease(session: Session, job_id: str, owner: str, lease_seconds: float)
     return result.rowcount == 1
 
 
-def holds_lease(session: Session, job_id: str, owner: str) -> bool:
-    return session.scalar(select(Job.id).where(Job.id == job_id, _held_by(owner))) is not None
-
-
 def report_progress(
     session: Session,
     job_id: str,

@@ -74,6 +74,7 @@ class JobRunner:
         self.preempted = threading.Event()  # SIGTERM: hand the job back
         self.finished = threading.Event()
         self.deadline = None  # limits.time_limit_seconds, known once claimed
+        self._phase: str | None = None
         self._cancel = False
         self._last_cancel_check = 0.0
 
@@ -94,9 +95,11 @@ class JobRunner:
                 return
 
     def _write(self, fn: Callable[[Session], None]) -> None:
-        """A write by this worker, only while it holds the lease."""
+        """A write by this worker, only while it holds the lease. Renewing it first takes
+        the job's row lock until commit, so the reaper cannot requeue the job between
+        the check and the write."""
         def guarded(session: Session) -> None:
-            if not jobs.holds_lease(session, self.job_id, self.owner):
+            if not jobs.renew_lease(session, self.job_id, self.owner, self.lease_seconds):
                 raise LeaseLost(self.job_id)
             fn(session)
 
@@ -123,8 +126,9 @@ class JobRunner:
         self._write(lambda s: jobs.add_metrics(s, self.job_id, phase, run, epoch, values))
 
     def event(self, message: str, level: str = "info") -> None:
-        phase = getattr(self, "_phase", None)
-        self._write(lambda s: jobs.add_event(s, self.job_id, message, phase=phase, level=level))
+        self._write(
+            lambda s: jobs.add_event(s, self.job_id, message, phase=self._phase, level=level)
+        )
 
     def should_stop(self) -> bool:
         # Called at every batch boundary; the cancel flag is read a few times a second.
