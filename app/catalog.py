@@ -47,4 +47,12 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
 }
 
-PHASES = ("teacher", "soft_targets", "student", "baseline", "evaluate", "export")
+PHASES = (
+    "teacher", "assistant", "soft_targets", "generation", "student", "baseline", "evaluate", "export"
+)
+"""Every phase a job may report, in the order they run.  A job runs a subsequence: teacher_assistant
+adds "assistant" (one run per link); born_again replaces "student" by "generation" (the last
+generation is the student)."""
+
+KD_PHASES = ("teacher", "soft_targets", "student", "baseline", "evaluate", "export")
+"""The phases of a plain (one-teacher, one-student) method job, baseline included."""

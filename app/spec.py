@@ -41,6 +41,13 @@ class DatasetSpec(_Strict):
         description="Share of the training set held out for early stopping and model "
         "selection. The test split is never used for either.",
     )
+    train_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the (post-validation-split) training set kept, stratified and "
+        "seeded by split_seed: Hinton 2015's 3% experiment. Validation and test are unchanged.",
+    )
 
 
 # --- architectures -------------------------------------------------------------
@@ -164,7 +171,120 @@ class KDMethod(_Strict):
     )
 
 
-Method = Annotated[Union[CEMethod, KDMethod], Field(discriminator="name")]
+class DKDMethod(_Strict):
+    """Decoupled KD (Zhao et al. 2022): CE(y, s) + w(epoch) * (alpha * TCKD + beta * NCKD), both at
+    temperature T with the T^2 factor; w rises linearly from 1/warmup_epochs to 1 over the first
+    warmup_epochs epochs (the paper's warm-up), then stays 1."""
+
+    name: Literal["dkd"] = "dkd"
+    temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature T.")
+    alpha: float = Field(1.0, ge=0, le=100, description="Weight of TCKD (target vs non-target).")
+    beta: float = Field(8.0, ge=0, le=100, description="Weight of NCKD (among non-target classes).")
+    ce_weight: float = Field(1.0, ge=0, le=100, description="Weight of the cross-entropy on labels.")
+    warmup_epochs: int = Field(
+        5, ge=0, le=10_000, description="Epochs of linear warm-up of the KD terms; 0 for none."
+    )
+
+
+class _KDTerms(_Strict):
+    temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature T of the KD term.")
+    alpha: float = Field(
+        0.9, ge=0, le=1, description="Weight of the KD term; 1 - alpha weighs CE on the labels."
+    )
+
+
+class FitNetMethod(_KDTerms):
+    """FitNets (Romero et al. 2015), trained jointly as common practice does (one stage, not the
+    paper's two): KD(alpha, T) + hint_weight * MSE(regressor(student_stage), teacher_stage).
+    The regressor is a 1x1 convolution between conv maps (adaptive average pooling first when
+    the spatial sizes differ) and a Linear layer otherwise (conv maps flattened); it is trained
+    with the student and discarded at export."""
+
+    name: Literal["fitnet"] = "fitnet"
+    teacher_stage: str | None = Field(
+        None, description="Teacher stage giving the hint; default: the teacher's last stage. "
+        "GET /v1/catalog explains stage names (mlp: hidden0.., cnn: conv0.. and dense).",
+        examples=["conv1"],
+    )
+    student_stage: str | None = Field(
+        None, description="Student stage guided by the hint; default: the student's last stage.",
+        examples=["hidden0"],
+    )
+    hint_weight: float = Field(1.0, ge=0, le=1e4, description="Weight of the hint (MSE) term.")
+
+
+class AttentionMethod(_KDTerms):
+    """Attention transfer (Zagoruyko & Komodakis 2017), their reference code's normalisation:
+    Q = l2-normalise(mean over channels of A^2) per example, and per stage pair
+    mean over batch and positions of (Q_s - Q_t)^2; loss = (1 - alpha) * CE + alpha * T^2 * KL
+    + beta / 2 * sum over pairs. alpha = 0 (the default) is the paper's AT alone with CE.
+    Both stages of a pair must be conv maps; a finer map is average-pooled to the coarser."""
+
+    name: Literal["attention"] = "attention"
+    teacher_stages: list[str] | None = Field(
+        None, min_length=1, max_length=8,
+        description="Teacher conv stages; default: as many of the teacher's conv stages as the "
+        "student has, the last ones, in order.", examples=[["conv0", "conv1"]],
+    )
+    student_stages: list[str] | None = Field(
+        None, min_length=1, max_length=8,
+        description="Student conv stages paired with teacher_stages one to one; default: all "
+        "of the student's conv stages (up to the teacher's count, the last ones).",
+    )
+    beta: float = Field(1000.0, ge=0, le=1e6, description="Weight of the attention term (beta / 2 per pair).")
+    alpha: float = Field(0.0, ge=0, le=1, description="Weight of an optional KD term; 0: CE + AT only.")
+
+
+class AdversarialMethod(_KDTerms):
+    """KD plus an adversarial term: a discriminator (MLP on softmax probabilities) learns to tell
+    teacher outputs from student outputs with its own Adam optimizer, one step after each
+    student step; the student adds adv_weight * BCE(D(p_student), 'teacher') to fool it."""
+
+    name: Literal["adversarial"] = "adversarial"
+    adv_weight: float = Field(0.1, ge=0, le=100, description="Weight of the student's fooling term.")
+    disc_hidden: int = Field(64, ge=1, le=4096, description="Width of the discriminator's hidden layer.")
+    disc_lr: float = Field(1e-3, gt=0, le=1, description="Learning rate of the discriminator (Adam).")
+
+
+class PseudoLabelMethod(_Strict):
+    """Control for soft targets: CE on the teacher's argmax as a hard label (labels ignored)."""
+
+    name: Literal["pseudo_label"] = "pseudo_label"
+
+
+class BornAgainMethod(_KDTerms):
+    """Born-again networks (Furlanello et al. 2018): the teacher has the student's architecture;
+    generation k+1 learns by KD from generation k (generation 0 is the teacher), for
+    `generations` generations, each one reported; the last generation is the student."""
+
+    name: Literal["born_again"] = "born_again"
+    generations: int = Field(3, ge=1, le=10, description="Student generations after the teacher.")
+
+
+class TeacherAssistantMethod(_KDTerms):
+    """Teacher assistant (Mirzadeh et al. 2019): teacher -> assistant(s) -> student, each link a
+    KD run with this temperature and alpha; every assistant is reported."""
+
+    name: Literal["teacher_assistant"] = "teacher_assistant"
+    assistants: list[Annotated[Union[MLPArch, CNNArch], Field(discriminator="name")]] = Field(
+        min_length=1, max_length=4,
+        description="Architectures of the assistants, largest first.",
+        examples=[[{"name": "mlp", "hidden": [256, 256]}]],
+    )
+
+
+Method = Annotated[
+    Union[
+        CEMethod, KDMethod, DKDMethod, FitNetMethod, AttentionMethod, AdversarialMethod,
+        PseudoLabelMethod, BornAgainMethod, TeacherAssistantMethod,
+    ],
+    Field(discriminator="name"),
+]
+METHODS = {
+    m.model_fields["name"].default: m
+    for m in (CEMethod, KDMethod, DKDMethod, FitNetMethod, AttentionMethod, AdversarialMethod,
+              PseudoLabelMethod, BornAgainMethod, TeacherAssistantMethod)
+}
 
 
 # --- export --------------------------------------------------------------------
@@ -273,9 +393,94 @@ def _arch_fit(arch: MLPArch | CNNArch, input_shape: tuple[int, ...], loc: tuple)
     return []
 
 
+def _stage_error(loc: tuple, which: str, stage: str, shapes: dict, need_conv: bool) -> FieldError | None:
+    from app.stages import is_conv
+
+    def listing() -> str:
+        return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items()) or "none"
+
+    if stage not in shapes:
+        return FieldError(loc=loc, msg=f"the {which} has no stage {stage!r}; its stages (name and "
+                          f"output shape) are: {listing()}.")
+    if need_conv and not is_conv(shapes[stage]):
+        conv = [k for k, v in shapes.items() if is_conv(v)]
+        return FieldError(loc=loc, msg=f"attention transfer needs conv stages, but the {which}'s "
+                          f"{stage!r} is flat ({shapes[stage][0]} features); its conv stages are: "
+                          f"{', '.join(conv) or 'none (use a cnn)'}. All stages: {listing()}.")
+    return None
+
+
+def default_stages(method, t_shapes: dict, s_shapes: dict) -> tuple[list[str], list[str]]:
+    """The (teacher, student) stages a feature method uses when the spec leaves them out.
+    Shared with the worker so that both resolve the same defaults."""
+    from app.stages import is_conv
+
+    if method.name == "fitnet":
+        t = method.teacher_stage or (list(t_shapes)[-1] if t_shapes else "")
+        st = method.student_stage or (list(s_shapes)[-1] if s_shapes else "")
+        return [t], [st]
+    t_conv = [k for k, v in t_shapes.items() if is_conv(v)]
+    s_conv = [k for k, v in s_shapes.items() if is_conv(v)]
+    n = min(len(t_conv), len(s_conv))
+    ts = method.teacher_stages or (t_conv[len(t_conv) - n:] if n else t_conv[-1:])
+    ss = method.student_stages or (s_conv[len(s_conv) - n:] if n else s_conv[-1:])
+    return list(ts), list(ss)
+
+
+def _feature_errors(spec: JobSpec, shape: tuple[int, ...]) -> list[FieldError]:
+    from app.stages import stage_shapes
+
+    m = spec.method
+    t_shapes = stage_shapes(spec.teacher.train.arch, shape)
+    s_shapes = stage_shapes(spec.student.arch, shape)
+    ts, ss = default_stages(m, t_shapes, s_shapes)
+    errors: list[FieldError] = []
+    if m.name == "fitnet":
+        for loc, which, stage, shapes, given in (
+            ("teacher_stage", "teacher", ts[0], t_shapes, m.teacher_stage),
+            ("student_stage", "student", ss[0], s_shapes, m.student_stage),
+        ):
+            if not shapes:
+                errors.append(FieldError(loc=("method", loc), msg=f"the {which} has no stages "
+                              "(an mlp with hidden []): a hint needs one."))
+            elif e := _stage_error(("method", loc), which, stage, shapes, need_conv=False):
+                errors.append(e)
+        return errors
+    # attention
+    if not ts or not ss:
+        for loc, which, shapes, lst in (("teacher_stages", "teacher", t_shapes, ts),
+                                        ("student_stages", "student", s_shapes, ss)):
+            if not lst:
+                errors.append(FieldError(loc=("method", loc), msg=f"attention transfer needs conv "
+                              f"stages, and the {which} has none (its stages: "
+                              f"{', '.join(shapes) or 'none'}); use a cnn {which}."))
+        return errors
+    if len(ts) != len(ss):
+        return [FieldError(loc=("method", "student_stages"), msg=f"{len(ts)} teacher stages but "
+                           f"{len(ss)} student stages: they are paired one to one.")]
+    for i, (t, st) in enumerate(zip(ts, ss)):
+        if e := _stage_error(("method", "teacher_stages", i), "teacher", t, t_shapes, True):
+            errors.append(e)
+        if e := _stage_error(("method", "student_stages", i), "student", st, s_shapes, True):
+            errors.append(e)
+    return errors
+
+
 def fit_errors(spec: JobSpec) -> list[FieldError]:
-    """Checks that need the dataset's shape: each model must fit its input."""
+    """Checks that need the dataset's shape: each model must fit its input, and a feature
+    method's stages must exist on both models and be matchable."""
     shape = DATASETS[spec.dataset.name].input_shape
     errors = _arch_fit(spec.student.arch, shape, ("student", "arch"))
     errors += _arch_fit(spec.teacher.train.arch, shape, ("teacher", "train", "arch"))
+    m = spec.method
+    if m.name == "teacher_assistant":
+        for i, arch in enumerate(m.assistants):
+            errors += _arch_fit(arch, shape, ("method", "assistants", i))
+    if errors:
+        return errors
+    if m.name in ("fitnet", "attention"):
+        errors += _feature_errors(spec, shape)
+    if m.name == "born_again" and spec.teacher.train.arch != spec.student.arch:
+        errors.append(FieldError(loc=("teacher", "train", "arch"), msg="born_again distils a model "
+                                 "into its own architecture: the teacher's arch must equal the student's."))
     return errors

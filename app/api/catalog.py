@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.catalog import DATASETS, PHASES
-from app.spec import EXAMPLE_SPEC, CEMethod, CNNArch, KDMethod, MLPArch
+from app.spec import EXAMPLE_SPEC, METHODS, CNNArch, MLPArch
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -23,7 +23,12 @@ def catalog() -> dict[str, Any]:
     return {
         "datasets": {name: info.as_dict() for name, info in DATASETS.items()},
         "architectures": {"mlp": _entry(MLPArch), "cnn": _entry(CNNArch)},
-        "methods": {"kd": _entry(KDMethod), "ce": _entry(CEMethod)},
+        "methods": {name: _entry(model) for name, model in METHODS.items()},
+        "stages": {
+            "mlp": "hidden0 .. hidden{n-1}: the output of each hidden layer, shape (width,)",
+            "cnn": "conv0 .. conv{n-1}: each conv stage's map (channels, *spatial), every stage "
+            "halving each spatial axis; then dense (hidden,) when hidden > 0",
+        },
         "phases": list(PHASES),
         "example_spec": EXAMPLE_SPEC,
     }

@@ -72,7 +72,7 @@ def test_identical_logits_give_zero_soft_loss():
 
 
 def test_registry_and_objectives():
-    assert set(OBJECTIVES) == {"ce", "kd"}
+    assert {"ce", "kd"} <= set(OBJECTIVES)
     ce, kd = build_objective(CEMethod()), build_objective(KDMethod(temperature=3.0, alpha=0.7))
     assert isinstance(ce, CE) and not ce.needs_teacher and list(ce.parameters()) == []
     assert isinstance(kd, KD) and kd.needs_teacher and list(kd.parameters()) == []

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.catalog import PHASES
+from app.catalog import KD_PHASES as PHASES
 from worker.distill.export import load_safetensors, onnx_accuracy
 from worker.distill.inference import predict_logits
 from worker.distill.metrics import accuracy

@@ -1,20 +1,36 @@
 """Distillation objectives: a loss over student outputs, teacher outputs and labels.
 
-An objective is an nn.Module so that later methods can own trainable parts
-(a FitNets hint regressor, an adversarial discriminator): the trainer
-optimises `objective.parameters()` together with the student's.  CE and KD
-own none.  Adding a method = one class here + one entry in OBJECTIVES.
+An objective is an nn.Module so that methods can own trainable parts (a FitNets
+hint regressor, an adversarial discriminator).  The interface the trainer uses:
+
+- `loss = objective(student_logits, teacher_logits, labels)`, plus
+  `features=(student_features, teacher_features)` (dicts stage name -> output)
+  when `needs_features`: the trainer then runs the frozen teacher's
+  `forward_features` on every batch in eval mode (features are never cached);
+- `student_parameters()`: what the student's optimizer trains with the model
+  (default: all of the objective's parameters, e.g. a hint regressor);
+- `set_epoch(epoch)`: called before every epoch (1-based), for warm-ups and
+  schedules; derived from the epoch number only, so resume gives the same numbers;
+- `auxiliary_step(student_logits, teacher_logits)`: called after each student
+  step, for parts with their own optimizer (the discriminator).  Such state goes
+  into `state_dict()` through nn.Module's extra-state hook, so the checkpoint
+  carries it.
+
+Objective-owned parts never reach the export: only the student is exported.
+Adding a method = one class here + one entry in OBJECTIVES.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.spec import CEMethod, KDMethod
+from app.spec import default_stages
+from app.stages import is_conv, stage_shapes
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -50,21 +66,35 @@ def kd_loss(
 
 
 class Objective(nn.Module):
-    """loss = objective(student_logits, teacher_logits, labels).
+    """loss = objective(student_logits, teacher_logits, labels[, features=...]).
 
     `needs_teacher` tells the trainer whether to provide teacher logits (cached
-    or recomputed); when False it passes None.
+    or recomputed); when False it passes None.  See the module docstring.
     """
 
     needs_teacher: bool = False
+    needs_features: bool = False
 
-    def forward(
-        self,
-        student_logits: torch.Tensor,
-        teacher_logits: torch.Tensor | None,
-        labels: torch.Tensor,
-    ) -> torch.Tensor:
+    def forward(self, student_logits, teacher_logits, labels, features=None) -> torch.Tensor:
         raise NotImplementedError
+
+    def student_parameters(self) -> list[nn.Parameter]:
+        return list(self.parameters())
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def auxiliary_step(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None) -> None:
+        return None
+
+
+def schedule(value: float, warmup_epochs: int, epoch: int, start: float = 0.0) -> float:
+    """Linear warm-up from `start` towards `value` over the first `warmup_epochs` epochs
+    (epoch is 1-based: epoch e gets start + (value - start) * e / warmup), then `value`.
+    warmup_epochs = 0 is a constant."""
+    if warmup_epochs <= 0 or epoch >= warmup_epochs:
+        return float(value)
+    return float(start + (value - start) * max(epoch, 0) / warmup_epochs)
 
 
 class CE(Objective):
@@ -72,7 +102,7 @@ class CE(Objective):
 
     needs_teacher = False
 
-    def forward(self, student_logits, teacher_logits, labels):
+    def forward(self, student_logits, teacher_logits, labels, features=None):
         return F.cross_entropy(_at_least_fp32(student_logits), labels)
 
 
@@ -84,22 +114,210 @@ class KD(Objective):
         self.temperature = float(temperature)
         self.alpha = float(alpha)
 
-    def forward(self, student_logits, teacher_logits, labels):
+    def forward(self, student_logits, teacher_logits, labels, features=None):
         if teacher_logits is None:
             raise ValueError("KD needs teacher logits")
         return kd_loss(student_logits, teacher_logits, labels, self.temperature, self.alpha)
 
 
-# method name -> factory from that method's spec
+class PseudoLabel(Objective):
+    """CE on the teacher's argmax: the hard-label control for soft targets."""
+
+    needs_teacher = True
+
+    def forward(self, student_logits, teacher_logits, labels, features=None):
+        return F.cross_entropy(_at_least_fp32(student_logits), teacher_logits.detach().argmax(1))
+
+
+def dkd_terms(student_logits, teacher_logits, labels, temperature):
+    """(TCKD, NCKD) of Zhao et al. 2022, each T^2 * KL summed over classes, batch-averaged.
+
+    TCKD: KL between the binary (target, all non-targets) distributions of teacher and student.
+    NCKD: KL between their distributions over the non-target classes alone (the target
+    renormalised away; implemented by pushing the target logit to -1e4/T before softmax)."""
+    s = _at_least_fp32(student_logits)
+    t = _at_least_fp32(teacher_logits).detach()
+    T = float(temperature)
+    gt = F.one_hot(labels, s.shape[1]).to(s.dtype)
+    p_s, p_t = F.softmax(s / T, dim=1), F.softmax(t / T, dim=1)
+    b_s = torch.stack([(p_s * gt).sum(1), (p_s * (1 - gt)).sum(1)], 1).clamp_min(1e-12)
+    b_t = torch.stack([(p_t * gt).sum(1), (p_t * (1 - gt)).sum(1)], 1).clamp_min(1e-12)
+    tckd = (b_t * (b_t.log() - b_s.log())).sum(1).mean() * T * T
+    ls_nt = F.log_softmax(s / T - 1e4 * gt, dim=1)
+    lt_nt = F.log_softmax(t / T - 1e4 * gt, dim=1)
+    nckd = F.kl_div(ls_nt, lt_nt, log_target=True, reduction="batchmean") * T * T
+    return tckd, nckd
+
+
+class DKD(Objective):
+    needs_teacher = True
+
+    def __init__(self, temperature, alpha, beta, ce_weight, warmup_epochs) -> None:
+        super().__init__()
+        self.temperature, self.alpha, self.beta = float(temperature), float(alpha), float(beta)
+        self.ce_weight, self.warmup_epochs = float(ce_weight), int(warmup_epochs)
+        self.epoch = 1
+
+    def kd_weight(self) -> float:
+        return schedule(1.0, self.warmup_epochs, self.epoch)
+
+    def forward(self, student_logits, teacher_logits, labels, features=None):
+        tckd, nckd = dkd_terms(student_logits, teacher_logits, labels, self.temperature)
+        ce = F.cross_entropy(_at_least_fp32(student_logits), labels)
+        return self.ce_weight * ce + self.kd_weight() * (self.alpha * tckd + self.beta * nckd)
+
+
+def _pool_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    pool = F.adaptive_avg_pool1d if len(size) == 1 else F.adaptive_avg_pool2d
+    return pool(x, size)
+
+
+class FitNet(Objective):
+    needs_teacher = True
+    needs_features = True
+
+    def __init__(self, temperature, alpha, hint_weight, teacher_stage: str, student_stage: str,
+                 teacher_shape: tuple[int, ...], student_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.temperature, self.alpha, self.hint_weight = float(temperature), float(alpha), float(hint_weight)
+        self.teacher_stage, self.student_stage = teacher_stage, student_stage
+        self.conv = is_conv(teacher_shape) and is_conv(student_shape) and len(teacher_shape) == len(student_shape)
+        if self.conv:
+            # 1x1 conv between the maps, at the coarser of the two spatial sizes.
+            self.size = tuple(min(a, b) for a, b in zip(teacher_shape[1:], student_shape[1:]))
+            conv = nn.Conv1d if len(self.size) == 1 else nn.Conv2d
+            self.regressor = conv(student_shape[0], teacher_shape[0], kernel_size=1)
+        else:
+            self.size = None
+            self.regressor = nn.Linear(math.prod(student_shape), math.prod(teacher_shape))
+
+    def hint(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
+        s, t = _at_least_fp32(student_feature), _at_least_fp32(teacher_feature).detach()
+        if self.conv:
+            s, t = _pool_to(s, self.size), _pool_to(t, self.size)
+        else:
+            s, t = s.flatten(1), t.flatten(1)
+        return F.mse_loss(self.regressor(s), t)
+
+    def forward(self, student_logits, teacher_logits, labels, features=None):
+        sf, tf = features
+        hint = self.hint(sf[self.student_stage], tf[self.teacher_stage])
+        kd = kd_loss(student_logits, teacher_logits, labels, self.temperature, self.alpha)
+        return kd + self.hint_weight * hint
+
+
+def attention_map(a: torch.Tensor, size: tuple[int, ...] | None = None) -> torch.Tensor:
+    """Zagoruyko & Komodakis: mean over channels of A^2 (p = 2), pooled to `size` when given,
+    flattened and l2-normalised per example."""
+    q = _at_least_fp32(a).pow(2).mean(1, keepdim=True)
+    if size is not None:
+        q = _pool_to(q, size)
+    return F.normalize(q.flatten(1), dim=1)
+
+
+class Attention(Objective):
+    needs_teacher = True
+    needs_features = True
+
+    def __init__(self, temperature, alpha, beta, pairs: list[tuple[str, str, tuple[int, ...]]]) -> None:
+        super().__init__()
+        self.temperature, self.alpha, self.beta = float(temperature), float(alpha), float(beta)
+        self.pairs = pairs  # (teacher stage, student stage, common spatial size)
+
+    def at_loss(self, sf: dict, tf: dict) -> torch.Tensor:
+        total = 0.0
+        for t_name, s_name, size in self.pairs:
+            qs, qt = attention_map(sf[s_name], size), attention_map(tf[t_name].detach(), size)
+            total = total + (qs - qt).pow(2).mean()
+        return total
+
+    def forward(self, student_logits, teacher_logits, labels, features=None):
+        sf, tf = features
+        kd = kd_loss(student_logits, teacher_logits, labels, self.temperature, self.alpha)
+        return kd + self.beta / 2 * self.at_loss(sf, tf)
+
+
+class Adversarial(Objective):
+    needs_teacher = True
+
+    def __init__(self, temperature, alpha, adv_weight, num_classes: int, hidden: int, lr: float) -> None:
+        super().__init__()
+        self.temperature, self.alpha, self.adv_weight = float(temperature), float(alpha), float(adv_weight)
+        self.discriminator = nn.Sequential(nn.Linear(num_classes, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+
+    def student_parameters(self) -> list[nn.Parameter]:
+        return []  # the discriminator has its own optimizer
+
+    def d(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(F.softmax(_at_least_fp32(logits), dim=1)).squeeze(1)
+
+    def fool_loss(self, student_logits):
+        out = self.d(student_logits)
+        return F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
+
+    def disc_loss(self, student_logits, teacher_logits):
+        real, fake = self.d(teacher_logits.detach()), self.d(student_logits.detach())
+        return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+
+    def forward(self, student_logits, teacher_logits, labels, features=None):
+        kd = kd_loss(student_logits, teacher_logits, labels, self.temperature, self.alpha)
+        return kd + self.adv_weight * self.fool_loss(student_logits)
+
+    def auxiliary_step(self, student_logits, teacher_logits):
+        self.disc_opt.zero_grad(set_to_none=True)
+        with torch.autocast(student_logits.device.type, enabled=False):
+            loss = self.disc_loss(student_logits.float(), teacher_logits.float())
+        loss.backward()
+        self.disc_opt.step()
+
+    def get_extra_state(self):
+        return {"disc_opt": self.disc_opt.state_dict()}
+
+    def set_extra_state(self, state):
+        self.disc_opt.load_state_dict(state["disc_opt"])
+
+
+def _feature_objective(method, input_shape, num_classes, teacher_arch, student_arch):
+    t_shapes = stage_shapes(teacher_arch, input_shape)
+    s_shapes = stage_shapes(student_arch, input_shape)
+    ts, ss = default_stages(method, t_shapes, s_shapes)
+    if method.name == "fitnet":
+        return FitNet(method.temperature, method.alpha, method.hint_weight, ts[0], ss[0],
+                      t_shapes[ts[0]], s_shapes[ss[0]])
+    pairs = [(t, s, tuple(min(a, b) for a, b in zip(t_shapes[t][1:], s_shapes[s][1:]))) for t, s in zip(ts, ss)]
+    return Attention(method.temperature, method.alpha, method.beta, pairs)
+
+
+# method name -> factory(method spec, context dict: input_shape, num_classes, teacher_arch, student_arch)
 OBJECTIVES: dict[str, Callable[..., Objective]] = {
-    "ce": lambda m: CE(),
-    "kd": lambda m: KD(temperature=m.temperature, alpha=m.alpha),
+    "ce": lambda m, c: CE(),
+    "kd": lambda m, c: KD(temperature=m.temperature, alpha=m.alpha),
+    "dkd": lambda m, c: DKD(m.temperature, m.alpha, m.beta, m.ce_weight, m.warmup_epochs),
+    "fitnet": lambda m, c: _feature_objective(m, **c),
+    "attention": lambda m, c: _feature_objective(m, **c),
+    "adversarial": lambda m, c: Adversarial(
+        m.temperature, m.alpha, m.adv_weight, c["num_classes"], m.disc_hidden, m.disc_lr),
+    "pseudo_label": lambda m, c: PseudoLabel(),
+    # recipes: every link of the chain is a KD run
+    "born_again": lambda m, c: KD(temperature=m.temperature, alpha=m.alpha),
+    "teacher_assistant": lambda m, c: KD(temperature=m.temperature, alpha=m.alpha),
 }
 
 
-def build_objective(method: CEMethod | KDMethod) -> Objective:
+def build_objective(method, *, seed: int = 0, input_shape=None, num_classes=None,
+                    teacher_arch=None, student_arch=None) -> Objective:
+    """A fresh objective for one run; its trainable parts (if any) initialised from `seed`
+    alone.  Feature methods and the discriminator need the shapes in the keyword arguments."""
     try:
         factory = OBJECTIVES[method.name]
     except KeyError:
         raise ValueError(f"unknown method {method.name!r}") from None
-    return factory(method)
+    ctx = {"input_shape": input_shape, "num_classes": num_classes,
+           "teacher_arch": teacher_arch, "student_arch": student_arch}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory(method, ctx)

@@ -30,7 +30,7 @@ from worker.distill import checkpoint, metrics
 from worker.distill.data import Splits, input_stats, load_dataset
 from worker.distill.export import OutputFile, export_model
 from worker.distill.inference import predict_logits, resolve_device
-from worker.distill.models import Classifier, build_model
+from worker.distill.models import Classifier, build_model, count_parameters
 from worker.distill.objectives import CE, build_objective
 from worker.distill.progress import Progress
 from worker.distill.report import aggregate, json_safe, summary, write_json
@@ -72,18 +72,22 @@ def _restored_finished(r: TrainResult) -> bool:
 
 def _train_runs(
     spec: JobSpec, splits: Splits, stats: tuple[float, float], *, phase: str, objective_for,
-    reporter: Reporter, device: torch.device, progress: Progress, teacher_kwargs: dict,
+    reporter: Reporter, device: torch.device, progress: Progress, teacher_kwargs,
+    run_name=lambda seed: f"seed={seed}",
 ) -> list[_Run]:
+    """One run per seed.  `teacher_kwargs` is a dict, or a function seed -> dict (born-again:
+    each seed's generation learns from that seed's previous generation)."""
     runs = []
     for seed in spec.seeds:
-        run = f"seed={seed}"
+        run = run_name(seed)
         # The student and the baseline of one seed start from identical weights and
         # see batches in the same order: the comparison is paired.
         model = build_model(spec.student.arch, splits.input_shape, splits.num_classes, *stats, seed=seed)
+        kwargs = teacher_kwargs(seed) if callable(teacher_kwargs) else teacher_kwargs
         result = train(
-            model, objective_for(), splits.train, splits.val, spec.training,
+            model, objective_for(seed), splits.train, splits.val, spec.training,
             seed=seed, device=device, reporter=reporter, phase=phase, run=run,
-            on_epoch=progress.run(spec.training.epochs), **teacher_kwargs,
+            on_epoch=progress.run(spec.training.epochs), **kwargs,
         )
         progress.run_done(spec.training.epochs)
         if not _restored_finished(result):  # else an earlier attempt said so already
@@ -100,16 +104,24 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     device = resolve_device(spec.training.device)
     splits = load_dataset(spec.dataset, Path(data_cache))
     stats = input_stats(splits.train.x)
+    method = spec.method
     reporter.event(
         f"dataset {spec.dataset.name}: {len(splits.train)} train / {len(splits.val)} validation / "
         f"{len(splits.test)} test examples; device {device.type}"
     )
+    assistants = list(method.assistants) if method.name == "teacher_assistant" else []
+    generations = method.generations if method.name == "born_again" else 0
+    student_runs = (
+        [(f"generation", f"gen={g} seed={seed}") for g in range(1, generations + 1) for seed in spec.seeds]
+        if generations else [("student", f"seed={seed}") for seed in spec.seeds]
+    )
     # Every training run of the job: (phase, run, planned epochs).
-    plan = [("teacher", "teacher", spec.teacher.train.epochs)] + [
-        (phase, f"seed={seed}", spec.training.epochs)
-        for phase in (("student", "baseline") if spec.baseline else ("student",))
-        for seed in spec.seeds
-    ]
+    plan = (
+        [("teacher", "teacher", spec.teacher.train.epochs)]
+        + [("assistant", f"link={i}", spec.training.epochs) for i in range(1, len(assistants) + 1)]
+        + [(p, r, spec.training.epochs) for p, r in student_runs]
+        + ([("baseline", f"seed={seed}", spec.training.epochs) for seed in spec.seeds] if spec.baseline else [])
+    )
     if reporter.checkpoint_dir is not None:
         Path(reporter.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     progress = Progress(reporter, sum(budget for *_, budget in plan))
@@ -133,40 +145,96 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
             + (" (stopped early)" if t_result.stopped_early else "")
         )
 
+    def objective_for(seed: int = 0, teacher_arch=t_spec.arch):  # a fresh one per run
+        return build_objective(
+            method, seed=seed, input_shape=splits.input_shape, num_classes=splits.num_classes,
+            teacher_arch=teacher_arch, student_arch=spec.student.arch,
+        )
+
+    def soft_kwargs(source: Classifier, objective) -> tuple[dict, str | None]:
+        """How a run gets its teacher's outputs: cached logits, or the teacher itself."""
+        if objective.needs_features:
+            return {"teacher": source}, "recomputed"
+        if not objective.needs_teacher:
+            return {}, None
+        if spec.training.soft_targets == "recomputed":
+            return {"teacher": source}, "recomputed"
+        return {"teacher_logits": predict_logits(source, splits.train.x)}, "cached"
+
+    # --- teacher assistants: teacher -> assistant 1 -> ... -> student ------------
+    source = teacher
+    assistant_runs: list[tuple[Any, Classifier, TrainResult]] = []
+    if assistants:
+        _phase(reporter, "assistant")
+        for i, arch in enumerate(assistants, 1):
+            model = build_model(arch, splits.input_shape, splits.num_classes, *stats, seed=t_spec.seed)
+            objective = objective_for(t_spec.seed)
+            kwargs, _ = soft_kwargs(source, objective)
+            result = train(
+                model, objective, splits.train, splits.val, spec.training,
+                seed=t_spec.seed, device=device, reporter=reporter, phase="assistant", run=f"link={i}",
+                on_epoch=progress.run(spec.training.epochs), **kwargs,
+            )
+            progress.run_done(spec.training.epochs)
+            model.requires_grad_(False)
+            if not _restored_finished(result):
+                reporter.event(
+                    f"assistant link={i} ({arch.name}, {count_parameters(model)} parameters) learned "
+                    f"from the {'teacher' if i == 1 else f'assistant link={i - 1}'}: best validation "
+                    f"accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}"
+                )
+            assistant_runs.append((arch, model, result))
+            source = model
+
     # --- soft targets -------------------------------------------------------
     _phase(reporter, "soft_targets")
-
-    def objective_for():  # a fresh one per run: later methods own trainable parts
-        return build_objective(spec.method)
-
-    soft_mode = None
-    teacher_kwargs: dict = {}
-    if objective_for().needs_teacher:
-        soft_mode = "recomputed" if spec.training.soft_targets == "recomputed" else "cached"
-        if soft_mode == "cached":
-            teacher_kwargs["teacher_logits"] = predict_logits(teacher, splits.train.x)
-            reporter.event(
-                f"soft targets: cached (teacher logits on {len(splits.train)} training "
-                "examples computed once, reused every epoch)"
-            )
-        else:
-            teacher_kwargs["teacher"] = teacher
-            reporter.event("soft targets: recomputed (the frozen teacher runs on every batch)")
+    teacher_kwargs, soft_mode = soft_kwargs(source, objective_for())
+    if soft_mode == "cached":
+        reporter.event(
+            f"soft targets: cached ({'teacher' if source is teacher else 'last assistant'} logits on "
+            f"{len(splits.train)} training examples computed once, reused every epoch)"
+            + (" for generation 1; each later generation's are computed from the one before"
+               if generations else "")
+        )
+    elif soft_mode == "recomputed":
+        reporter.event(
+            "soft targets: recomputed (the frozen teacher runs on every batch"
+            + (", in eval mode, giving the stage features the method needs)" if objective_for().needs_features
+               else ")")
+        )
     else:
-        reporter.event(f"method {spec.method.name}: the student does not use the teacher")
+        reporter.event(f"method {method.name}: the student does not use the teacher")
 
-    # --- student and baseline -------------------------------------------------
+    # --- student (or born-again generations) and baseline ------------------------
     common = dict(reporter=reporter, device=device, progress=progress)
-    _phase(reporter, "student")
-    students = _train_runs(
-        spec, splits, stats, phase="student", objective_for=objective_for,
-        teacher_kwargs=teacher_kwargs, **common,
-    )
+    generation_runs: list[list[_Run]] = []
+    if generations:
+        _phase(reporter, "generation")
+        previous = {seed: teacher for seed in spec.seeds}  # generation 0 is the teacher
+        for g in range(1, generations + 1):
+            def kwargs_for(seed, prev=dict(previous)):
+                return soft_kwargs(prev[seed], objective_for(seed))[0]
+
+            runs = _train_runs(
+                spec, splits, stats, phase="generation", objective_for=objective_for,
+                teacher_kwargs=kwargs_for, run_name=lambda seed, g=g: f"gen={g} seed={seed}", **common,
+            )
+            for r in runs:
+                r.model.requires_grad_(False)
+                previous[r.seed] = r.model
+            generation_runs.append(runs)
+        students = generation_runs[-1]
+    else:
+        _phase(reporter, "student")
+        students = _train_runs(
+            spec, splits, stats, phase="student", objective_for=objective_for,
+            teacher_kwargs=teacher_kwargs, **common,
+        )
     baselines = None
     if spec.baseline:
         _phase(reporter, "baseline")
         baselines = _train_runs(
-            spec, splits, stats, phase="baseline", objective_for=CE, teacher_kwargs={}, **common,
+            spec, splits, stats, phase="baseline", objective_for=lambda seed: CE(), teacher_kwargs={}, **common,
         )
 
     # --- evaluate -------------------------------------------------------------
@@ -186,6 +254,17 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
         return {"arch": spec.student.arch.model_dump(), **aggregate(rows)}
 
     student_report = runs_report(students)
+    extra_reports: dict[str, Any] = {}
+    if generation_runs:
+        extra_reports["generations"] = [
+            {"generation": g, **runs_report(runs)} for g, runs in enumerate(generation_runs, 1)
+        ]
+    if assistant_runs:
+        extra_reports["assistants"] = [
+            {"link": i, "arch": arch.model_dump(),
+             **metrics.evaluate(model, splits, teacher_test_logits), **_run_fields(result)}
+            for i, (arch, model, result) in enumerate(assistant_runs, 1)
+        ]
     baseline_report = runs_report(baselines) if baselines is not None else None
     progress.tail(0.5)
 
@@ -219,6 +298,7 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
         "teacher": teacher_report,
         "student": student_report,
         "baseline": baseline_report,
+        **extra_reports,
         "exported": {
             "seed": chosen["seed"],
             "selected_by": "validation accuracy",

@@ -22,6 +22,7 @@ What it guarantees:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass, field
@@ -109,7 +110,10 @@ def _signature(
         "val_size": n_val,
         "objective": type(objective).__name__,
         "model": [[k, list(v.shape)] for k, v in model.state_dict().items()],
-        "objective_state": [[k, list(v.shape)] for k, v in objective.state_dict().items()],
+        "objective_state": [
+            [k, list(v.shape) if torch.is_tensor(v) else type(v).__name__]
+            for k, v in objective.state_dict().items()
+        ],
     }, sort_keys=True)
 
 
@@ -188,6 +192,8 @@ def train(
     yv = torch.as_tensor(val_split.y).to(device)
 
     cached = None
+    if objective.needs_features and teacher is None:
+        raise ValueError("a feature objective needs the teacher itself (features are not cached)")
     if objective.needs_teacher:
         if (teacher is None) == (teacher_logits is None):
             raise ValueError("the objective needs exactly one of teacher or teacher_logits")
@@ -198,7 +204,7 @@ def train(
         else:
             teacher.to(device).eval()
 
-    params = list(model.parameters()) + list(objective.parameters())
+    params = list(model.parameters()) + list(objective.student_parameters())
     opt = _optimizer(params, optim)
     steps_per_epoch = math.ceil(n / optim.batch_size)
     total_steps = optim.epochs * steps_per_epoch
@@ -241,6 +247,7 @@ def train(
         for epoch in range(start + 1, last + 1):
             model.train()
             objective.train()
+            objective.set_epoch(epoch)
             perm = torch.randperm(n, generator=shuffle).to(device)
             epoch_lr = lr_at(step, total_steps, optim)
             loss_sum = torch.zeros((), device=device)
@@ -251,18 +258,28 @@ def train(
                 xb, yb = x[idx], y[idx]
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total_steps, optim)
+                extra = {}
                 with autocast(device):
-                    logits = model(xb)
-                    t = None
-                    if cached is not None:
-                        t = cached[idx]
-                    elif objective.needs_teacher:
+                    if objective.needs_features:
+                        logits, s_feats = model.forward_features(xb)
                         with torch.no_grad():
-                            t = teacher(xb)
-                loss = objective(logits, t, yb)
+                            t, t_feats = teacher.forward_features(xb)
+                        extra["features"] = (
+                            dict(zip(model.stage_names, s_feats)), dict(zip(teacher.stage_names, t_feats))
+                        )
+                    else:
+                        logits = model(xb)
+                        t = None
+                        if cached is not None:
+                            t = cached[idx]
+                        elif objective.needs_teacher:
+                            with torch.no_grad():
+                                t = teacher(xb)
+                loss = objective(logits, t, yb, **extra)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                objective.auxiliary_step(logits.detach(), t)
                 step += 1
                 loss_sum += loss.detach() * len(idx)
                 correct += (logits.detach().argmax(1) == yb).sum()
@@ -323,4 +340,6 @@ def train(
 
 
 def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    # Extra state (an objective's own optimizer) is not a tensor: deep-copied.
+    return {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)
+            for k, v in module.state_dict().items()}
