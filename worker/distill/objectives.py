@@ -22,6 +22,7 @@ Adding a method = one class here + one entry in OBJECTIVES.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable
 
@@ -275,10 +276,12 @@ class Adversarial(Objective):
         self.disc_opt.step()
 
     def get_extra_state(self):
-        return {"disc_opt": self.disc_opt.state_dict()}
+        # Copies: an optimizer's state_dict holds its live tensors, and load_state_dict may keep
+        # the very tensors it is given, so two objectives would otherwise share moments.
+        return {"disc_opt": copy.deepcopy(self.disc_opt.state_dict())}
 
     def set_extra_state(self, state):
-        self.disc_opt.load_state_dict(state["disc_opt"])
+        self.disc_opt.load_state_dict(copy.deepcopy(state["disc_opt"]))
 
 
 def _feature_objective(method, input_shape, num_classes, teacher_arch, student_arch):

@@ -253,12 +253,14 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
         ]
         return {"arch": spec.student.arch.model_dump(), **aggregate(rows)}
 
-    student_report = runs_report(students)
     extra_reports: dict[str, Any] = {}
-    if generation_runs:
+    if generation_runs:  # the last generation is the student: measured once
         extra_reports["generations"] = [
             {"generation": g, **runs_report(runs)} for g, runs in enumerate(generation_runs, 1)
         ]
+        student_report = {k: v for k, v in extra_reports["generations"][-1].items() if k != "generation"}
+    else:
+        student_report = runs_report(students)
     if assistant_runs:
         extra_reports["assistants"] = [
             {"link": i, "arch": arch.model_dump(),

@@ -1,0 +1,118 @@
+"""Every method and recipe end to end on a tiny digits job: phases in order, every run reported."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.distill.pipeline import run_job
+from worker.distill.reporting import MemoryReporter
+
+CNN_TEACHER = {"train": {"arch": {"name": "cnn", "channels": [8], "hidden": 16}, "epochs": 3, "patience": 2}}
+
+
+def _run(spec, tmp_path, data_cache, reporter=None):
+    reporter = reporter or MemoryReporter(checkpoint_dir=tmp_path / "ck")
+    return run_job(spec, reporter, tmp_path / "work", data_cache), reporter
+
+
+def _runs(reporter):
+    runs = []
+    for p, r, _, _ in reporter.metrics:
+        if (p, r) not in runs:
+            runs.append((p, r))
+    return runs
+
+
+def test_born_again_reports_every_generation(tmp_path, data_cache, tiny_spec):
+    arch = {"name": "mlp", "hidden": [16]}
+    spec = tiny_spec(
+        teacher={"train": {"arch": arch, "epochs": 3}}, student={"arch": arch},
+        method={"name": "born_again", "generations": 3}, seeds=[0, 1], training={"epochs": 1, "batch_size": 64},
+    )
+    result, reporter = _run(spec, tmp_path, data_cache)
+    assert reporter.phases == ["teacher", "soft_targets", "generation", "baseline", "evaluate", "export"]
+    assert _runs(reporter) == [("teacher", "teacher")] + [
+        ("generation", f"gen={g} seed={s}") for g in (1, 2, 3) for s in (0, 1)
+    ] + [("baseline", "seed=0"), ("baseline", "seed=1")]
+    gens = result.report["generations"]
+    assert [g["generation"] for g in gens] == [1, 2, 3]
+    assert all(len(g["runs"]) == 2 and "test_accuracy" in g["mean"] for g in gens)
+    assert result.report["student"] == {k: v for k, v in gens[-1].items() if k != "generation"}
+    assert reporter.progresses[-1] == 1.0
+
+
+def test_born_again_needs_the_student_arch_as_teacher(tiny_spec):
+    from app.spec import fit_errors
+
+    errors = fit_errors(tiny_spec(method={"name": "born_again"}))
+    assert [e.loc for e in errors] == [("teacher", "train", "arch")]
+
+
+def test_teacher_assistant_chain_reports_every_link(tmp_path, data_cache, tiny_spec):
+    spec = tiny_spec(
+        method={"name": "teacher_assistant",
+                "assistants": [{"name": "mlp", "hidden": [32]}, {"name": "mlp", "hidden": [24]}]},
+        seeds=[0], baseline=False,
+    )
+    result, reporter = _run(spec, tmp_path, data_cache)
+    assert reporter.phases == ["teacher", "assistant", "soft_targets", "student", "evaluate", "export"]
+    assert _runs(reporter) == [("teacher", "teacher"), ("assistant", "link=1"), ("assistant", "link=2"),
+                               ("student", "seed=0")]
+    links = result.report["assistants"]
+    assert [a["link"] for a in links] == [1, 2]
+    assert [a["arch"]["hidden"] for a in links] == [[32], [24]]
+    assert all(0 < a["test_accuracy"] <= 1 and "agreement_with_teacher" in a or "test_accuracy" in a for a in links)
+    assert any("learned from the assistant link=1" in e[1] for e in reporter.events)
+
+
+@pytest.mark.parametrize("method", [
+    {"name": "dkd", "warmup_epochs": 2},
+    {"name": "fitnet", "teacher_stage": "conv0", "student_stage": "hidden0"},
+    {"name": "adversarial"},
+    {"name": "pseudo_label"},
+])
+def test_each_method_runs_a_tiny_job(tmp_path, data_cache, tiny_spec, method):
+    spec = tiny_spec(method=method, seeds=[0], baseline=False)
+    result, reporter = _run(spec, tmp_path, data_cache)
+    assert reporter.phases == ["teacher", "soft_targets", "student", "evaluate", "export"]
+    assert result.report["method"]["name"] == method["name"]
+    assert 0 < result.report["student"]["mean"]["test_accuracy"] <= 1
+    # the exported student is the bare model: no regressor or discriminator weights
+    assert result.report["student"]["runs"][0]["parameters"] == 64 * 16 + 16 + 16 * 10 + 10
+    if method["name"] == "fitnet":
+        assert result.report["soft_targets"] == "recomputed"
+
+
+def test_attention_with_a_cnn_student(tmp_path, data_cache, tiny_spec):
+    spec = tiny_spec(method={"name": "attention"}, student={"arch": {"name": "cnn", "channels": [4], "hidden": 0}},
+                     seeds=[0], baseline=False)
+    result, reporter = _run(spec, tmp_path, data_cache)
+    assert result.report["soft_targets"] == "recomputed"
+    assert any("stage features" in e[1] for e in reporter.events)
+
+
+@pytest.mark.parametrize("method", [
+    {"name": "adversarial"},
+    {"name": "fitnet"},
+])
+def test_feature_and_adversarial_methods_resume_to_the_same_numbers(tmp_path, data_cache, tiny_spec, method):
+    """Killed after the first student epoch and restarted: the same report as an uninterrupted run."""
+    spec = tiny_spec(method=method, seeds=[0], baseline=False)
+    whole, _ = _run(spec, tmp_path / "a", data_cache)
+
+    class Crash(Exception):
+        pass
+
+    class Crashing(MemoryReporter):
+        def metric(self, phase, run, epoch, values):
+            super().metric(phase, run, epoch, values)
+            if phase == "student" and epoch == 2:
+                raise Crash
+
+    ck = tmp_path / "b" / "ck"
+    with pytest.raises(Crash):
+        _run(spec, tmp_path / "b", data_cache, Crashing(checkpoint_dir=ck))
+    resumed, reporter = _run(spec, tmp_path / "b", data_cache, MemoryReporter(checkpoint_dir=ck))
+    assert any("resumed student seed=0" in e[1] for e in reporter.events)
+    strip = lambda r: {k: v for k, v in r.items() if k != "latency_ms"}  # noqa: E731
+    assert [strip(r) for r in resumed.report["student"]["runs"]] == [strip(r) for r in whole.report["student"]["runs"]]
