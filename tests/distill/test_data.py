@@ -80,3 +80,18 @@ def test_input_stats(digits):
     assert mean == pytest.approx(float(digits.train.x.mean()), rel=1e-5)
     assert std > 0
     assert input_stats(np.zeros((4, 3), np.float32)) == (0.0, 1.0)
+
+
+def test_train_fraction_keeps_a_stratified_share_and_the_same_val_and_test(data_cache):
+    from app.spec import DatasetSpec
+    from worker.distill.data import load_dataset
+
+    full = load_dataset(DatasetSpec(name="digits"), data_cache)
+    small = load_dataset(DatasetSpec(name="digits", train_fraction=0.1), data_cache)
+    assert len(small.train) == int(np.ceil(0.1 * len(full.train)))
+    assert set(np.unique(small.train.y)) == set(range(10))
+    assert np.array_equal(small.val.x, full.val.x) and np.array_equal(small.test.y, full.test.y)
+    train_rows = {r.tobytes() for r in full.train.x}
+    assert all(r.tobytes() in train_rows for r in small.train.x)
+    again = load_dataset(DatasetSpec(name="digits", train_fraction=0.1), data_cache)
+    assert np.array_equal(again.train.x, small.train.x)

@@ -157,6 +157,11 @@ def load_dataset(spec: DatasetSpec, cache_dir: Path) -> Splits:
     info = DATASETS[spec.name]
     x_tr, y_tr, x_te, y_te = _LOADERS[spec.name](spec, Path(cache_dir))
     fit, val = stratified_split(y_tr, spec.val_fraction, spec.split_seed)
+    if spec.train_fraction < 1.0:
+        # Keep a stratified, seeded share of what is left for training (Hinton 2015's 3%).
+        # Validation and test are the ones the full-data job has.
+        _, kept = stratified_split(y_tr[fit], spec.train_fraction, spec.split_seed + 1)
+        fit = fit[kept]
     splits = Splits(
         train=_split(x_tr[fit], y_tr[fit]),
         val=_split(x_tr[val], y_tr[val]),
