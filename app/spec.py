@@ -45,8 +45,9 @@ class DatasetSpec(_Strict):
         1.0,
         gt=0,
         le=1,
-        description="Share of the (post-validation-split) training set kept, stratified and "
-        "seeded by split_seed: Hinton 2015's 3% experiment. Validation and test are unchanged.",
+        description="Share of the (post-validation-split) training set the student and the "
+        "baseline learn from, stratified and seeded by split_seed; the teacher learns from all "
+        "of it (Hinton 2015's 3% experiment). Validation and test are unchanged.",
     )
 
 

@@ -84,14 +84,15 @@ def test_input_stats(digits):
 
 def test_train_fraction_keeps_a_stratified_share_and_the_same_val_and_test(data_cache):
     from app.spec import DatasetSpec
-    from worker.distill.data import load_dataset
+    from worker.distill.data import load_dataset, student_train
 
-    full = load_dataset(DatasetSpec(name="digits"), data_cache)
-    small = load_dataset(DatasetSpec(name="digits", train_fraction=0.1), data_cache)
-    assert len(small.train) == int(np.ceil(0.1 * len(full.train)))
-    assert set(np.unique(small.train.y)) == set(range(10))
-    assert np.array_equal(small.val.x, full.val.x) and np.array_equal(small.test.y, full.test.y)
+    spec = DatasetSpec(name="digits", train_fraction=0.1)
+    full = load_dataset(spec, data_cache)  # the teacher's: all of it
+    assert len(full.train) == len(load_dataset(DatasetSpec(name="digits"), data_cache).train)
+    small = student_train(full, spec)
+    assert len(small) == int(np.ceil(0.1 * len(full.train)))
+    assert set(np.unique(small.y)) == set(range(10))
     train_rows = {r.tobytes() for r in full.train.x}
-    assert all(r.tobytes() in train_rows for r in small.train.x)
-    again = load_dataset(DatasetSpec(name="digits", train_fraction=0.1), data_cache)
-    assert np.array_equal(again.train.x, small.train.x)
+    assert all(r.tobytes() in train_rows for r in small.x)
+    assert np.array_equal(student_train(full, spec).x, small.x)
+    assert student_train(full, DatasetSpec(name="digits")) is full.train

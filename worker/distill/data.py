@@ -157,11 +157,6 @@ def load_dataset(spec: DatasetSpec, cache_dir: Path) -> Splits:
     info = DATASETS[spec.name]
     x_tr, y_tr, x_te, y_te = _LOADERS[spec.name](spec, Path(cache_dir))
     fit, val = stratified_split(y_tr, spec.val_fraction, spec.split_seed)
-    if spec.train_fraction < 1.0:
-        # Keep a stratified, seeded share of what is left for training (Hinton 2015's 3%).
-        # Validation and test are the ones the full-data job has.
-        _, kept = stratified_split(y_tr[fit], spec.train_fraction, spec.split_seed + 1)
-        fit = fit[kept]
     splits = Splits(
         train=_split(x_tr[fit], y_tr[fit]),
         val=_split(x_tr[val], y_tr[val]),
@@ -173,6 +168,17 @@ def load_dataset(spec: DatasetSpec, cache_dir: Path) -> Splits:
     if splits.train.x.shape[1:] != splits.input_shape or len(x_tr) != info.train_size:
         raise RuntimeError(f"{spec.name}: loaded data does not match app.catalog")
     return splits
+
+
+def student_train(splits: Splits, spec: DatasetSpec) -> ArraySplit:
+    """The training split the students and the baseline see: a stratified share
+    `spec.train_fraction` of the teacher's (Hinton 2015's 3% experiment: the teacher
+    learned from all of it).  Seeded by split_seed; validation and test do not change."""
+    if spec.train_fraction >= 1.0:
+        return splits.train
+    _, kept = stratified_split(splits.train.y, spec.train_fraction, spec.split_seed + 1)
+    kept = np.sort(kept)
+    return ArraySplit(x=splits.train.x[kept], y=splits.train.y[kept])
 
 
 def input_stats(x: np.ndarray) -> tuple[float, float]:

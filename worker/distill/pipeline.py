@@ -27,7 +27,9 @@ import torch
 
 from app.spec import JobSpec
 from worker.distill import checkpoint, metrics
-from worker.distill.data import Splits, input_stats, load_dataset
+import dataclasses
+
+from worker.distill.data import Splits, input_stats, load_dataset, student_train
 from worker.distill.export import OutputFile, export_model
 from worker.distill.inference import predict_logits, resolve_device
 from worker.distill.models import Classifier, build_model, count_parameters
@@ -161,6 +163,16 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
             return {"teacher": source}, "recomputed"
         return {"teacher_logits": predict_logits(source, splits.train.x)}, "cached"
 
+    # The students (assistants, generations, baseline) learn from a share of the teacher's
+    # training set when dataset.train_fraction < 1.
+    teacher_splits = splits
+    if spec.dataset.train_fraction < 1.0:
+        splits = dataclasses.replace(splits, train=student_train(splits, spec.dataset))
+        reporter.event(
+            f"students learn from {len(splits.train)} training examples "
+            f"({spec.dataset.train_fraction:g} of the teacher's, stratified)"
+        )
+
     # --- teacher assistants: teacher -> assistant 1 -> ... -> student ------------
     source = teacher
     assistant_runs: list[tuple[Any, Classifier, TrainResult]] = []
@@ -241,7 +253,7 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     _phase(reporter, "evaluate")
     teacher_test_logits = predict_logits(_cpu(teacher), splits.test.x)
     teacher_report = {
-        **metrics.evaluate(teacher, splits),
+        **metrics.evaluate(teacher, teacher_splits),
         **_run_fields(t_result),
         "arch": t_spec.arch.model_dump(),
     }
@@ -289,7 +301,8 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
             "name": spec.dataset.name,
             "input_shape": list(splits.input_shape),
             "num_classes": splits.num_classes,
-            "train_size": len(splits.train),
+            "train_size": len(splits.train),  # the students'
+            "teacher_train_size": len(teacher_splits.train),
             "val_size": len(splits.val),
             "test_size": len(splits.test),
         },
