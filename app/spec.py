@@ -160,6 +160,15 @@ class CEMethod(_Strict):
     name: Literal["ce"] = "ce"
 
 
+class WarmupSchedule(_Strict):
+    """A value that rises linearly from `start` to the method's value over the first `epochs`
+    epochs (epoch e of the warm-up gets start + (value - start) * e / epochs), then stays."""
+
+    kind: Literal["linear_warmup"] = "linear_warmup"
+    epochs: int = Field(ge=1, le=10_000, description="Length of the warm-up in epochs.")
+    start: float = Field(0.0, ge=0, le=100, description="Value at epoch 0.")
+
+
 class KDMethod(_Strict):
     """Hinton et al. 2015: alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(y, p_student)."""
 
@@ -170,6 +179,27 @@ class KDMethod(_Strict):
     alpha: float = Field(
         0.9, ge=0, le=1, description="Weight of the soft-target term; 1 - alpha weighs the labels."
     )
+    temperature_schedule: WarmupSchedule | None = Field(
+        None, description="None: T is constant. A linear warm-up from `start` (> 0) to T."
+    )
+    alpha_schedule: WarmupSchedule | None = Field(
+        None, description="None: alpha is constant. A linear warm-up from `start` to alpha "
+        "(e.g. start 0: labels first, the teacher's weight grows)."
+    )
+
+    @field_validator("temperature_schedule")
+    @classmethod
+    def _positive_start(cls, v):
+        if v is not None and v.start <= 0:
+            raise ValueError("a temperature warm-up must start above 0")
+        return v
+
+    @field_validator("alpha_schedule")
+    @classmethod
+    def _alpha_start(cls, v):
+        if v is not None and v.start > 1:
+            raise ValueError("alpha starts within [0, 1]")
+        return v
 
 
 class DKDMethod(_Strict):

@@ -207,3 +207,21 @@ def test_trainable_parts_are_seeded():
     a = build_objective(AdversarialMethod(), num_classes=10, seed=1)
     b = build_objective(AdversarialMethod(), num_classes=10, seed=1)
     assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+
+
+def test_kd_temperature_and_alpha_follow_their_warmups():
+    from app.spec import KDMethod
+
+    m = KDMethod.model_validate({"name": "kd", "temperature": 8.0, "alpha": 0.8,
+                                 "temperature_schedule": {"epochs": 4, "start": 2.0},
+                                 "alpha_schedule": {"epochs": 2}})
+    obj = build_objective(m)
+    seen = []
+    for epoch in (1, 2, 3, 4, 5):
+        obj.set_epoch(epoch)
+        seen.append((obj.temperature, obj.alpha))
+        expected = hand_kd(S, T_, Y, obj.temperature, obj.alpha)
+        assert obj(t(S), t(T_), t(Y)).item() == pytest.approx(expected, rel=1e-6)
+    assert seen == [(3.5, 0.4), (5.0, 0.8), (6.5, 0.8), (8.0, 0.8), (8.0, 0.8)]
+    with pytest.raises(ValueError):
+        KDMethod.model_validate({"name": "kd", "temperature_schedule": {"epochs": 3}})  # starts at T=0

@@ -110,10 +110,18 @@ class CE(Objective):
 class KD(Objective):
     needs_teacher = True
 
-    def __init__(self, temperature: float, alpha: float) -> None:
+    def __init__(self, temperature: float, alpha: float, temperature_schedule=None, alpha_schedule=None) -> None:
         super().__init__()
-        self.temperature = float(temperature)
-        self.alpha = float(alpha)
+        self.base_temperature, self.base_alpha = float(temperature), float(alpha)
+        self.temperature_schedule, self.alpha_schedule = temperature_schedule, alpha_schedule
+        self.set_epoch(1)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        ts, als = self.temperature_schedule, self.alpha_schedule
+        self.temperature = (schedule(self.base_temperature, ts.epochs, epoch, ts.start) if ts
+                            else self.base_temperature)
+        self.alpha = schedule(self.base_alpha, als.epochs, epoch, als.start) if als else self.base_alpha
 
     def forward(self, student_logits, teacher_logits, labels, features=None):
         if teacher_logits is None:
@@ -298,7 +306,7 @@ def _feature_objective(method, input_shape, num_classes, teacher_arch, student_a
 # method name -> factory(method spec, context dict: input_shape, num_classes, teacher_arch, student_arch)
 OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "ce": lambda m, c: CE(),
-    "kd": lambda m, c: KD(temperature=m.temperature, alpha=m.alpha),
+    "kd": lambda m, c: KD(m.temperature, m.alpha, m.temperature_schedule, m.alpha_schedule),
     "dkd": lambda m, c: DKD(m.temperature, m.alpha, m.beta, m.ce_weight, m.warmup_epochs),
     "fitnet": lambda m, c: _feature_objective(m, **c),
     "attention": lambda m, c: _feature_objective(m, **c),
