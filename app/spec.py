@@ -137,8 +137,26 @@ class StudentSpec(_Strict):
     arch: Arch = Field(description="The student's architecture (the baseline uses it too).")
 
 
+class AugmentSpec(_Strict):
+    """Random changes to each training batch of the student and the baseline, drawn from the
+    run's seeded RNG. The teacher sees the augmented batch the student sees, so its outputs
+    are recomputed on every batch (never cached)."""
+
+    noise_std: float = Field(0.0, ge=0, le=100, description="Gaussian noise added to the raw inputs.")
+    shift: int = Field(0, ge=0, le=64, description="Circular shift of up to this many samples along "
+                       "each spatial axis (independently per example and axis).")
+    scale: float = Field(0.0, ge=0, lt=1, description="Multiply each example by 1 + U(-scale, scale).")
+
+    def active(self) -> bool:
+        return self.noise_std > 0 or self.shift > 0 or self.scale > 0
+
+
 class TrainingSpec(OptimSpec):
     """Budget of the student and of the scratch baseline: the same for both."""
+
+    augment: AugmentSpec | None = Field(
+        None, description="Augmentation of the student's (and baseline's) training batches."
+    )
 
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto takes CUDA when the worker has a GPU, else the CPU."
@@ -509,6 +527,11 @@ def fit_errors(spec: JobSpec) -> list[FieldError]:
             errors += _arch_fit(arch, shape, ("method", "assistants", i))
     if errors:
         return errors
+    aug = spec.training.augment
+    if aug is not None and aug.active() and spec.training.soft_targets == "cached":
+        errors.append(FieldError(loc=("training", "soft_targets"), msg="augmentation changes the "
+                                 "inputs every batch, so the teacher's outputs cannot be cached: use "
+                                 "\"auto\" or \"recomputed\"."))
     if m.name in ("fitnet", "attention"):
         errors += _feature_errors(spec, shape)
     if m.name == "born_again" and spec.teacher.train.arch != spec.student.arch:

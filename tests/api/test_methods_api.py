@@ -26,6 +26,8 @@ MLP_STUDENT = {"arch": {"name": "mlp", "hidden": [64, 64]}}
         ({"method": {"name": "teacher_assistant", "assistants": [{"name": "cnn", "channels": [8] * 7}]}},
          "/method/assistants/0/channels", "at most"),
         ({"method": {"name": "dkd", "beta": -1}}, "/method/beta", ""),
+        ({"training": {"augment": {"noise_std": 0.1}, "soft_targets": "cached"}}, "/training/soft_targets",
+         "cannot be cached"),
     ],
 )
 def test_unmatchable_feature_method_is_422_naming_the_field(client, changes, pointer, listed):

@@ -89,7 +89,7 @@ def _train_runs(
         result = train(
             model, objective_for(seed), splits.train, splits.val, spec.training,
             seed=seed, device=device, reporter=reporter, phase=phase, run=run,
-            on_epoch=progress.run(spec.training.epochs), **kwargs,
+            on_epoch=progress.run(spec.training.epochs), augment=spec.training.augment, **kwargs,
         )
         progress.run_done(spec.training.epochs)
         if not _restored_finished(result):  # else an earlier attempt said so already
@@ -153,13 +153,15 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
             teacher_arch=teacher_arch, student_arch=spec.student.arch,
         )
 
+    augmented = spec.training.augment is not None and spec.training.augment.active()
+
     def soft_kwargs(source: Classifier, objective) -> tuple[dict, str | None]:
         """How a run gets its teacher's outputs: cached logits, or the teacher itself."""
         if objective.needs_features:
             return {"teacher": source}, "recomputed"
         if not objective.needs_teacher:
             return {}, None
-        if spec.training.soft_targets == "recomputed":
+        if spec.training.soft_targets == "recomputed" or augmented:
             return {"teacher": source}, "recomputed"
         return {"teacher_logits": predict_logits(source, splits.train.x)}, "cached"
 
@@ -185,7 +187,7 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
             result = train(
                 model, objective, splits.train, splits.val, spec.training,
                 seed=t_spec.seed, device=device, reporter=reporter, phase="assistant", run=f"link={i}",
-                on_epoch=progress.run(spec.training.epochs), **kwargs,
+                on_epoch=progress.run(spec.training.epochs), augment=spec.training.augment, **kwargs,
             )
             progress.run_done(spec.training.epochs)
             model.requires_grad_(False)
@@ -211,6 +213,8 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     elif soft_mode == "recomputed":
         reporter.event(
             "soft targets: recomputed (the frozen teacher runs on every batch"
+            + (" because augmentation changes the inputs: it sees the augmented batch the student sees"
+               if augmented else "")
             + (", in eval mode, giving the stage features the method needs)" if objective_for().needs_features
                else ")")
         )

@@ -176,12 +176,17 @@ def train(
     teacher: nn.Module | None = None,
     teacher_logits: torch.Tensor | np.ndarray | None = None,
     on_epoch: EpochCallback | None = None,
+    augment=None,
 ) -> TrainResult:
     """Train `model` in place on `train_split`, select on `val_split`.
 
     Teacher outputs, when the objective needs them, come from exactly one of:
     `teacher_logits` (cached; row i belongs to train_split row i) or `teacher`
     (run frozen, in eval mode, on every batch: "recomputed").
+
+    `augment` (an app.spec.AugmentSpec) changes every training batch before the student
+    AND the teacher see it, drawing from the run's forked RNG (checkpointed, so a resumed
+    run draws what an uninterrupted one would); it rules out cached teacher logits.
     """
     n = len(train_split)
     model.to(device)
@@ -191,6 +196,10 @@ def train(
     xv = torch.as_tensor(val_split.x).to(device)
     yv = torch.as_tensor(val_split.y).to(device)
 
+    if augment is not None and not augment.active():
+        augment = None
+    if augment is not None and teacher_logits is not None:
+        raise ValueError("augmented batches need the teacher itself: cached logits would not match")
     cached = None
     if objective.needs_features and teacher is None:
         raise ValueError("a feature objective needs the teacher itself (features are not cached)")
@@ -256,6 +265,8 @@ def train(
                 _check_cancel(reporter)
                 idx = perm[i : i + optim.batch_size]
                 xb, yb = x[idx], y[idx]
+                if augment is not None:
+                    xb = augment_batch(xb, augment)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, total_steps, optim)
                 extra = {}
@@ -337,6 +348,27 @@ def train(
         history=history,
         resumed_epochs=start,
     )
+
+
+def augment_batch(x: torch.Tensor, aug) -> torch.Tensor:
+    """noise, circular shift per example and spatial axis, scale: in that order, drawn
+    from the global (forked, seeded) RNG."""
+    n = len(x)
+    if aug.noise_std > 0:
+        x = x + aug.noise_std * torch.randn(x.shape, device=x.device, dtype=x.dtype)
+    if aug.shift > 0:
+        for axis in range(1, x.ndim):
+            length = x.shape[axis]
+            k = torch.randint(-aug.shift, aug.shift + 1, (n,), device=x.device)
+            pos = torch.arange(length, device=x.device)
+            index = (pos[None, :] - k[:, None]) % length  # (n, length): out[i, j] = x[i, j - k_i]
+            view = [n] + [1] * (x.ndim - 1)
+            view[axis] = length
+            x = torch.gather(x, axis, index.view(view).expand(x.shape))
+    if aug.scale > 0:
+        factor = 1 + aug.scale * (2 * torch.rand(n, device=x.device, dtype=x.dtype) - 1)
+        x = x * factor.view(n, *[1] * (x.ndim - 1))
+    return x
 
 
 def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
