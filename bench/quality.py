@@ -21,6 +21,7 @@ import argparse
 import copy
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -291,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.smoke:
         args.profile, args.seeds = "smoke", 1
+    # SIGTERM -> SystemExit, so the embedded service is stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.seeds = list(range(args.seeds))
     configs = configurations(args.profile, args.seeds)
     if args.tune:
