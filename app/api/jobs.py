@@ -30,7 +30,7 @@ from app.queue import enqueue_job
 from app.spec import JobSpec, fit_errors
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["jobs"], responses=problems(422, 503))
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=problems(400, 422, 503))
 SessionDep = Annotated[Session, Depends(get_session)]
 
 

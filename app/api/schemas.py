@@ -123,6 +123,7 @@ class ProblemOut(BaseModel):
 
 
 _WHY = {
+    400: "The body cannot be parsed (not UTF-8 JSON).",
     404: "No such resource.",
     409: "The request conflicts with the resource's state.",
     422: "The request is not valid; `errors` names each wrong field.",
