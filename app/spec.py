@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.catalog import DATASETS
 
@@ -130,7 +130,27 @@ class TeacherTrain(OptimSpec):
 
 
 class TeacherSpec(_Strict):
-    train: TeacherTrain = Field(description="Train the teacher in the job.")
+    """One teacher (`train`) or an ensemble of teachers (`ensemble`), trained in the job.
+
+    An ensemble's output is the log of its members' MEAN PROBABILITIES (at T = 1); the
+    temperature is applied to that, so soft targets are softmax(log(mean p) / T) (Hinton
+    2015's headline experiment: many models distilled into one)."""
+
+    train: TeacherTrain | None = Field(None, description="Train the teacher in the job.")
+    ensemble: list[TeacherTrain] | None = Field(
+        None, min_length=2, max_length=8,
+        description="Train several teachers; the students learn from their averaged probabilities.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "TeacherSpec":
+        if (self.train is None) == (self.ensemble is None):
+            raise ValueError("give exactly one of teacher.train or teacher.ensemble")
+        return self
+
+    @property
+    def members(self) -> list[TeacherTrain]:
+        return [self.train] if self.train is not None else list(self.ensemble)
 
 
 class StudentSpec(_Strict):
@@ -520,7 +540,10 @@ def fit_errors(spec: JobSpec) -> list[FieldError]:
     method's stages must exist on both models and be matchable."""
     shape = DATASETS[spec.dataset.name].input_shape
     errors = _arch_fit(spec.student.arch, shape, ("student", "arch"))
-    errors += _arch_fit(spec.teacher.train.arch, shape, ("teacher", "train", "arch"))
+    if spec.teacher.train is not None:
+        errors += _arch_fit(spec.teacher.train.arch, shape, ("teacher", "train", "arch"))
+    for i, member in enumerate(spec.teacher.ensemble or []):
+        errors += _arch_fit(member.arch, shape, ("teacher", "ensemble", i, "arch"))
     m = spec.method
     if m.name == "teacher_assistant":
         for i, arch in enumerate(m.assistants):
@@ -532,6 +555,9 @@ def fit_errors(spec: JobSpec) -> list[FieldError]:
         errors.append(FieldError(loc=("training", "soft_targets"), msg="augmentation changes the "
                                  "inputs every batch, so the teacher's outputs cannot be cached: use "
                                  "\"auto\" or \"recomputed\"."))
+    if spec.teacher.ensemble is not None and m.name in ("fitnet", "attention", "born_again"):
+        return errors + [FieldError(loc=("teacher", "ensemble"), msg=f"{m.name} needs a single "
+                                    "teacher (its stages or its architecture): use teacher.train.")]
     if m.name in ("fitnet", "attention"):
         errors += _feature_errors(spec, shape)
     if m.name == "born_again" and spec.teacher.train.arch != spec.student.arch:

@@ -124,3 +124,39 @@ def test_train_fraction_students_learn_from_a_share_the_teacher_from_all(tmp_pat
     d = result.report["dataset"]
     assert d["train_size"] == 130 and d["teacher_train_size"] == 1293
     assert result.report["baseline"]["runs"][0]["test_accuracy"] > 0
+
+
+def test_ensemble_teacher_trains_every_member_and_averages_probabilities(tmp_path, data_cache, tiny_spec):
+    import numpy as np
+    import torch
+
+    from worker.distill.models import EnsembleTeacher, build_model
+    from app.spec import MLPArch
+
+    members = [{"arch": {"name": "mlp", "hidden": [16]}, "epochs": 2, "seed": s} for s in (0, 1)]
+    spec = tiny_spec(teacher={"ensemble": members}, seeds=[0], baseline=False)
+    result, reporter = _run(spec, tmp_path, data_cache)
+    assert _runs(reporter)[:2] == [("teacher", "member=1"), ("teacher", "member=2")]
+    t = result.report["teacher"]
+    assert [m["member"] for m in t["members"]] == [1, 2] and 0 < t["test_accuracy"] <= 1
+    assert t["parameters"] == sum(m["parameters"] for m in t["members"])
+    # the convention: output = log(mean of the members' softmax)
+    a, b = (build_model(MLPArch(hidden=[4]), (3,), 5, seed=s) for s in (0, 1))
+    x = torch.randn(6, 3)
+    pa, pb = (torch.softmax(m(x), 1).detach().numpy() for m in (a, b))
+    got = EnsembleTeacher([a, b])(x).detach().numpy()
+    assert np.allclose(got, np.log((pa + pb) / 2), atol=1e-6)
+
+
+def test_ensemble_spec_rules(tiny_spec):
+    import pydantic
+
+    from app.spec import fit_errors
+
+    member = {"arch": {"name": "cnn", "channels": [8]}}
+    with pytest.raises(pydantic.ValidationError):
+        tiny_spec(teacher={"train": member, "ensemble": [member, member]})
+    with pytest.raises(pydantic.ValidationError):
+        tiny_spec(teacher={})
+    bad = tiny_spec(teacher={"ensemble": [member, member]}, method={"name": "fitnet"})
+    assert [e.loc for e in fit_errors(bad)] == [("teacher", "ensemble")]

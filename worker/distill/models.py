@@ -176,3 +176,19 @@ def model_from_state(config: Mapping, state: Mapping[str, torch.Tensor]) -> Clas
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class EnsembleTeacher(nn.Module):
+    """Several trained classifiers as one teacher: output = log of the members' mean softmax
+    probabilities (T = 1). A temperature is applied to that output like to any logits, so
+    soft targets are softmax(log(mean p) / T): at T = 1 exactly the mean probabilities."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.input_shape = members[0].input_shape
+        self.num_classes = members[0].num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([torch.log_softmax(m(x).float(), dim=1) for m in self.members])
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))

@@ -32,7 +32,7 @@ import dataclasses
 from worker.distill.data import Splits, input_stats, load_dataset, student_train
 from worker.distill.export import OutputFile, export_model
 from worker.distill.inference import predict_logits, resolve_device
-from worker.distill.models import Classifier, build_model, count_parameters
+from worker.distill.models import Classifier, EnsembleTeacher, build_model, count_parameters
 from worker.distill.objectives import CE, build_objective
 from worker.distill.progress import Progress
 from worker.distill.report import aggregate, json_safe, summary, write_json
@@ -119,7 +119,8 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     )
     # Every training run of the job: (phase, run, planned epochs).
     plan = (
-        [("teacher", "teacher", spec.teacher.train.epochs)]
+        ([("teacher", "teacher", spec.teacher.train.epochs)] if spec.teacher.train is not None else
+         [("teacher", f"member={i}", m.epochs) for i, m in enumerate(spec.teacher.ensemble, 1)])
         + [("assistant", f"link={i}", spec.training.epochs) for i in range(1, len(assistants) + 1)]
         + [(p, r, spec.training.epochs) for p, r in student_runs]
         + ([("baseline", f"seed={seed}", spec.training.epochs) for seed in spec.seeds] if spec.baseline else [])
@@ -129,23 +130,34 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     progress = Progress(reporter, sum(budget for *_, budget in plan))
     progress.start(sum(checkpoint.epochs_done(reporter.checkpoint_dir, *p) for p in plan))
 
-    # --- teacher (on the same device as the students: training.device) ---------
+    # --- teacher(s) (on the same device as the students: training.device) ----------
     _phase(reporter, "teacher")
-    t_spec = spec.teacher.train
-    teacher = build_model(t_spec.arch, splits.input_shape, splits.num_classes, *stats, seed=t_spec.seed)
-    t_result = train(
-        teacher, CE(), splits.train, splits.val, t_spec,
-        seed=t_spec.seed, device=device, reporter=reporter, phase="teacher", run="teacher",
-        on_epoch=progress.run(t_spec.epochs),
-    )
-    progress.run_done(t_spec.epochs)
-    teacher.requires_grad_(False)
-    if not _restored_finished(t_result):
-        reporter.event(
-            f"teacher: best validation accuracy {t_result.best_val_accuracy:.4f} at epoch "
-            f"{t_result.best_epoch} of {t_result.epochs_run}"
-            + (" (stopped early)" if t_result.stopped_early else "")
+    members = spec.teacher.members
+    t_spec = members[0]
+    member_runs: list[tuple[Any, Classifier, TrainResult]] = []
+    for i, m_spec in enumerate(members, 1):
+        name = "teacher" if len(members) == 1 else f"member={i}"
+        model = build_model(m_spec.arch, splits.input_shape, splits.num_classes, *stats, seed=m_spec.seed)
+        result = train(
+            model, CE(), splits.train, splits.val, m_spec,
+            seed=m_spec.seed, device=device, reporter=reporter, phase="teacher", run=name,
+            on_epoch=progress.run(m_spec.epochs),
         )
+        progress.run_done(m_spec.epochs)
+        model.requires_grad_(False)
+        if not _restored_finished(result):
+            reporter.event(
+                f"{'teacher' if name == 'teacher' else f'teacher {name}'}: best validation accuracy "
+                f"{result.best_val_accuracy:.4f} at epoch {result.best_epoch} of {result.epochs_run}"
+                + (" (stopped early)" if result.stopped_early else "")
+            )
+        member_runs.append((m_spec, model, result))
+    if len(members) == 1:
+        teacher, t_result = member_runs[0][1], member_runs[0][2]
+    else:
+        teacher, t_result = EnsembleTeacher([m for _, m, _ in member_runs]).eval(), None
+        reporter.event(f"teacher: an ensemble of {len(members)}; its output is the log of the members' "
+                       "mean probabilities, and the temperature applies to that")
 
     def objective_for(seed: int = 0, teacher_arch=t_spec.arch):  # a fresh one per run
         return build_objective(
@@ -256,11 +268,15 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     # --- evaluate -------------------------------------------------------------
     _phase(reporter, "evaluate")
     teacher_test_logits = predict_logits(_cpu(teacher), splits.test.x)
-    teacher_report = {
-        **metrics.evaluate(teacher, teacher_splits),
-        **_run_fields(t_result),
-        "arch": t_spec.arch.model_dump(),
-    }
+    teacher_report = {**metrics.evaluate(teacher, teacher_splits)}
+    if t_result is not None:
+        teacher_report.update(**_run_fields(t_result), arch=t_spec.arch.model_dump())
+    else:
+        teacher_report["members"] = [
+            {"member": i, "arch": m_spec.arch.model_dump(), **metrics.evaluate(model, teacher_splits),
+             **_run_fields(result)}
+            for i, (m_spec, model, result) in enumerate(member_runs, 1)
+        ]
 
     def runs_report(runs: list[_Run]) -> dict:
         rows = [
