@@ -26,6 +26,17 @@ class _Strict(BaseModel):
 # --- data --------------------------------------------------------------------
 
 
+class TransferSpec(_Strict):
+    """Extra unlabeled inputs for the student (Hinton 2015's transfer set)."""
+
+    extra_generated: int = Field(
+        ge=1, le=100_000,
+        description="mnist1d only: generate this many extra examples with mnist1d's own "
+        "generator and another seed (deterministic, cached); their labels are discarded. "
+        "The student learns there from the teacher alone (alpha = 1 on those examples).",
+    )
+
+
 class DatasetSpec(_Strict):
     name: Literal["digits", "mnist1d"] = Field(
         description="A built-in dataset; GET /v1/catalog lists them with their shapes.",
@@ -40,6 +51,9 @@ class DatasetSpec(_Strict):
         lt=0.5,
         description="Share of the training set held out for early stopping and model "
         "selection. The test split is never used for either.",
+    )
+    transfer: TransferSpec | None = Field(
+        None, description="Extra unlabeled inputs for the student (methods kd and pseudo_label)."
     )
     train_fraction: float = Field(
         1.0,
@@ -550,6 +564,13 @@ def fit_errors(spec: JobSpec) -> list[FieldError]:
             errors += _arch_fit(arch, shape, ("method", "assistants", i))
     if errors:
         return errors
+    if spec.dataset.transfer is not None:
+        if spec.dataset.name != "mnist1d":
+            errors.append(FieldError(loc=("dataset", "transfer"), msg="extra_generated needs a "
+                                     "dataset with a generator: mnist1d."))
+        if m.name not in ("kd", "pseudo_label"):
+            errors.append(FieldError(loc=("method", "name"), msg=f"a transfer set has no labels: "
+                                     f"use kd or pseudo_label, not {m.name}."))
     aug = spec.training.augment
     if aug is not None and aug.active() and spec.training.soft_targets == "cached":
         errors.append(FieldError(loc=("training", "soft_targets"), msg="augmentation changes the "

@@ -225,3 +225,19 @@ def test_kd_temperature_and_alpha_follow_their_warmups():
     assert seen == [(3.5, 0.4), (5.0, 0.8), (6.5, 0.8), (8.0, 0.8), (8.0, 0.8)]
     with pytest.raises(ValueError):
         KDMethod.model_validate({"name": "kd", "temperature_schedule": {"epochs": 3}})  # starts at T=0
+
+
+def test_kd_on_transfer_rows_uses_the_teacher_alone():
+    from worker.distill.objectives import kd_loss
+
+    y = np.array([0, -1, 1])  # the middle row comes from the transfer set
+    T, alpha = 3.0, 0.7
+    ps, pt = softmax(S, T), softmax(T_, T)
+    kl_rows = np.sum(pt * (np.log(pt) - np.log(ps)), axis=1)
+    p1 = softmax(S)
+    ce_rows = np.array([-np.log(p1[0, 0]), 0.0, -np.log(p1[2, 1])])
+    w = np.array([alpha, 1.0, alpha])
+    expected = np.mean(w * T * T * kl_rows + (1 - alpha) * ce_rows)
+    assert kd_loss(t(S), t(T_), t(y), T, alpha).item() == pytest.approx(expected, rel=1e-6)
+    # all labeled: exactly the usual loss
+    assert kd_loss(t(S), t(T_), t(Y), T, alpha).item() == pytest.approx(hand_kd(S, T_, Y, T, alpha), rel=1e-6)

@@ -160,3 +160,26 @@ def test_ensemble_spec_rules(tiny_spec):
         tiny_spec(teacher={})
     bad = tiny_spec(teacher={"ensemble": [member, member]}, method={"name": "fitnet"})
     assert [e.loc for e in fit_errors(bad)] == [("teacher", "ensemble")]
+
+
+def test_transfer_set_is_generated_deterministically_and_unlabeled(tmp_path, data_cache, tiny_spec):
+    import numpy as np
+
+    from app.spec import fit_errors
+    from worker.distill.data import mnist1d_transfer
+
+    a = mnist1d_transfer(50, data_cache)
+    assert a.shape == (50, 40) and np.array_equal(a, mnist1d_transfer(50, data_cache))
+    spec = tiny_spec(
+        dataset={"name": "mnist1d", "transfer": {"extra_generated": 200}, "train_fraction": 0.1},
+        teacher={"train": {"arch": {"name": "mlp", "hidden": [32]}, "epochs": 2}},
+        seeds=[0], training={"epochs": 1},
+    )
+    result, reporter = _run(spec, tmp_path, data_cache)
+    d = result.report["dataset"]
+    assert d["transfer_size"] == 200 and d["train_size"] == 360
+    assert any("transfer set: 200" in m for _, m in reporter.events)
+    assert [e.loc for e in fit_errors(tiny_spec(dataset={"name": "digits", "transfer": {"extra_generated": 5}}))] \
+        == [("dataset", "transfer")]
+    assert [e.loc for e in fit_errors(tiny_spec(
+        dataset={"name": "mnist1d", "transfer": {"extra_generated": 5}}, method={"name": "dkd"}))] == [("method", "name")]

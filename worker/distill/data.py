@@ -146,6 +146,29 @@ def _load_mnist1d(spec: DatasetSpec, cache_dir: Path) -> tuple[np.ndarray, ...]:
     return arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"]
 
 
+TRANSFER_SEED = 4242  # the standard set is generated with seed 42
+
+
+def mnist1d_transfer(n: int, cache_dir: Path) -> np.ndarray:
+    """`n` extra MNIST-1D inputs from the reference generator with another seed (labels
+    discarded), cached. Deterministic: the same n gives the same arrays."""
+    args = _mnist1d_args()
+    args.update(seed=TRANSFER_SEED, num_samples=int(n))
+    key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
+    arrays = _cached(Path(cache_dir) / f"mnist1d-transfer-{key}.npz", ("x", "y", "x_test", "y_test"),
+                     lambda: _generate_mnist1d(args))
+    x = np.concatenate([arrays["x"], arrays["x_test"]])[:n]
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def with_transfer(train: ArraySplit, x_extra: np.ndarray) -> ArraySplit:
+    """The training split plus unlabeled rows, whose label is -1."""
+    return ArraySplit(
+        x=np.concatenate([train.x, x_extra.astype(np.float32)]),
+        y=np.concatenate([train.y, np.full(len(x_extra), -1, dtype=np.int64)]),
+    )
+
+
 _LOADERS: dict[str, Callable[[DatasetSpec, Path], tuple[np.ndarray, ...]]] = {
     "digits": _load_digits,
     "mnist1d": _load_mnist1d,

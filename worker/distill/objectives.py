@@ -58,6 +58,15 @@ def kd_loss(
     s = _at_least_fp32(student_logits)
     t = _at_least_fp32(teacher_logits).detach()
     T = float(temperature)
+    unlabeled = labels < 0
+    if bool(unlabeled.any()):
+        # Transfer-set rows (label -1): the teacher alone, alpha = 1 on those rows.
+        # Per row: w * T^2 * KL_i + (1 - alpha) * CE_i (CE_i = 0, w = 1 when unlabeled); batch mean.
+        kl = F.kl_div(F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), log_target=True,
+                      reduction="none").sum(1)
+        ce = F.cross_entropy(s, labels.clamp_min(0), reduction="none").masked_fill(unlabeled, 0.0)
+        w = torch.where(unlabeled, torch.ones_like(kl), torch.full_like(kl, alpha))
+        return (w * T * T * kl + (1.0 - alpha) * ce).mean()
     soft = F.kl_div(
         F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), log_target=True,
         reduction="batchmean",

@@ -29,7 +29,7 @@ from app.spec import JobSpec
 from worker.distill import checkpoint, metrics
 import dataclasses
 
-from worker.distill.data import Splits, input_stats, load_dataset, student_train
+from worker.distill.data import Splits, input_stats, load_dataset, mnist1d_transfer, student_train, with_transfer
 from worker.distill.export import OutputFile, export_model
 from worker.distill.inference import predict_logits, resolve_device
 from worker.distill.models import Classifier, EnsembleTeacher, build_model, count_parameters
@@ -187,6 +187,17 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
             f"({spec.dataset.train_fraction:g} of the teacher's, stratified)"
         )
 
+    labeled_splits = splits  # the baseline's: labels only
+    transfer_size = 0
+    if spec.dataset.transfer is not None:
+        extra = mnist1d_transfer(spec.dataset.transfer.extra_generated, Path(data_cache))
+        transfer_size = len(extra)
+        splits = dataclasses.replace(splits, train=with_transfer(splits.train, extra))
+        reporter.event(
+            f"transfer set: {transfer_size} extra generated mnist1d inputs (labels discarded); the "
+            "student learns there from the teacher alone, the baseline never sees them"
+        )
+
     # --- teacher assistants: teacher -> assistant 1 -> ... -> student ------------
     source = teacher
     assistant_runs: list[tuple[Any, Classifier, TrainResult]] = []
@@ -262,7 +273,7 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     if spec.baseline:
         _phase(reporter, "baseline")
         baselines = _train_runs(
-            spec, splits, stats, phase="baseline", objective_for=lambda seed: CE(), teacher_kwargs={}, **common,
+            spec, labeled_splits, stats, phase="baseline", objective_for=lambda seed: CE(), teacher_kwargs={}, **common,
         )
 
     # --- evaluate -------------------------------------------------------------
@@ -280,7 +291,7 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
 
     def runs_report(runs: list[_Run]) -> dict:
         rows = [
-            {"seed": r.seed, **metrics.evaluate(r.model, splits, teacher_test_logits), **_run_fields(r.result)}
+            {"seed": r.seed, **metrics.evaluate(r.model, labeled_splits, teacher_test_logits), **_run_fields(r.result)}
             for r in runs
         ]
         return {"arch": spec.student.arch.model_dump(), **aggregate(rows)}
@@ -296,7 +307,7 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     if assistant_runs:
         extra_reports["assistants"] = [
             {"link": i, "arch": arch.model_dump(),
-             **metrics.evaluate(model, splits, teacher_test_logits), **_run_fields(result)}
+             **metrics.evaluate(model, labeled_splits, teacher_test_logits), **_run_fields(result)}
             for i, (arch, model, result) in enumerate(assistant_runs, 1)
         ]
     baseline_report = runs_report(baselines) if baselines is not None else None
@@ -321,8 +332,9 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
             "name": spec.dataset.name,
             "input_shape": list(splits.input_shape),
             "num_classes": splits.num_classes,
-            "train_size": len(splits.train),  # the students'
+            "train_size": len(labeled_splits.train),  # the students' labeled examples
             "teacher_train_size": len(teacher_splits.train),
+            "transfer_size": transfer_size,
             "val_size": len(splits.val),
             "test_size": len(splits.test),
         },
