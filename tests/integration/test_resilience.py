@@ -231,7 +231,11 @@ def test_fifty_jobs_on_two_workers_with_one_killed_none_lost_none_twice(make_ser
     svc.kill(workers[0], signal.SIGKILL)
     svc.start_worker("w2")
 
-    wait_for(lambda: succeeded() == 50, timeout=600, what="all fifty jobs", every=1)
+    def unfinished() -> int:
+        page = api.get("/v1/jobs", params={"status": ["queued", "running"], "limit": 100}).json()
+        return len(page["items"])
+
+    wait_for(lambda: unfinished() == 0, timeout=600, what="all fifty jobs to end", every=1)
     for job_id in ids:
         final = job(api, job_id)
         assert final["status"] == "succeeded", (job_id, final["error"])
