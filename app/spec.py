@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from app.catalog import DATASETS
 
@@ -238,6 +238,16 @@ class KDMethod(_Strict):
         None, description="None: alpha is constant. A linear warm-up from `start` to alpha "
         "(e.g. start 0: labels first, the teacher's weight grows)."
     )
+
+    @model_serializer(mode="wrap")
+    def _omit_constant_schedules(self, handler):
+        # A constant (absent) schedule is left out of the spec as stored and echoed, so a
+        # plain KD spec reads exactly as before schedules existed.
+        data = handler(self)
+        for key in ("temperature_schedule", "alpha_schedule"):
+            if isinstance(data, dict) and data.get(key, 0) is None:
+                del data[key]
+        return data
 
     @field_validator("temperature_schedule")
     @classmethod
