@@ -191,6 +191,11 @@ def tuning_configurations(seeds: list[int], profile: str) -> list[dict]:
     s = copy.deepcopy(base)
     s.update(name="tune dkd beta=2", baseline=False, method={"name": "dkd", "beta": 2.0})
     rows.append({"row": "tune: DKD beta=2", "paper": "", "read": "student", "spec": s})
+    at = next(c["spec"] for c in configurations(profile, seeds) if "attention transfer" in c["row"])
+    for beta in (10.0, 100.0):
+        s = copy.deepcopy(at)
+        s.update(name=f"tune attention beta={beta:g}", baseline=False, method={"name": "attention", "beta": beta})
+        rows.append({"row": f"tune: AT beta={beta:g}", "paper": "", "read": "student", "spec": s})
     return rows
 
 
