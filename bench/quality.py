@@ -40,7 +40,8 @@ GREYDANUS = "Greydanus 2020 (MNIST-1D): logistic 32%, MLP 68%, CNN 94%"
 # What was tuned, on validation accuracy, and what was kept. Written into the results file.
 TUNING = """\
 Every choice is to be made on the VALIDATION split (10% of the training set), never on test.
-`--tune` adds validation sweeps (KD T in {2, 8} x alpha in {0.5, 0.9}; DKD beta = 2) beside the
+`--tune` adds validation sweeps (KD T in {2, 8} x alpha in {0.5, 0.9}; DKD beta = 2; attention
+beta in {10, 100}) beside the
 defaults (KD T=4 alpha=0.9; DKD alpha=1 beta=8 T=4 warm-up 5; FitNets dense -> last hidden,
 weight 1; attention beta=1000, CE only; born-again 2 generations; one MLP 256-256 assistant):
 compare the `val` column only. The defaults are the papers' (or the service's) values; a row
