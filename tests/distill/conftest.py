@@ -48,3 +48,15 @@ def _tiny_spec(**overrides) -> JobSpec:
 def tiny_spec():
     """Factory: tiny_spec(seeds=[0], baseline=False, ...) -> JobSpec."""
     return _tiny_spec
+
+
+TIMING = {"latency_ms", "speedup"}  # wall-clock: the only report numbers that may differ
+
+
+def without_timing(obj):
+    """A report with its wall-clock figures removed, for comparing runs."""
+    if isinstance(obj, dict):
+        return {k: without_timing(v) for k, v in obj.items() if k not in TIMING}
+    if isinstance(obj, list):
+        return [without_timing(v) for v in obj]
+    return obj

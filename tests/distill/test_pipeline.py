@@ -14,13 +14,13 @@ from worker.distill.inference import predict_logits
 from worker.distill.metrics import accuracy
 from worker.distill.pipeline import run_job
 from worker.distill.reporting import Cancelled, MemoryReporter
+from tests.distill.conftest import without_timing
 
 METRICS = {
     "test_accuracy", "val_accuracy", "train_accuracy", "generalization_gap", "test_ece", "test_nll",
     "parameters", "bytes", "latency_ms", "epochs_run", "best_epoch", "stopped_early",
 }
 # Wall-clock measurements: the only numbers allowed to differ between identical runs.
-TIMING = {"latency_ms", "speedup"}
 
 
 def _run(spec, tmp_path, data_cache, reporter=None):
@@ -101,18 +101,11 @@ def test_exported_student_is_best_on_validation_and_matches_report(job, digits):
     assert accuracy(predict_logits(student, digits.test.x), digits.test.y) == exported["test_accuracy"]
 
 
-def _without_timing(obj):
-    if isinstance(obj, dict):
-        return {k: _without_timing(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [_without_timing(v) for v in obj]
-    return obj
-
 
 def test_same_spec_gives_same_report(job, tmp_path, data_cache, tiny_spec):
     first, first_reporter, _ = job
     again, reporter = _run(tiny_spec(), tmp_path, data_cache)
-    assert _without_timing(again.report) == _without_timing(first.report)
+    assert without_timing(again.report) == without_timing(first.report)
     assert reporter.metrics == first_reporter.metrics
 
 

@@ -23,9 +23,9 @@ from worker.distill.objectives import CE, KD
 from worker.distill.pipeline import run_job
 from worker.distill.reporting import MemoryReporter
 from worker.distill.trainer import train
+from tests.distill.conftest import without_timing
 
 CPU = torch.device("cpu")
-TIMING = {"latency_ms", "speedup"}  # wall-clock: the only numbers that may differ
 ENGINE = Path(__file__).resolve().parents[2] / "worker" / "distill"
 
 
@@ -65,13 +65,6 @@ class _Dies(MemoryReporter):
                 raise Killed(self.at)
         return super().should_stop()
 
-
-def _without_timing(obj):
-    if isinstance(obj, dict):
-        return {k: _without_timing(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [_without_timing(v) for v in obj]
-    return obj
 
 
 def _series(reporters) -> dict:
@@ -119,7 +112,7 @@ def reference(tmp_path_factory, data_cache, tiny_spec):
 
 def _assert_same_as_reference(result, reporters, reference):
     ref_result, ref_reporter = reference
-    assert _without_timing(result.report) == _without_timing(ref_result.report)
+    assert without_timing(result.report) == without_timing(ref_result.report)
     assert _series(reporters) == _series([ref_reporter])
     assert all(r.progresses == sorted(r.progresses) for r in reporters)
     assert reporters[-1].progresses[-1] == 1.0
@@ -196,7 +189,7 @@ def test_a_bad_checkpoint_in_a_job_restarts_only_that_run(tmp_path, data_cache, 
 
     resumed = MemoryReporter(checkpoint_dir=ck)
     result = run_job(spec, resumed, tmp_path / "work", data_cache)
-    assert _without_timing(result.report) == _without_timing(reference[0].report)
+    assert without_timing(result.report) == without_timing(reference[0].report)
     assert _epochs(resumed, "student", "seed=1") == [1, 2, 3]
     assert _epochs(resumed, "student", "seed=0") == []  # its good checkpoint was used
     warnings = [m for level, m in resumed.events if level == "warning"]
