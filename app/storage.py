@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +45,6 @@ class LocalStorage:
             os.fsync(dst.fileno())
         os.replace(temp, target)
         return Stored(key=key, size_bytes=target.stat().st_size, sha256=digest.hexdigest())
-
-    def delete_prefix(self, prefix: str) -> None:
-        shutil.rmtree(self.path(prefix), ignore_errors=True)
 
 
 def get_storage() -> LocalStorage:
