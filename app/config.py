@@ -9,7 +9,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -50,6 +52,26 @@ class Settings(BaseSettings):
     db_retry_seconds: float = Field(
         120.0, ge=0, description="How long a worker retries its database writes in an outage."
     )
+    # --- tenants, keys, limits ---
+    auth: Literal["keys", "off"] = Field(
+        "keys",
+        description="keys: every /v1 route needs an API key (Authorization: Bearer <key> or "
+        "X-API-Key). off: no keys; every request acts as the tenant 'local' (one trusted user).",
+    )
+    admin_key: SecretStr = Field(
+        SecretStr(""), description="Key of the admin routes (/v1/admin/...); empty disables them."
+    )
+    max_concurrent_jobs: int = Field(
+        8, ge=1, description="Queued + running jobs a tenant may have (a tenant's own cap wins)."
+    )
+    rate_limit_per_minute: int = Field(
+        600, ge=0, description="Requests per minute per API key (0: no limit); bursts up to "
+        "rate_limit_burst. Counted in each API process."
+    )
+    rate_limit_burst: int = Field(60, ge=1, description="Requests a key may make at once.")
+    max_upload_bytes: int = Field(
+        512 << 20, ge=1, description="Largest upload (POST /v1/artifacts), enforced while streaming."
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -66,6 +88,11 @@ class Settings(BaseSettings):
     @property
     def broker_dir(self) -> Path:
         return (self.home / "broker").resolve()
+
+    @property
+    def local_key_file(self) -> Path:
+        """Where the embedded default writes the key it creates on first start (mode 0600)."""
+        return (self.home / "api-key").resolve()
 
 
 @lru_cache

@@ -36,6 +36,7 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})  # what a tenant's concurrent-job cap counts
 
 ALLOWED: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED, Status.FAILED}),
@@ -95,10 +96,12 @@ def create(
     session: Session,
     spec: JobSpec,
     *,
+    tenant_id: str,
     idempotency_key: str | None = None,
     request_sha256: str | None = None,
 ) -> Job:
     job = Job(
+        tenant_id=tenant_id,
         name=spec.name,
         status=Status.QUEUED.value,
         max_attempts=spec.limits.max_attempts,

@@ -2,24 +2,65 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from app import problems
-from app.api import artifacts, catalog, health, jobs
+from fastapi import Depends, FastAPI
+from sqlalchemy.exc import SQLAlchemyError
+
+from app import problems, tenants
+from app.api import admin, artifacts, catalog, health, jobs, uploads
+from app.auth import RateLimiter, authenticate
+from app.config import get_settings
+from app.db import get_sessionmaker
+
+log = logging.getLogger(__name__)
+
+
+def _first_start() -> None:
+    """Zero set-up for the embedded default: with keys on and none created yet, make the
+    tenant 'local' and one key, and print it (the only time a key is ever printed)."""
+    settings = get_settings()
+    try:
+        with get_sessionmaker()() as session:
+            if settings.auth == "off":
+                tenants.local_tenant(session)
+                session.commit()
+                return
+            key = tenants.ensure_local_key(session)
+    except SQLAlchemyError as exc:  # not migrated yet, or the database is down: next start
+        log.warning("first-start set-up skipped: %s", exc)
+        return
+    if key is not None:
+        print(f"distill: created the tenant 'local' and its API key (also in {settings.local_key_file}, "
+              f"mode 0600; shown once):\n  {key}", flush=True)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    _first_start()
+    yield
 
 
 def create_app() -> FastAPI:
+    settings = get_settings()
     app = FastAPI(
         title="distill",
         version="1.0",
         summary="Distillation as a service: submit a job, get a small fast student.",
         description="POST a job spec to /v1/jobs, poll it, download the student (ONNX, "
         "safetensors) and a report comparing teacher, student and a scratch baseline. "
+        "Every /v1 route needs an API key (Authorization: Bearer <key>). "
         "Errors are RFC 9457 application/problem+json.",
+        lifespan=lifespan,
     )
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
     problems.install(app)
-    for module in (jobs, artifacts, catalog, health):
-        app.include_router(module.router)
+    for module in (jobs, uploads, artifacts, catalog):
+        app.include_router(module.router, dependencies=[Depends(authenticate)])
+    app.include_router(admin.router)  # the admin key, not a tenant's
+    app.include_router(health.router)
     return app
 
 

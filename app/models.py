@@ -6,7 +6,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, Dialect, TypeDecorator, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text,
+    TypeDecorator, UniqueConstraint, text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -39,10 +42,42 @@ class Base(DeclarativeBase):
     pass
 
 
+class Tenant(Base):
+    """Who owns jobs and artifacts. Another tenant's ids answer 404, like ids that do not exist."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # None: the service default (DISTILL_MAX_CONCURRENT_JOBS).
+    max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
+    # Bumped by every submission as its first statement: that write locks this row (PostgreSQL)
+    # or the database (SQLite) until commit, so a tenant's submissions are serialised and the
+    # concurrent-job cap cannot be overrun by two requests counting at the same time.
+    submissions: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ApiKey(Base):
+    """A tenant's API key. Only its SHA-256 is stored (keys are 256-bit random, so no salt or
+    slow hash is needed); the prefix is what people see to tell keys apart."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     name: Mapped[str | None] = mapped_column(String(200))
     # Written only by app/jobs.py: the state machine.
     status: Mapped[str] = mapped_column(String(16), index=True)
@@ -53,7 +88,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))  # unique per tenant
     request_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -69,7 +104,10 @@ class Job(Base):
     # When the job was last handed to the broker (the sweeper re-sends lost ones).
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+    )
 
 
 class JobEvent(Base):
@@ -99,17 +137,29 @@ class JobMetric(Base):
 
 
 class Artifact(Base):
+    """A stored file: a job's output (job_id set) or a client's upload (job_id None)."""
+
     __tablename__ = "artifacts"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[str | None] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), index=True
     )
-    kind: Mapped[str] = mapped_column(String(32))  # student, report
-    format: Mapped[str] = mapped_column(String(32))  # onnx, safetensors, json
+    kind: Mapped[str] = mapped_column(String(32))  # student, report | teacher, dataset (uploads)
+    format: Mapped[str] = mapped_column(String(32))  # onnx, safetensors, json | npz, csv, parquet, zip
+    name: Mapped[str | None] = mapped_column(String(200))  # uploads: the client's label
     filename: Mapped[str] = mapped_column(String(255))
     media_type: Mapped[str] = mapped_column(String(100))
     storage_key: Mapped[str] = mapped_column(String(500))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    # Uploads: what inspection found (shapes, classes, rows...); jobs check against it.
+    inspection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        # The same content uploaded twice by one tenant is stored once.
+        Index("uq_artifacts_upload_content", "tenant_id", "kind", "sha256", unique=True,
+              sqlite_where=text("job_id IS NULL"), postgresql_where=text("job_id IS NULL")),
+    )

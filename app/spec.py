@@ -1,11 +1,10 @@
 """JobSpec: the contract between a client, the API and the worker.
 
 Pydantic only (no torch), so the API can refuse a spec that cannot run at
-submission time. Two layers of checks:
-
-- field checks (types, ranges, unknown names) live on the models below;
-- cross-field checks that need the catalog (does this architecture fit the
-  dataset's input shape?) live in `fit_errors`, which names the field.
+submission time. Field checks (types, ranges, unknown names, one of two sources)
+live on the models below; checks that need the catalog or an uploaded artifact's
+inspection (does this architecture fit the data? does the brought teacher?) live
+in app/fit.py.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
-from app.catalog import DATASETS
 
 
 class _Strict(BaseModel):
@@ -23,24 +21,56 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _without(data, **defaults):
+    """A serialised model without the optional keys that hold their default (so a stored spec
+    reads as it did before those options existed)."""
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items() if not (k in defaults and v == defaults[k])}
+    return data
+
+
 # --- data --------------------------------------------------------------------
 
 
 class TransferSpec(_Strict):
-    """Extra unlabeled inputs for the student (Hinton 2015's transfer set)."""
+    """Extra unlabeled inputs for the student (Hinton 2015's transfer set): give one source."""
 
-    extra_generated: int = Field(
-        ge=1, le=100_000,
+    extra_generated: int | None = Field(
+        None, ge=1, le=100_000,
         description="mnist1d only: generate this many extra examples with mnist1d's own "
         "generator and another seed (deterministic, cached); their labels are discarded. "
         "The student learns there from the teacher alone (alpha = 1 on those examples).",
     )
+    unlabeled: bool = Field(
+        False, description="An uploaded dataset only: use its unlabeled rows (x_unlabeled in an "
+        "NPZ, rows with an empty label in CSV/Parquet, an unlabeled/ folder in a ZIP).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TransferSpec":
+        if (self.extra_generated is None) == (not self.unlabeled):
+            raise ValueError("give exactly one of extra_generated or unlabeled: true")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        return _without(handler(self), extra_generated=None, unlabeled=False)
 
 
 class DatasetSpec(_Strict):
-    name: Literal["digits", "mnist1d"] = Field(
-        description="A built-in dataset; GET /v1/catalog lists them with their shapes.",
+    """A built-in dataset (`name`) or an uploaded one (`artifact`): give exactly one."""
+
+    name: Literal["digits", "mnist1d"] | None = Field(
+        None, description="A built-in dataset; GET /v1/catalog lists them with their shapes.",
         examples=["mnist1d"],
+    )
+    artifact: str | None = Field(
+        None, max_length=36, description="Id of an uploaded dataset (POST /v1/artifacts, kind "
+        "dataset). Without a test split of its own, a stratified test_fraction is held out.",
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=0.5, description="Uploaded datasets without x_test: share held out for the "
+        "final report (stratified, seeded by split_seed).",
     )
     split_seed: int = Field(
         0, ge=0, description="Seed of the train/validation (and, for digits, test) split."
@@ -63,6 +93,24 @@ class DatasetSpec(_Strict):
         "baseline learn from, stratified and seeded by split_seed; the teacher learns from all "
         "of it (Hinton 2015's 3% experiment). Validation and test are unchanged.",
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DatasetSpec":
+        if (self.name is None) == (self.artifact is None):
+            raise ValueError("give exactly one of dataset.name (built-in) or dataset.artifact (uploaded)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        # Stored and echoed specs of built-in datasets read as they did before uploads existed.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("artifact") is None:
+            data = _without(data, artifact=None, test_fraction=0.2)
+        return _without(data, name=None)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"artifact {self.artifact}"
 
 
 # --- architectures -------------------------------------------------------------
@@ -143,28 +191,68 @@ class TeacherTrain(OptimSpec):
     epochs: int = Field(100, ge=1, le=10_000, description="Upper bound on epochs.")
 
 
+class TeacherArtifact(_Strict):
+    """A teacher the client brought: an uploaded ONNX model (run with onnxruntime) or safetensors
+    weights of one of our architectures (then `arch` says which)."""
+
+    id: str = Field(max_length=36, description="Id of an uploaded teacher (POST /v1/artifacts, kind teacher).")
+    output: str | None = Field(
+        None, max_length=200, description="ONNX: the output to use; default: the one inspection "
+        "found (the artifact's inspection.output).",
+    )
+    output_kind: Literal["auto", "logits", "probabilities"] = Field(
+        "auto", description="ONNX: what the output holds; auto takes inspection's finding. "
+        "Probabilities are turned into log-probabilities before the temperature applies.",
+    )
+    arch: Arch | None = Field(
+        None, description="safetensors: the architecture the weights belong to (its keys, shapes "
+        "and dtypes are checked against it at submission). Not for ONNX.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        return _without(handler(self), output=None, output_kind="auto", arch=None)
+
+
+EnsembleMember = Union[TeacherTrain, TeacherArtifact]
+
+
 class TeacherSpec(_Strict):
-    """One teacher (`train`) or an ensemble of teachers (`ensemble`), trained in the job.
+    """Train a teacher (`train`), bring one (`artifact`), or use an ensemble (`ensemble`) of
+    teachers trained in the job and/or brought: give exactly one.
 
     An ensemble's output is the log of its members' MEAN PROBABILITIES (at T = 1); the
     temperature is applied to that, so soft targets are softmax(log(mean p) / T) (Hinton
     2015's headline experiment: many models distilled into one)."""
 
     train: TeacherTrain | None = Field(None, description="Train the teacher in the job.")
-    ensemble: list[TeacherTrain] | None = Field(
+    artifact: TeacherArtifact | None = Field(None, description="Use an uploaded teacher.")
+    ensemble: list[EnsembleMember] | None = Field(
         None, min_length=2, max_length=8,
-        description="Train several teachers; the students learn from their averaged probabilities.",
+        description="Several teachers, each trained in the job (arch, ...) or uploaded (id, ...); "
+        "the students learn from their averaged probabilities.",
     )
 
     @model_validator(mode="after")
     def _one_kind(self) -> "TeacherSpec":
-        if (self.train is None) == (self.ensemble is None):
-            raise ValueError("give exactly one of teacher.train or teacher.ensemble")
+        if sum(x is not None for x in (self.train, self.artifact, self.ensemble)) != 1:
+            raise ValueError("give exactly one of teacher.train, teacher.artifact or teacher.ensemble")
         return self
 
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        return _without(handler(self), train=None, artifact=None, ensemble=None)
+
     @property
-    def members(self) -> list[TeacherTrain]:
-        return [self.train] if self.train is not None else list(self.ensemble)
+    def members(self) -> list[TeacherTrain | TeacherArtifact]:
+        """Every teacher of the job, in order: one, or the ensemble's members."""
+        return list(self.ensemble) if self.ensemble is not None else [self.train or self.artifact]
+
+    @property
+    def arch(self) -> "MLPArch | CNNArch | None":
+        """The single teacher's architecture, when it is known (trained, or brought as weights)."""
+        single = self.train or self.artifact
+        return single.arch if single is not None else None
 
 
 class StudentSpec(_Strict):
@@ -240,14 +328,10 @@ class KDMethod(_Strict):
     )
 
     @model_serializer(mode="wrap")
-    def _omit_constant_schedules(self, handler):
+    def _compact(self, handler):
         # A constant (absent) schedule is left out of the spec as stored and echoed, so a
         # plain KD spec reads exactly as before schedules existed.
-        data = handler(self)
-        for key in ("temperature_schedule", "alpha_schedule"):
-            if isinstance(data, dict) and data.get(key, 0) is None:
-                del data[key]
-        return data
+        return _without(handler(self), temperature_schedule=None, alpha_schedule=None)
 
     @field_validator("temperature_schedule")
     @classmethod
@@ -459,139 +543,3 @@ class JobSpec(_Strict):
         if len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be distinct")
         return seeds
-
-
-# --- cross-field checks ----------------------------------------------------------
-
-
-class FieldError(BaseModel):
-    loc: tuple[str | int, ...]
-    msg: str
-
-
-def _arch_fit(arch: MLPArch | CNNArch, input_shape: tuple[int, ...], loc: tuple) -> list[FieldError]:
-    if isinstance(arch, CNNArch):
-        spatial = input_shape[-2:] if len(input_shape) >= 2 else input_shape
-        need = 2 ** len(arch.channels)
-        if min(spatial) < need:
-            deepest = max(0, min(spatial).bit_length() - 1)
-            return [
-                FieldError(
-                    loc=(*loc, "channels"),
-                    msg=f"{len(arch.channels)} conv stages halve the input {len(arch.channels)} "
-                    f"times, but the input is {'x'.join(map(str, input_shape))}; "
-                    f"use at most {deepest} stages.",
-                )
-            ]
-    return []
-
-
-def _stage_error(loc: tuple, which: str, stage: str, shapes: dict, need_conv: bool) -> FieldError | None:
-    from app.stages import is_conv
-
-    def listing() -> str:
-        return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items()) or "none"
-
-    if stage not in shapes:
-        return FieldError(loc=loc, msg=f"the {which} has no stage {stage!r}; its stages (name and "
-                          f"output shape) are: {listing()}.")
-    if need_conv and not is_conv(shapes[stage]):
-        conv = [k for k, v in shapes.items() if is_conv(v)]
-        return FieldError(loc=loc, msg=f"attention transfer needs conv stages, but the {which}'s "
-                          f"{stage!r} is flat ({shapes[stage][0]} features); its conv stages are: "
-                          f"{', '.join(conv) or 'none (use a cnn)'}. All stages: {listing()}.")
-    return None
-
-
-def default_stages(method, t_shapes: dict, s_shapes: dict) -> tuple[list[str], list[str]]:
-    """The (teacher, student) stages a feature method uses when the spec leaves them out.
-    Shared with the worker so that both resolve the same defaults."""
-    from app.stages import is_conv
-
-    if method.name == "fitnet":
-        t = method.teacher_stage or (list(t_shapes)[-1] if t_shapes else "")
-        st = method.student_stage or (list(s_shapes)[-1] if s_shapes else "")
-        return [t], [st]
-    t_conv = [k for k, v in t_shapes.items() if is_conv(v)]
-    s_conv = [k for k, v in s_shapes.items() if is_conv(v)]
-    n = min(len(t_conv), len(s_conv))
-    ts = method.teacher_stages or (t_conv[len(t_conv) - n:] if n else t_conv[-1:])
-    ss = method.student_stages or (s_conv[len(s_conv) - n:] if n else s_conv[-1:])
-    return list(ts), list(ss)
-
-
-def _feature_errors(spec: JobSpec, shape: tuple[int, ...]) -> list[FieldError]:
-    from app.stages import stage_shapes
-
-    m = spec.method
-    t_shapes = stage_shapes(spec.teacher.train.arch, shape)
-    s_shapes = stage_shapes(spec.student.arch, shape)
-    ts, ss = default_stages(m, t_shapes, s_shapes)
-    errors: list[FieldError] = []
-    if m.name == "fitnet":
-        for loc, which, stage, shapes, given in (
-            ("teacher_stage", "teacher", ts[0], t_shapes, m.teacher_stage),
-            ("student_stage", "student", ss[0], s_shapes, m.student_stage),
-        ):
-            if not shapes:
-                errors.append(FieldError(loc=("method", loc), msg=f"the {which} has no stages "
-                              "(an mlp with hidden []): a hint needs one."))
-            elif e := _stage_error(("method", loc), which, stage, shapes, need_conv=False):
-                errors.append(e)
-        return errors
-    # attention
-    if not ts or not ss:
-        for loc, which, shapes, lst in (("teacher_stages", "teacher", t_shapes, ts),
-                                        ("student_stages", "student", s_shapes, ss)):
-            if not lst:
-                errors.append(FieldError(loc=("method", loc), msg=f"attention transfer needs conv "
-                              f"stages, and the {which} has none (its stages: "
-                              f"{', '.join(shapes) or 'none'}); use a cnn {which}."))
-        return errors
-    if len(ts) != len(ss):
-        return [FieldError(loc=("method", "student_stages"), msg=f"{len(ts)} teacher stages but "
-                           f"{len(ss)} student stages: they are paired one to one.")]
-    for i, (t, st) in enumerate(zip(ts, ss)):
-        if e := _stage_error(("method", "teacher_stages", i), "teacher", t, t_shapes, True):
-            errors.append(e)
-        if e := _stage_error(("method", "student_stages", i), "student", st, s_shapes, True):
-            errors.append(e)
-    return errors
-
-
-def fit_errors(spec: JobSpec) -> list[FieldError]:
-    """Checks that need the dataset's shape: each model must fit its input, and a feature
-    method's stages must exist on both models and be matchable."""
-    shape = DATASETS[spec.dataset.name].input_shape
-    errors = _arch_fit(spec.student.arch, shape, ("student", "arch"))
-    if spec.teacher.train is not None:
-        errors += _arch_fit(spec.teacher.train.arch, shape, ("teacher", "train", "arch"))
-    for i, member in enumerate(spec.teacher.ensemble or []):
-        errors += _arch_fit(member.arch, shape, ("teacher", "ensemble", i, "arch"))
-    m = spec.method
-    if m.name == "teacher_assistant":
-        for i, arch in enumerate(m.assistants):
-            errors += _arch_fit(arch, shape, ("method", "assistants", i))
-    if errors:
-        return errors
-    if spec.dataset.transfer is not None:
-        if spec.dataset.name != "mnist1d":
-            errors.append(FieldError(loc=("dataset", "transfer"), msg="extra_generated needs a "
-                                     "dataset with a generator: mnist1d."))
-        if m.name not in ("kd", "pseudo_label"):
-            errors.append(FieldError(loc=("method", "name"), msg=f"a transfer set has no labels: "
-                                     f"use kd or pseudo_label, not {m.name}."))
-    aug = spec.training.augment
-    if aug is not None and aug.active() and spec.training.soft_targets == "cached":
-        errors.append(FieldError(loc=("training", "soft_targets"), msg="augmentation changes the "
-                                 "inputs every batch, so the teacher's outputs cannot be cached: use "
-                                 "\"auto\" or \"recomputed\"."))
-    if spec.teacher.ensemble is not None and m.name in ("fitnet", "attention", "born_again"):
-        return errors + [FieldError(loc=("teacher", "ensemble"), msg=f"{m.name} needs a single "
-                                    "teacher (its stages or its architecture): use teacher.train.")]
-    if m.name in ("fitnet", "attention"):
-        errors += _feature_errors(spec, shape)
-    if m.name == "born_again" and spec.teacher.train.arch != spec.student.arch:
-        errors.append(FieldError(loc=("teacher", "train", "arch"), msg="born_again distils a model "
-                                 "into its own architecture: the teacher's arch must equal the student's."))
-    return errors

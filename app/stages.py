@@ -34,3 +34,42 @@ def stage_shapes(arch: "MLPArch | CNNArch", input_shape: tuple[int, ...]) -> dic
 def is_conv(shape: tuple[int, ...]) -> bool:
     """A conv map has a channel axis and at least one spatial axis."""
     return len(shape) >= 2
+
+
+def state_shapes(
+    arch: "MLPArch | CNNArch", input_shape: tuple[int, ...], num_classes: int
+) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Every entry of the state dict of worker/distill/models.py's Classifier for this
+    architecture: key -> (shape, safetensors dtype). Brought safetensors teachers are checked
+    against it at submission; tests/distill/test_stages.py pins it to the torch models."""
+    import math
+
+    f32 = "F32"
+    state: dict[str, tuple[tuple[int, ...], str]] = {"mean": ((), f32), "std": ((), f32)}
+    if arch.name == "mlp":
+        width = math.prod(input_shape)
+        for i, h in enumerate(arch.hidden):
+            state[f"stages.{i}.0.weight"] = ((h, width), f32)
+            state[f"stages.{i}.0.bias"] = ((h,), f32)
+            width = h
+        state["head.weight"] = ((num_classes, width), f32)
+        state["head.bias"] = ((num_classes,), f32)
+        return state
+    c_in, kernel = 1, (arch.kernel_size,) * len(input_shape)
+    for i, c in enumerate(arch.channels):
+        state[f"stages.{i}.0.weight"] = ((c, c_in, *kernel), f32)
+        state[f"stages.{i}.0.bias"] = ((c,), f32)
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            state[f"stages.{i}.1.{name}"] = ((c,), f32)
+        state[f"stages.{i}.1.num_batches_tracked"] = ((), "I64")
+        c_in = c
+    n = len(arch.channels)
+    width = c_in * math.prod(s >> n for s in input_shape)
+    if arch.hidden > 0:
+        state[f"stages.{n}.1.weight"] = ((arch.hidden, width), f32)
+        state[f"stages.{n}.1.bias"] = ((arch.hidden,), f32)
+        width = arch.hidden
+    linear = 2 if arch.dropout > 0 else 1  # head = Flatten, [Dropout], Linear
+    state[f"head.{linear}.weight"] = ((num_classes, width), f32)
+    state[f"head.{linear}.bias"] = ((num_classes,), f32)
+    return state

@@ -49,3 +49,16 @@ class LocalStorage:
 
 def get_storage() -> LocalStorage:
     return LocalStorage(get_settings().resolved_artifact_dir)
+
+
+# Uploads: one folder per tenant and content hash (so identical content is stored once).
+# A dataset's canonical arrays (what the worker reads) sit beside the file as uploaded.
+DATASET_ARRAYS = "arrays.npz"
+
+
+def upload_key(tenant_id: str, sha256: str, filename: str) -> str:
+    return f"uploads/{tenant_id}/{sha256}/{filename}"
+
+
+def dataset_arrays_key(upload_storage_key: str) -> str:
+    return upload_storage_key.rsplit("/", 1)[0] + "/" + DATASET_ARRAYS

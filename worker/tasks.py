@@ -152,8 +152,10 @@ class JobRunner:
         stored = [(f, storage.put_file(f.path, f"jobs/{self.job_id}/{f.name}")) for f in files]
 
         def write(s: Session) -> None:
+            tenant_id = s.get(Job, self.job_id).tenant_id
             for f, st in stored:
                 s.add(Artifact(
+                    tenant_id=tenant_id,
                     job_id=self.job_id,
                     kind="report" if f.kind == "report" else "student",
                     format="json" if f.kind == "report" else f.kind,

@@ -6,23 +6,24 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from app.api.jobs import SessionDep, artifact_out, not_found
+from app.auth import Caller, CallerDep
 from app.api.schemas import ArtifactOut, problems
 from app.models import Artifact
 from app.storage import get_storage
 
-router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(404, 422, 503))
+router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(401, 404, 422, 429, 503))
 
 
-def _artifact_or_404(session, artifact_id: str) -> Artifact:  # noqa: ANN001
+def artifact_or_404(session, caller: Caller, artifact_id: str) -> Artifact:  # noqa: ANN001
     artifact = session.get(Artifact, artifact_id)
-    if artifact is None:
+    if artifact is None or artifact.tenant_id != caller.tenant_id:
         raise not_found("Artifact", artifact_id)
     return artifact
 
 
 @router.get("/artifacts/{artifact_id}", response_model=ArtifactOut, summary="An artifact's metadata")
-def get_artifact(artifact_id: str, session: SessionDep) -> ArtifactOut:
-    return artifact_out(_artifact_or_404(session, artifact_id))
+def get_artifact(artifact_id: str, session: SessionDep, caller: CallerDep) -> ArtifactOut:
+    return artifact_out(artifact_or_404(session, caller, artifact_id))
 
 
 @router.get(
@@ -31,8 +32,8 @@ def get_artifact(artifact_id: str, session: SessionDep) -> ArtifactOut:
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def artifact_content(artifact_id: str, session: SessionDep) -> FileResponse:
-    artifact = _artifact_or_404(session, artifact_id)
+def artifact_content(artifact_id: str, session: SessionDep, caller: CallerDep) -> FileResponse:
+    artifact = artifact_or_404(session, caller, artifact_id)
     path = get_storage().path(artifact.storage_key)
     if not path.is_file():
         raise not_found("Artifact content", artifact_id)

@@ -23,24 +23,28 @@ from app.api.schemas import (
     MetricsOut,
     problems,
 )
+from app import tenants
+from app.auth import Caller, CallerDep
 from app.db import get_session
-from app.models import Artifact, Job, JobEvent, JobMetric, utcnow
+from app.models import Artifact, Job, JobEvent, JobMetric, Tenant, utcnow
 from app.problems import Problem, invalid_spec, pointer
 from app.queue import enqueue_job
-from app.spec import JobSpec, fit_errors
+from app.fit import ArtifactFacts, artifact_refs, fit_errors
+from app.spec import JobSpec
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["jobs"], responses=problems(400, 422, 503))
+router = APIRouter(prefix="/v1", tags=["jobs"], responses=problems(400, 401, 422, 429, 503))
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def not_found(kind: str, id_: str) -> Problem:
+    # Another tenant's id gets exactly this answer too: ids of others are not even confirmed.
     return Problem(404, f"{kind} not found", f"No {kind.lower()} has the id {id_!r}.")
 
 
-def get_job_or_404(session: Session, job_id: str) -> Job:
+def get_job_or_404(session: Session, caller: Caller, job_id: str) -> Job:
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or job.tenant_id != caller.tenant_id:
         raise not_found("Job", job_id)
     return job
 
@@ -88,6 +92,16 @@ def _spec_sha256(spec: JobSpec) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def _artifacts_named(session: Session, caller: Caller, spec: JobSpec) -> dict[str, ArtifactFacts]:
+    """The caller's uploads that the spec names (another tenant's ids are simply not found)."""
+    ids = {id_ for _, id_, _ in artifact_refs(spec)}
+    if not ids:
+        return {}
+    rows = session.scalars(select(Artifact).where(
+        Artifact.id.in_(ids), Artifact.tenant_id == caller.tenant_id, Artifact.job_id.is_(None)))
+    return {a.id: ArtifactFacts(a.kind, a.format, a.inspection or {}) for a in rows}
+
+
 @router.post(
     "/jobs",
     status_code=status.HTTP_202_ACCEPTED,
@@ -98,19 +112,23 @@ def submit_job(
     spec: JobSpec,
     response: Response,
     session: SessionDep,
+    caller: CallerDep,
     idempotency_key: Annotated[
         str | None,
         Header(max_length=200, description="Retry-safe submission: the same key and body "
                "return the same job; the same key with another body is refused."),
     ] = None,
 ) -> JobOut:
-    if errors := fit_errors(spec):
+    if errors := fit_errors(spec, _artifacts_named(session, caller, spec)):
         raise invalid_spec(
             [{"pointer": pointer(e.loc), "in": "body", "detail": e.msg, "type": "does_not_fit"} for e in errors]
         )
     digest = _spec_sha256(spec)
+    # First statement of the transaction: serialises this tenant's submissions (see tenants.py).
+    tenants.lock_for_submission(session, caller.tenant_id)
     if idempotency_key is not None:
-        existing = session.scalars(select(Job).where(Job.idempotency_key == idempotency_key)).first()
+        existing = session.scalars(select(Job).where(
+            Job.tenant_id == caller.tenant_id, Job.idempotency_key == idempotency_key)).first()
         if existing is not None:
             if existing.request_sha256 != digest:
                 raise Problem(
@@ -122,7 +140,17 @@ def submit_job(
             response.headers["Location"] = f"/v1/jobs/{existing.id}"
             return job_out(session, existing)
 
-    job = jobs.create(session, spec, idempotency_key=idempotency_key, request_sha256=digest)
+    tenant = session.get(Tenant, caller.tenant_id)
+    if (active := tenants.active_jobs(session, tenant.id)) >= (cap := tenants.job_cap(tenant)):
+        session.rollback()
+        raise Problem(
+            429, "Too many jobs at once",
+            f"This tenant has {active} queued or running jobs, its cap is {cap}: wait for one to "
+            "finish (or cancel one), then submit again.",
+            type_="concurrent-job-cap", headers={"Retry-After": "30"},
+        )
+    job = jobs.create(session, spec, tenant_id=tenant.id, idempotency_key=idempotency_key,
+                      request_sha256=digest)
     session.commit()  # the row exists before any worker can be told about it
     try:
         enqueue_job(job.id)
@@ -161,13 +189,14 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 @router.get("/jobs", response_model=JobPage, summary="List jobs, newest first")
 def list_jobs(
     session: SessionDep,
+    caller: CallerDep,
     status_: Annotated[
         list[jobs.Status] | None, Query(alias="status", description="Only jobs in these states.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
 ) -> JobPage:
-    query = select(Job)
+    query = select(Job).where(Job.tenant_id == caller.tenant_id)
     if status_:
         query = query.where(Job.status.in_([s.value for s in status_]))
     if cursor:
@@ -188,8 +217,8 @@ def list_jobs(
     "/jobs/{job_id}", response_model=JobOut, summary="A job's state, progress and result",
     responses=problems(404),
 )
-def get_job(job_id: str, session: SessionDep) -> JobOut:
-    return job_out(session, get_job_or_404(session, job_id))
+def get_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
+    return job_out(session, get_job_or_404(session, caller, job_id))
 
 
 @router.post(
@@ -202,7 +231,8 @@ def get_job(job_id: str, session: SessionDep) -> JobOut:
     responses={202: {"description": "Cancellation requested; the worker will stop.", "model": JobOut},
                **problems(404, 409)},
 )
-def cancel_job(job_id: str, response: Response, session: SessionDep) -> JobOut:
+def cancel_job(job_id: str, response: Response, session: SessionDep, caller: CallerDep) -> JobOut:
+    get_job_or_404(session, caller, job_id)
     job = jobs.request_cancel(session, job_id)
     if job is None:
         raise not_found("Job", job_id)
@@ -221,10 +251,11 @@ def cancel_job(job_id: str, response: Response, session: SessionDep) -> JobOut:
 def job_events(
     job_id: str,
     session: SessionDep,
+    caller: CallerDep,
     after: Annotated[int | None, Query(description="Only events with a larger id.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> list[EventOut]:
-    get_job_or_404(session, job_id)
+    get_job_or_404(session, caller, job_id)
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     if after is not None:
         query = query.where(JobEvent.id > after)
@@ -239,10 +270,11 @@ def job_events(
 def job_metrics(
     job_id: str,
     session: SessionDep,
+    caller: CallerDep,
     phase: Annotated[str | None, Query(examples=["student"])] = None,
     name: Annotated[str | None, Query(examples=["val_accuracy"])] = None,
 ) -> MetricsOut:
-    get_job_or_404(session, job_id)
+    get_job_or_404(session, caller, job_id)
     query = select(JobMetric).where(JobMetric.job_id == job_id)
     if phase:
         query = query.where(JobMetric.phase == phase)
@@ -267,7 +299,7 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
     "/jobs/{job_id}/artifacts", response_model=list[ArtifactOut], summary="A job's output files",
     responses=problems(404),
 )
-def job_artifacts(job_id: str, session: SessionDep) -> list[ArtifactOut]:
-    get_job_or_404(session, job_id)
+def job_artifacts(job_id: str, session: SessionDep, caller: CallerDep) -> list[ArtifactOut]:
+    get_job_or_404(session, caller, job_id)
     rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.filename))
     return [artifact_out(a) for a in rows]

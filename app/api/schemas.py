@@ -90,12 +90,21 @@ class ArtifactOut(BaseModel):
 
     id: str = Field(examples=["5d41a0c1-77a3-4a8e-b38c-0e3f4cf2b8f7"])
     job_id: str | None = Field(examples=[JOB_ID_EXAMPLE])
-    kind: str = Field(description="student or report.", examples=["student"])
-    format: str = Field(description="onnx, safetensors or json.", examples=["onnx"])
+    kind: str = Field(description="A job's output: student or report. An upload: teacher or dataset.",
+                      examples=["student"])
+    format: str = Field(description="onnx, safetensors, json; uploads also npz, csv, parquet, zip.",
+                        examples=["onnx"])
+    name: str | None = Field(None, description="An upload's label, as given.", examples=["resnet teacher"])
     filename: str = Field(examples=["student.onnx"])
     media_type: str = Field(examples=["application/onnx"])
     size_bytes: int = Field(examples=[21873])
     sha256: str = Field(examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])
+    inspection: dict[str, Any] | None = Field(
+        None, description="Uploads: what inspection found (teacher: input shape, outputs, classes; "
+        "dataset: rows, columns, input shape, classes). Jobs are checked against it.",
+        examples=[{"format": "onnx", "input_shape": [64], "num_classes": 10, "output": "probabilities",
+                   "output_kind": "probabilities"}],
+    )
     created_at: datetime
 
     @computed_field(examples=["/v1/artifacts/5d41a0c1-77a3-4a8e-b38c-0e3f4cf2b8f7/content"])
@@ -122,11 +131,54 @@ class ProblemOut(BaseModel):
     errors: list[ProblemFieldError] | None = Field(None, description="Each wrong field.")
 
 
+class TenantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$", examples=["acme"])
+    max_concurrent_jobs: int | None = Field(
+        None, ge=1, le=10_000, description="Queued + running jobs at once; null: the service default."
+    )
+
+
+class TenantOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    max_concurrent_jobs: int | None
+    created_at: datetime
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=100, description="A label: who or what uses the key.")
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    tenant_id: str
+    name: str | None
+    prefix: str = Field(description="The key's first characters, to tell keys apart.", examples=["dk_Q2x9aB1c"])
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class NewKeyOut(KeyOut):
+    key: str = Field(description="The key itself: shown this once, stored only as a hash.")
+
+
 _WHY = {
     400: "The body cannot be parsed (not UTF-8 JSON).",
-    404: "No such resource.",
+    401: "No API key, or an unknown or revoked one.",
+    403: "Not allowed (admin routes disabled).",
+    404: "No such resource (or another tenant's).",
     409: "The request conflicts with the resource's state.",
+    413: "The upload is larger than the service accepts.",
     422: "The request is not valid; `errors` names each wrong field.",
+    429: "Too many requests for this key, or the tenant's concurrent-job cap; see Retry-After.",
     503: "A dependency (database, queue) is unavailable; retry after Retry-After seconds.",
 }
 

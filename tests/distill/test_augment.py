@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.spec import AugmentSpec, MLPArch, OptimSpec, fit_errors
+from app.fit import fit_errors
+from app.spec import AugmentSpec, MLPArch, OptimSpec
 from worker.distill.models import build_model
 from worker.distill.objectives import KD
 from worker.distill.reporting import MemoryReporter

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.spec import default_stages
+from app.fit import default_stages
 from app.stages import is_conv, stage_shapes
 
 

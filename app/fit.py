@@ -1,0 +1,289 @@
+"""Checks that a job spec can run, beyond what its fields say alone.
+
+Each check needs something outside the spec: the built-in catalog's shapes, or the
+inspection of an uploaded artifact the spec names (an ONNX teacher's input shape
+and classes, a safetensors file's tensors, a dataset's shape). The API runs them at
+submission and answers 422 with the JSON pointer of each wrong field, so a worker
+never discovers an impossible job an hour later.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from app.catalog import DATASETS
+from app.spec import CNNArch, JobSpec, MLPArch, TeacherArtifact
+from app.stages import is_conv, stage_shapes, state_shapes
+
+
+class FieldError(BaseModel):
+    loc: tuple[str | int, ...]
+    msg: str
+
+
+@dataclass(frozen=True)
+class ArtifactFacts:
+    """What the API knows of an uploaded artifact: its kind, format and inspection."""
+
+    kind: str  # teacher | dataset
+    format: str
+    inspection: dict
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    input_shape: tuple[int, ...]
+    num_classes: int
+    unlabeled_rows: int = 0
+
+
+def artifact_refs(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """Every uploaded artifact the spec names: (location in the spec, id, expected kind)."""
+    refs = []
+    if spec.dataset.artifact is not None:
+        refs.append((("dataset", "artifact"), spec.dataset.artifact, "dataset"))
+    if spec.teacher.artifact is not None:
+        refs.append((("teacher", "artifact", "id"), spec.teacher.artifact.id, "teacher"))
+    for i, member in enumerate(spec.teacher.ensemble or []):
+        if isinstance(member, TeacherArtifact):
+            refs.append((("teacher", "ensemble", i, "id"), member.id, "teacher"))
+    return refs
+
+
+def data_facts(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts]) -> DataFacts:
+    if spec.dataset.name is not None:
+        info = DATASETS[spec.dataset.name]
+        return DataFacts(tuple(info.input_shape), info.num_classes)
+    found = artifacts[spec.dataset.artifact].inspection
+    return DataFacts(tuple(found["input_shape"]), int(found["num_classes"]), int(found.get("unlabeled_rows", 0)))
+
+
+def _shape(shape) -> str:  # noqa: ANN001
+    return "x".join(map(str, shape)) or "a scalar"
+
+
+def _arch_fit(arch: MLPArch | CNNArch, input_shape: tuple[int, ...], loc: tuple) -> list[FieldError]:
+    if isinstance(arch, CNNArch) and len(input_shape) > 2:
+        return [FieldError(loc=(*loc, "name"), msg=f"a cnn takes 1-D or 2-D inputs (one channel), "
+                           f"but the input is {_shape(input_shape)}: use an mlp.")]
+    if isinstance(arch, CNNArch):
+        spatial = input_shape[-2:] if len(input_shape) >= 2 else input_shape
+        need = 2 ** len(arch.channels)
+        if min(spatial) < need:
+            deepest = max(0, min(spatial).bit_length() - 1)
+            return [
+                FieldError(
+                    loc=(*loc, "channels"),
+                    msg=f"{len(arch.channels)} conv stages halve the input {len(arch.channels)} "
+                    f"times, but the input is {'x'.join(map(str, input_shape))}; "
+                    f"use at most {deepest} stages.",
+                )
+            ]
+    return []
+
+
+def _stage_error(loc: tuple, which: str, stage: str, shapes: dict, need_conv: bool) -> FieldError | None:
+    def listing() -> str:
+        return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items()) or "none"
+
+    if stage not in shapes:
+        return FieldError(loc=loc, msg=f"the {which} has no stage {stage!r}; its stages (name and "
+                          f"output shape) are: {listing()}.")
+    if need_conv and not is_conv(shapes[stage]):
+        conv = [k for k, v in shapes.items() if is_conv(v)]
+        return FieldError(loc=loc, msg=f"attention transfer needs conv stages, but the {which}'s "
+                          f"{stage!r} is flat ({shapes[stage][0]} features); its conv stages are: "
+                          f"{', '.join(conv) or 'none (use a cnn)'}. All stages: {listing()}.")
+    return None
+
+
+def default_stages(method, t_shapes: dict, s_shapes: dict) -> tuple[list[str], list[str]]:
+    """The (teacher, student) stages a feature method uses when the spec leaves them out.
+    Shared with the worker so that both resolve the same defaults."""
+    if method.name == "fitnet":
+        t = method.teacher_stage or (list(t_shapes)[-1] if t_shapes else "")
+        st = method.student_stage or (list(s_shapes)[-1] if s_shapes else "")
+        return [t], [st]
+    t_conv = [k for k, v in t_shapes.items() if is_conv(v)]
+    s_conv = [k for k, v in s_shapes.items() if is_conv(v)]
+    n = min(len(t_conv), len(s_conv))
+    ts = method.teacher_stages or (t_conv[len(t_conv) - n:] if n else t_conv[-1:])
+    ss = method.student_stages or (s_conv[len(s_conv) - n:] if n else s_conv[-1:])
+    return list(ts), list(ss)
+
+
+def _feature_errors(spec: JobSpec, shape: tuple[int, ...]) -> list[FieldError]:
+    m = spec.method
+    t_shapes = stage_shapes(spec.teacher.arch, shape)
+    s_shapes = stage_shapes(spec.student.arch, shape)
+    ts, ss = default_stages(m, t_shapes, s_shapes)
+    errors: list[FieldError] = []
+    if m.name == "fitnet":
+        for loc, which, stage, shapes, given in (
+            ("teacher_stage", "teacher", ts[0], t_shapes, m.teacher_stage),
+            ("student_stage", "student", ss[0], s_shapes, m.student_stage),
+        ):
+            if not shapes:
+                errors.append(FieldError(loc=("method", loc), msg=f"the {which} has no stages "
+                              "(an mlp with hidden []): a hint needs one."))
+            elif e := _stage_error(("method", loc), which, stage, shapes, need_conv=False):
+                errors.append(e)
+        return errors
+    # attention
+    if not ts or not ss:
+        for loc, which, shapes, lst in (("teacher_stages", "teacher", t_shapes, ts),
+                                        ("student_stages", "student", s_shapes, ss)):
+            if not lst:
+                errors.append(FieldError(loc=("method", loc), msg=f"attention transfer needs conv "
+                              f"stages, and the {which} has none (its stages: "
+                              f"{', '.join(shapes) or 'none'}); use a cnn {which}."))
+        return errors
+    if len(ts) != len(ss):
+        return [FieldError(loc=("method", "student_stages"), msg=f"{len(ts)} teacher stages but "
+                           f"{len(ss)} student stages: they are paired one to one.")]
+    for i, (t, st) in enumerate(zip(ts, ss)):
+        if e := _stage_error(("method", "teacher_stages", i), "teacher", t, t_shapes, True):
+            errors.append(e)
+        if e := _stage_error(("method", "student_stages", i), "student", st, s_shapes, True):
+            errors.append(e)
+    return errors
+
+
+def _unknown_artifacts(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts]) -> list[FieldError]:
+    errors = []
+    for loc, id_, kind in artifact_refs(spec):
+        found = artifacts.get(id_)
+        if found is None:
+            errors.append(FieldError(loc=loc, msg=f"no {kind} artifact {id_!r} among this tenant's "
+                                     "uploads: upload it first (POST /v1/artifacts) and use the id it returns."))
+        elif found.kind != kind:
+            errors.append(FieldError(loc=loc, msg=f"artifact {id_!r} is a {found.kind}, not a {kind}."))
+    return errors
+
+
+def _onnx_classes(inspection: dict, output: str) -> int | None:
+    for o in inspection["outputs"]:
+        if o["name"] == output:
+            if o.get("kind") == "probability_map":
+                return len(inspection.get("classes") or []) or None
+            last = (o.get("shape") or [None])[-1]
+            return last if isinstance(last, int) else None
+    return None
+
+
+def _onnx_teacher_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:
+    if member.arch is not None:
+        return [FieldError(loc=(*loc, "arch"), msg="arch is for safetensors weights; an ONNX model "
+                           "carries its own graph: leave arch out.")]
+    usable = {o["name"]: o for o in found["outputs"]
+              if o.get("kind") in ("logits", "probabilities", "probability_map")}
+    output = member.output or found["output"]
+    if output not in usable:
+        return [FieldError(loc=(*loc, "output"), msg=f"the model has no usable output {output!r}; "
+                           f"outputs with class scores: {', '.join(usable) or 'none'}.")]
+    errors = []
+    shape = tuple(found["input_shape"])
+    if shape != data.input_shape and math.prod(shape) != math.prod(data.input_shape):
+        errors.append(FieldError(loc=(*loc, "id"), msg=f"the teacher takes inputs of shape "
+                                 f"{_shape(shape)} per example, the dataset's are {_shape(data.input_shape)}: "
+                                 "they must match (or differ only by flattening)."))
+    classes = _onnx_classes(found, output)
+    if classes is not None and classes != data.num_classes:
+        errors.append(FieldError(loc=(*loc, "id"), msg=f"the teacher's output {output!r} scores "
+                                 f"{classes} classes, the dataset has {data.num_classes}."))
+    return errors
+
+
+def _weights_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:
+    """safetensors weights: every key, shape and dtype of the architecture's state dict."""
+    if member.arch is None:
+        return [FieldError(loc=(*loc, "arch"), msg="safetensors weights need the architecture they "
+                           "belong to: give teacher.artifact.arch (GET /v1/catalog lists them).")]
+    if errors := _arch_fit(member.arch, data.input_shape, (*loc, "arch")):
+        return errors
+    expected = state_shapes(member.arch, data.input_shape, data.num_classes)
+    got = {k: (tuple(v["shape"]), v["dtype"]) for k, v in found["tensors"].items()}
+    problems = [f"missing {k} {_shape(v[0])}" for k, v in expected.items() if k not in got]
+    problems += [f"unexpected {k}" for k in got if k not in expected]
+    problems += [f"{k} is {_shape(got[k][0])} {got[k][1]}, expected {_shape(v[0])} {v[1]}"
+                 for k, v in expected.items() if k in got and got[k] != v]
+    if not problems:
+        return []
+    more = f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""
+    return [FieldError(loc=(*loc, "arch"), msg=f"the weights do not fit a {member.arch.name} of this "
+                       f"shape for {_shape(data.input_shape)} inputs and {data.num_classes} classes: "
+                       f"{'; '.join(problems[:6])}{more}. Save the state dict of the model built with "
+                       "this arch (buffers included) with safetensors.")]
+
+
+def _brought_teacher_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts], data: DataFacts) -> list[FieldError]:
+    errors = []
+    members = [(("teacher", "artifact"), spec.teacher.artifact)] if spec.teacher.artifact else []
+    members += [(("teacher", "ensemble", i), m) for i, m in enumerate(spec.teacher.ensemble or [])
+                if isinstance(m, TeacherArtifact)]
+    for loc, member in members:
+        found = artifacts[member.id]
+        check = _onnx_teacher_errors if found.format == "onnx" else _weights_errors
+        errors += check(member, found.inspection, data, loc)
+    return errors
+
+
+def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = None) -> list[FieldError]:
+    """Everything that must hold before a worker sees the job: the uploaded artifacts it names
+    exist and are of the right kind (`artifacts`: what the caller found for artifact_refs);
+    each model fits the data's shape; a brought teacher takes the data's inputs and scores its
+    classes; a feature method's stages exist on both models and can be matched."""
+    artifacts = artifacts or {}
+    if errors := _unknown_artifacts(spec, artifacts):
+        return errors
+    data = data_facts(spec, artifacts)
+    shape = data.input_shape
+    errors = _arch_fit(spec.student.arch, shape, ("student", "arch"))
+    if spec.teacher.train is not None:
+        errors += _arch_fit(spec.teacher.train.arch, shape, ("teacher", "train", "arch"))
+    for i, member in enumerate(spec.teacher.ensemble or []):
+        if not isinstance(member, TeacherArtifact):
+            errors += _arch_fit(member.arch, shape, ("teacher", "ensemble", i, "arch"))
+    m = spec.method
+    if m.name == "teacher_assistant":
+        for i, arch in enumerate(m.assistants):
+            errors += _arch_fit(arch, shape, ("method", "assistants", i))
+    errors += _brought_teacher_errors(spec, artifacts, data)
+    if errors:
+        return errors
+    transfer = spec.dataset.transfer
+    if transfer is not None:
+        if transfer.extra_generated is not None and spec.dataset.name != "mnist1d":
+            errors.append(FieldError(loc=("dataset", "transfer", "extra_generated"), msg="extra_generated "
+                                     "needs a dataset with a generator: mnist1d."))
+        if transfer.unlabeled and data.unlabeled_rows == 0:
+            errors.append(FieldError(loc=("dataset", "transfer", "unlabeled"), msg="the dataset has no "
+                                     "unlabeled rows (an uploaded dataset's x_unlabeled, empty labels, or "
+                                     "unlabeled/ folder)."))
+        if m.name not in ("kd", "pseudo_label"):
+            errors.append(FieldError(loc=("method", "name"), msg=f"a transfer set has no labels: "
+                                     f"use kd or pseudo_label, not {m.name}."))
+    aug = spec.training.augment
+    if aug is not None and aug.active() and spec.training.soft_targets == "cached":
+        errors.append(FieldError(loc=("training", "soft_targets"), msg="augmentation changes the "
+                                 "inputs every batch, so the teacher's outputs cannot be cached: use "
+                                 "\"auto\" or \"recomputed\"."))
+    if m.name in ("fitnet", "attention", "born_again"):
+        if spec.teacher.ensemble is not None:
+            return errors + [FieldError(loc=("teacher", "ensemble"), msg=f"{m.name} needs a single "
+                                        "teacher (its stages or its architecture): use teacher.train.")]
+        if spec.teacher.arch is None:
+            return errors + [FieldError(loc=("teacher", "artifact"), msg=f"{m.name} needs the teacher's "
+                                        "architecture (its stages), and an ONNX teacher exposes none: bring "
+                                        "safetensors weights with their arch, or use kd, dkd or adversarial.")]
+    if m.name in ("fitnet", "attention"):
+        errors += _feature_errors(spec, shape)
+    if m.name == "born_again" and spec.teacher.arch != spec.student.arch:
+        loc = ("teacher", "train" if spec.teacher.train else "artifact", "arch")
+        errors.append(FieldError(loc=loc, msg="born_again distils a model into its own architecture: "
+                                 "the teacher's arch must equal the student's."))
+    return errors

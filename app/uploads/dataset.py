@@ -1,0 +1,486 @@
+"""Inspecting an uploaded dataset, and writing it out as one canonical npz.
+
+Every format ends in the same file: ``x`` float32 (n, *shape), ``y`` int64 in 0..C-1,
+optionally ``x_unlabeled`` float32 and ``x_test``/``y_test``. Labels of any type are
+mapped to 0..C-1 in the order of their sorted unique values (strings as strings,
+numbers as numbers); the class names are kept, as strings, in the result.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from app.uploads import zipsafe
+from app.uploads.errors import InspectionError, UploadLimits
+from app.uploads.formats import DATASET_FORMATS, HOW_TO_CONVERT, code_carrying_content
+
+NPZ_KEYS = ("x", "y", "x_unlabeled", "x_test", "y_test")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Decoders Pillow may use: never EPS (Ghostscript) or other exotic plugins.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+UNLABELED_FOLDERS = ("unlabeled", "unlabelled")
+_INT = re.compile(r"^[+-]?\d+$")
+_CSV_COLUMN = re.compile(r"column #(\d+)")
+
+
+@dataclass
+class _Parts:
+    x: np.ndarray
+    y: np.ndarray  # raw labels, normalised: int64 or a str ('U') array
+    x_unlabeled: np.ndarray | None = None
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def inspect_dataset(path: Path, fmt: str, canonical_out: Path, *, label_column: str = "label",
+                    limits: UploadLimits = UploadLimits()) -> dict:
+    """Check the dataset at ``path``, write it to ``canonical_out`` as the canonical npz
+    (atomically), and say what it holds: {"format", "rows", "input_shape", "num_classes",
+    "classes", "class_counts", "unlabeled_rows", "test_rows"} (+ "columns" for csv and
+    parquet, the number of feature columns)."""
+    path, canonical_out = Path(path), Path(canonical_out)
+    why = code_carrying_content(path)
+    if why:
+        raise InspectionError(f"The dataset is refused: it is {why}. {HOW_TO_CONVERT}", field="file")
+    readers = {"npz": _read_npz, "csv": _read_csv, "parquet": _read_parquet, "zip": _read_image_zip}
+    if fmt not in readers:
+        raise InspectionError(f"Unknown dataset format {fmt!r}: use one of {', '.join(DATASET_FORMATS)}.",
+                              field="format")
+    if fmt in ("csv", "parquet"):
+        parts = readers[fmt](path, limits, label_column)
+    else:
+        parts = readers[fmt](path, limits)
+    return _finish(fmt, parts, canonical_out)
+
+
+# -- labels ------------------------------------------------------------------------------
+def _normalise_labels(values: np.ndarray, what: str, digits_are_ints: bool = False) -> np.ndarray:
+    """Labels as int64 (numbers) or a str array; anything else is refused."""
+    values = np.asarray(values)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise InspectionError(
+            f"{what} must be one label per row, shape (n,); it has shape {list(values.shape)}. "
+            "For one-hot labels give their argmax.", field="file")
+    kind = values.dtype.kind
+    if kind in "biu":
+        return values.astype(np.int64)
+    if kind == "f":
+        if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+            raise InspectionError(
+                f"{what} holds non-integer numbers; labels must be classes (integers or strings), "
+                "not regression targets.", field="file")
+        return values.astype(np.int64)
+    if kind == "S":
+        try:
+            values = np.char.decode(values, "utf-8")
+        except UnicodeDecodeError as exc:
+            raise InspectionError(f"{what} holds bytes that are not UTF-8.", field="file") from exc
+        kind = "U"
+    if kind == "O":
+        items = values.tolist()
+        if all(isinstance(v, (bool, int, np.integer)) for v in items):
+            return np.array(items, dtype=np.int64)
+        if all(isinstance(v, (float, int, np.integer, np.floating)) for v in items):
+            return _normalise_labels(np.array(items, dtype=np.float64), what)
+        if all(isinstance(v, str) for v in items):
+            values = np.array(items, dtype=str) if items else np.array([], dtype="U1")
+            kind = "U"
+        else:
+            raise InspectionError(f"{what} mixes labels of different types; use all integers or "
+                                  "all strings.", field="file")
+    if kind == "U":
+        if digits_are_ints and values.size and all(_INT.match(v) for v in values.tolist()):
+            return np.array([int(v) for v in values.tolist()], dtype=np.int64)
+        return values.astype(str)
+    raise InspectionError(f"{what} has dtype {values.dtype}; labels must be integers or strings.",
+                          field="file")
+
+
+def _encode(y: np.ndarray, y_test: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    if y_test is not None and y.dtype.kind != y_test.dtype.kind:
+        if y.dtype.kind == "U":
+            y_test = y_test.astype(str)
+        else:
+            raise InspectionError("y_test holds strings while y holds integers; use the same labels.",
+                                  field="file")
+    classes, codes = np.unique(y, return_inverse=True)
+    test_codes = None
+    if y_test is not None:
+        idx = np.searchsorted(classes, y_test)
+        idx_clipped = np.clip(idx, 0, max(len(classes) - 1, 0))
+        unknown = (idx >= len(classes)) | (classes[idx_clipped] != y_test) if len(classes) else np.ones(len(y_test), bool)
+        if np.any(unknown):
+            missing = sorted({str(v) for v in y_test[unknown].tolist()})
+            raise InspectionError(
+                f"y_test has labels that no training example has: {', '.join(missing[:10])}"
+                f"{' ...' if len(missing) > 10 else ''}. Test classes must be training classes.",
+                field="file")
+        test_codes = idx.astype(np.int64)
+    return classes, codes.reshape(-1).astype(np.int64), test_codes
+
+
+# -- features ----------------------------------------------------------------------------
+def _features(x: np.ndarray, what: str) -> np.ndarray:
+    if x.dtype.kind not in "biuf" or x.dtype.names:
+        raise InspectionError(f"{what} has dtype {x.dtype}; features must be numbers.", field="file")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = x.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        bad = int(np.argmax(~np.isfinite(out.reshape(len(out), -1)).any(axis=1))) if out.ndim > 1 else 0
+        raise InspectionError(
+            f"{what} holds NaN or infinite values (or numbers too large for float32), first in row "
+            f"{bad}. Fill or drop those rows.", field="file")
+    return out
+
+
+def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
+    if parts.x.ndim < 2:
+        raise InspectionError(
+            f"x must be (n, features...), with one row per example; it has shape {list(parts.x.shape)}.",
+            field="file")
+    x = _features(parts.x, "x")
+    n = len(x)
+    if len(parts.y) != n:
+        raise InspectionError(f"x has {n} rows but y has {len(parts.y)}; give one label per row.",
+                              field="file")
+    shape = tuple(x.shape[1:])
+    arrays: dict[str, np.ndarray] = {}
+    for key in ("x_unlabeled", "x_test"):
+        value = getattr(parts, key)
+        if value is None:
+            continue
+        if tuple(value.shape[1:]) != shape or value.ndim != x.ndim:
+            raise InspectionError(f"{key} has examples of shape {list(value.shape[1:])}, x has "
+                                  f"{list(shape)}; they must match.", field="file")
+        arrays[key] = _features(value, key)
+    if (parts.x_test is None) != (parts.y_test is None):
+        raise InspectionError("Give both x_test and y_test, or neither.", field="file")
+    if parts.y_test is not None and len(parts.y_test) != len(parts.x_test):
+        raise InspectionError(f"x_test has {len(parts.x_test)} rows but y_test has "
+                              f"{len(parts.y_test)}.", field="file")
+    classes, y, y_test = _encode(parts.y, parts.y_test)
+    names = [str(c) for c in classes.tolist()]
+    counts = np.bincount(y, minlength=len(classes)) if n else np.zeros(0, np.int64)
+    if len(classes) < 2:
+        raise InspectionError(
+            f"The dataset has {len(classes)} class{'es' if len(classes) != 1 else ''} among its "
+            f"labelled rows; a classifier needs at least 2.", field="file")
+    few = [(name, int(c)) for name, c in zip(names, counts) if c < 2]
+    if few:
+        listed = ", ".join(f"{name!r} ({c})" for name, c in few[:10])
+        raise InspectionError(
+            f"Every class needs at least 2 examples (the validation split is stratified); these have "
+            f"fewer: {listed}.", field="file")
+    arrays["x"], arrays["y"] = x, y
+    if y_test is not None:
+        arrays["y_test"] = y_test
+    _write_npz(canonical_out, arrays)
+    result = {
+        "format": fmt,
+        "rows": n,
+        "input_shape": list(shape),
+        "num_classes": len(classes),
+        "classes": names,
+        "class_counts": [int(c) for c in counts],
+        "unlabeled_rows": int(len(arrays["x_unlabeled"])) if "x_unlabeled" in arrays else 0,
+        "test_rows": int(len(arrays["x_test"])) if "x_test" in arrays else 0,
+    }
+    result.update(parts.extra)
+    return result
+
+
+def _write_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fp:
+            np.savez(fp, **arrays)
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _too_many_cells(cells: int, limits: UploadLimits) -> InspectionError:
+    return InspectionError(
+        f"The dataset has more than {limits.max_cells} values (rows x features, {cells} so far); "
+        "upload a smaller sample.", field="file")
+
+
+# -- npz ---------------------------------------------------------------------------------
+def _read_npy(member: zipsafe.BoundedMember, key: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(member)
+        if version == (1, 0):
+            return fmt.read_array_header_1_0(member)
+        if version == (2, 0):
+            return fmt.read_array_header_2_0(member)
+        return fmt._read_array_header(member, version)  # type: ignore[attr-defined]
+    except InspectionError:
+        raise
+    except Exception as exc:
+        raise InspectionError(f"{key} in the npz is not a valid .npy array ({exc}). Save the "
+                              "arrays with numpy.savez('data.npz', x=x, y=y).", field="file") from exc
+
+
+def _read_npz(path: Path, limits: UploadLimits) -> _Parts:
+    what = "The npz file"
+    arrays: dict[str, np.ndarray] = {}
+    cells = 0
+    with zipsafe.open_zip(path, limits, what) as zf:
+        budget = zipsafe.ReadBudget(limits, what)
+        for info in zf.infolist():
+            name = info.filename
+            key = name[:-4] if name.endswith(".npy") else name
+            if key not in NPZ_KEYS:
+                raise InspectionError(
+                    f"The npz file has an array {key!r}; the allowed keys are {', '.join(NPZ_KEYS)} "
+                    "(x and y required).", field="file")
+            with zipsafe.BoundedMember(zf, info, budget) as member:
+                shape, fortran, dtype = _read_npy(member, key)
+                if dtype.hasobject:
+                    raise InspectionError(
+                        f"{key} in the npz is an object array, which only loads by unpickling "
+                        "(running code), so it is refused. Save numbers (and labels as integers or "
+                        "fixed-width strings: np.asarray(labels, dtype=str)).", field="file")
+                if dtype.names or dtype.kind not in "biufUS":
+                    raise InspectionError(f"{key} in the npz has dtype {dtype}; use numbers "
+                                          "(or strings for labels).", field="file")
+                count = math.prod(shape)
+                cells += count
+                if cells > limits.max_cells:
+                    raise _too_many_cells(cells, limits)
+                nbytes = count * dtype.itemsize
+                data = member.read_exactly(nbytes)
+                if len(data) != nbytes or member.read(1):
+                    raise InspectionError(f"{key} in the npz is damaged: its data does not match its "
+                                          f"shape {list(shape)}.", field="file")
+            array = np.frombuffer(data, dtype=dtype, count=count)
+            arrays[key] = array.reshape(shape, order="F" if fortran else "C")
+    missing = [k for k in ("x", "y") if k not in arrays]
+    if missing:
+        raise InspectionError(f"The npz file lacks {' and '.join(missing)}; save it with "
+                              "numpy.savez('data.npz', x=x, y=y).", field="file")
+    y_test = arrays.get("y_test")
+    return _Parts(
+        x=arrays["x"], y=_normalise_labels(arrays["y"], "y"),
+        x_unlabeled=arrays.get("x_unlabeled"), x_test=arrays.get("x_test"),
+        y_test=None if y_test is None else _normalise_labels(y_test, "y_test"))
+
+
+# -- tables: csv and parquet --------------------------------------------------------------
+def _missing_label(label_column: str, names: list[str]) -> InspectionError:
+    return InspectionError(
+        f"There is no label column {label_column!r}; the columns are: {', '.join(map(repr, names))}. "
+        "Name the column that holds the classes (label_column).", field="label_column")
+
+
+def _check_names(names: list[str], label_column: str) -> list[str]:
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InspectionError(f"Column names must be unique; repeated: {', '.join(map(repr, dupes))}.",
+                              field="file")
+    if label_column not in names:
+        raise _missing_label(label_column, names)
+    features = [n for n in names if n != label_column]
+    if not features:
+        raise InspectionError("The table has a label column and no feature column.", field="file")
+    return features
+
+
+def _split_labels(labels: list, features: np.ndarray, digits_are_ints: bool) -> _Parts:
+    missing = np.array([v is None or (isinstance(v, str) and not v.strip())
+                        or (isinstance(v, float) and math.isnan(v)) for v in labels], dtype=bool)
+    present = [v.strip() if isinstance(v, str) else v for v, m in zip(labels, missing) if not m]
+    y = _normalise_labels(np.array(present, dtype=object) if present else np.array([], dtype=np.int64),
+                          "The label column", digits_are_ints)
+    return _Parts(x=features[~missing], y=y,
+                  x_unlabeled=features[missing] if missing.any() else None)
+
+
+def _read_csv(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fp:
+            names = next(csv.reader(fp), None)
+    except UnicodeDecodeError as exc:
+        raise InspectionError("The CSV file is not UTF-8 text. Save it as UTF-8.", field="file") from exc
+    except csv.Error as exc:
+        raise InspectionError(f"The CSV header cannot be read: {exc}.", field="file") from exc
+    if not names:
+        raise InspectionError("The CSV file is empty: it needs a header row naming its columns.",
+                              field="file")
+    names = [n.strip() for n in names]
+    features = _check_names(names, label_column)
+    types = {n: pa.float64() for n in features}
+    types[label_column] = pa.string()
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 20)
+    convert = pacsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
+                                   quoted_strings_can_be_null=True)
+    blocks: list[np.ndarray] = []
+    labels: list = []
+    cells = 0
+    try:
+        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
+        for batch in reader:
+            cells += batch.num_rows * len(features)
+            if cells > limits.max_cells:
+                raise _too_many_cells(cells, limits)
+            cols = []
+            for name in features:
+                column = batch.column(name)
+                if column.null_count:
+                    raise InspectionError(f"Column {name!r} has empty cells; fill or drop those rows.",
+                                          field="file")
+                cols.append(column.to_numpy(zero_copy_only=False))
+            blocks.append(np.stack(cols, axis=1) if cols else np.zeros((batch.num_rows, 0)))
+            labels.extend(batch.column(label_column).to_pylist())
+    except pa.ArrowInvalid as exc:
+        message = str(exc)
+        match = _CSV_COLUMN.search(message)
+        if match and "conversion error" in message and int(match.group(1)) < len(names):
+            column = names[int(match.group(1))]
+            raise InspectionError(
+                f"Column {column!r} is not numeric ({message.split(': ', 1)[-1]}); every column but "
+                f"the label ({label_column!r}) must be a number. Drop or encode it.", field="file") from exc
+        raise InspectionError(f"The CSV file cannot be parsed: {message}", field="file") from exc
+    x = np.concatenate(blocks) if blocks else np.zeros((0, len(features)))
+    parts = _split_labels(labels, x, digits_are_ints=True)
+    parts.extra["columns"] = len(features)
+    return parts
+
+
+def _read_parquet(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:
+        raise InspectionError(f"Not a readable Parquet file ({exc}).", field="file") from exc
+    schema = pf.schema_arrow
+    names = list(schema.names)
+    rows = pf.metadata.num_rows
+    cells = rows * max(len(names) - 1, 1)
+    if cells > limits.max_cells:
+        raise _too_many_cells(cells, limits)
+    features = _check_names(names, label_column)
+    for name in features:
+        kind = schema.field(name).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+                or pa.types.is_decimal(kind)):
+            raise InspectionError(
+                f"Column {name!r} is {kind}, not numeric; every column but the label "
+                f"({label_column!r}) must be a number. Drop or encode it.", field="file")
+    try:
+        table = pf.read()
+    except Exception as exc:
+        raise InspectionError(f"The Parquet file cannot be read ({exc}).", field="file") from exc
+    cols = []
+    for name in features:
+        column = table.column(name)
+        if column.null_count:
+            raise InspectionError(f"Column {name!r} has empty cells; fill or drop those rows.",
+                                  field="file")
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        if pa.types.is_decimal(column.type):
+            column = column.cast(pa.float64())
+        cols.append(column.to_numpy().astype(np.float64, copy=False))
+    x = np.stack(cols, axis=1) if cols else np.zeros((rows, 0))
+    parts = _split_labels(table.column(label_column).to_pylist(), x, digits_are_ints=False)
+    parts.extra["columns"] = len(features)
+    return parts
+
+
+# -- images in class folders --------------------------------------------------------------
+def _junk(name: str) -> bool:
+    parts = PurePosixPath(name).parts
+    return ("__MACOSX" in parts or any(p.startswith(".") for p in parts)
+            or parts[-1].lower() in ("thumbs.db", "desktop.ini"))
+
+
+def _read_image_zip(path: Path, limits: UploadLimits) -> _Parts:
+    from PIL import Image, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
+    what = "The zip"
+    images: list[np.ndarray] = []
+    labels: list[str] = []
+    unlabeled: list[np.ndarray] = []
+    first: tuple[str, tuple[int, int]] | None = None
+    cells = 0
+    with zipsafe.open_zip(path, limits, what) as zf:
+        files = [i for i in zf.infolist() if not i.is_dir() and not _junk(i.filename)]
+        if not files:
+            raise InspectionError("The zip holds no images. Put them in one folder per class: "
+                                  "cat/001.png, dog/002.png ...", field="file")
+        paths = [PurePosixPath(i.filename).parts for i in files]
+        strip = 1 if all(len(p) >= 3 for p in paths) and len({p[0] for p in paths}) == 1 else 0
+        budget = zipsafe.ReadBudget(limits, what)
+        for info, parts in zip(files, paths):
+            parts = parts[strip:]
+            if len(parts) != 2:
+                raise InspectionError(
+                    f"{info.filename!r} is not in a class folder. Put the images in one folder per "
+                    "class (cat/001.png, dog/002.png; unlabeled/ for unlabelled ones), optionally "
+                    "all under one top folder.", field="file")
+            folder, base = parts
+            if PurePosixPath(base).suffix.lower() not in IMAGE_EXTENSIONS:
+                raise InspectionError(f"{info.filename!r} is not an image (allowed: "
+                                      f"{', '.join(IMAGE_EXTENSIONS)}).", field="file")
+            data = zipsafe.read_member(zf, info, budget)
+            try:
+                with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as img:
+                    width, height = img.size
+                    if width * height > limits.max_image_pixels:
+                        raise InspectionError(
+                            f"{info.filename!r} is {width}x{height}, more than the "
+                            f"{limits.max_image_pixels} pixels allowed per image.", field="file")
+                    gray = np.asarray(img.convert("L"), dtype=np.uint8)
+            except InspectionError:
+                raise
+            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+                    SyntaxError, zipfile.BadZipFile) as exc:
+                raise InspectionError(f"{info.filename!r} cannot be read as an image ({exc}).",
+                                      field="file") from exc
+            if first is None:
+                first = (info.filename, (width, height))
+            elif (width, height) != first[1]:
+                raise InspectionError(
+                    f"All images must have one size: {first[0]!r} is {first[1][0]}x{first[1][1]}, "
+                    f"{info.filename!r} is {width}x{height}. Resize them first.", field="file")
+            cells += gray.size
+            if cells > limits.max_cells:
+                raise _too_many_cells(cells, limits)
+            if folder.lower() in UNLABELED_FOLDERS:
+                unlabeled.append(gray)
+            else:
+                images.append(gray)
+                labels.append(folder)
+    h, w = (first[1][1], first[1][0]) if first else (0, 0)
+    x = np.stack(images) if images else np.zeros((0, h, w), np.uint8)
+    return _Parts(
+        x=x, y=np.array(labels, dtype=str) if labels else np.array([], dtype="U1"),
+        x_unlabeled=np.stack(unlabeled) if unlabeled else None)

@@ -1,0 +1,24 @@
+"""What a refused upload raises, and the limits inspection enforces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class InspectionError(ValueError):
+    """The file is refused. ``str(exc)`` is a message a person can act on: what is
+    wrong and how to fix it. ``field`` names the multipart field that is wrong:
+    ``"file"`` (the content), ``"format"``, ``"label_column"`` or ``"output"``."""
+
+    def __init__(self, message: str, field: str = "file") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    zip_max_members: int = 10_000
+    zip_max_total_bytes: int = 1 << 30  # sum of uncompressed sizes
+    zip_max_ratio: float = 100.0  # uncompressed / compressed, per member and in total
+    max_cells: int = 50_000_000  # rows * features of a dataset (memory bound)
+    max_image_pixels: int = 4096 * 4096
