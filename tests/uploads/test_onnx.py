@@ -175,3 +175,14 @@ def test_garbage_is_not_an_onnx_model(tmp_path):
     with pytest.raises(InspectionError, match="ONNX") as caught:
         inspect_teacher(path, "onnx")
     assert caught.value.field == "file"
+
+
+def test_the_worker_can_reopen_with_the_inspected_choice(onnx_zipmap, digits):
+    info = inspect_teacher(onnx_zipmap, "onnx")
+    teacher = OnnxClassifier(onnx_zipmap, output=info["output"], output_kind=info["output_kind"])
+    assert (teacher.num_classes, teacher.input_shape, teacher.classes) == (10, (64,), info["classes"])
+    assert teacher.logits(digits[0][:3] / 16.0).shape == (3, 10)
+    with pytest.raises(InspectionError):
+        OnnxClassifier(onnx_zipmap, output=info["output"], output_kind="logits")
+    with pytest.raises(InspectionError, match="do not fit"):
+        teacher.logits(np.zeros((2, 63), np.float32))
