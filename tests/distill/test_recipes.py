@@ -130,7 +130,8 @@ def test_ensemble_teacher_trains_every_member_and_averages_probabilities(tmp_pat
     import numpy as np
     import torch
 
-    from worker.distill.models import EnsembleTeacher, build_model
+    from worker.distill.models import build_model
+    from worker.distill.teachers import EnsembleTeacher
     from app.spec import MLPArch
 
     members = [{"arch": {"name": "mlp", "hidden": [16]}, "epochs": 2, "seed": s} for s in (0, 1)]

@@ -1,4 +1,4 @@
-"""Built-in datasets -> train / validation / test splits of raw arrays.
+"""Built-in and uploaded datasets -> train / validation / test splits of raw arrays.
 
 Inputs are returned exactly as the dataset gives them (no normalisation):
 the models normalise inside their own graph, so an exported student takes
@@ -191,6 +191,43 @@ def load_dataset(spec: DatasetSpec, cache_dir: Path) -> Splits:
     if splits.train.x.shape[1:] != splits.input_shape or len(x_tr) != info.train_size:
         raise RuntimeError(f"{spec.name}: loaded data does not match app.catalog")
     return splits
+
+
+def load_uploaded(npz_path: Path, spec: DatasetSpec) -> Splits:
+    """An uploaded dataset's canonical arrays (validated by the API: `x` float32 (n, *shape),
+    `y` int64 in 0..C-1, optional `x_test`/`y_test`, optional `x_unlabeled`) -> splits.
+
+    The test split is the upload's own x_test/y_test when it has one, else a stratified
+    `spec.test_fraction` held out (seeded by split_seed); the validation split is then carved
+    from the rest exactly as for a built-in dataset. Classes: max label + 1 over y and y_test."""
+    with np.load(npz_path, allow_pickle=False) as f:
+        x, y = f["x"], f["y"]
+        test = (f["x_test"], f["y_test"]) if "x_test" in f.files else None
+    if test is None:
+        kept, held = stratified_split(y, spec.test_fraction, spec.split_seed)
+        x_tr, y_tr, x_te, y_te = x[kept], y[kept], x[held], y[held]
+    else:
+        x_tr, y_tr, (x_te, y_te) = x, y, test
+        if x_te.shape[1:] != x.shape[1:]:
+            raise ValueError(f"uploaded dataset: x_test examples have shape {x_te.shape[1:]}, "
+                             f"x's have {x.shape[1:]}")
+    fit, val = stratified_split(y_tr, spec.val_fraction, spec.split_seed)
+    labels = np.concatenate([y.reshape(-1), np.asarray(y_te).reshape(-1)])
+    return Splits(
+        train=_split(x_tr[fit], y_tr[fit]),
+        val=_split(x_tr[val], y_tr[val]),
+        test=_split(x_te, y_te),
+        input_shape=tuple(int(d) for d in x.shape[1:]),
+        num_classes=int(labels.max()) + 1,
+    )
+
+
+def load_unlabeled(npz_path: Path) -> np.ndarray:
+    """An uploaded dataset's unlabeled rows (`x_unlabeled`), for dataset.transfer.unlabeled."""
+    with np.load(npz_path, allow_pickle=False) as f:
+        if "x_unlabeled" not in f.files:
+            raise ValueError("the uploaded dataset has no unlabeled rows (x_unlabeled)")
+        return np.ascontiguousarray(f["x_unlabeled"], dtype=np.float32)
 
 
 def student_train(splits: Splits, spec: DatasetSpec) -> ArraySplit:

@@ -26,7 +26,12 @@ def autocast(device: torch.device):
 
 
 def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+    """Where the model's tensors are; the CPU for one without any (an ONNX teacher)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
 
 
 @torch.no_grad()

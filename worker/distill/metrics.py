@@ -50,10 +50,17 @@ def expected_calibration_error(logits: torch.Tensor, y: torch.Tensor, n_bins: in
     return float(ece)
 
 
-def state_bytes(model: nn.Module) -> int:
+def state_bytes(model: nn.Module) -> int | None:
     """Bytes of the state dict's tensors (parameters + buffers), i.e. the
-    safetensors payload without its small header."""
-    return sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    safetensors payload without its small header; plus a brought ONNX teacher's
+    initializers (`external_bytes`), None when those are unknown."""
+    n = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    for m in model.modules():
+        external = getattr(m, "external_bytes", 0)
+        if external is None:
+            return None
+        n += external
+    return n
 
 
 @torch.inference_mode()

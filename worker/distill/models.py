@@ -174,21 +174,14 @@ def model_from_state(config: Mapping, state: Mapping[str, torch.Tensor]) -> Clas
     return model.eval()
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def count_parameters(model: nn.Module) -> int | None:
+    """Parameters of the model, plus those a submodule keeps outside torch (a brought ONNX
+    teacher's initializers: `external_parameters`); None when one of those is unknown."""
+    n = sum(p.numel() for p in model.parameters())
+    for m in model.modules():
+        external = getattr(m, "external_parameters", 0)
+        if external is None:
+            return None
+        n += external
+    return n
 
-
-class EnsembleTeacher(nn.Module):
-    """Several trained classifiers as one teacher: output = log of the members' mean softmax
-    probabilities (T = 1). A temperature is applied to that output like to any logits, so
-    soft targets are softmax(log(mean p) / T): at T = 1 exactly the mean probabilities."""
-
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.input_shape = members[0].input_shape
-        self.num_classes = members[0].num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logp = torch.stack([torch.log_softmax(m(x).float(), dim=1) for m in self.members])
-        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))

@@ -25,18 +25,23 @@ from typing import Any
 
 import torch
 
-from app.spec import JobSpec
-from worker.distill import checkpoint, metrics
 import dataclasses
 
-from worker.distill.data import Splits, input_stats, load_dataset, mnist1d_transfer, student_train, with_transfer
+from app.spec import JobSpec, TeacherArtifact, TeacherTrain
+from worker.distill import checkpoint, metrics
+from worker.distill.data import (
+    Splits, input_stats, load_dataset, load_unlabeled, load_uploaded, mnist1d_transfer, student_train,
+    with_transfer,
+)
 from worker.distill.export import OutputFile, export_model
 from worker.distill.inference import predict_logits, resolve_device
-from worker.distill.models import Classifier, EnsembleTeacher, build_model, count_parameters
+from worker.distill.inputs import JobInputs
+from worker.distill.models import Classifier, build_model, count_parameters
 from worker.distill.objectives import CE, build_objective
 from worker.distill.progress import Progress
 from worker.distill.report import aggregate, json_safe, summary, write_json
 from worker.distill.reporting import Cancelled, Reporter
+from worker.distill.teachers import EnsembleTeacher, load_brought_teacher
 from worker.distill.trainer import TrainResult, train
 
 STUDENT_STEM = "student"
@@ -101,14 +106,28 @@ def _train_runs(
     return runs
 
 
-def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) -> JobResult:
+def _uploaded_npz(spec: JobSpec, inputs: JobInputs) -> Path:
+    if inputs.dataset_npz is None:
+        raise ValueError(f"dataset artifact {spec.dataset.artifact!r}: the job was given no file for it")
+    return Path(inputs.dataset_npz)
+
+
+def run_job(
+    spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path, inputs: JobInputs | None = None
+) -> JobResult:
+    """Run one job. `inputs` carries the uploaded files the spec names (dataset.artifact, brought
+    teachers), resolved by the caller; built-in datasets and trained teachers need none."""
+    inputs = inputs or JobInputs()
     out_dir = Path(workdir) / "out"
     device = resolve_device(spec.training.device)
-    splits = load_dataset(spec.dataset, Path(data_cache))
+    if spec.dataset.artifact is not None:
+        splits = load_uploaded(_uploaded_npz(spec, inputs), spec.dataset)
+    else:
+        splits = load_dataset(spec.dataset, Path(data_cache))
     stats = input_stats(splits.train.x)
     method = spec.method
     reporter.event(
-        f"dataset {spec.dataset.name}: {len(splits.train)} train / {len(splits.val)} validation / "
+        f"dataset {spec.dataset.label}: {len(splits.train)} train / {len(splits.val)} validation / "
         f"{len(splits.test)} test examples; device {device.type}"
     )
     assistants = list(method.assistants) if method.name == "teacher_assistant" else []
@@ -118,9 +137,14 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
         if generations else [("student", f"seed={seed}") for seed in spec.seeds]
     )
     # Every training run of the job: (phase, run, planned epochs).
+    members = spec.teacher.members
+
+    def member_name(i: int) -> str:
+        return "teacher" if len(members) == 1 else f"member={i}"
+
     plan = (
-        ([("teacher", "teacher", spec.teacher.train.epochs)] if spec.teacher.train is not None else
-         [("teacher", f"member={i}", m.epochs) for i, m in enumerate(spec.teacher.ensemble, 1)])
+        # Brought teachers are not trained: they have no run.
+        [("teacher", member_name(i), m.epochs) for i, m in enumerate(members, 1) if isinstance(m, TeacherTrain)]
         + [("assistant", f"link={i}", spec.training.epochs) for i in range(1, len(assistants) + 1)]
         + [(p, r, spec.training.epochs) for p, r in student_runs]
         + ([("baseline", f"seed={seed}", spec.training.epochs) for seed in spec.seeds] if spec.baseline else [])
@@ -132,11 +156,24 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
 
     # --- teacher(s) (on the same device as the students: training.device) ----------
     _phase(reporter, "teacher")
-    members = spec.teacher.members
-    t_spec = members[0]
-    member_runs: list[tuple[Any, Classifier, TrainResult]] = []
+    # What the pipeline takes from "the" teacher: the first member's seed and arch (a brought
+    # teacher has no seed: the first student seed; an ONNX one has no arch).
+    first = members[0]
+    t_seed = first.seed if isinstance(first, TeacherTrain) else spec.seeds[0]
+    t_arch = first.arch
+    member_runs: list[tuple[Any, Any, TrainResult | None]] = []
+    brought_facts: dict[int, dict[str, Any]] = {}  # member index -> report facts
     for i, m_spec in enumerate(members, 1):
-        name = "teacher" if len(members) == 1 else f"member={i}"
+        name = member_name(i)
+        if isinstance(m_spec, TeacherArtifact):
+            brought = inputs.teachers.get(m_spec.id)
+            if brought is None:
+                raise ValueError(f"teacher artifact {m_spec.id!r}: the job was given no file for it")
+            loaded = load_brought_teacher(m_spec, brought, splits.input_shape, splits.num_classes)
+            reporter.event(("teacher: " if name == "teacher" else f"teacher {name}: ") + loaded.description)
+            brought_facts[i] = loaded.facts
+            member_runs.append((m_spec, loaded.model.to(device), None))
+            continue
         model = build_model(m_spec.arch, splits.input_shape, splits.num_classes, *stats, seed=m_spec.seed)
         result = train(
             model, CE(), splits.train, splits.val, m_spec,
@@ -153,13 +190,13 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
             )
         member_runs.append((m_spec, model, result))
     if len(members) == 1:
-        teacher, t_result = member_runs[0][1], member_runs[0][2]
+        teacher = member_runs[0][1]
     else:
-        teacher, t_result = EnsembleTeacher([m for _, m, _ in member_runs]).eval(), None
+        teacher = EnsembleTeacher([m for _, m, _ in member_runs]).eval()
         reporter.event(f"teacher: an ensemble of {len(members)}; its output is the log of the members' "
                        "mean probabilities, and the temperature applies to that")
 
-    def objective_for(seed: int = 0, teacher_arch=t_spec.arch):  # a fresh one per run
+    def objective_for(seed: int = 0, teacher_arch=t_arch):  # a fresh one per run
         return build_objective(
             method, seed=seed, input_shape=splits.input_shape, num_classes=splits.num_classes,
             teacher_arch=teacher_arch, student_arch=spec.student.arch,
@@ -190,11 +227,16 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     labeled_splits = splits  # the baseline's: labels only
     transfer_size = 0
     if spec.dataset.transfer is not None:
-        extra = mnist1d_transfer(spec.dataset.transfer.extra_generated, Path(data_cache))
+        if spec.dataset.transfer.unlabeled:
+            extra = load_unlabeled(_uploaded_npz(spec, inputs))
+            what = "unlabeled rows of the uploaded dataset"
+        else:
+            extra = mnist1d_transfer(spec.dataset.transfer.extra_generated, Path(data_cache))
+            what = "extra generated mnist1d inputs (labels discarded)"
         transfer_size = len(extra)
         splits = dataclasses.replace(splits, train=with_transfer(splits.train, extra))
         reporter.event(
-            f"transfer set: {transfer_size} extra generated mnist1d inputs (labels discarded); the "
+            f"transfer set: {transfer_size} {what}; the "
             "student learns there from the teacher alone, the baseline never sees them"
         )
 
@@ -204,12 +246,12 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     if assistants:
         _phase(reporter, "assistant")
         for i, arch in enumerate(assistants, 1):
-            model = build_model(arch, splits.input_shape, splits.num_classes, *stats, seed=t_spec.seed)
-            objective = objective_for(t_spec.seed)
+            model = build_model(arch, splits.input_shape, splits.num_classes, *stats, seed=t_seed)
+            objective = objective_for(t_seed)
             kwargs, _ = soft_kwargs(source, objective)
             result = train(
                 model, objective, splits.train, splits.val, spec.training,
-                seed=t_spec.seed, device=device, reporter=reporter, phase="assistant", run=f"link={i}",
+                seed=t_seed, device=device, reporter=reporter, phase="assistant", run=f"link={i}",
                 on_epoch=progress.run(spec.training.epochs), augment=spec.training.augment, **kwargs,
             )
             progress.run_done(spec.training.epochs)
@@ -280,12 +322,18 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     _phase(reporter, "evaluate")
     teacher_test_logits = predict_logits(_cpu(teacher), splits.test.x)
     teacher_report = {**metrics.evaluate(teacher, teacher_splits)}
-    if t_result is not None:
-        teacher_report.update(**_run_fields(t_result), arch=t_spec.arch.model_dump())
+
+    def member_facts(i: int, m_spec, result: TrainResult | None) -> dict[str, Any]:
+        if result is None:
+            return dict(brought_facts[i])
+        return {"source": "trained", "arch": m_spec.arch.model_dump(), **_run_fields(result)}
+
+    if len(members) == 1:
+        m_spec, _, result = member_runs[0]
+        teacher_report.update(member_facts(1, m_spec, result))
     else:
         teacher_report["members"] = [
-            {"member": i, "arch": m_spec.arch.model_dump(), **metrics.evaluate(model, teacher_splits),
-             **_run_fields(result)}
+            {"member": i, **metrics.evaluate(model, teacher_splits), **member_facts(i, m_spec, result)}
             for i, (m_spec, model, result) in enumerate(member_runs, 1)
         ]
 
@@ -329,7 +377,8 @@ def run_job(spec: JobSpec, reporter: Reporter, workdir: Path, data_cache: Path) 
     report = json_safe({
         "name": spec.name,
         "dataset": {
-            "name": spec.dataset.name,
+            "name": spec.dataset.label,
+            **({"artifact": spec.dataset.artifact} if spec.dataset.artifact is not None else {}),
             "input_shape": list(splits.input_shape),
             "num_classes": splits.num_classes,
             "train_size": len(labeled_splits.train),  # the students' labeled examples

@@ -1,0 +1,26 @@
+"""What a job brings besides its spec: the uploaded files the spec names, as local paths.
+
+Torch-free (worker/tasks.py builds it in the worker's parent process from the database).
+The engine reads the files; it never learns where they came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+
+@dataclass(frozen=True)
+class BroughtTeacher:
+    """An uploaded teacher: an ONNX model, or safetensors weights of one of our architectures."""
+
+    path: Path
+    format: Literal["onnx", "safetensors"]
+    inspection: Mapping[str, Any] = field(default_factory=dict)  # what the API found at upload
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    dataset_npz: Path | None = None  # an uploaded dataset's canonical arrays (x, y, x_unlabeled?, x_test?, y_test?)
+    teachers: Mapping[str, BroughtTeacher] = field(default_factory=dict)  # artifact id -> file
