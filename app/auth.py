@@ -31,28 +31,28 @@ class Caller:
 
 
 class RateLimiter:
-    """A token bucket per key: `burst` requests at once, refilled at `per_minute`. Kept in
-    the API process (each API replica counts on its own)."""
+    """A token bucket per key: DISTILL_RATE_LIMIT_BURST requests at once, refilled at
+    DISTILL_RATE_LIMIT_PER_MINUTE. Kept in the API process (each API replica counts on its own)."""
 
-    def __init__(self, per_minute: int, burst: int) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(burst)
+    def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, at)
         self._lock = threading.Lock()
 
     def wait_seconds(self, key_id: str) -> int:
         """Take a token: 0 if there was one, else how long until there is."""
-        if self.rate <= 0:
+        settings = get_settings()
+        rate, burst = settings.rate_limit_per_minute / 60.0, float(settings.rate_limit_burst)
+        if rate <= 0:
             return 0
         now = time.monotonic()
         with self._lock:
-            tokens, at = self._buckets.get(key_id, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            tokens, at = self._buckets.get(key_id, (burst, now))
+            tokens = min(burst, tokens + (now - at) * rate)
             if tokens >= 1:
                 self._buckets[key_id] = (tokens - 1, now)
                 return 0
             self._buckets[key_id] = (tokens, now)
-            return max(1, math.ceil((1 - tokens) / self.rate))
+            return max(1, math.ceil((1 - tokens) / rate))
 
 
 def presented_key(request: Request) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 
 def _first_start() -> None:
     """Zero set-up for the embedded default: with keys on and none created yet, make the
-    tenant 'local' and one key, and print it (the only time a key is ever printed)."""
+    tenant 'local' and one key, write it to $DISTILL_HOME/api-key and print it to a terminal
+    (the only time a key is ever printed)."""
     settings = get_settings()
     try:
         with get_sessionmaker()() as session:
@@ -32,9 +34,13 @@ def _first_start() -> None:
     except SQLAlchemyError as exc:  # not migrated yet, or the database is down: next start
         log.warning("first-start set-up skipped: %s", exc)
         return
-    if key is not None:
-        print(f"distill: created the tenant 'local' and its API key (also in {settings.local_key_file}, "
-              f"mode 0600; shown once):\n  {key}", flush=True)
+    if key is None:
+        return
+    where = f"{settings.local_key_file} (mode 0600)"
+    if sys.stdout.isatty():  # a person at a terminal sees it; a log file never holds it
+        print(f"distill: created the tenant 'local' and its API key, also in {where}:\n  {key}", flush=True)
+    else:
+        print(f"distill: created the tenant 'local' and its API key: it is in {where}", flush=True)
 
 
 @asynccontextmanager
@@ -44,7 +50,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    settings = get_settings()
     app = FastAPI(
         title="distill",
         version="1.0",
@@ -55,7 +60,7 @@ def create_app() -> FastAPI:
         "Errors are RFC 9457 application/problem+json.",
         lifespan=lifespan,
     )
-    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst)
+    app.state.rate_limiter = RateLimiter()
     problems.install(app)
     for module in (jobs, uploads, artifacts, catalog):
         app.include_router(module.router, dependencies=[Depends(authenticate)])

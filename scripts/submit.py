@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -103,10 +104,16 @@ def main() -> int:
     parser.add_argument("--download", type=Path, help="folder for the student and report")
     parser.add_argument("--ready-timeout", type=float, default=60,
                         help="seconds to wait for the API's /readyz first")
+    parser.add_argument("--key-file", type=Path, default=Path(os.environ.get("DISTILL_HOME", "var")) / "api-key",
+                        help="file holding the API key when DISTILL_API_KEY is not set (default: the "
+                        "key the embedded service created on first start, $DISTILL_HOME/api-key)")
     args = parser.parse_args()
 
     api = httpx.Client(base_url=args.api, timeout=30)
     wait_until_ready(api, args.ready_timeout)
+    key = os.environ.get("DISTILL_API_KEY") or (args.key_file.read_text().strip() if args.key_file.is_file() else "")
+    if key:
+        api.headers["Authorization"] = f"Bearer {key}"
     r = api.post("/v1/jobs", json=json.loads(args.spec.read_text()))
     if r.status_code != 202:
         print(json.dumps(r.json(), indent=2), file=sys.stderr)

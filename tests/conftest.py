@@ -18,7 +18,9 @@ PG_ADMIN_URL = os.environ.get(
     "DISTILL_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("DISTILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-TABLES = ("artifacts", "job_metrics", "job_events", "jobs")
+# Tests drive the API harder than a client would; tests/api/test_tenants.py sets the limits.
+NO_LIMITS = {"DISTILL_RATE_LIMIT_PER_MINUTE": "0", "DISTILL_MAX_CONCURRENT_JOBS": "1000"}
+TABLES = ("artifacts", "job_metrics", "job_events", "jobs", "api_keys", "tenants")
 
 
 def migrate(url: str) -> None:
@@ -83,6 +85,7 @@ def service_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dic
         "DISTILL_BROKER_URL": "filesystem://",
         "DISTILL_QUEUE": f"train-{uuid.uuid4().hex[:8]}",
         "DISTILL_DATA_CACHE_DIR": str(ROOT / "var" / "test-cache"),
+        **NO_LIMITS,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from app import jobs
+from app import jobs, tenants
 from app.db import make_engine
 from app.models import Job, utcnow
 from app.spec import EXAMPLE_SPEC, JobSpec
@@ -27,7 +27,8 @@ LEASE = 30.0
 
 
 def new_job(session: Session, **limits) -> str:
-    job = jobs.create(session, JobSpec.model_validate({**EXAMPLE_SPEC, "limits": limits}))
+    tenant = tenants.local_tenant(session)
+    job = jobs.create(session, JobSpec.model_validate({**EXAMPLE_SPEC, "limits": limits}), tenant_id=tenant.id)
     session.commit()
     return job.id
 

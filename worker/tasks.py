@@ -25,11 +25,13 @@ from sqlalchemy.orm import Session
 from app import jobs
 from app.config import get_settings
 from app.db import get_sessionmaker
+from app.fit import artifact_refs
 from app.models import Artifact, Job, utcnow
 from app.queue import RUN_JOB_TASK, enqueue_job
 from app.spec import JobSpec
-from app.storage import get_storage
+from app.storage import dataset_arrays_key, get_storage
 from worker.celery_app import app
+from worker.distill.inputs import BroughtTeacher, JobInputs
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +39,31 @@ T = TypeVar("T")
 
 class LeaseLost(Exception):
     """Another worker holds the job now (ours expired) or it ended: write nothing more."""
+
+
+class ArtifactUnavailable(Exception):
+    """An upload the spec names cannot be used by this job: the job fails, saying which."""
+
+
+def job_inputs(session: Session, job: Job, spec: JobSpec) -> JobInputs:
+    """The uploaded files the spec names, as paths in the artifact store. Each must be an
+    upload (not a job's output) of the job's own tenant, of the kind the spec uses it as."""
+    storage = get_storage()
+    dataset_npz, teachers = None, {}
+    for _, artifact_id, kind in artifact_refs(spec):
+        artifact = session.get(Artifact, artifact_id)
+        if (artifact is None or artifact.tenant_id != job.tenant_id or artifact.job_id is not None
+                or artifact.kind != kind):
+            raise ArtifactUnavailable(f"{kind} artifact {artifact_id!r} is not an upload of this job's "
+                                      "tenant (it was deleted, or never was one)")
+        if kind == "dataset":
+            path = dataset_npz = storage.path(dataset_arrays_key(artifact.storage_key))
+        else:
+            path = storage.path(artifact.storage_key)
+            teachers[artifact_id] = BroughtTeacher(path, artifact.format, dict(artifact.inspection or {}))
+        if not path.is_file():
+            raise ArtifactUnavailable(f"{kind} artifact {artifact_id!r}: its file is missing from the store")
+    return JobInputs(dataset_npz=dataset_npz, teachers=teachers)
 
 
 def in_transaction(fn: Callable[[Session], T]) -> T:
@@ -206,7 +233,8 @@ def run_job(job_id: str) -> None:
         job = in_transaction(lambda s: s.get(Job, job_id))
         spec = JobSpec.model_validate(job.spec)
         runner.deadline = job.deadline_at
-        outcome = run_pipeline(spec, runner, runner.workdir, settings.resolved_data_cache_dir)
+        inputs = in_transaction(lambda s: job_inputs(s, job, spec))
+        outcome = run_pipeline(spec, runner, runner.workdir, settings.resolved_data_cache_dir, inputs)
         runner.store_outputs(outcome.files)
         runner.end("succeeded", result=outcome.report)
     except (Cancelled, LeaseLost):

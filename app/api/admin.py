@@ -15,7 +15,7 @@ from app.problems import Problem
 
 router = APIRouter(
     prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)],
-    responses=problems(401, 403, 404, 422, 503),
+    responses=problems(400, 401, 403, 404, 422, 503),
 )
 
 

@@ -177,6 +177,7 @@ _WHY = {
     404: "No such resource (or another tenant's).",
     409: "The request conflicts with the resource's state.",
     413: "The upload is larger than the service accepts.",
+    415: "The body is not of a media type this route takes.",
     422: "The request is not valid; `errors` names each wrong field.",
     429: "Too many requests for this key, or the tenant's concurrent-job cap; see Retry-After.",
     503: "A dependency (database, queue) is unavailable; retry after Retry-After seconds.",

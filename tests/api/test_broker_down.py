@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.spec import EXAMPLE_SPEC
+from tests.api.conftest import keyed_client
 from tests.conftest import clear_caches
 
 
@@ -20,9 +21,7 @@ def client_without_broker(service_env, database_url, monkeypatch):
     monkeypatch.setenv("DISTILL_BROKER_URL", f"redis://127.0.0.1:{port}/0")
     monkeypatch.setenv("DISTILL_DATABASE_URL", database_url)
     clear_caches()
-    from app.main import create_app
-
-    with TestClient(create_app()) as c:
+    with keyed_client() as c:
         yield c
 
 

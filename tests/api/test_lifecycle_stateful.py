@@ -28,7 +28,7 @@ def test_no_illegal_transition_is_ever_observed(client):
         def __init__(self) -> None:
             super().__init__()
             with sessions() as s:  # each example starts from an empty database
-                for table in ("job_metrics", "job_events", "artifacts", "jobs"):
+                for table in ("job_metrics", "job_events", "artifacts", "jobs"):  # tenants stay
                     s.execute(text(f"DELETE FROM {table}"))
                 s.commit()
             # job id -> last observed status. Jobs are drawn in submission order, never by

@@ -9,6 +9,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
+from app import tenants
+from app.db import get_sessionmaker
 from app.main import create_app
 from tests.conftest import clear_caches, migrate
 
@@ -16,11 +18,16 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", create_app())
 
 
 @pytest.fixture
-def embedded(service_env, tmp_path, monkeypatch):
+def embedded(service_env, tmp_path, monkeypatch) -> str:
+    """A migrated SQLite database with one tenant; returns its API key."""
     url = f"sqlite:///{tmp_path / 'fuzz.db'}"
     migrate(url)
     monkeypatch.setenv("DISTILL_DATABASE_URL", url)
     clear_caches()
+    with get_sessionmaker()() as session:
+        key = tenants.create_key(session, tenants.local_tenant(session)).key
+        session.commit()
+    return key
 
 
 @schema.parametrize()
@@ -28,4 +35,5 @@ def embedded(service_env, tmp_path, monkeypatch):
 def test_api_matches_its_schema(case, embedded):
     # Schema-valid specs are refused on purpose when they cannot run (a CNN deeper than
     # the input allows) or reuse an Idempotency-Key with another body: 422 by contract.
-    case.call_and_validate(excluded_checks=[positive_data_acceptance])
+    case.call_and_validate(headers={"Authorization": f"Bearer {embedded}"},
+                           excluded_checks=[positive_data_acceptance])

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, ROOT, migrate
+from tests.conftest import NO_LIMITS, REDIS_URL, ROOT, migrate
 
 BIN = Path(sys.executable).parent
 
@@ -80,6 +80,11 @@ class Service:
         os.killpg(proc.pid, sig)
         proc.wait(timeout=60)
 
+    def client(self, key: str | None = None) -> httpx.Client:
+        """An HTTP client with an API key: `key`, else the one the first start created."""
+        key = key or (Path(self.env["DISTILL_HOME"]) / "api-key").read_text().strip()
+        return httpx.Client(base_url=self.url, timeout=10, headers={"Authorization": f"Bearer {key}"})
+
     def _ready(self) -> bool:
         try:
             return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
@@ -113,6 +118,7 @@ def service_env(tmp_path: Path, database_url: str | None, broker_url: str, **set
         "DISTILL_QUEUE": f"train-{uuid.uuid4().hex[:8]}",
         "DISTILL_DATA_CACHE_DIR": str(ROOT / "var" / "test-cache"),
         "DISTILL_HEARTBEAT_SECONDS": "1",
+        **NO_LIMITS,
     }
     env |= {f"DISTILL_{k.upper()}": str(v) for k, v in settings.items()}
     if database_url:

@@ -37,7 +37,7 @@ def finished(api: httpx.Client, job_id: str) -> dict | None:
 
 
 def test_job_runs_to_a_student_that_matches_its_report(service: Service, tmp_path: Path):
-    api = httpx.Client(base_url=service.url, timeout=10)
+    api = service.client()
     r = api.post("/v1/jobs", json=TINY_JOB)
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
@@ -93,7 +93,7 @@ def test_job_runs_to_a_student_that_matches_its_report(service: Service, tmp_pat
 
 
 def test_a_running_job_is_cancelled_at_a_batch_and_the_worker_takes_the_next(service: Service):
-    api = httpx.Client(base_url=service.url, timeout=10)
+    api = service.client()
     long_job = {**TINY_JOB, "name": "long", "training": {"epochs": 2000, "batch_size": 8}, "seeds": [0]}
     job_id = api.post("/v1/jobs", json=long_job).json()["id"]
     wait_for(lambda: api.get(f"/v1/jobs/{job_id}").json()["phase"] == "student",

@@ -44,7 +44,7 @@ TINY_JOB = {
 
 
 def api_of(svc: Service) -> httpx.Client:
-    return httpx.Client(base_url=svc.url, timeout=10)
+    return svc.client()
 
 
 def job(api: httpx.Client, job_id: str) -> dict:

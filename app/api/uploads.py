@@ -1,0 +1,248 @@
+"""POST /v1/artifacts: upload a teacher model or a dataset.
+
+The body is multipart/form-data, parsed as it streams: the file part goes straight to
+a temp file in the artifact store while it is hashed and counted, so an upload is
+never held whole in memory and the size cap holds with or without Content-Length.
+Then the file is inspected (app/uploads) and only an accepted file is kept, once per
+tenant and content: the same bytes uploaded again return the artifact stored before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from app.api.jobs import artifact_out
+from app.api.schemas import ArtifactOut, problems
+from app.auth import Caller, CallerDep
+from app.config import get_settings
+from app.db import get_sessionmaker
+from app.models import Artifact
+from app.problems import Problem, invalid_spec
+from app.storage import dataset_arrays_key, get_storage, upload_key
+from app.uploads import (
+    InspectionError, UploadLimits, guess_format, inspect_dataset, inspect_teacher, refuse_code_carrying,
+)
+
+router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(401, 422, 429, 503))
+
+FIELDS = {"kind", "name", "format", "label_column", "output"}
+MAX_FIELD_BYTES = 1000
+MEDIA_TYPES = {
+    "onnx": "application/onnx", "safetensors": "application/octet-stream", "npz": "application/octet-stream",
+    "csv": "text/csv", "parquet": "application/vnd.apache.parquet", "zip": "application/zip",
+}
+UPLOAD_FORM = {
+    "required": ["kind", "file"],
+    "properties": {
+        "kind": {"type": "string", "enum": ["teacher", "dataset"]},
+        "file": {"type": "string", "format": "binary", "description": "ONNX or safetensors (teacher); "
+                 "NPZ, CSV, Parquet or a ZIP of images in class folders (dataset)."},
+        "name": {"type": "string", "maxLength": 200, "description": "A label for people."},
+        "format": {"type": "string", "enum": ["onnx", "safetensors", "npz", "csv", "parquet", "zip"],
+                   "description": "Default: from the file name's extension."},
+        "label_column": {"type": "string", "default": "label", "description": "CSV/Parquet: the label column."},
+        "output": {"type": "string", "description": "ONNX: the output holding class scores, when it has several."},
+    },
+}
+
+
+def _field_error(field: str, detail: str, type_: str = "value_error") -> Problem:
+    return invalid_spec([{"pointer": f"/{field}", "in": "body", "detail": detail, "type": type_}])
+
+
+def _too_large(cap: int) -> Problem:
+    return Problem(413, "Upload too large", f"The service accepts uploads up to {cap} bytes "
+                   "(DISTILL_MAX_UPLOAD_BYTES); nothing was kept.", type_="upload-too-large")
+
+
+class StreamedForm:
+    """Multipart callbacks: small fields collected, the one `file` part written to `target`."""
+
+    def __init__(self, boundary: bytes, target: Path, cap: int) -> None:
+        self.fields: dict[str, str] = {}
+        self.filename: str | None = None
+        self.size = 0
+        self.sha256 = hashlib.sha256()
+        self._target, self._cap = target, cap
+        self._out = None
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._disposition: dict[str, str] = {}
+        self._value = bytearray()
+        self.parser = MultipartParser(boundary, {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda d, s, e: self._header_field.extend(d[s:e]),
+            "on_header_value": lambda d, s, e: self._header_value.extend(d[s:e]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        })
+
+    def _part_begin(self) -> None:
+        self._disposition, self._value = {}, bytearray()
+
+    def _header_end(self) -> None:
+        if bytes(self._header_field).lower() == b"content-disposition":
+            _, options = parse_options_header(bytes(self._header_value))
+            self._disposition = {k.decode(): v.decode("utf-8", "replace") for k, v in options.items()}
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def _headers_finished(self) -> None:
+        name = self._disposition.get("name", "")
+        if name == "file":
+            if self._out is not None:
+                raise _field_error("file", "send one file per upload")
+            self.filename = self._disposition.get("filename") or ""
+            self._out = self._target.open("wb")
+        elif name not in FIELDS:
+            raise _field_error(name or "(unnamed)", f"unknown form field {name!r}; the fields are: "
+                               f"file, {', '.join(sorted(FIELDS))}", "extra_forbidden")
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        chunk = data[start:end]
+        if self._disposition.get("name") != "file":
+            self._value.extend(chunk)
+            if len(self._value) > MAX_FIELD_BYTES:
+                raise _field_error(self._disposition.get("name", ""), f"longer than {MAX_FIELD_BYTES} bytes")
+            return
+        self.size += len(chunk)
+        if self.size > self._cap:
+            raise _too_large(self._cap)
+        self.sha256.update(chunk)
+        self._out.write(chunk)
+
+    def _part_end(self) -> None:
+        name = self._disposition.get("name")
+        if name == "file":
+            self._out.flush()
+            os.fsync(self._out.fileno())
+            self._out.close()
+        elif name:
+            self.fields[name] = self._value.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        if self._out is not None and not self._out.closed:
+            self._out.close()
+
+
+def _safe_filename(filename: str, fmt: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename.replace("\\", "/")).name).lstrip(".")[:100]
+    return base or f"upload.{fmt}"
+
+
+@router.post(
+    "/artifacts",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ArtifactOut,
+    summary="Upload a teacher model or a dataset",
+    description="multipart/form-data with `kind` (teacher | dataset) and `file`; optional `name`, "
+    "`format` (else from the extension), `label_column` (CSV/Parquet), `output` (ONNX). Pickle-based "
+    "files (.pt, .pth, .bin, .pkl), TorchScript and .pt2 are refused: loading them runs code. "
+    "201 with what inspection found; 200 with the earlier artifact when this tenant uploaded the "
+    "same content before.",
+    responses={200: {"description": "The same content was uploaded before: that artifact.",
+                     "model": ArtifactOut}, **problems(413, 415)},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", **UPLOAD_FORM}}}}},
+)
+async def upload_artifact(request: Request, response: Response, caller: CallerDep) -> ArtifactOut:
+    cap = get_settings().max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > cap + 64 * 1024:  # + room for the form
+        raise _too_large(cap)
+    content_type, options = parse_options_header(request.headers.get("content-type", ""))
+    if content_type != b"multipart/form-data" or not options.get(b"boundary"):
+        raise Problem(415, "Send multipart/form-data", "Upload with multipart/form-data: fields kind "
+                      "and file (e.g. curl -F kind=teacher -F file=@teacher.onnx).", type_="unsupported-media-type")
+    storage = get_storage()
+    incoming = storage.path(f"uploads/.incoming/{uuid.uuid4().hex}")
+    incoming.parent.mkdir(parents=True, exist_ok=True)
+    form = StreamedForm(options[b"boundary"], incoming.with_suffix(".part"), cap)
+    try:
+        async for chunk in request.stream():
+            form.parser.write(chunk)
+        form.parser.finalize()
+        form.close()
+        artifact, created = await run_in_threadpool(_accept, caller, form, incoming)
+    finally:
+        form.close()
+        for leftover in incoming.parent.glob(incoming.name + "*"):
+            leftover.unlink(missing_ok=True)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    response.headers["Location"] = f"/v1/artifacts/{artifact.id}"
+    return artifact_out(artifact)
+
+
+def _form_fields(form: StreamedForm) -> tuple[str, str, dict[str, Any]]:
+    if form.filename is None:
+        raise _field_error("file", "no file part: send the file as the form field 'file'", "missing")
+    if form.size == 0:
+        raise _field_error("file", "the file is empty")
+    kind = form.fields.get("kind")
+    if kind not in ("teacher", "dataset"):
+        raise _field_error("kind", "kind must be 'teacher' or 'dataset'", "missing" if kind is None else "enum")
+    fmt = form.fields.get("format") or guess_format(kind, form.filename)
+    options = {k: form.fields[k] for k in ("label_column", "output") if form.fields.get(k)}
+    return kind, fmt, options
+
+
+def _accept(caller: Caller, form: StreamedForm, incoming: Path) -> tuple[Artifact, bool]:
+    """Inspect the streamed file; keep it (once per tenant and content) or refuse it."""
+    upload = incoming.with_suffix(".part")
+    arrays = incoming.with_suffix(".npz")
+    try:
+        kind, fmt, options = _form_fields(form)
+        refuse_code_carrying(upload, form.filename)
+    except InspectionError as exc:
+        raise _field_error(exc.field, str(exc), "refused") from exc
+    digest = form.sha256.hexdigest()
+    with get_sessionmaker()() as session:
+        if (existing := _existing(session, caller, kind, digest)) is not None:
+            return existing, False
+        try:
+            if kind == "teacher":
+                inspection = inspect_teacher(upload, fmt, output=options.get("output"))
+            else:
+                inspection = inspect_dataset(upload, fmt, arrays, label_column=options.get("label_column", "label"),
+                                             limits=UploadLimits())
+        except InspectionError as exc:
+            raise _field_error(exc.field, str(exc), "refused") from exc
+        storage = get_storage()
+        key = upload_key(caller.tenant_id, digest, _safe_filename(form.filename, fmt))
+        final = storage.path(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "dataset":
+            os.replace(arrays, storage.path(dataset_arrays_key(key)))
+        os.replace(upload, final)
+        artifact = Artifact(
+            tenant_id=caller.tenant_id, job_id=None, kind=kind, format=fmt, name=form.fields.get("name"),
+            filename=final.name, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"),
+            storage_key=key, size_bytes=form.size, sha256=digest, inspection=inspection,
+        )
+        session.add(artifact)
+        try:
+            session.commit()
+        except IntegrityError:  # the same content, uploaded at the same moment: that one wins
+            session.rollback()
+            return _existing(session, caller, kind, digest), False
+        return artifact, True
+
+
+def _existing(session, caller: Caller, kind: str, digest: str) -> Artifact | None:  # noqa: ANN001
+    return session.scalars(select(Artifact).where(
+        Artifact.tenant_id == caller.tenant_id, Artifact.kind == kind, Artifact.sha256 == digest,
+        Artifact.job_id.is_(None))).first()
