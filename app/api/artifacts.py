@@ -1,9 +1,12 @@
-"""/v1/artifacts: metadata and content of stored files."""
+"""/v1/artifacts: your uploads, and the metadata and content of any stored file (uploads and job outputs)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
+from sqlalchemy import select
 
 from app.api.jobs import SessionDep, artifact_out, not_found
 from app.auth import Caller, CallerDep
@@ -19,6 +22,20 @@ def artifact_or_404(session, caller: Caller, artifact_id: str) -> Artifact:  # n
     if artifact is None or artifact.tenant_id != caller.tenant_id:
         raise not_found("Artifact", artifact_id)
     return artifact
+
+
+@router.get("/artifacts", response_model=list[ArtifactOut], summary="Your uploads, newest first")
+def list_uploads(
+    session: SessionDep,
+    caller: CallerDep,
+    kind: Annotated[Literal["teacher", "dataset"] | None, Query(description="Only this kind.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[ArtifactOut]:
+    query = select(Artifact).where(Artifact.tenant_id == caller.tenant_id, Artifact.job_id.is_(None))
+    if kind:
+        query = query.where(Artifact.kind == kind)
+    rows = session.scalars(query.order_by(Artifact.created_at.desc(), Artifact.id.desc()).limit(limit))
+    return [artifact_out(a) for a in rows]
 
 
 @router.get("/artifacts/{artifact_id}", response_model=ArtifactOut, summary="An artifact's metadata")
