@@ -181,6 +181,6 @@ def test_transfer_set_is_generated_deterministically_and_unlabeled(tmp_path, dat
     assert d["transfer_size"] == 200 and d["train_size"] == 360
     assert any("transfer set: 200" in m for _, m in reporter.events)
     assert [e.loc for e in fit_errors(tiny_spec(dataset={"name": "digits", "transfer": {"extra_generated": 5}}))] \
-        == [("dataset", "transfer")]
+        == [("dataset", "transfer", "extra_generated")]
     assert [e.loc for e in fit_errors(tiny_spec(
         dataset={"name": "mnist1d", "transfer": {"extra_generated": 5}}, method={"name": "dkd"}))] == [("method", "name")]
