@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.catalog import DATASETS, PHASES
+from app.config import get_settings
 from app.spec import EXAMPLE_SPEC, METHODS, CNNArch, MLPArch
+from app.uploads.formats import DATASET_FORMATS, TEACHER_FORMATS
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
@@ -28,6 +30,13 @@ def catalog() -> dict[str, Any]:
             "mlp": "hidden0 .. hidden{n-1}: the output of each hidden layer, shape (width,)",
             "cnn": "conv0 .. conv{n-1}: each conv stage's map (channels, *spatial), every stage "
             "halving each spatial axis; then dense (hidden,) when hidden > 0",
+        },
+        "uploads": {
+            "teacher": list(TEACHER_FORMATS),
+            "dataset": list(DATASET_FORMATS),
+            "refused": "pickle-based files (.pt .pth .bin .pkl), TorchScript and .pt2: loading them "
+            "runs code. Export to ONNX, or save a state dict with safetensors.",
+            "max_bytes": get_settings().max_upload_bytes,
         },
         "phases": list(PHASES),
         "example_spec": EXAMPLE_SPEC,
