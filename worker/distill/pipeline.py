@@ -19,13 +19,12 @@ the restored teacher, and ends with the report of an uninterrupted run.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-
-import dataclasses
 
 from app.spec import JobSpec, TeacherArtifact, TeacherTrain
 from worker.distill import checkpoint, metrics
