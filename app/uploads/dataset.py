@@ -11,9 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -21,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from app.files import atomic_write
 from app.uploads import zipsafe
 from app.uploads.errors import InspectionError, UploadLimits
 from app.uploads.formats import DATASET_FORMATS, HOW_TO_CONVERT, code_carrying_content
@@ -204,17 +203,7 @@ def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
 
 
 def _write_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            np.savez(fp, **arrays)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, lambda f: np.savez(f, **arrays))
 
 
 def _too_many_cells(cells: int, limits: UploadLimits) -> InspectionError:

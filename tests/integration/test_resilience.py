@@ -217,17 +217,20 @@ def _submit_when_ready(api: httpx.Client) -> str | None:
     return r.json()["id"] if r.status_code == 202 else None
 
 
-def test_fifty_jobs_on_two_workers_with_one_killed_none_lost_none_twice(make_service, distributed_env):
+MANY = 24  # each job's fresh worker child pays ~5 s of imports: 24 keep this test near 2 min
+
+
+def test_many_jobs_on_two_workers_with_one_killed_none_lost_none_twice(make_service, distributed_env):
     svc = make_service(distributed_env())
     api = api_of(svc)
     workers = [svc.start_worker("w0"), svc.start_worker("w1")]
-    ids = [submit(api, {**TINY_JOB, "name": f"tiny {i}"}) for i in range(50)]
+    ids = [submit(api, {**TINY_JOB, "name": f"tiny {i}"}) for i in range(MANY)]
 
-    def succeeded() -> int:  # one request, not fifty: polling must not starve the workers
+    def succeeded() -> int:  # one request, not one per job: polling must not starve the workers
         page = api.get("/v1/jobs", params={"status": "succeeded", "limit": 100}).json()
         return len(page["items"])
 
-    wait_for(lambda: succeeded() >= 10, timeout=300, what="ten jobs done", every=1)
+    wait_for(lambda: succeeded() >= MANY // 4, timeout=300, what="a quarter of the jobs done", every=1)
     svc.kill(workers[0], signal.SIGKILL)
     svc.start_worker("w2")
 
@@ -235,7 +238,7 @@ def test_fifty_jobs_on_two_workers_with_one_killed_none_lost_none_twice(make_ser
         page = api.get("/v1/jobs", params={"status": ["queued", "running"], "limit": 100}).json()
         return len(page["items"])
 
-    wait_for(lambda: unfinished() == 0, timeout=600, what="all fifty jobs to end", every=1)
+    wait_for(lambda: unfinished() == 0, timeout=600, what="every job to end", every=1)
     for job_id in ids:
         final = job(api, job_id)
         assert final["status"] == "succeeded", (job_id, final["error"])

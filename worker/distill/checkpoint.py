@@ -15,13 +15,13 @@ CheckpointError; the trainer then restarts that run from scratch.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from app.files import atomic_write
 
 FORMAT = "distill-train-checkpoint"
 VERSION = 1
@@ -63,36 +63,9 @@ def checkpoint_path(folder: Path, phase: str, run: str) -> Path:
     return Path(folder) / f"{safe_name(phase)}-{safe_name(run)}.pt"
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows: folders cannot be opened; os.replace is enough there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save(obj: dict[str, Any], path: Path) -> Path:
     """torch.save `obj` to `path` atomically and durably."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 def _check(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

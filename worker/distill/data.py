@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from app.catalog import DATASETS
+from app.files import atomic_write
 from app.spec import DatasetSpec
 
 
@@ -112,14 +111,7 @@ def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     # A half-written cache file must never be visible: write aside, then rename.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _cached(path: Path, keys: tuple[str, ...], generate: Callable[[], dict]) -> dict[str, np.ndarray]:

@@ -132,7 +132,7 @@ def run_job(
     assistants = list(method.assistants) if method.name == "teacher_assistant" else []
     generations = method.generations if method.name == "born_again" else 0
     student_runs = (
-        [(f"generation", f"gen={g} seed={seed}") for g in range(1, generations + 1) for seed in spec.seeds]
+        [("generation", f"gen={g} seed={seed}") for g in range(1, generations + 1) for seed in spec.seeds]
         if generations else [("student", f"seed={seed}") for seed in spec.seeds]
     )
     # Every training run of the job: (phase, run, planned epochs).

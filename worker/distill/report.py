@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from app.files import atomic_write
 
 # Keys of a run that are identifiers or flags, not quantities to average.
 _NOT_AVERAGED = {"seed", "stopped_early"}
@@ -71,13 +71,5 @@ def json_safe(obj: Any) -> Any:
 
 def write_json(obj: Any, path: Path) -> Path:
     """Write atomically: a reader never sees half a report."""
-    text = json.dumps(obj, indent=2, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    text = json.dumps(obj, indent=2, allow_nan=False) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
