@@ -178,7 +178,7 @@ def bce(z, target):
 
 
 def test_adversarial_losses_match_hand_computation():
-    obj = build_objective(AdversarialMethod(adv_weight=0.3), num_classes=4, seed=3).double()
+    obj = build_objective(AdversarialMethod(adv_weight=0.3, temperature=4.0, alpha=0.9), num_classes=4, seed=3).double()
     fool = bce(hand_disc(obj, S), 1.0)
     assert obj(t(S), t(T_), t(Y)).item() == pytest.approx(hand_kd(S, T_, Y, 4.0, 0.9) + 0.3 * fool, rel=1e-6)
     disc = bce(hand_disc(obj, T_), 1.0) + bce(hand_disc(obj, S), 0.0)
