@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.api.jobs import artifact_out
@@ -34,7 +35,7 @@ from app.uploads import (
     InspectionError, UploadLimits, guess_format, inspect_dataset, inspect_teacher, refuse_code_carrying,
 )
 
-router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(401, 422, 429, 503))
+router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(400, 401, 422, 429, 503))
 
 FIELDS = {"kind", "name", "format", "label_column", "output"}
 MAX_FIELD_BYTES = 1000
@@ -172,9 +173,14 @@ async def upload_artifact(request: Request, response: Response, caller: CallerDe
     incoming.parent.mkdir(parents=True, exist_ok=True)
     form = StreamedForm(options[b"boundary"], incoming.with_suffix(".part"), cap)
     try:
-        async for chunk in request.stream():
-            form.parser.write(chunk)
-        form.parser.finalize()
+        try:
+            async for chunk in request.stream():
+                form.parser.write(chunk)
+            form.parser.finalize()
+        except FormParserError as exc:
+            raise Problem(400, "The multipart body cannot be parsed", f"{exc}. Send multipart/form-data "
+                          "as a client library writes it (e.g. curl -F kind=teacher -F file=@teacher.onnx).",
+                          type_="malformed-multipart") from exc
         form.close()
         artifact, created = await run_in_threadpool(_accept, caller, form, incoming)
     finally:

@@ -98,3 +98,11 @@ def test_bad_form_fields_are_named(client, form, pointer):
     assert r.status_code == 422, r.text
     assert r.json()["errors"][0]["pointer"] == pointer
     assert client.get("/v1/artifacts").json() == []
+
+
+def test_a_malformed_multipart_body_is_a_400_problem(client):
+    body = b'--b0\r\nContent-Disposition: form-data; name="kind"\r\nBad[Header\r\n\r\nteacher\r\n--b0--\r\n'
+    r = client.post("/v1/artifacts", content=body, headers={"Content-Type": "multipart/form-data; boundary=b0"})
+    assert r.status_code == 400, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "multipart" in r.json()["title"]
