@@ -17,7 +17,7 @@ from torch import nn
 
 from worker.distill.data import Splits
 from worker.distill.inference import predict_logits
-from worker.distill.models import count_parameters
+from worker.distill.models import count_parameters, plus_external
 
 
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
@@ -55,12 +55,7 @@ def state_bytes(model: nn.Module) -> int | None:
     safetensors payload without its small header; plus a brought ONNX teacher's
     initializers (`external_bytes`), None when those are unknown."""
     n = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    for m in model.modules():
-        external = getattr(m, "external_bytes", 0)
-        if external is None:
-            return None
-        n += external
-    return n
+    return plus_external(model, n, "external_bytes")
 
 
 @torch.inference_mode()

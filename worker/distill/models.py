@@ -174,14 +174,18 @@ def model_from_state(config: Mapping, state: Mapping[str, torch.Tensor]) -> Clas
     return model.eval()
 
 
-def count_parameters(model: nn.Module) -> int | None:
-    """Parameters of the model, plus those a submodule keeps outside torch (a brought ONNX
-    teacher's initializers: `external_parameters`); None when one of those is unknown."""
-    n = sum(p.numel() for p in model.parameters())
+def plus_external(model: nn.Module, n: int, attribute: str) -> int | None:
+    """n plus what submodules keep outside torch under `attribute` (a brought ONNX teacher's
+    initializers: external_parameters, external_bytes); None when one of those is unknown."""
     for m in model.modules():
-        external = getattr(m, "external_parameters", 0)
+        external = getattr(m, attribute, 0)
         if external is None:
             return None
         n += external
     return n
+
+
+def count_parameters(model: nn.Module) -> int | None:
+    """Parameters of the model, a brought ONNX teacher's included (None when unknown)."""
+    return plus_external(model, sum(p.numel() for p in model.parameters()), "external_parameters")
 
