@@ -114,7 +114,7 @@ def ensure_local_key(session: Session) -> str | None:
 
 
 def lock_for_submission(session: Session, tenant_id: str) -> None:
-    """First statement of a submission's transaction: a write to the tenant's row, which
+    """Before a submission counts anything: a write to the tenant's row, which
     holds its row lock (PostgreSQL) or the database's write lock (SQLite) until commit, so
     two submissions of one tenant count active jobs one after the other."""
     session.execute(update(Tenant).where(Tenant.id == tenant_id).values(submissions=Tenant.submissions + 1))

@@ -124,7 +124,7 @@ def submit_job(
             [{"pointer": pointer(e.loc), "in": "body", "detail": e.msg, "type": "does_not_fit"} for e in errors]
         )
     digest = _spec_sha256(spec)
-    # First statement of the transaction: serialises this tenant's submissions (see tenants.py).
+    # Before anything is counted: serialises this tenant's submissions (see tenants.py).
     tenants.lock_for_submission(session, caller.tenant_id)
     if idempotency_key is not None:
         existing = session.scalars(select(Job).where(
