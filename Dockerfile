@@ -26,9 +26,9 @@ RUN groupadd --system --gid 10001 distill \
 
 WORKDIR /srv/distill
 
-# 1. torch first, pinned to the same version as the `worker` extra in
+# 1. torch and torchvision first, pinned together to the versions of the `worker` extra in
 #    pyproject.toml (tests/test_deploy_files.py checks they agree).
-RUN pip install torch==2.13.0
+RUN pip install torch==2.14.1 torchvision==0.29.1
 
 # 2. dependencies only: pyproject.toml with stub packages, so this layer is
 #    reused until pyproject.toml itself changes. torch is already satisfied.

@@ -8,6 +8,7 @@ if [ ! -x .venv/bin/python ]; then
     python3 -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
     python3 -m venv .venv
 fi
-# torch first and pinned: anything that pulls an unpinned torch gets a multi-GB CUDA build.
-.venv/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+# torch and torchvision first, pinned together: an unpinned torch pulls whatever build a resolver
+# likes, and torchvision cannot be imported beside a torch it was not built for.
+.venv/bin/pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[worker,dev]'

@@ -27,7 +27,8 @@ REQUIRED_ENV = (
     "DISTILL_ARTIFACT_DIR",
     "DISTILL_DATA_CACHE_DIR",
 )
-TORCH_PIN = "torch==2.13.0"
+TORCH_PIN = "torch==2.14.1"
+TORCHVISION_PIN = "torchvision==0.29.1"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -297,14 +298,15 @@ def test_dockerfile_base_and_env():
 def test_dockerfile_installs_pinned_torch_before_the_project():
     runs = [args for kw, args in dockerfile_instructions() if kw == "RUN"]
     torch_at = [i for i, args in enumerate(runs) if re.search(r"pip3?\s+install\s+.*" + re.escape(TORCH_PIN), args)]
+    assert torch_at and TORCHVISION_PIN in runs[torch_at[0]], "torch and torchvision are installed together"
     project_at = [i for i, args in enumerate(runs) if pip_installs_project(args)]
     assert torch_at, f"no RUN pip install {TORCH_PIN}"
     assert project_at, "no RUN pip install of the project"
     assert torch_at[0] < project_at[0]
     assert any(re.search(r"\.\[worker\]", runs[i]) for i in project_at)
     for args in runs:  # no unpinned torch anywhere
-        for spec in re.findall(r"\btorch\S*", args):
-            assert spec.startswith(TORCH_PIN) or spec.startswith("torch=="), spec
+        for spec in re.findall(r"\btorch(?:vision)?\S*", args):
+            assert spec in (TORCH_PIN, TORCHVISION_PIN), spec
 
 
 def test_dockerfile_torch_pin_matches_pyproject():
@@ -312,6 +314,7 @@ def test_dockerfile_torch_pin_matches_pyproject():
     worker_deps = pyproject["project"]["optional-dependencies"]["worker"]
     torch_reqs = [d.replace(" ", "") for d in worker_deps if re.match(r"torch\b", d)]
     assert torch_reqs == [TORCH_PIN]
+    assert TORCHVISION_PIN in [d.replace(" ", "") for d in worker_deps]
 
 
 def test_dockerfile_has_no_dev_extras():
