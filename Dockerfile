@@ -36,7 +36,7 @@ RUN pip install torch==2.14.1 torchvision==0.29.1
 COPY pyproject.toml ./
 RUN mkdir app worker \
  && touch app/__init__.py worker/__init__.py \
- && pip install ".[worker]" \
+ && pip install ".[api,worker]" \
  && pip uninstall -y distill \
  && rm -rf app worker build ./*.egg-info
 

@@ -303,7 +303,7 @@ def test_dockerfile_installs_pinned_torch_before_the_project():
     assert torch_at, f"no RUN pip install {TORCH_PIN}"
     assert project_at, "no RUN pip install of the project"
     assert torch_at[0] < project_at[0]
-    assert any(re.search(r"\.\[worker\]", runs[i]) for i in project_at)
+    assert any(re.search(r"\.\[api,worker\]", runs[i]) for i in project_at)
     for args in runs:  # no unpinned torch anywhere
         for spec in re.findall(r"\btorch(?:vision)?\S*", args):
             assert spec in (TORCH_PIN, TORCHVISION_PIN), spec

@@ -1,0 +1,194 @@
+"""The Python client of the distill API: Client(url, key).submit(spec).wait() -> a typed Job.
+
+Only HTTP (httpx) and the typed answers of app.client.models: it runs without the server's packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, TypeAdapter
+
+from app.client.errors import ApiError, ChecksumMismatch, Unreachable
+from app.client.feed import JobUpdate, PollingFeed
+from app.client.keys import ApiKey, find_key
+from app.client.models import Artifact, Catalog, Event, Job, JobPage, Metrics
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+ENV_URL = "DISTILL_URL"
+_EVENTS = TypeAdapter(list[Event])
+_ARTIFACTS = TypeAdapter(list[Artifact])
+
+
+def default_url(env: Mapping[str, str] = os.environ) -> str:
+    return env.get(ENV_URL) or DEFAULT_URL
+
+
+class JobHandle:
+    """A submitted job: `submitted` is the API's first answer; wait() follows it to its end."""
+
+    def __init__(self, client: "Client", submitted: Job) -> None:
+        self.client, self.submitted, self.id = client, submitted, submitted.id
+
+    def wait(self, *, every: float = 1.0, timeout: float | None = None) -> Job:
+        """Poll until the job ends (succeeded, failed or cancelled) and return it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for update in self.client.follow(self.id, every=every):
+            if update.job.ended:
+                return update.job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} is still {update.job.status} after {timeout} s")
+        raise AssertionError("unreachable: a feed ends with an ended job")
+
+    def get(self) -> Job:
+        return self.client.get(self.id)
+
+    def cancel(self) -> Job:
+        return self.client.cancel(self.id)
+
+
+class Client:
+    def __init__(self, url: str | None = None, key: str | ApiKey | None = None, *, timeout: float = 30.0) -> None:
+        self.url = (url or default_url()).rstrip("/")
+        self.key = key if isinstance(key, ApiKey) else find_key(key)
+        headers = {"Authorization": f"Bearer {self.key.value}"} if self.key.value else {}
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(self.url, exc) from exc
+        if response.is_error:
+            raise ApiError.from_response(response, self.key)
+        return response
+
+    # --- jobs --------------------------------------------------------------------------------
+
+    def submit(self, spec: Mapping[str, Any] | BaseModel, *, idempotency_key: str | None = None) -> JobHandle:
+        """POST the spec. A fresh Idempotency-Key is sent unless given, so a retried call is safe."""
+        body = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else dict(spec)
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        job = Job.model_validate(self._request("POST", "/v1/jobs", json=body, headers=headers).json())
+        return JobHandle(self, job)
+
+    def get(self, job_id: str) -> Job:
+        return Job.model_validate(self._request("GET", f"/v1/jobs/{job_id}").json())
+
+    def handle(self, job_id: str) -> JobHandle:
+        return JobHandle(self, self.get(job_id))
+
+    def list(self, *, status: list[str] | None = None, limit: int = 20, cursor: str | None = None) -> JobPage:
+        params: dict[str, Any] = {"limit": limit, "status": status or []}
+        if cursor:
+            params["cursor"] = cursor
+        return JobPage.model_validate(self._request("GET", "/v1/jobs", params=params).json())
+
+    def iter_jobs(self, *, status: list[str] | None = None, page_size: int = 50) -> Iterator[Job]:
+        """Every job, newest first, page after page (cursor pagination)."""
+        cursor = None
+        while True:
+            page = self.list(status=status, limit=page_size, cursor=cursor)
+            yield from page.items
+            if not (cursor := page.next_cursor):
+                return
+
+    def cancel(self, job_id: str) -> Job:
+        return Job.model_validate(self._request("POST", f"/v1/jobs/{job_id}/cancel").json())
+
+    def events(self, job_id: str, *, after: int | None = None, limit: int = 500) -> list[Event]:
+        params: dict[str, Any] = {"limit": limit} | ({"after": after} if after is not None else {})
+        return _EVENTS.validate_python(self._request("GET", f"/v1/jobs/{job_id}/events", params=params).json())
+
+    def follow(self, job_id: str, *, every: float = 1.0, after: int | None = None) -> Iterator[JobUpdate]:
+        """The job and its new events until it ends (polling today; see app.client.feed)."""
+        return iter(PollingFeed(self, job_id, every=every, after=after))
+
+    def metrics(self, job_id: str, *, phase: str | None = None, name: str | None = None) -> Metrics:
+        params = {k: v for k, v in {"phase": phase, "name": name}.items() if v}
+        return Metrics.model_validate(self._request("GET", f"/v1/jobs/{job_id}/metrics", params=params).json())
+
+    # --- artifacts ---------------------------------------------------------------------------
+
+    def artifacts(self, job_id: str) -> list[Artifact]:
+        return _ARTIFACTS.validate_python(self._request("GET", f"/v1/jobs/{job_id}/artifacts").json())
+
+    def uploads(self, *, kind: str | None = None) -> list[Artifact]:
+        params = {"kind": kind} if kind else {}
+        return _ARTIFACTS.validate_python(self._request("GET", "/v1/artifacts", params=params).json())
+
+    def artifact(self, artifact_id: str) -> Artifact:
+        return Artifact.model_validate(self._request("GET", f"/v1/artifacts/{artifact_id}").json())
+
+    def download(self, artifact: Artifact, directory: Path) -> Path:
+        """Stream one artifact into `directory`, checking its sha256; a mismatch keeps nothing."""
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / Path(artifact.filename).name  # never a path the server chose
+        partial = target.with_name(f".{target.name}.part")
+        digest = hashlib.sha256()
+        try:
+            with self._http.stream("GET", artifact.content_url) as response:
+                if response.is_error:
+                    response.read()
+                    raise ApiError.from_response(response, self.key)
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes():
+                        digest.update(chunk)
+                        out.write(chunk)
+            if digest.hexdigest() != artifact.sha256:
+                raise ChecksumMismatch(artifact.filename, artifact.sha256, digest.hexdigest())
+            os.replace(partial, target)
+        except httpx.TransportError as exc:
+            raise Unreachable(self.url, exc) from exc
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+    def download_job(self, job_id: str, directory: Path) -> list[Path]:
+        return [self.download(a, directory) for a in self.artifacts(job_id)]
+
+    def upload(self, path: Path, kind: str, *, name: str | None = None, format: str | None = None,
+               label_column: str | None = None, output: str | None = None) -> tuple[Artifact, bool]:
+        """Upload a teacher or dataset file, streamed from disk. Returns (artifact, created):
+        created is False when this tenant had uploaded the same content before."""
+        fields = {"kind": kind, "name": name, "format": format, "label_column": label_column, "output": output}
+        with path.open("rb") as file:
+            response = self._request("POST", "/v1/artifacts", data={k: v for k, v in fields.items() if v},
+                                     files={"file": (path.name, file, "application/octet-stream")})
+        return Artifact.model_validate(response.json()), response.status_code == 201
+
+    # --- the service -------------------------------------------------------------------------
+
+    def catalog(self) -> Catalog:
+        return Catalog.model_validate(self._request("GET", "/v1/catalog").json())
+
+    def ready(self) -> bool:
+        try:
+            return self._http.get("/readyz", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0, every: float = 0.5) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise Unreachable(self.url, TimeoutError(f"/readyz did not answer 200 within {timeout:.0f} s"))
+            time.sleep(every)
