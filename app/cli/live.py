@@ -1,0 +1,79 @@
+"""`distill watch`: one block that updates in place (rich.live) while events scroll above it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from app.cli.tables import event_line, status_text
+from app.client import Client, Job
+
+TRAINING_PHASES = {"assistant", "generation", "student", "baseline"}  # budget: training.epochs
+
+
+def epoch_budget(spec: dict[str, Any] | None, phase: str, run: str) -> int | None:
+    """The planned epochs of the run the job reports on, from the spec as accepted."""
+    spec = spec or {}
+    if phase in TRAINING_PHASES:
+        return (spec.get("training") or {}).get("epochs")
+    if phase == "teacher":
+        teacher = spec.get("teacher") or {}
+        members = teacher.get("ensemble") or [teacher]
+        index = int(run.split("=", 1)[1]) - 1 if run.startswith("member=") else 0
+        if 0 <= index < len(members):
+            return ((members[index] or {}).get("train") or {}).get("epochs")
+    return None
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _metric(values: dict[str, float | None], key: str, label: str) -> str | None:
+    value = values.get(key)
+    return None if value is None else f"{label} {value:.3f}"
+
+
+def progress_view(job: Job) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    grid.add_row("job", Text.assemble(f"{job.id}  ", status_text(job), f"  attempt {job.attempts}"))
+    latest = job.latest_metrics
+    if latest is not None and not job.ended:
+        budget = epoch_budget(job.spec, latest.phase, latest.run)
+        epoch = f"epoch {latest.epoch}" + (f" of {budget}" if budget else "")
+        grid.add_row("phase", f"{job.phase or latest.phase}  run {latest.run}  {epoch}")
+        scores = [_metric(latest.values, "train_loss", "train loss"), _metric(latest.values, "val_loss", "val loss"),
+                  _metric(latest.values, "train_accuracy", "train acc"),
+                  _metric(latest.values, "val_accuracy", "val acc")]
+        grid.add_row("last epoch", "  ".join(s for s in scores if s))
+    elif not job.ended:
+        waiting = "waiting for a worker" if job.status == "queued" else "-"
+        grid.add_row("phase", job.phase or waiting)
+    bar = Table.grid(padding=(0, 1))
+    bar.add_row(ProgressBar(total=1.0, completed=job.progress, width=40), f"{100 * job.progress:3.0f}%",
+                f"ETA {_duration(job.eta_seconds)}" if not job.ended else "")
+    grid.add_row("progress", bar)
+    return grid
+
+
+def watch(client: Client, job_id: str, console: Console, *, every: float = 1.0) -> Job:
+    """Follow the job until it ends; events print above the live block. Ctrl-C (KeyboardInterrupt)
+    leaves the job running and propagates to the caller, which says how to re-attach."""
+    job = client.get(job_id)
+    with Live(progress_view(job), console=console, refresh_per_second=4, transient=False) as live:
+        for update in client.follow(job_id, every=every):
+            for event in update.events:
+                live.console.print(event_line(event))
+            job = update.job
+            live.update(progress_view(job))
+    return job
