@@ -57,7 +57,7 @@ def apply_override(spec: dict[str, Any], assignment: str) -> dict[str, Any]:
         if last:
             node[key] = parse_value(raw)
         else:
-            if isinstance(node, dict) and not isinstance(node.get(key), (dict, list)):
+            if isinstance(node, dict) and node.get(key) is None:
                 node[key] = {}
             node = node[key]
     return result
