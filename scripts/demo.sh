@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job, embedded: set up, start the API and one Celery worker on SQLite with a
-# folder as the broker, submit examples/mnist1d-kd.json over HTTP, watch it, print the
+# folder as the broker, submit examples/mnist1d-kd.json with `distill`, watch it, print the
 # result table and download the student. Override the job: scripts/demo.sh other-spec.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,5 +20,9 @@ worker=$!
 trap 'kill $api $worker 2>/dev/null; wait 2>/dev/null' EXIT
 echo "API on http://127.0.0.1:$port (docs at /docs); logs in $DISTILL_HOME/"
 
-.venv/bin/python scripts/submit.py "$spec" --api "http://127.0.0.1:$port" \
-    --wait --download "$DISTILL_HOME/out"
+# The client: `distill` (app/cli) reads the key the API wrote to $DISTILL_HOME/api-key.
+export DISTILL_URL="http://127.0.0.1:$port"
+.venv/bin/distill ready --timeout 60
+job=$(.venv/bin/distill submit "$spec" --quiet)
+.venv/bin/distill watch "$job"
+.venv/bin/distill download "$job" "$DISTILL_HOME/out"

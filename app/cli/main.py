@@ -224,5 +224,14 @@ def catalog(ctx: typer.Context) -> None:
         out_console().print(tables.catalog_view(client.catalog()))
 
 
+@app.command()
+@reports_errors
+def ready(ctx: typer.Context, timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 60.0) -> None:
+    """Wait until the service answers /readyz (database and queue reachable); for scripts."""
+    with client_of(ctx) as client:
+        client.wait_ready(timeout)
+        out_console().print(f"{client.url} is ready", highlight=False)
+
+
 def main() -> None:
     app()
