@@ -33,10 +33,12 @@ RUN pip install torch==2.14.1 torchvision==0.29.1
 # 2. dependencies only: pyproject.toml with stub packages, so this layer is
 #    reused until pyproject.toml itself changes. torch is already satisfied.
 #    No dev extras in the image.
+#    Versions: the lock, requirements/service.txt (constraints: nothing beyond the extras is installed).
 COPY pyproject.toml ./
+COPY requirements/ requirements/
 RUN mkdir app worker \
  && touch app/__init__.py worker/__init__.py \
- && pip install ".[api,worker]" \
+ && pip install -c requirements/service.txt ".[api,worker]" \
  && pip uninstall -y distill \
  && rm -rf app worker build ./*.egg-info
 

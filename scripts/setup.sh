@@ -11,4 +11,6 @@ fi
 # torch and torchvision first, pinned together: an unpinned torch pulls whatever build a resolver
 # likes, and torchvision cannot be imported beside a torch it was not built for.
 .venv/bin/pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-.venv/bin/pip install --quiet --disable-pip-version-check -e '.[api,worker,dev]'
+# The service, the worker and the test tools, at the versions of the lock (requirements/service.txt,
+# made by pip-compile: see README "Installing").
+.venv/bin/pip install --quiet --disable-pip-version-check -c requirements/service.txt -e '.[api,worker,dev]'

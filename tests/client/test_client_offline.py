@@ -5,6 +5,7 @@ needs none of the server's packages."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -172,3 +173,28 @@ def test_the_command_imports_none_of_the_server():
             f"print([m for m in {SERVER_MODULES!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=\[ ;]", r, maxsplit=1)[0].strip().lower().replace("_", "-") for r in requirements}
+
+
+def _locked(path: Path) -> dict[str, str]:
+    pins = [line.split("==") for line in path.read_text().splitlines() if "==" in line and not line.startswith("#")]
+    return {name.strip().lower().replace("_", "-"): version.strip() for name, version in pins}
+
+
+def test_the_locks_pin_every_dependency():
+    """requirements/*.txt are pip-compile's output for pyproject.toml: re-run it (README, Installing)
+    after changing a dependency."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    client, service = _locked(ROOT / "requirements" / "client.txt"), _locked(ROOT / "requirements" / "service.txt")
+    assert _names(project["dependencies"]) <= set(client)
+    extras = project["optional-dependencies"]
+    assert _names(extras["api"] + extras["worker"] + extras["dev"] + project["dependencies"]) <= set(service)
+    for pinned in extras["worker"]:
+        if "==" in pinned:
+            name, version = pinned.split("==")
+            assert service[name.strip()] == version.strip(), pinned
+    for name, version in client.items():  # one version of each package, client or service
+        assert service[name] == version, name
