@@ -33,7 +33,7 @@ def epoch_budget(spec: dict[str, Any] | None, phase: str, run: str) -> int | Non
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 

@@ -9,11 +9,10 @@ Exit codes: 0 done (a watched job succeeded), 1 an error or a job that failed or
 from __future__ import annotations
 
 import functools
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -55,8 +54,8 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 @app.callback()
 def options(
     ctx: typer.Context,
-    url: Annotated[Optional[str], typer.Option(envvar=ENV_URL, help="The API's base URL.")] = None,
-    key: Annotated[Optional[str], typer.Option(help="API key (else $DISTILL_API_KEY, else "
+    url: Annotated[str | None, typer.Option(envvar=ENV_URL, help="The API's base URL.")] = None,
+    key: Annotated[str | None, typer.Option(help="API key (else $DISTILL_API_KEY, else "
                                                "$DISTILL_HOME/api-key).")] = None,
 ) -> None:
     ctx.obj = {"url": url, "key": key}
@@ -121,9 +120,9 @@ def watch(ctx: typer.Context, job: Annotated[str, typer.Argument(help="The job i
 @reports_errors
 def list_jobs(
     ctx: typer.Context,
-    status: Annotated[Optional[list[str]], typer.Option(help="Only jobs in this state; repeatable.")] = None,
+    status: Annotated[list[str] | None, typer.Option(help="Only jobs in this state; repeatable.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100, help="Jobs per page.")] = 20,
-    cursor: Annotated[Optional[str], typer.Option(help="The next page, from a previous listing.")] = None,
+    cursor: Annotated[str | None, typer.Option(help="The next page, from a previous listing.")] = None,
 ) -> None:
     """Your jobs, newest first."""
     with client_of(ctx) as client:
@@ -158,7 +157,7 @@ def events(
     ctx: typer.Context,
     job: Annotated[str, typer.Argument(help="The job id.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
-    after: Annotated[Optional[int], typer.Option(help="Only events after this id.")] = None,
+    after: Annotated[int | None, typer.Option(help="Only events after this id.")] = None,
     every: Annotated[float, EVERY] = 1.0,
 ) -> None:
     """A job's events (phases, early stops, warnings)."""
@@ -198,10 +197,10 @@ def upload(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The file to upload.")],
     kind: Annotated[str, typer.Option(help="teacher or dataset.")],
-    name: Annotated[Optional[str], typer.Option(help="A label for people.")] = None,
-    format: Annotated[Optional[str], typer.Option(help="Default: from the extension.")] = None,  # noqa: A002
-    label_column: Annotated[Optional[str], typer.Option(help="CSV/Parquet: the label column.")] = None,
-    output: Annotated[Optional[str], typer.Option(help="ONNX: the output with the class scores.")] = None,
+    name: Annotated[str | None, typer.Option(help="A label for people.")] = None,
+    format: Annotated[str | None, typer.Option(help="Default: from the extension.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="CSV/Parquet: the label column.")] = None,
+    output: Annotated[str | None, typer.Option(help="ONNX: the output with the class scores.")] = None,
 ) -> None:
     """Upload a teacher (ONNX, safetensors) or a dataset (NPZ, CSV, Parquet, image ZIP)."""
     if kind not in ("teacher", "dataset"):

@@ -173,6 +173,8 @@ def catalog_view(catalog: Catalog) -> Group:
         for name, entry in group.items():
             entries.add_row(kind, name, _parameters(entry.parameters))
     uploads = catalog.uploads
-    lines = [f"uploads: teacher {', '.join(uploads.get('teacher', []))}; dataset "
-             f"{', '.join(uploads.get('dataset', []))}", f"phases: {', '.join(catalog.phases)}"]
+    lines = [
+        f"uploads: teacher {', '.join(uploads.get('teacher', []))}; dataset {', '.join(uploads.get('dataset', []))}",
+        f"phases: {', '.join(catalog.phases)}",
+    ]
     return Group(datasets, Text(""), entries, Text(""), *[Text(line) for line in lines])

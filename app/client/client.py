@@ -8,10 +8,9 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -34,7 +33,7 @@ def default_url(env: Mapping[str, str] = os.environ) -> str:
 class JobHandle:
     """A submitted job: `submitted` is the API's first answer; wait() follows it to its end."""
 
-    def __init__(self, client: "Client", submitted: Job) -> None:
+    def __init__(self, client: Client, submitted: Job) -> None:
         self.client, self.submitted, self.id = client, submitted, submitted.id
 
     def wait(self, *, every: float = 1.0, timeout: float | None = None) -> Job:
@@ -64,7 +63,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -84,9 +83,10 @@ class Client:
     # --- jobs --------------------------------------------------------------------------------
 
     def submit(self, spec: Mapping[str, Any] | BaseModel, *, idempotency_key: str | None = None) -> JobHandle:
-        """POST the spec. A fresh Idempotency-Key is sent unless given, so a retried call is safe."""
+        """POST the spec. With an idempotency_key, submitting again (after a lost answer, say) returns
+        the same job instead of a second one."""
         body = spec.model_dump(mode="json") if isinstance(spec, BaseModel) else dict(spec)
-        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         job = Job.model_validate(self._request("POST", "/v1/jobs", json=body, headers=headers).json())
         return JobHandle(self, job)
 

@@ -52,7 +52,7 @@ class ApiError(DistillError):
         return "\n".join(lines)
 
     @classmethod
-    def from_response(cls, response: httpx.Response, key: ApiKey) -> "ApiError":
+    def from_response(cls, response: httpx.Response, key: ApiKey) -> ApiError:
         body = _json_or_none(response)
         if not isinstance(body, dict):
             body = {"title": response.reason_phrase or "HTTP error",

@@ -31,7 +31,7 @@ class PollingFeed:
     events. Iteration stops after that update.
     """
 
-    def __init__(self, client: "Client", job_id: str, *, every: float = 1.0, after: int | None = None) -> None:
+    def __init__(self, client: Client, job_id: str, *, every: float = 1.0, after: int | None = None) -> None:
         self.client, self.job_id, self.every = client, job_id, every
         self.last_event_id = after
 

@@ -4,6 +4,7 @@ needs none of the server's packages."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -133,7 +134,7 @@ def report(seeds: int = 3) -> Report:
 
 
 def test_the_result_table_fits_100_columns_and_explains_its_columns():
-    console = Console(width=100, record=True, file=open("/dev/null", "w"))
+    console = Console(width=100, record=True, file=io.StringIO())
     console.print(result_table(report()))
     text = console.export_text()
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 100

@@ -81,7 +81,7 @@ def finished(svc: Service, tmp_path_factory) -> tuple[str, str]:
 
 
 def test_submit_wait_prints_the_result_in_100_columns(finished):
-    job_id, output = finished
+    _, output = finished
     assert "succeeded" in output
     for row in ("teacher (mlp)", "student (kd, mlp)", "baseline (scratch, mlp)"):
         assert row in output
@@ -220,3 +220,14 @@ def test_a_422_names_the_field(svc: Service, tmp_path: Path):
     with pytest.raises(ApiError) as caught:
         client(svc).submit({"dataset": {"name": "digits"}, "student": {"arch": {"name": "nope"}}})
     assert caught.value.status == 422 and any(p.startswith("/student/arch") for p in caught.value.pointers)
+
+
+def test_an_idempotency_key_makes_a_second_submission_the_same_job(svc: Service):
+    api = client(svc)
+    spec = {**LONG_SPEC, "name": "client idempotent"}
+    first = api.submit(spec, idempotency_key="client-test-1")
+    try:
+        assert api.submit(spec, idempotency_key="client-test-1").id == first.id
+    finally:
+        first.cancel()
+    assert first.wait(every=0.2, timeout=60).status == "cancelled"
