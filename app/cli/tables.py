@@ -48,9 +48,12 @@ def result_table(report: Report) -> Table:
         table.add_column(header, justify="right")
     rows: list[tuple[str, Scores, Scores | None]] = [(f"teacher ({_arch(report.teacher.get('arch'))})",
                                                       report.teacher, None)]
-    rows.append((f"student ({method}, {_arch(report.student.arch)})", report.student.mean, report.student.std))
+    several = seeds > 1  # one seed has no spread to show
+    rows.append((f"student ({method}, {_arch(report.student.arch)})", report.student.mean,
+                 report.student.std if several else None))
     if report.baseline is not None:
-        rows.append((f"baseline (scratch, {_arch(report.baseline.arch)})", report.baseline.mean, report.baseline.std))
+        rows.append((f"baseline (scratch, {_arch(report.baseline.arch)})", report.baseline.mean,
+                     report.baseline.std if several else None))
     for name, mean, std in rows:
         table.add_row(name, *[_cell(mean, std, key, fmt, spread) for key, _, fmt, spread in RESULT_COLUMNS])
     table.caption = footnote(report, seeds)
@@ -61,13 +64,14 @@ def result_table(report: Report) -> Table:
 def footnote(report: Report, seeds: int) -> str:
     test_size = report.dataset.get("test_size")
     on = f" ({test_size:,} examples)" if isinstance(test_size, int) else ""
+    listed = ", ".join(map(str, report.seeds))
+    over = f"mean ± sample std over {seeds} seeds ({listed})" if seeds > 1 else f"one seed ({listed}), so no spread"
     return (
         f"test acc: accuracy on the held-out test split{on}; train acc: on the training split; "
         "ECE: expected calibration error (0 is perfectly calibrated); params: parameter count; "
         "ms: latency of one example on CPU. Teacher: the model distilled from (one run). "
-        f"Student: learnt from the teacher; baseline: the same student architecture trained from the "
-        f"labels alone. Both: mean ± sample std over {seeds} seed{'s' if seeds != 1 else ''} "
-        f"({', '.join(map(str, report.seeds))})."
+        "Student: learnt from the teacher; baseline: the same student architecture trained from the "
+        f"labels alone. Both: {over}."
     )
 
 

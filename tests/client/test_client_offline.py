@@ -143,6 +143,13 @@ def test_the_result_table_fits_100_columns_and_explains_its_columns():
     assert "1,234,567" in text
 
 
+def test_one_seed_shows_no_spread():
+    console = Console(width=100, record=True, file=io.StringIO())
+    console.print(result_table(report(seeds=1)))
+    text = " ".join(console.export_text().split())
+    assert "±" not in text.split("test acc:")[0] and "one seed (0), so no spread" in text
+
+
 def test_the_summary_says_what_the_teacher_gave():
     lines = summary_lines(report())
     assert lines[0] == "student vs scratch baseline: +0.0 points of test accuracy"
