@@ -206,3 +206,14 @@ def test_the_locks_pin_every_dependency():
             assert service[name.strip()] == version.strip(), pinned
     for name, version in client.items():  # one version of each package, client or service
         assert service[name] == version, name
+
+
+def test_no_service_is_a_message_not_a_traceback():
+    from typer.testing import CliRunner
+
+    from app.cli import app
+
+    result = CliRunner().invoke(app, ["--url", "http://127.0.0.1:9", "--key", "k", "list"])
+    assert result.exit_code == 1
+    assert "cannot reach the distill API at http://127.0.0.1:9" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
