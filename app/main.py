@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
-from app import problems, tenants
+from app import problems, tenants, ui
 from app.api import admin, artifacts, catalog, health, jobs, uploads
 from app.auth import RateLimiter, authenticate
 from app.config import get_settings
@@ -66,6 +66,7 @@ def create_app() -> FastAPI:
         app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.include_router(admin.router)  # the admin key, not a tenant's
     app.include_router(health.router)
+    app.include_router(ui.router)  # the dashboard, /ui: its own login cookie (app/ui/session.py)
     return app
 
 

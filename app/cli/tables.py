@@ -25,7 +25,7 @@ RESULT_COLUMNS = [
 STATUS_STYLE = {"queued": "yellow", "running": "cyan", "succeeded": "green", "failed": "red", "cancelled": "magenta"}
 
 
-def _cell(mean: Scores, std: Scores | None, key: str, fmt: str, spread: bool) -> str:
+def cell_text(mean: Scores, std: Scores | None, key: str, fmt: str, spread: bool) -> str:
     value = mean.get(key)
     if value is None:
         return "-"
@@ -39,23 +39,28 @@ def _arch(arch: dict[str, Any] | None) -> str:
     return str((arch or {}).get("name", "?"))
 
 
-def result_table(report: Report) -> Table:
-    seeds = len(report.student.runs)
+def result_rows(report: Report) -> list[tuple[str, Scores, Scores | None]]:
+    """(label, mean, std or None) for the teacher, the student and the scratch baseline."""
     method = report.method.get("name", "?")
-    table = Table(title="Result", title_justify="left", show_edge=False, pad_edge=False)
-    table.add_column("model")
-    for _, header, _, _ in RESULT_COLUMNS:
-        table.add_column(header, justify="right")
     rows: list[tuple[str, Scores, Scores | None]] = [(f"teacher ({_arch(report.teacher.get('arch'))})",
                                                       report.teacher, None)]
-    several = seeds > 1  # one seed has no spread to show
+    several = len(report.student.runs) > 1  # one seed has no spread to show
     rows.append((f"student ({method}, {_arch(report.student.arch)})", report.student.mean,
                  report.student.std if several else None))
     if report.baseline is not None:
         rows.append((f"baseline (scratch, {_arch(report.baseline.arch)})", report.baseline.mean,
                      report.baseline.std if several else None))
-    for name, mean, std in rows:
-        table.add_row(name, *[_cell(mean, std, key, fmt, spread) for key, _, fmt, spread in RESULT_COLUMNS])
+    return rows
+
+
+def result_table(report: Report) -> Table:
+    seeds = len(report.student.runs)
+    table = Table(title="Result", title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("model")
+    for _, header, _, _ in RESULT_COLUMNS:
+        table.add_column(header, justify="right")
+    for name, mean, std in result_rows(report):
+        table.add_row(name, *[cell_text(mean, std, key, fmt, spread) for key, _, fmt, spread in RESULT_COLUMNS])
     table.caption = footnote(report, seeds)
     table.caption_justify = "left"
     return table

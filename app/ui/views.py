@@ -1,0 +1,139 @@
+"""What the dashboard's pages show, read through the API's own route functions (one code path for
+the API and the dashboard: the same tenant checks, the same 404s) and typed with the client's
+models (the same result table as `distill show`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.api import artifacts as artifacts_api
+from app.api import jobs as jobs_api
+from app.auth import Caller
+from app.cli.tables import RESULT_COLUMNS, cell_text, footnote, result_rows, summary_lines
+from app.client.models import Artifact, Event, Job, Metrics, Report
+
+JOBS_SHOWN = 50
+
+
+def as_job(out: Any) -> Job:
+    return Job.model_validate(out.model_dump(mode="json"))
+
+
+def jobs_of(session: Session, caller: Caller) -> list[Job]:
+    page = jobs_api.list_jobs(session=session, caller=caller, status_=None, limit=JOBS_SHOWN, cursor=None)
+    return [as_job(j) for j in page.items]
+
+
+def job_of(session: Session, caller: Caller, job_id: str) -> Job:
+    return as_job(jobs_api.get_job(job_id=job_id, session=session, caller=caller))
+
+
+def events_of(session: Session, caller: Caller, job_id: str) -> list[Event]:
+    rows = jobs_api.job_events(job_id=job_id, session=session, caller=caller, after=None, limit=500)
+    return [Event.model_validate(e.model_dump(mode="json")) for e in rows]
+
+
+def metrics_of(session: Session, caller: Caller, job_id: str) -> Metrics:
+    out = jobs_api.job_metrics(job_id=job_id, session=session, caller=caller, phase=None, name=None)
+    return Metrics.model_validate(out.model_dump(mode="json"))
+
+
+def job_files_of(session: Session, caller: Caller, job_id: str) -> list[Artifact]:
+    rows = jobs_api.job_artifacts(job_id=job_id, session=session, caller=caller)
+    return [Artifact.model_validate(a.model_dump(mode="json")) for a in rows]
+
+
+def uploads_of(session: Session, caller: Caller) -> list[Artifact]:
+    rows = artifacts_api.list_uploads(session=session, caller=caller, kind=None, limit=100)
+    return [Artifact.model_validate(a.model_dump(mode="json")) for a in rows]
+
+
+@dataclass
+class ResultTable:
+    headers: list[str]
+    rows: list[tuple[str, list[str]]]
+    notes: list[str]
+    footnote: str
+
+
+def result_table(report: Report) -> ResultTable:
+    """The rows of `distill show`'s table: teacher, KD student, scratch baseline (mean ± std)."""
+    rows = [(label, [cell_text(mean, std, key, fmt, spread) for key, _, fmt, spread in RESULT_COLUMNS])
+            for label, mean, std in result_rows(report)]
+    return ResultTable(headers=[header for _, header, _, _ in RESULT_COLUMNS], rows=rows,
+                       notes=summary_lines(report), footnote=footnote(report, len(report.student.runs)))
+
+
+@dataclass
+class Verdict:
+    headline: str | None
+    facts: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+_HEADLINE_KEYS = ("summary", "text", "headline", "message", "words")
+
+
+def _words(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return str(value.get("message") or value.get("text") or ", ".join(f"{k}: {_words(v)}" for k, v in value.items()))
+    return str(value)
+
+
+def verdict_of(report: Report) -> Verdict | None:
+    """report.verdict when the report has one (its shape is the report's: text, or an object with
+    a headline, facts and warnings); None otherwise."""
+    raw = (report.model_extra or {}).get("verdict")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        return Verdict(headline=_words(raw))
+    headline = next((str(raw[k]) for k in _HEADLINE_KEYS if isinstance(raw.get(k), str)), None)
+    verdict = Verdict(headline=headline)
+    for key, value in raw.items():
+        if isinstance(value, str) and value == headline:
+            continue
+        if isinstance(value, list):
+            verdict.warnings += [_words(v) for v in value]
+        else:
+            verdict.facts.append((key.replace("_", " "), _words(value)))
+    return verdict
+
+
+def when(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC") if at else "–"
+
+
+def size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else (f"{minutes} min {secs:02d} s" if minutes else f"{secs} s")
+
+
+def inspection_line(artifact: Artifact) -> str:
+    """The few facts inspection found that a person picks an upload by."""
+    facts = artifact.inspection or {}
+    shown = []
+    for key in ("rows", "input_shape", "num_classes", "output_kind", "arch"):
+        if key in facts and facts[key] is not None:
+            value = facts[key]
+            value = "×".join(map(str, value)) if isinstance(value, list) else value
+            shown.append(f"{key.replace('_', ' ')}: {value}")
+    return ", ".join(shown)
