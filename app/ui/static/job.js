@@ -13,6 +13,7 @@ const PHASE_COLOURS = {
   student: ["#c2410c", "#fb923c", "#7c2d12", "#f59e0b"],
   baseline: ["#4b5563", "#9ca3af", "#1f2937", "#6b7280"],
 };
+const EPOCH_STEPS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000];
 const OTHER_COLOURS = ["#047857", "#34d399", "#065f46"];
 
 function colourOf(phase, runIndex) {
@@ -34,7 +35,7 @@ function chartData(series, names) {
     data.push(epochs.map((e) => (byEpoch.has(e) ? byEpoch.get(e) : null)));
     const split = s.name.startsWith("train") ? "train" : "val";
     options.push({
-      label: `${s.phase} ${s.run} ${split}`,
+      label: `${s.run === s.phase ? s.phase : `${s.phase} ${s.run}`} ${split}`,
       stroke: colourOf(s.phase, runs.indexOf(s.run)),
       width: split === "val" ? 2 : 1.5,
       dash: split === "train" ? [6, 4] : undefined,
@@ -77,7 +78,8 @@ class Curves {
     const opts = {
       title: spec.title, width: this.width(), height: 280, series: options,
       scales: { x: { time: false } },
-      axes: [{ label: "epoch" }, { label: spec.title, size: 60 }],
+      axes: [{ label: "epoch", incrs: EPOCH_STEPS, values: (u, ticks) => ticks.map(String) },
+             { label: spec.title, size: 60 }],
       legend: { live: true },
     };
     this.charts[spec.id] = { plot: new uPlot(opts, data, element), signature };

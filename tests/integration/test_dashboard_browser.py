@@ -1,0 +1,239 @@
+"""The dashboard (/ui) in a real headless Chromium (Debian's chromium + chromedriver, driven by
+Selenium) against a real uvicorn and Celery worker (embedded: SQLite + filesystem broker).
+
+A wrong key shows a login error; the login form sets an HttpOnly, SameSite=Strict cookie scoped
+to /ui that never appears in a page; a tiny digits job submitted through the client shows its
+curves while it runs, then its result table (teacher / KD student / scratch baseline with ± over
+two seeds) and its downloads; the upload form stores a dataset; cancel works from the page and
+is refused without the CSRF token or from another origin; logging out sends pages to the login
+form. On failure each test's screenshot and HTML are kept under var/test-artifacts/dashboard/
+(the failure message names the files); DISTILL_TEST_SCREENSHOTS=DIR keeps them always."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from app.client import Client
+from tests.conftest import ROOT
+from tests.integration.conftest import Service, service_env, wait_for
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+ARTIFACTS = ROOT / "var" / "test-artifacts" / "dashboard"
+JOB = {
+    "name": "dashboard digits",
+    "dataset": {"name": "digits"},
+    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [32]}, "epochs": 5, "patience": None}},
+    "student": {"arch": {"name": "mlp", "hidden": [8]}},
+    "method": {"name": "kd", "temperature": 4.0},
+    "training": {"epochs": 4, "patience": None},
+    "seeds": [0, 1],
+    "baseline": True,
+}
+# Runs until it is cancelled.
+LONG_JOB = {**JOB, "name": "dashboard long", "teacher": {"train": {"arch": {"name": "mlp", "hidden": [8]},
+            "epochs": 1}}, "training": {"epochs": 5000, "patience": None}, "seeds": [0], "baseline": False}
+
+if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+    if os.environ.get("CI"):
+        raise RuntimeError("CI needs Chromium for the dashboard tests: apt-get install chromium chromium-driver")
+    pytest.skip("no Chromium here: apt-get install -y chromium chromium-driver (.ci/run does)",
+                allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402 - only once Chromium is known to be there
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service as DriverService  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory) -> Iterator[Service]:
+    root = tmp_path_factory.mktemp("dashboard")
+    service = Service(env=service_env(root, None, "filesystem://"), logs=root)
+    try:
+        service.start_api()
+        service.start_worker()
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def key(svc: Service) -> str:
+    return (Path(svc.env["DISTILL_HOME"]) / "api-key").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def client(svc: Service, key: str) -> Iterator[Client]:
+    with Client(svc.url, key) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    options = Options()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1360,1700", "--lang=en-US"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def keep_screenshot(driver: webdriver.Chrome, folder: Path, name: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    png, html = folder / f"{name}.png", folder / f"{name}.html"
+    driver.save_screenshot(str(png))
+    html.write_text(driver.page_source)
+    return [png, html]
+
+
+@pytest.fixture(autouse=True)
+def screenshots(request, browser: webdriver.Chrome, svc: Service) -> Iterator[None]:
+    yield
+    always = os.environ.get("DISTILL_TEST_SCREENSHOTS")
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        kept = keep_screenshot(browser, ARTIFACTS, request.node.name)
+        print(f"dashboard test failed: screenshot and page kept in {', '.join(map(str, kept))}")
+        print(svc.dump_logs())
+    elif always:
+        keep_screenshot(browser, Path(always), request.node.name)
+
+
+def wait(driver: webdriver.Chrome, condition, timeout: float, what: str):
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message=f"waiting for {what}")
+
+
+def curves_of(driver: webdriver.Chrome):
+    """Found again at each look: htmx moves the (preserved) curves element on every panel refresh."""
+    return driver.find_element(By.ID, "curves")
+
+
+def log_in(driver: webdriver.Chrome, svc: Service, key: str) -> None:
+    driver.get(f"{svc.url}/ui/jobs")
+    if "/ui/login" not in driver.current_url:
+        return  # still logged in from an earlier test of this module
+    driver.find_element(By.ID, "key").send_keys(key)
+    driver.find_element(By.ID, "login").click()
+    wait(driver, lambda d: d.current_url.endswith("/ui/jobs"), 15, "the jobs page after logging in")
+
+
+def test_a_wrong_key_shows_a_login_error(browser, svc: Service):
+    browser.delete_all_cookies()
+    browser.get(f"{svc.url}/ui/jobs")
+    assert browser.current_url.endswith("/ui/login")  # no cookie: the login form
+    browser.find_element(By.ID, "key").send_keys("dk_not-a-key")
+    browser.find_element(By.ID, "login").click()
+    error = wait(browser, lambda d: d.find_elements(By.ID, "login-error"), 15, "the login error")[0]
+    assert "unknown or revoked" in error.text
+    assert browser.current_url.endswith("/ui/login")
+    assert not browser.get_cookies()
+
+
+def test_login_sets_a_scoped_httponly_cookie_and_never_shows_the_key(browser, svc: Service, key: str):
+    browser.delete_all_cookies()
+    log_in(browser, svc, key)
+    (cookie,) = browser.get_cookies()
+    assert (cookie["name"], cookie["path"], cookie["httpOnly"], cookie["sameSite"]) == ("distill_ui", "/ui", True,
+                                                                                        "Strict")
+    assert key not in browser.page_source and key not in browser.current_url
+    assert browser.execute_script("return document.cookie") == ""  # page scripts cannot read it
+
+
+def test_a_job_page_shows_live_curves_then_the_result_table(browser, svc: Service, key: str, client: Client):
+    log_in(browser, svc, key)
+    job_id = client.submit(JOB).id
+    browser.get(f"{svc.url}/ui/jobs")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-job='{job_id}']"), 15, "the job in the list")
+    browser.find_element(By.CSS_SELECTOR, f"tr[data-job='{job_id}'] a").click()
+    wait(browser, lambda d: d.current_url.endswith(f"/ui/jobs/{job_id}"), 15, "the job's page")
+    wait(browser, lambda d: int(curves_of(d).get_attribute("data-points")) > 0, 60, "the curves' first points")
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart-loss canvas")  # uPlot drew it
+    wait(browser, lambda d: d.find_element(By.ID, "panel").get_attribute("data-status") == "succeeded", 90,
+         "the job to succeed, seen by the page")
+    wait(browser, lambda d: curves_of(d).get_attribute("data-final") == "true", 15, "the curves' last poll")
+
+    labels = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#result tbody th")]
+    assert [label.split(" (")[0] for label in labels] == ["teacher", "student", "baseline"]
+    assert labels[1].startswith("student (kd") and labels[2].startswith("baseline (scratch")
+    cells = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+             for tr in browser.find_elements(By.CSS_SELECTOR, "#result tbody tr")]
+    result = client.get(job_id).result
+    assert cells[1][0] == (f"{result.student.mean.get('test_accuracy'):.3f} ± "
+                           f"{result.student.std.get('test_accuracy'):.3f}")  # two seeds: mean ± std
+    assert "±" in cells[2][0]
+    # 2 phases x 2 names per chart for the teacher + 2 seeds of student and baseline: every run drawn.
+    legend = browser.find_element(By.CSS_SELECTOR, "#chart-accuracy .u-legend").text
+    for run in ("teacher", "student seed=0", "student seed=1", "baseline seed=1"):
+        assert run in legend
+    downloads = {a.text for a in browser.find_elements(By.CSS_SELECTOR, "#downloads a")}
+    assert {"student.onnx", "report.json"} <= downloads
+    assert browser.find_elements(By.CSS_SELECTOR, "#events li")
+    href = browser.find_element(By.LINK_TEXT, "report.json").get_attribute("href")
+    fetched = browser.execute_async_script(
+        "const done = arguments[1]; fetch(arguments[0]).then(r => r.json()).then(j => done(j.name), e => done(String(e)))",
+        href)
+    assert fetched == JOB["name"]  # the download works with the cookie alone
+
+
+def test_the_upload_form_stores_a_dataset(browser, svc: Service, key: str, client: Client, tmp_path: Path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x=rng.normal(size=(60, 8)).astype("float32"), y=np.arange(60) % 3)
+    log_in(browser, svc, key)
+    browser.get(f"{svc.url}/ui/upload")
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    browser.find_element(By.ID, "name").send_keys("tiny from the browser")
+    browser.find_element(By.ID, "upload").click()
+    ok = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-ok, #upload-error"), 30,
+              "the upload's answer")[0]
+    assert ok.get_attribute("id") == "upload-ok", ok.text
+    (stored,) = [a for a in client.uploads(kind="dataset") if a.name == "tiny from the browser"]
+    assert stored.id in ok.text and stored.inspection["rows"] == 60
+    browser.get(f"{svc.url}/ui/artifacts")
+    assert "tiny from the browser" in browser.find_element(By.ID, "uploads").text
+
+
+def test_cancel_from_the_page_and_never_without_the_csrf_token(browser, svc: Service, key: str, client: Client):
+    log_in(browser, svc, key)
+    job_id = client.submit(LONG_JOB).id
+    wait_for(lambda: client.get(job_id).status == "running", timeout=60, what="the long job to run")
+    (cookie,) = browser.get_cookies()
+    forged = httpx.post(f"{svc.url}/ui/jobs/{job_id}/cancel", cookies={cookie["name"]: cookie["value"]})
+    assert forged.status_code == 403  # the cookie alone is not enough
+    cross_site = httpx.post(f"{svc.url}/ui/jobs/{job_id}/cancel", cookies={cookie["name"]: cookie["value"]},
+                            headers={"Origin": "https://evil.example"})
+    assert cross_site.status_code == 403
+    assert not client.get(job_id).cancel_requested
+
+    browser.get(f"{svc.url}/ui/jobs/{job_id}")
+    browser.find_element(By.ID, "cancel").click()
+    wait(browser, lambda d: d.find_element(By.ID, "panel").get_attribute("data-status") == "cancelled", 60,
+         "the job to be cancelled, seen by the page")
+    assert client.get(job_id).status == "cancelled"
+
+
+def test_logging_out_sends_pages_to_the_login_form(browser, svc: Service, key: str):
+    log_in(browser, svc, key)
+    browser.find_element(By.ID, "logout").click()
+    wait(browser, lambda d: d.current_url.endswith("/ui/login"), 15, "the login form")
+    assert not browser.get_cookies()
+    browser.get(f"{svc.url}/ui/artifacts")
+    assert browser.current_url.endswith("/ui/login")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _clean_old_artifacts() -> None:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # a rerun keeps only its own failures
