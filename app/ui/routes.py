@@ -77,15 +77,19 @@ def logout(request: Request, caller: DashboardCaller, csrf: Annotated[str, Form(
     return response
 
 
+def _jobs_context(session: Session, caller: DashboardCaller, cursor: str | None) -> dict:
+    jobs, next_cursor = views.jobs_of(session, caller, cursor)
+    return {"jobs": jobs, "next_cursor": next_cursor, "cursor": cursor, "page": "jobs"}
+
+
 @router.get("/jobs")
-def jobs_page(request: Request, session: SessionDep, caller: DashboardCaller) -> Response:
-    return render(request, "jobs.html", {"jobs": views.jobs_of(session, caller), "page": "jobs"})
+def jobs_page(request: Request, session: SessionDep, caller: DashboardCaller, cursor: str | None = None) -> Response:
+    return render(request, "jobs.html", _jobs_context(session, caller, cursor))
 
 
 @router.get("/jobs/rows")
-def jobs_rows(request: Request, session: SessionDep, caller: DashboardCaller) -> Response:
-    jobs = views.jobs_of(session, caller)
-    return render(request, "_jobs_table.html", {"jobs": jobs})
+def jobs_rows(request: Request, session: SessionDep, caller: DashboardCaller, cursor: str | None = None) -> Response:
+    return render(request, "_jobs_table.html", _jobs_context(session, caller, cursor))
 
 
 def _job_context(session: Session, caller: DashboardCaller, job_id: str) -> dict:

@@ -23,9 +23,10 @@ def as_job(out: Any) -> Job:
     return Job.model_validate(out.model_dump(mode="json"))
 
 
-def jobs_of(session: Session, caller: Caller) -> list[Job]:
-    page = jobs_api.list_jobs(session=session, caller=caller, status_=None, limit=JOBS_SHOWN, cursor=None)
-    return [as_job(j) for j in page.items]
+def jobs_of(session: Session, caller: Caller, cursor: str | None = None) -> tuple[list[Job], str | None]:
+    """A page of the tenant's jobs, newest first, and the cursor of the next page (None: the last)."""
+    page = jobs_api.list_jobs(session=session, caller=caller, status_=None, limit=JOBS_SHOWN, cursor=cursor)
+    return [as_job(j) for j in page.items], page.next_cursor
 
 
 def job_of(session: Session, caller: Caller, job_id: str) -> Job:

@@ -191,3 +191,16 @@ def test_without_keys_the_login_is_a_continue_button(service_env, monkeypatch, t
         assert web.post("/ui/login", follow_redirects=False).status_code == 303
         assert web.get("/ui/jobs").status_code == 200
         assert csrf_of(web.get("/ui/jobs").text)
+
+
+def test_the_job_list_pages_to_older_jobs(web: TestClient, monkeypatch):
+    from app.ui import views
+
+    key = log_in(web)
+    first, second = submit(web, key), submit(web, key)
+    monkeypatch.setattr(views, "JOBS_SHOWN", 1)
+    newest = web.get("/ui/jobs").text
+    assert second in newest and first not in newest
+    older = re.search(r'href="(/ui/jobs\?cursor=[^"]+)" id="older"', newest).group(1)
+    page = web.get(older.replace("&amp;", "&")).text
+    assert first in page and second not in page and 'id="older"' not in page
