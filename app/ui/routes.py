@@ -22,8 +22,15 @@ from app.db import get_session
 from app.problems import Problem
 from app.ui import views
 from app.ui.session import (
-    PATH, DashboardCaller, caller_of_key, check_csrf, check_same_origin, clear_login_cookie,
-    cookie_value_for, keys_required, set_login_cookie,
+    PATH,
+    DashboardCaller,
+    caller_of_key,
+    check_csrf,
+    check_same_origin,
+    clear_login_cookie,
+    cookie_value_for,
+    keys_required,
+    set_login_cookie,
 )
 from app.ui.web import LOGIN, SECURITY_HEADERS, DashboardRoute, asset_response, render
 
