@@ -220,6 +220,9 @@ def test_cancel_from_the_page_and_never_without_the_csrf_token(browser, svc: Ser
 
     browser.get(f"{svc.url}/ui/jobs/{job_id}")
     browser.find_element(By.ID, "cancel").click()
+    confirm = wait(browser, lambda d: d.switch_to.alert, 10, "the confirmation")
+    assert "Cancel this job?" in confirm.text
+    confirm.accept()
     wait(browser, lambda d: d.find_element(By.ID, "panel").get_attribute("data-status") == "cancelled", 60,
          "the job to be cancelled, seen by the page")
     assert client.get(job_id).status == "cancelled"

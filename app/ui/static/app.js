@@ -7,3 +7,10 @@ document.addEventListener("htmx:configRequest", (event) => {
     if (value === "") event.detail.formData.delete(name);
   }
 });
+
+// Forms with data-confirm ask first (cancelling a job cannot be undone). A listener, not an inline
+// handler: the pages' Content-Security-Policy allows no inline script.
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset && event.target.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
