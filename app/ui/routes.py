@@ -167,10 +167,11 @@ def upload_page(request: Request, caller: DashboardCaller) -> Response:
 @router.post("/upload")
 async def upload(request: Request, caller: DashboardCaller) -> Response:
     """The form's multipart body goes to the API's streaming upload as it is (the CSRF token
-    comes as a header, so the body holds only the upload's own fields)."""
-    check_csrf(request)
+    comes as a header, so the body holds only the upload's own fields). A refusal is shown in the
+    form (htmx swaps these statuses in; a 429 or 5xx leaves the page as it was)."""
     response = Response()
     try:
+        check_csrf(request)
         stored = await uploads_api.upload_artifact(request, response, caller)
     except Problem as problem:
         return render(request, "_upload_result.html", {"problem": problem}, status=problem.status)
