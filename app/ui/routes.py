@@ -36,7 +36,6 @@ from app.ui.web import LOGIN, SECURITY_HEADERS, DashboardRoute, asset_response, 
 
 router = APIRouter(prefix=PATH, route_class=DashboardRoute, include_in_schema=False)
 SessionDep = Annotated[Session, Depends(get_session)]
-STOP_POLLING = 286  # htmx stops an `every` trigger on this status
 
 
 def _see_other(url: str) -> RedirectResponse:
