@@ -117,7 +117,7 @@ def _inputs(case: Case) -> JobInputs:
 
 def outcome(case: Case, tmp: Path, data_cache: Path) -> dict[str, Any]:
     """Run the case (crash and resume it when asked); what the last attempt showed, as JSON."""
-    from app.spec import JobSpec
+    from app.contract.spec import JobSpec
 
     spec = JobSpec.model_validate(case.spec())
     attempts = []

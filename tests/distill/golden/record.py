@@ -23,7 +23,7 @@ def make_onnx_teacher(data_cache: Path) -> None:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    from app.spec import DatasetSpec
+    from app.contract.spec import DatasetSpec
     from app.uploads.onnx_model import OnnxClassifier
     from worker.distill.data import load_dataset
 
