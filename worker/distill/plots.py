@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -19,7 +18,6 @@ matplotlib.use("Agg")  # no display on a worker; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from app.contract.files import atomic_write  # noqa: E402
 from app.contract.phases import PHASES  # noqa: E402
 
 # (phase, run) -> one dict per epoch: epoch, train_loss, train_accuracy, val_loss, val_accuracy, ...
@@ -93,7 +91,3 @@ def draw_curves(histories: Histories) -> bytes:
     plt.close(fig)
     return buffer.getvalue()
 
-
-def write_curves(histories: Histories, path: Path) -> Path:
-    png = draw_curves(histories)
-    return atomic_write(path, lambda f: f.write(png))
