@@ -1,9 +1,10 @@
-"""The job's curves as a picture: curves.png, loss and accuracy per epoch of every run.
+"""The job's curves as a picture (matplotlib, Agg): curves.png, loss and accuracy per epoch of every run.
 
 One column per training phase (teacher, assistant, generation, student, baseline, in the order
 they ran), loss on top and accuracy below; one colour per run (the same seed has the same colour
 in the student and the baseline columns), validation solid and training dashed. The accuracy row
-shares its y axis (the losses do not: each phase has its own objective), so the student and its baseline read against each other.
+shares its y axis, so the student and its baseline read against each other; the loss row does
+not (each phase trains on its own objective).
 """
 
 from __future__ import annotations
@@ -12,13 +13,10 @@ import io
 from collections.abc import Mapping, Sequence
 
 import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")  # no display on a worker; must precede pyplot
-
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from app.contract.phases import PHASES  # noqa: E402
+from app.contract.phases import PHASES
 
 # (phase, run) -> one dict per epoch: epoch, train_loss, train_accuracy, val_loss, val_accuracy, ...
 Histories = Mapping[tuple[str, str], Sequence[Mapping[str, float]]]
@@ -27,7 +25,7 @@ COLUMN_INCHES, HEIGHT_INCHES, DPI = 4.2, 6.4, 100
 CAPTION = ("solid: validation (loss = cross-entropy on the labels, comparable across phases)    "
            "dashed: training (loss = the phase's own objective, e.g. the distillation loss for the student)")
 TITLES = {"teacher": "Teacher", "assistant": "Teacher assistants", "generation": "Born-again generations",
-          "student": "Distilled student (KD)", "baseline": "Scratch baseline (no teacher)"}
+          "student": "Distilled student", "baseline": "Scratch baseline (no teacher)"}
 
 
 def phases_of(histories: Histories) -> list[str]:
@@ -41,7 +39,7 @@ def figure_size(n_phases: int) -> tuple[int, int]:
     return round(max(n_phases, 2) * COLUMN_INCHES * DPI), round(HEIGHT_INCHES * DPI)  # 2: room for the caption
 
 
-def _draw_run(ax_loss, ax_acc, epochs: Sequence[Mapping[str, float]], colour) -> None:  # noqa: ANN001
+def _draw_run(ax_loss, ax_acc, epochs: Sequence[Mapping[str, float]], colour) -> None:
     x = [e["epoch"] for e in epochs]
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         for split, style in (("val", "-"), ("train", "--")):
@@ -54,7 +52,7 @@ def _draw_run(ax_loss, ax_acc, epochs: Sequence[Mapping[str, float]], colour) ->
 def _run_colours(histories: Histories) -> dict[str, tuple]:
     """One colour per run name, first seen first: seed=0 is the same colour in every phase."""
     names = list(dict.fromkeys(run for _, run in histories))
-    palette = plt.get_cmap("tab10").colors
+    palette = matplotlib.colormaps["tab10"].colors
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
@@ -62,8 +60,10 @@ def draw_curves(histories: Histories) -> bytes:
     """curves.png's bytes."""
     phases = phases_of(histories)
     width, height = figure_size(len(phases))
-    fig, axes = plt.subplots(2, max(len(phases), 1), figsize=(width / DPI, height / DPI), dpi=DPI,
-                             squeeze=False, layout="constrained")
+    # A bare Figure, not pyplot: no global figure registry, and savefig renders PNG with Agg
+    # whatever backend the process has (a worker has no display).
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+    axes = fig.subplots(2, max(len(phases), 1), squeeze=False)
     colours = _run_colours(histories)
     for col, phase in enumerate(phases):
         ax_loss, ax_acc = axes[0][col], axes[1][col]
@@ -88,6 +88,5 @@ def draw_curves(histories: Histories) -> bytes:
     axes[1][0].set_ylabel("accuracy")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
-    plt.close(fig)
     return buffer.getvalue()
 

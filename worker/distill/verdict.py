@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from app.contract.spec import JobSpec
 from worker.distill.data import ArraySplit, Splits
 from worker.distill.report import json_safe
+from worker.distill.reporting import Reporter
 
 SIGNIFICANCE = 0.05  # two-sided p-value of the paired t-test below which a difference is real
 CHANCE_MARGIN = 0.10  # "near chance": within this share of the way from chance to perfect
@@ -167,7 +169,7 @@ def comparison_findings(report: dict, diff: dict[str, Any] | None) -> list[Findi
     return findings
 
 
-def steps_findings(report: dict, spec) -> list[Finding]:  # noqa: ANN001 - app.contract.spec.JobSpec
+def steps_findings(report: dict, spec: JobSpec) -> list[Finding]:
     """Fewer than MIN_STEPS_PER_EPOCH optimizer steps per epoch: the epoch budget buys few updates."""
     data = report["dataset"]
     runs = [("student and baseline", data["train_size"] + data.get("transfer_size", 0), spec.training.batch_size)]
@@ -186,7 +188,7 @@ def steps_findings(report: dict, spec) -> list[Finding]:  # noqa: ANN001 - app.c
     return findings
 
 
-def _trained_members(spec) -> list[tuple[str, Any]]:  # noqa: ANN001
+def _trained_members(spec: JobSpec) -> list[tuple[str, Any]]:
     members = spec.teacher.members
     return [("teacher" if len(members) == 1 else f"teacher member={i}", m)
             for i, m in enumerate(members, 1) if hasattr(m, "batch_size")]  # brought ones are not trained
@@ -224,18 +226,13 @@ def summary_text(verdict: dict[str, Any]) -> str:
     if diff is None or diff["mean"] is None:
         return "No scratch baseline was trained (baseline: false), so the job cannot say whether distillation helped."
     points = f"{diff['mean'] * 100:+.2f} points"
-    spread = f" ± {diff['std'] * 100:.2f}" if diff["std"] is not None else ""
-    words = {
-        "helped": f"Distillation helped: the student is {points}{spread} above its scratch baseline over "
-                  f"{diff['n']} seeds, beyond the seeds' spread (paired t-test p = {diff['p_value']:.3g}).",
-        "hurt": f"Distillation hurt: the student is {points}{spread} against its scratch baseline over "
-                f"{diff['n']} seeds, beyond the seeds' spread (paired t-test p = {diff['p_value']:.3g}).",
-        "within_noise": f"No clear effect: the student is {points}{spread} against its scratch baseline over "
-                        f"{diff['n']} seeds, within the seeds' spread (paired t-test p = {diff['p_value']:.3g}).",
-        "undetermined": f"The student is {points} against its scratch baseline with one seed: run 3 or more "
-                        "seeds to tell an effect from noise.",
-    }
-    text = words[verdict["outcome"]]
+    if verdict["outcome"] == "undetermined":
+        return (f"The student is {points} against its scratch baseline with one seed: run 3 or more seeds to tell "
+                "an effect from noise.")
+    lead = {"helped": "Distillation helped", "hurt": "Distillation hurt", "within_noise": "No clear effect"}
+    where = "within" if verdict["outcome"] == "within_noise" else "beyond"
+    text = (f"{lead[verdict['outcome']]}: the student is {points} ± {diff['std'] * 100:.2f} against its scratch "
+            f"baseline over {diff['n']} seeds, {where} the seeds' spread (paired t-test p = {diff['p_value']:.3g}).")
     if verdict["gap_closed"] is not None and verdict["gap_closed"] >= 0:
         text += f" It closed {verdict['gap_closed']:.0%} of the gap between the scratch student and the teacher."
     return text
@@ -261,7 +258,7 @@ def split_sha256(split: ArraySplit) -> str:
     return h.hexdigest()
 
 
-def reproducibility(spec, report: dict, splits: Splits, job_id: str | None = None) -> dict[str, Any]:  # noqa: ANN001
+def reproducibility(spec: JobSpec, report: dict, splits: Splits, job_id: str | None = None) -> dict[str, Any]:
     """What it takes to run the job again and get the same figures."""
     parts = {name: getattr(splits, name) for name in ("train", "val", "test")}
     hashes = {name: split_sha256(part) for name, part in parts.items()}
@@ -284,7 +281,7 @@ def reproducibility(spec, report: dict, splits: Splits, job_id: str | None = Non
 # --------------------------------------------------------------------------- the whole
 
 
-def judge(report: dict, spec, splits: Splits) -> dict[str, Any]:  # noqa: ANN001
+def judge(report: dict, spec: JobSpec, splits: Splits) -> dict[str, Any]:
     """The `verdict` section (no events)."""
     student, baseline, teacher = report["student"], report.get("baseline"), report["teacher"]
     diff = paired_difference(student, baseline) if baseline is not None else None
@@ -310,7 +307,9 @@ def judge(report: dict, spec, splits: Splits) -> dict[str, Any]:  # noqa: ANN001
     return verdict
 
 
-def assess(report: dict, spec, splits: Splits, *, reporter=None, job_id: str | None = None) -> dict[str, Any]:  # noqa: ANN001
+def assess(
+    report: dict, spec: JobSpec, splits: Splits, *, reporter: Reporter | None = None, job_id: str | None = None
+) -> dict[str, Any]:
     """{"verdict": ..., "reproducibility": ...}, plain JSON, to merge into the report. Each warning
     goes to `reporter` (a worker.distill.reporting.Reporter) as a warning event, then the summary."""
     verdict = json_safe(judge(report, spec, splits))
