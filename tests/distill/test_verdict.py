@@ -190,7 +190,8 @@ def _histories(metrics):
 
 
 def test_a_real_tiny_digits_job(tmp_path, data_cache, digits, tiny_spec):
-    spec = tiny_spec()
+    spec = tiny_spec(training={"epochs": 2, "batch_size": 64},
+                     teacher={"train": {"arch": {"name": "cnn", "channels": [8], "hidden": 16}, "epochs": 2}})
     reporter = MemoryReporter(checkpoint_dir=None)
     report = run_job(spec, reporter, tmp_path / "work", data_cache).report
     added = v.assess(report, spec, digits, reporter=reporter, job_id="job-1")
