@@ -16,6 +16,7 @@ once the lease has passed to another worker, the old one's writes match no row.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from datetime import datetime, timedelta
 from typing import Any
@@ -199,6 +200,10 @@ def add_metrics(
         JobMetric(job_id=job_id, phase=phase, run=run, epoch=epoch, name=name, value=float(v))
         for name, v in values.items()
     )
+    latest = {"phase": phase, "run": run, "epoch": epoch,
+              "values": {name: float(v) if math.isfinite(v) else None for name, v in values.items()}}
+    session.execute(update(Job).where(Job.id == job_id).values(latest_metrics=latest)
+                    .execution_options(synchronize_session=False))
 
 
 def succeed(session: Session, job_id: str, owner: str, result: dict[str, Any]) -> bool:

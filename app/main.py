@@ -7,6 +7,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -45,6 +46,8 @@ def _first_start() -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # As many threads as pooled connections (app/db.py): no thread waits for a connection.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
     _first_start()
     yield
 

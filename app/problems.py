@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,13 @@ def install(app: FastAPI) -> None:
                     "nothing was changed. Try again shortly.", type_="database-unavailable",
                     headers={"Retry-After": "5"}),
         )
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("no database connection for %s %s: %s", request.method, request.url.path, exc)
+        return _response(request, Problem(503, "Service busy", "The service has no free database "
+                         "connection right now; nothing was changed. Try again shortly.",
+                         type_="service-busy", headers={"Retry-After": "2"}))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
