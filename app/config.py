@@ -102,6 +102,18 @@ class Settings(BaseSettings):
         "replica) stops working within this time; revoked over this process's admin route, at once."
     )
     auth_failures_burst: int = Field(10, ge=1, description="Wrong keys a client address may send at once.")
+    inspect_memory_bytes: int = Field(
+        2 << 30, ge=256 << 20, description="Address space of the process that inspects an upload "
+        "(runs a teacher on probe inputs, converts a dataset); beyond it the upload is refused (422)."
+    )
+    inspect_seconds: float = Field(
+        60.0, gt=0, description="Time the inspection of one upload may take; then its process is "
+        "killed and the upload refused (422)."
+    )
+    stale_upload_seconds: float = Field(
+        3600.0, gt=0, description="Partial upload files older than this (their API process died "
+        "mid-upload) are removed when an API process starts."
+    )
     metrics_key: SecretStr = Field(
         SecretStr(""), description="Key of /metrics' job counts (Authorization: Bearer); without "
         "it /metrics shows only the API process's own figures."

@@ -29,6 +29,7 @@ from app.db import session_scope
 from app.models import Artifact, Job, JobEvent, JobMetric, Tenant, utcnow
 from app.problems import Problem, invalid_spec, pointer
 from app.queue import enqueue_job
+from app.storage import TENSORS_FILE, get_storage
 from app.fit import ArtifactFacts, artifact_refs, fit_errors
 from app.spec import JobSpec
 
@@ -78,7 +79,17 @@ def _artifacts_named(session: Session, caller: Caller, spec: JobSpec) -> dict[st
         return {}
     rows = session.scalars(select(Artifact).where(
         Artifact.id.in_(ids), Artifact.tenant_id == caller.tenant_id, Artifact.job_id.is_(None)))
-    return {a.id: ArtifactFacts(a.kind, a.format, a.inspection or {}) for a in rows}
+    return {a.id: ArtifactFacts(a.kind, a.format, _inspection(a)) for a in rows}
+
+
+def _inspection(artifact: Artifact) -> dict[str, Any]:
+    """What the fit checks read: the row's summary, and a safetensors teacher's tensor list
+    from the file beside it (the row keeps counts only, app/api/upload_limits.py)."""
+    inspection = dict(artifact.inspection or {})
+    if artifact.format == "safetensors" and "tensors" not in inspection:
+        sidecar = get_storage().path(artifact.storage_key).with_name(TENSORS_FILE)
+        inspection["tensors"] = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    return inspection
 
 
 @router.post(
