@@ -114,6 +114,21 @@ class Settings(BaseSettings):
         3600.0, gt=0, description="Partial upload files older than this (their API process died "
         "mid-upload) are removed when an API process starts."
     )
+    # --- admission: what one job may cost (app/admission.py) ---
+    default_time_limit_seconds: int = Field(
+        6 * 3600, ge=1, le=7 * 24 * 3600, description="limits.time_limit_seconds of a job that "
+        "names none: every job ends."
+    )
+    max_model_parameters: int = Field(
+        50_000_000, ge=1, description="Largest model (teacher or student) a job may train, in parameters."
+    )
+    max_batch_activation_bytes: int = Field(
+        8 << 30, ge=1, description="Estimated activation memory of one training batch a job may need."
+    )
+    max_job_flops: float = Field(
+        1e16, gt=0, description="Estimated floating-point operations of a whole job (6 x parameters x "
+        "examples x epochs over every run); a tenant's own max_job_flops wins."
+    )
     metrics_key: SecretStr = Field(
         SecretStr(""), description="Key of /metrics' job counts (Authorization: Bearer); without "
         "it /metrics shows only the API process's own figures."

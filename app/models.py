@@ -51,6 +51,8 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     # None: the service default (DISTILL_MAX_CONCURRENT_JOBS).
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
+    # The estimated cost one job of this tenant may have (None: DISTILL_MAX_JOB_FLOPS).
+    max_job_flops: Mapped[float | None] = mapped_column(Float)
     # Bumped by every submission as its first statement: that write locks this row (PostgreSQL)
     # or the database (SQLite) until commit, so a tenant's submissions are serialised and the
     # concurrent-job cap cannot be overrun by two requests counting at the same time.

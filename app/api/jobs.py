@@ -13,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
-from app import jobs
+from app import admission, jobs
 from app.api.schemas import (
     ArtifactOut,
     EventOut,
@@ -112,12 +112,23 @@ def submit_job(
         return _submit(session, spec, response, caller, idempotency_key)
 
 
-def _submit(session: Session, spec: JobSpec, response: Response, caller: Caller,
-            idempotency_key: str | None) -> JobOut:
-    if errors := fit_errors(spec, _artifacts_named(session, caller, spec)):
+def _admit(session: Session, spec: JobSpec, caller: Caller) -> JobSpec:
+    """Everything a submission must pass (app/admission.py); the spec as it will run."""
+    if errors := admission.value_errors(spec.model_dump(mode="json")):
+        raise invalid_spec(errors)
+    artifacts = _artifacts_named(session, caller, spec)
+    if errors := fit_errors(spec, artifacts):
         raise invalid_spec(
             [{"pointer": pointer(e.loc), "in": "body", "detail": e.msg, "type": "does_not_fit"} for e in errors]
         )
+    if errors := admission.cost_errors(spec, artifacts, session.get(Tenant, caller.tenant_id)):
+        raise invalid_spec(errors)
+    return admission.with_default_time_limit(spec)
+
+
+def _submit(session: Session, spec: JobSpec, response: Response, caller: Caller,
+            idempotency_key: str | None) -> JobOut:
+    spec = _admit(session, spec, caller)
     digest = _spec_sha256(spec)
     # Before anything is counted: serialises this tenant's submissions (see tenants.py).
     tenants.lock_for_submission(session, caller.tenant_id)

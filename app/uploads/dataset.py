@@ -177,6 +177,10 @@ def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
         arrays[key] = _features(value, key)
     if (parts.x_test is None) != (parts.y_test is None):
         raise InspectionError("Give both x_test and y_test, or neither.", field="file")
+    if parts.x_test is not None and len(parts.x_test) == 0:
+        raise InspectionError("x_test has no rows: a test split needs examples to report on. "
+                              "Give some, or leave x_test and y_test out (test_fraction is then held out).",
+                              field="file")
     if parts.y_test is not None and len(parts.y_test) != len(parts.x_test):
         raise InspectionError(f"x_test has {len(parts.x_test)} rows but y_test has "
                               f"{len(parts.y_test)}.", field="file")

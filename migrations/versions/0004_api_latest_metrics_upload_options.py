@@ -3,6 +3,7 @@
 - jobs.latest_metrics: the last epoch's metrics, written with them, so a poll of a job
   reads one row instead of sorting the job's metric rows (153 ms at 300k rows);
 - ix_job_metrics_job_id_id: a job's series in insertion order without a sort;
+- tenants.max_job_flops: a tenant's own budget for one job's estimated cost;
 - artifacts.options_sha256: an upload is the same upload only with the same bytes AND the
   same options (format, label_column, output); the unique index includes it.
 
@@ -34,6 +35,8 @@ def _backfill_latest_metrics(conn) -> None:  # noqa: ANN001
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("tenants") as batch:
+        batch.add_column(sa.Column("max_job_flops", sa.Float(), nullable=True))
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("latest_metrics", sa.JSON(), nullable=True))
     with op.batch_alter_table("job_metrics") as batch:
@@ -60,3 +63,5 @@ def downgrade() -> None:
         batch.drop_index("ix_job_metrics_job_id_id")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("latest_metrics")
+    with op.batch_alter_table("tenants") as batch:
+        batch.drop_column("max_job_flops")
