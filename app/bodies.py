@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import check_key, require_admin
@@ -72,6 +73,11 @@ async def authorize(request: Request) -> None:
         request.scope.setdefault("state", {})["caller"] = await run_in_threadpool(check_key, request)
 
 
+def routed(scope: Scope) -> bool:
+    """A route takes this method at this path (else the app answers 404/405 unread)."""
+    return any(route.matches(scope)[0] == Match.FULL for route in scope["app"].routes)
+
+
 def declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -85,7 +91,7 @@ class BodyGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] not in BODY_METHODS
-                or (scope["method"], scope["path"]) in STREAMED):
+                or (scope["method"], scope["path"]) in STREAMED or not routed(scope)):
             await self.app(scope, receive, send)
             return
         request = Request(scope)

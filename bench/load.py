@@ -215,6 +215,29 @@ def run(code: Path, label: str, connections: list[int], seconds: float, metric_r
     return results
 
 
+def report(rows: list[dict]) -> str:
+    """A markdown table per metric-row count: before and after side by side."""
+    lines = []
+    for metric_rows in sorted({r["metric_rows"] for r in rows}):
+        lines += [f"### {metric_rows:,} metric rows on the job", "",
+                  "| route | conns | before req/s | before p50/p99 ms | before errors | before /healthz worst (during/after) s "
+                  "| after req/s | after p50/p99 ms | after errors | after /healthz worst (during/after) s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        keyed = {(r["label"], r["route"], r["connections"]): r for r in rows if r["metric_rows"] == metric_rows}
+        for route in ROUTES:
+            for n in sorted({r["connections"] for r in rows}):
+                cells = []
+                for label in ("before", "after"):
+                    r = keyed.get((label, route, n))
+                    cells += (["-"] * 4 if r is None else [
+                        f"{r['rps']:.0f}", f"{r['p50_ms']}/{r['p99_ms']}", str(r["errors"]),
+                        f"{r['healthz_worst_during_s']}/{r['healthz_worst_after_s']}"])
+                if any(c != "-" for c in cells):
+                    lines.append(f"| {route} | {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code", type=Path, default=ROOT)
@@ -227,7 +250,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="append the rows as JSON lines here")
     parser.add_argument("--routes", default=",".join(ROUTES))
     parser.add_argument("--env", action="append", default=[], help="DISTILL_X=value for the API")
+    parser.add_argument("--report", type=Path, help="print the markdown tables of these JSON lines")
     args = parser.parse_args()
+    if args.report:
+        print(report([json.loads(line) for line in args.report.read_text().splitlines()]))
+        return
     rows = run(args.code.resolve(), args.label, [int(c) for c in args.connections.split(",")],
                args.seconds, args.metric_rows, args.timeout, args.port, args.routes.split(","), args.env)
     if args.out:

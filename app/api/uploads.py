@@ -131,9 +131,7 @@ class StreamedForm:
 
     def _part_end(self) -> None:
         name = self._disposition.get("name")
-        if name == "file":
-            self._out.flush()
-            os.fsync(self._out.fileno())
+        if name == "file":  # fsync happens in _store, off the event loop
             self._out.close()
         elif name:
             self.fields[name] = self._value.decode("utf-8", "replace")
@@ -286,6 +284,8 @@ def _store(artifact: Artifact, upload: Path, arrays: Path) -> tuple[Artifact, bo
         moved.append(final.with_name(TENSORS_FILE))
         moved[-1].write_text(json.dumps(artifact.inspection["tensors"]))
         artifact.inspection = safetensors_summary(artifact.inspection)
+    with upload.open("rb") as f:
+        os.fsync(f.fileno())
     os.replace(upload, final)
     with session_scope() as session:
         session.add(artifact)
