@@ -21,7 +21,13 @@ from starlette.concurrency import run_in_threadpool
 from app.config import get_settings
 from app.db import session_scope
 from app.problems import Problem
-from app.tenants import LOCAL_TENANT, find_tenant, key_sha256, local_tenant, tenant_of_key
+from app.tenants import (
+    LOCAL_TENANT,
+    find_tenant,
+    key_sha256,
+    local_tenant,
+    tenant_of_key,
+)
 
 
 @dataclass(frozen=True)

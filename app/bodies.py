@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.routing import Match
@@ -46,7 +47,7 @@ def body_timeout(seconds: float) -> Problem:
 async def next_message(receive: Receive, timeout: float) -> Message:
     try:
         return await asyncio.wait_for(receive(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise body_timeout(timeout) from None
 
 

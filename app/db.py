@@ -33,7 +33,7 @@ def make_engine(url: str, **options: object) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **_pool_args(), **options)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
+        def _sqlite_pragmas(dbapi_connection, _record):
             # WAL lets the API read while a worker writes; foreign keys are off by default.
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")

@@ -17,15 +17,15 @@ once the lease has passed to another worker, the old one's writes match no row.
 from __future__ import annotations
 
 import math
-from enum import StrEnum
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, delete, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Job, JobEvent, JobMetric, utcnow
 from app.contract.spec import JobSpec
+from app.models import Job, JobEvent, JobMetric, utcnow
 
 
 class Status(StrEnum):

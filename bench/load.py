@@ -73,7 +73,7 @@ class Load:
                 self.latencies.append(time.monotonic() - start)
                 if status >= 400:
                     self.errors += 1
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 self.errors += 1
                 if writer is not None:
                     writer.close()
@@ -92,7 +92,7 @@ async def probe_healthz(port: int, until: float, worst: list[float]) -> None:
             await asyncio.wait_for(_read_response(reader), 5)
             writer.close()
             worst.append(time.monotonic() - start)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
             worst.append(5.0)
         await asyncio.sleep(0.2)
 

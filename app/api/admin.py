@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
 from sqlalchemy import select
-
-from app import tenants
 from sqlalchemy.orm import Session
 
+from app import tenants
 from app.api.jobs import not_found
-from app.db import session_scope
 from app.api.schemas import KeyIn, KeyOut, NewKeyOut, TenantIn, TenantOut, problems
 from app.auth import key_cache, require_admin
+from app.db import session_scope
 from app.models import ApiKey, Tenant
 from app.problems import Problem
 

@@ -9,8 +9,8 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from app.api.jobs import artifact_out, not_found
-from app.auth import Caller, CallerDep
 from app.api.schemas import ArtifactOut, problems
+from app.auth import Caller, CallerDep
 from app.db import session_scope
 from app.models import Artifact
 from app.storage import get_storage
@@ -18,7 +18,7 @@ from app.storage import get_storage
 router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(401, 404, 422, 429, 503))
 
 
-def artifact_or_404(session, caller: Caller, artifact_id: str) -> Artifact:  # noqa: ANN001
+def artifact_or_404(session, caller: Caller, artifact_id: str) -> Artifact:
     artifact = session.get(Artifact, artifact_id)
     if artifact is None or artifact.tenant_id != caller.tenant_id:
         raise not_found("Artifact", artifact_id)

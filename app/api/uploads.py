@@ -19,24 +19,35 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.api.jobs import artifact_out
 from app.api.schemas import ArtifactOut, problems
+from app.api.upload_limits import disk_full_is_507, safetensors_summary
 from app.auth import Caller, CallerDep
-from app.config import get_settings
 from app.bodies import body_timeout
+from app.config import get_settings
 from app.db import session_scope
 from app.models import Artifact
 from app.problems import Problem, invalid_spec
-from app.storage import INCOMING, TENSORS_FILE, dataset_arrays_key, get_storage, upload_key
-from app.uploads import InspectionError, UploadLimits, guess_format, refuse_code_carrying
+from app.storage import (
+    INCOMING,
+    TENSORS_FILE,
+    dataset_arrays_key,
+    get_storage,
+    upload_key,
+)
+from app.uploads import (
+    InspectionError,
+    UploadLimits,
+    guess_format,
+    refuse_code_carrying,
+)
 from app.uploads.sandbox import InspectRequest, SandboxLimits, inspect_isolated
-from app.api.upload_limits import disk_full_is_507, safetensors_summary
 
 router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(400, 401, 422, 429, 503))
 
@@ -199,7 +210,7 @@ async def _receive(request: Request, form: StreamedForm) -> None:
                 chunk = await asyncio.wait_for(chunks.__anext__(), timeout)
             except StopAsyncIteration:
                 break
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise body_timeout(timeout) from None
             form.parser.write(chunk)
         form.parser.finalize()

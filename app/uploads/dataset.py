@@ -208,8 +208,8 @@ def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
         "num_classes": len(classes),
         "classes": names,
         "class_counts": [int(c) for c in counts],
-        "unlabeled_rows": int(len(arrays["x_unlabeled"])) if "x_unlabeled" in arrays else 0,
-        "test_rows": int(len(arrays["x_test"])) if "x_test" in arrays else 0,
+        "unlabeled_rows": len(arrays["x_unlabeled"]) if "x_unlabeled" in arrays else 0,
+        "test_rows": len(arrays["x_test"]) if "x_test" in arrays else 0,
     }
     result.update(parts.extra)
     return result
@@ -260,7 +260,7 @@ def _read_npz(path: Path, limits: UploadLimits) -> _Parts:
         budget = zipsafe.ReadBudget(limits, what)
         for info in zf.infolist():
             name = info.filename
-            key = name[:-4] if name.endswith(".npy") else name
+            key = name.removesuffix(".npy")
             if key not in NPZ_KEYS:
                 raise InspectionError(
                     f"The npz file has an array {key!r}; the allowed keys are {', '.join(NPZ_KEYS)} "

@@ -13,6 +13,7 @@ becomes an InspectionError that names it."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import resource
@@ -87,7 +88,7 @@ async def inspect_isolated(request: InspectRequest, limits: SandboxLimits) -> di
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
     try:
         out, err = await asyncio.wait_for(proc.communicate(payload), limits.seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise time_limit_error(limits) from None
     finally:
         if proc.returncode is None:  # the limit, or the client left: the child goes too
@@ -99,6 +100,8 @@ async def inspect_isolated(request: InspectRequest, limits: SandboxLimits) -> di
     if "error" in answer:
         if answer.get("limit") == "memory":
             raise memory_limit_error(limits)
+        if answer.get("limit") == "disk":  # the store is full: the route answers 507
+            raise OSError(errno.ENOSPC, answer["error"])
         raise InspectionError(answer["error"], field=answer.get("field", "file"))
     return answer["inspection"]
 
@@ -142,6 +145,10 @@ def main() -> None:
         answer |= {"error": _scrub(str(exc), request), "field": exc.field}
     except MemoryError:
         answer = {"error": "MemoryError", "limit": "memory"}
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        answer = {"error": "no space left for the converted dataset", "limit": "disk"}
     except Exception as exc:  # noqa: BLE001 - a decoder's own failure: the file is bad
         answer = {"limit": "memory"} if _memory_failure(exc) else {}
         answer |= {"error": _scrub(f"The file cannot be read as {request.fmt} "

@@ -110,7 +110,7 @@ def endless_loop(trip_count: int = 2**62) -> bytes:
     return _model(nodes, head + inits)
 
 
-def _node(op: str, inputs: list[str], outputs: list[str], **attrs: object):  # noqa: ANN202
+def _node(op: str, inputs: list[str], outputs: list[str], **attrs: object):
     from onnx import helper
 
     return helper.make_node(op, inputs, outputs, **attrs)

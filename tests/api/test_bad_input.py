@@ -23,7 +23,7 @@ def stored_files() -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
 
 
-def refused(r, pointer: str) -> str:  # noqa: ANN001
+def refused(r, pointer: str) -> str:
     assert r.status_code == 422, r.text
     assert r.headers["content-type"] == "application/problem+json"
     errors = {e["pointer"]: e["detail"] for e in r.json()["errors"]}

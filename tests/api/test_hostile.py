@@ -15,7 +15,13 @@ import httpx
 import pytest
 
 from tests.api.hostile import (
-    api_process, children, constant_of_shape_bomb, endless_loop, incoming_files, is_root, rss_bytes,
+    api_process,
+    children,
+    constant_of_shape_bomb,
+    endless_loop,
+    incoming_files,
+    is_root,
+    rss_bytes,
 )
 from tests.conftest import _empty_postgres
 from tests.integration.conftest import wait_for
@@ -176,7 +182,8 @@ def test_wrong_keys_are_rate_limited_per_address(tmp_path, pg):
 def test_a_full_store_answers_507_and_keeps_nothing(tmp_path, pg):
     store = tmp_path / "store"
     store.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(store)], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(store)],
+                             capture_output=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode()[:200]}")
     try:
