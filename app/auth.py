@@ -16,12 +16,18 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.config import get_settings
-from app.db import get_session
+from app.db import session_scope
 from app.problems import Problem
-from app.tenants import LOCAL_TENANT, find_tenant, local_tenant, tenant_of_key
+from app.tenants import (
+    LOCAL_TENANT,
+    find_tenant,
+    key_sha256,
+    local_tenant,
+    tenant_of_key,
+)
 
 
 @dataclass(frozen=True)
@@ -38,10 +44,11 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # key id -> (tokens, at)
         self._lock = threading.Lock()
 
-    def wait_seconds(self, key_id: str) -> int:
+    def wait_seconds(self, key_id: str, per_minute: int | None = None, burst: int | None = None) -> int:
         """Take a token: 0 if there was one, else how long until there is."""
         settings = get_settings()
-        rate, burst = settings.rate_limit_per_minute / 60.0, float(settings.rate_limit_burst)
+        per_minute = settings.rate_limit_per_minute if per_minute is None else per_minute
+        rate, burst = per_minute / 60.0, float(settings.rate_limit_burst if burst is None else burst)
         if rate <= 0:
             return 0
         now = time.monotonic()
@@ -68,27 +75,95 @@ def _unauthorized(detail: str) -> Problem:
                    headers={"WWW-Authenticate": 'Bearer realm="distill"'})
 
 
-def authenticate(request: Request, session: Annotated[Session, Depends(get_session)]) -> Caller:
+def _too_many(detail: str, wait: int) -> Problem:
+    return Problem(429, "Too many requests", detail, type_="rate-limited",
+                   headers={"Retry-After": str(wait)})
+
+
+def _count_wrong_key(request: Request) -> None:
+    """Wrong keys are counted per client address, so guessing keys is slow."""
     settings = get_settings()
-    if settings.auth == "off":
-        tenant = find_tenant(session, LOCAL_TENANT) or local_tenant(session)
-        session.commit()
-        return Caller(tenant.id, None)
-    key = presented_key(request)
-    if key is None:
-        raise _unauthorized("Send your API key as 'Authorization: Bearer <key>' (or X-API-Key). "
-                            "An admin creates keys: python -m app.admin create-key TENANT.")
-    found = tenant_of_key(session, key)
-    if found is None:
-        raise _unauthorized("This API key is unknown or revoked. Ask an admin for a new one.")
-    tenant, record = found
-    wait = request.app.state.rate_limiter.wait_seconds(record.id)
+    address = request.client.host if request.client else "unknown"
+    wait = request.app.state.rate_limiter.wait_seconds(
+        f"address:{address}", settings.auth_failures_per_minute, settings.auth_failures_burst)
     if wait:
-        raise Problem(429, "Too many requests",
-                      f"This key is limited to {settings.rate_limit_per_minute} requests per minute "
-                      f"(bursts of {settings.rate_limit_burst}); retry in {wait} s.",
-                      type_="rate-limited", headers={"Retry-After": str(wait)})
-    return Caller(tenant.id, record.id)
+        raise _too_many(f"Too many requests with a wrong API key from this address "
+                        f"({settings.auth_failures_per_minute} a minute); retry in {wait} s.", wait)
+
+
+def check_key(request: Request) -> Caller:
+    """The caller of a request, from its key: its own short session, closed before the
+    route runs (see app/db.py). Blocking: call it from a thread."""
+    settings = get_settings()
+    with session_scope(readonly=settings.auth == "keys") as session:
+        if settings.auth == "off":
+            tenant = find_tenant(session, LOCAL_TENANT) or local_tenant(session)
+            session.commit()
+            return Caller(tenant.id, None)
+        key = presented_key(request)
+        if key is None:
+            raise _unauthorized("Send your API key as 'Authorization: Bearer <key>' (or X-API-Key). "
+                                "An admin creates keys: python -m app.admin create-key TENANT.")
+        found = tenant_of_key(session, key)
+    if found is None:
+        _count_wrong_key(request)
+        raise _unauthorized("This API key is unknown or revoked. Ask an admin for a new one.")
+    caller = Caller(found[0].id, found[1].id)
+    key_cache.put(key, caller)
+    _rate_limited(request, caller)
+    return caller
+
+
+class KeyCache:
+    """Recently seen keys -> their caller, for `auth_cache_seconds`: a poll of a job costs
+    one database read, not two. A key revoked through this process leaves at once; one
+    revoked elsewhere (the admin command, another replica) within the cache time."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Caller, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Caller | None:
+        with self._lock:
+            hit = self._entries.get(key_sha256(key))
+        return hit[0] if hit and hit[1] > time.monotonic() else None
+
+    def put(self, key: str, caller: Caller) -> None:
+        seconds = get_settings().auth_cache_seconds
+        if seconds > 0:
+            with self._lock:
+                if len(self._entries) > 10_000:  # bounded: forget them all, they come back
+                    self._entries.clear()
+                self._entries[key_sha256(key)] = (caller, time.monotonic() + seconds)
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            self._entries = {k: v for k, v in self._entries.items() if v[0].key_id != key_id}
+
+
+key_cache = KeyCache()
+
+
+def _rate_limited(request: Request, caller: Caller) -> None:
+    settings = get_settings()
+    wait = request.app.state.rate_limiter.wait_seconds(caller.key_id)
+    if wait:
+        raise _too_many(f"This key is limited to {settings.rate_limit_per_minute} requests per minute "
+                        f"(bursts of {settings.rate_limit_burst}); retry in {wait} s.", wait)
+
+
+async def authenticate(request: Request) -> Caller:
+    """FastAPI dependency: the caller. A request whose body was guarded (app/bodies.py) was
+    authenticated before its body was read; that answer is reused, not counted twice. A key
+    seen in the last auth_cache_seconds needs no thread and no database."""
+    caller = request.scope.get("state", {}).get("caller")
+    if caller is not None:
+        return caller
+    key = presented_key(request)
+    if key is not None and get_settings().auth == "keys" and (caller := key_cache.get(key)):
+        _rate_limited(request, caller)
+        return caller
+    return await run_in_threadpool(check_key, request)
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]

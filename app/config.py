@@ -73,6 +73,70 @@ class Settings(BaseSettings):
         512 << 20, ge=1, description="Largest upload (POST /v1/artifacts), enforced while streaming."
     )
 
+    # --- load and bodies ---
+    api_threads: int = Field(
+        40, ge=4, description="Threads that run the API's blocking work; the database pool "
+        "holds as many connections (opened lazily), so no thread waits for a connection."
+    )
+    db_pool_timeout_seconds: float = Field(
+        10.0, gt=0, description="A request that cannot get a database connection this long "
+        "answers 503 instead of waiting."
+    )
+    max_json_body_bytes: int = Field(
+        1 << 20, ge=1024, description="Largest JSON body (a job spec), enforced while it streams (413)."
+    )
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="A request body (JSON or upload) that sends nothing for this "
+        "long is dropped (408); an upload's partial file is removed."
+    )
+    max_concurrent_uploads_per_key: int = Field(
+        4, ge=1, description="Uploads one API key may stream at once (429 beyond), per API process."
+    )
+    auth_failures_per_minute: int = Field(
+        30, ge=0, description="Requests with a wrong API key allowed per client address and "
+        "minute (0: no limit), in bursts of auth_failures_burst; then 429."
+    )
+    auth_cache_seconds: float = Field(
+        0.0, ge=0, description="How long an API process trusts a key it has checked (0: check "
+        "every request). A key revoked through another process (the admin command, another "
+        "replica) stops working within this time; revoked over this process's admin route, at once."
+    )
+    auth_failures_burst: int = Field(10, ge=1, description="Wrong keys a client address may send at once.")
+    inspect_memory_bytes: int = Field(
+        2 << 30, ge=256 << 20, description="Address space of the process that inspects an upload "
+        "(runs a teacher on probe inputs, converts a dataset); beyond it the upload is refused (422)."
+    )
+    inspect_seconds: float = Field(
+        60.0, gt=0, description="Time the inspection of one upload may take; then its process is "
+        "killed and the upload refused (422)."
+    )
+    stale_upload_seconds: float = Field(
+        3600.0, gt=0, description="Partial upload files older than this (their API process died "
+        "mid-upload) are removed when an API process starts."
+    )
+    # --- admission: what one job may cost (app/admission.py) ---
+    default_time_limit_seconds: int = Field(
+        6 * 3600, ge=1, le=7 * 24 * 3600, description="limits.time_limit_seconds of a job that "
+        "names none: every job ends."
+    )
+    max_model_parameters: int = Field(
+        50_000_000, ge=1, description="Largest model (teacher or student) a job may train, in parameters."
+    )
+    max_batch_activation_bytes: int = Field(
+        8 << 30, ge=1, description="Estimated activation memory of one training batch a job may need."
+    )
+    max_job_flops: float = Field(
+        1e16, gt=0, description="Estimated floating-point operations of a whole job (6 x parameters x "
+        "examples x epochs over every run); a tenant's own max_job_flops wins."
+    )
+    metrics_key: SecretStr = Field(
+        SecretStr(""), description="Key of /metrics' job counts (Authorization: Bearer); without "
+        "it /metrics shows only the API process's own figures."
+    )
+    metrics_cache_seconds: float = Field(
+        5.0, ge=0, description="/metrics reads job counts from the database at most this often."
+    )
+
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'distill.db').resolve()}"

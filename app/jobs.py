@@ -16,15 +16,16 @@ once the lease has passed to another worker, the old one's writes match no row.
 
 from __future__ import annotations
 
-from enum import StrEnum
+import math
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, delete, select, update
 from sqlalchemy.orm import Session
 
-from app.models import Job, JobEvent, JobMetric, utcnow
 from app.contract.spec import JobSpec
+from app.models import Job, JobEvent, JobMetric, utcnow
 
 
 class Status(StrEnum):
@@ -199,6 +200,10 @@ def add_metrics(
         JobMetric(job_id=job_id, phase=phase, run=run, epoch=epoch, name=name, value=float(v))
         for name, v in values.items()
     )
+    latest = {"phase": phase, "run": run, "epoch": epoch,
+              "values": {name: float(v) if math.isfinite(v) else None for name, v in values.items()}}
+    session.execute(update(Job).where(Job.id == job_id).values(latest_metrics=latest)
+                    .execution_options(synchronize_session=False))
 
 
 def succeed(session: Session, job_id: str, owner: str, result: dict[str, Any]) -> bool:

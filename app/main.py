@@ -7,14 +7,18 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import problems, tenants, ui
 from app.api import admin, artifacts, catalog, health, jobs, uploads
+from app.api.upload_limits import UploadSlots
 from app.auth import RateLimiter, authenticate
+from app.bodies import BodyGuard
 from app.config import get_settings
 from app.db import get_sessionmaker
+from app.storage import remove_stale_incoming
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,11 @@ def _first_start() -> None:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # As many threads as pooled connections (app/db.py): no thread waits for a connection.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
     _first_start()
+    if removed := remove_stale_incoming(get_settings().stale_upload_seconds):
+        log.warning("removed %d partial upload files left by a stopped API process", removed)
     yield
 
 
@@ -61,7 +69,9 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     app.state.rate_limiter = RateLimiter()
+    app.state.upload_slots = UploadSlots()
     problems.install(app)
+    app.add_middleware(BodyGuard)
     for module in (jobs, uploads, artifacts, catalog):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.include_router(admin.router)  # the admin key, not a tenant's

@@ -51,6 +51,8 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     # None: the service default (DISTILL_MAX_CONCURRENT_JOBS).
     max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer)
+    # The estimated cost one job of this tenant may have (None: DISTILL_MAX_JOB_FLOPS).
+    max_job_flops: Mapped[float | None] = mapped_column(Float)
     # Bumped by every submission as its first statement: that write locks this row (PostgreSQL)
     # or the database (SQLite) until commit, so a tenant's submissions are serialised and the
     # concurrent-job cap cannot be overrun by two requests counting at the same time.
@@ -103,6 +105,8 @@ class Job(Base):
     deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # When the job was last handed to the broker (the sweeper re-sends lost ones).
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The last epoch's metrics ({"phase", "run", "epoch", "values"}), written with them.
+    latest_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
@@ -133,7 +137,8 @@ class JobMetric(Base):
     value: Mapped[float] = mapped_column(Float)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    __table_args__ = (Index("ix_job_metrics_job_phase_run", "job_id", "phase", "run", "epoch"),)
+    __table_args__ = (Index("ix_job_metrics_job_phase_run", "job_id", "phase", "run", "epoch"),
+                      Index("ix_job_metrics_job_id_id", "job_id", "id"))
 
 
 class Artifact(Base):
@@ -156,10 +161,12 @@ class Artifact(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     # Uploads: what inspection found (shapes, classes, rows...); jobs check against it.
     inspection: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Uploads: sha256 of the options it was inspected with (format, label_column, output).
+    options_sha256: Mapped[str] = mapped_column(String(64), default="", server_default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (
         # The same content uploaded twice by one tenant is stored once.
-        Index("uq_artifacts_upload_content", "tenant_id", "kind", "sha256", unique=True,
+        Index("uq_artifacts_upload_content", "tenant_id", "kind", "sha256", "options_sha256", unique=True,
               sqlite_where=text("job_id IS NULL"), postgresql_where=text("job_id IS NULL")),
     )

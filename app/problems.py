@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def invalid_spec(errors: list[dict[str, Any]]) -> Problem:
     )
 
 
-def _response(request: Request, problem: Problem) -> JSONResponse:
+def problem_response(request: Request, problem: Problem) -> JSONResponse:
     body: dict[str, Any] = {
         "type": problem.type,
         "title": problem.title,
@@ -101,6 +101,19 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+def database_problem(request: Request, exc: Exception) -> Problem:
+    """503 for a database that is down (the pool reconnects on the next request) or that
+    has no free connection right now."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    if isinstance(exc, PoolTimeout):
+        return Problem(503, "Service busy", "The service has no free database connection right "
+                       "now; nothing was changed. Try again shortly.", type_="service-busy",
+                       headers={"Retry-After": "2"})
+    return Problem(503, "Database unavailable", "The database cannot be reached right now; "
+                   "nothing was changed. Try again shortly.", type_="database-unavailable",
+                   headers={"Retry-After": "5"})
+
+
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:
     methods: set[str] = set()
     for route in app.routes:
@@ -113,11 +126,11 @@ def _allowed_methods(app: FastAPI, path: str) -> list[str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        return _response(request, exc)
+        return problem_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _response(request, invalid_spec(_validation_errors(exc)))
+        return problem_response(request, invalid_spec(_validation_errors(exc)))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -129,26 +142,23 @@ def install(app: FastAPI) -> None:
             allowed = _allowed_methods(app, request.url.path)
             headers = {**(headers or {}), "Allow": ", ".join(allowed)}
             detail = f"{request.method} is not allowed here; use {', '.join(allowed)}."
-        return _response(
+        return problem_response(
             request,
             Problem(exc.status_code, titles.get(exc.status_code, "HTTP error"), detail, headers=headers),
         )
 
     @app.exception_handler(OperationalError)
     async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
-        # A restarted or unreachable database: the pool reconnects on the next request.
-        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return _response(
-            request,
-            Problem(503, "Database unavailable", "The database cannot be reached right now; "
-                    "nothing was changed. Try again shortly.", type_="database-unavailable",
-                    headers={"Retry-After": "5"}),
-        )
+        return problem_response(request, database_problem(request, exc))
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(request: Request, exc: PoolTimeout) -> JSONResponse:
+        return problem_response(request, database_problem(request, exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _response(
+        return problem_response(
             request,
             Problem(500, "Internal error", "The server failed; nothing was changed. Try again later."),
         )

@@ -51,13 +51,34 @@ def get_storage() -> LocalStorage:
     return LocalStorage(get_settings().resolved_artifact_dir)
 
 
-# Uploads: one folder per tenant and content hash (so identical content is stored once).
-# A dataset's canonical arrays (what the worker reads) sit beside the file as uploaded.
+# Uploads: one folder per tenant, content hash and options (so identical uploads are stored
+# once). A dataset's canonical arrays (what the worker reads) sit beside the file as uploaded,
+# and a safetensors teacher's tensor list (checked at submission) in tensors.json.
 DATASET_ARRAYS = "arrays.npz"
+TENSORS_FILE = "tensors.json"
+INCOMING = "uploads/.incoming"  # uploads while they stream and are inspected
 
 
 def upload_key(tenant_id: str, sha256: str, filename: str) -> str:
     return f"uploads/{tenant_id}/{sha256}/{filename}"
+
+
+def remove_stale_incoming(older_than_seconds: float) -> int:
+    """Partial files of uploads that died with their API process (killed mid-stream)."""
+    import time
+
+    folder = get_storage().path(INCOMING)
+    if not folder.is_dir():
+        return 0
+    cutoff, removed = time.time() - older_than_seconds, 0
+    for path in folder.iterdir():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:  # another replica removed it first
+            continue
+    return removed
 
 
 def dataset_arrays_key(upload_storage_key: str) -> str:

@@ -39,7 +39,10 @@ def clear_caches() -> None:
     if db.get_engine.cache_info().currsize:
         db.get_engine().dispose()
     db.get_engine.cache_clear()
+    if db.get_read_engine.cache_info().currsize:
+        db.get_read_engine().dispose()
     db.get_sessionmaker.cache_clear()
+    db.get_read_engine.cache_clear()
     queue.reset_client()
 
 

@@ -8,16 +8,17 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
-from app.api.jobs import SessionDep, artifact_out, not_found
-from app.auth import Caller, CallerDep
+from app.api.jobs import artifact_out, not_found
 from app.api.schemas import ArtifactOut, problems
+from app.auth import Caller, CallerDep
+from app.db import session_scope
 from app.models import Artifact
 from app.storage import get_storage
 
 router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(401, 404, 422, 429, 503))
 
 
-def artifact_or_404(session, caller: Caller, artifact_id: str) -> Artifact:  # noqa: ANN001
+def artifact_or_404(session, caller: Caller, artifact_id: str) -> Artifact:
     artifact = session.get(Artifact, artifact_id)
     if artifact is None or artifact.tenant_id != caller.tenant_id:
         raise not_found("Artifact", artifact_id)
@@ -26,7 +27,6 @@ def artifact_or_404(session, caller: Caller, artifact_id: str) -> Artifact:  # n
 
 @router.get("/artifacts", response_model=list[ArtifactOut], summary="Your uploads, newest first")
 def list_uploads(
-    session: SessionDep,
     caller: CallerDep,
     kind: Annotated[Literal["teacher", "dataset"] | None, Query(description="Only this kind.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -34,13 +34,15 @@ def list_uploads(
     query = select(Artifact).where(Artifact.tenant_id == caller.tenant_id, Artifact.job_id.is_(None))
     if kind:
         query = query.where(Artifact.kind == kind)
-    rows = session.scalars(query.order_by(Artifact.created_at.desc(), Artifact.id.desc()).limit(limit))
-    return [artifact_out(a) for a in rows]
+    with session_scope(readonly=True) as session:
+        rows = session.scalars(query.order_by(Artifact.created_at.desc(), Artifact.id.desc()).limit(limit))
+        return [artifact_out(a) for a in rows]
 
 
 @router.get("/artifacts/{artifact_id}", response_model=ArtifactOut, summary="An artifact's metadata")
-def get_artifact(artifact_id: str, session: SessionDep, caller: CallerDep) -> ArtifactOut:
-    return artifact_out(artifact_or_404(session, caller, artifact_id))
+def get_artifact(artifact_id: str, caller: CallerDep) -> ArtifactOut:
+    with session_scope(readonly=True) as session:
+        return artifact_out(artifact_or_404(session, caller, artifact_id))
 
 
 @router.get(
@@ -49,8 +51,9 @@ def get_artifact(artifact_id: str, session: SessionDep, caller: CallerDep) -> Ar
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def artifact_content(artifact_id: str, session: SessionDep, caller: CallerDep) -> FileResponse:
-    artifact = artifact_or_404(session, caller, artifact_id)
+def artifact_content(artifact_id: str, caller: CallerDep) -> FileResponse:
+    with session_scope(readonly=True) as session:
+        artifact = artifact_or_404(session, caller, artifact_id)
     path = get_storage().path(artifact.storage_key)
     if not path.is_file():
         raise not_found("Artifact content", artifact_id)

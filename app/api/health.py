@@ -1,13 +1,32 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+/healthz is async and touches nothing: it answers from the event loop even when every
+thread is busy. /metrics is cheap: the API process's own figures always, and the job
+counts (all tenants together) only for the holder of DISTILL_METRICS_KEY, read from the
+database at most every metrics_cache_seconds."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from sqlalchemy import func, select, text
+import hashlib
+import hmac
+import threading
+import time
 
-from app.api.jobs import SessionDep
+from fastapi import APIRouter, Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    ProcessCollector,
+    generate_latest,
+)
+from sqlalchemy import func, select, text
+from starlette.concurrency import run_in_threadpool
+
 from app.api.schemas import problems
+from app.auth import presented_key
+from app.config import get_settings
+from app.db import session_scope
 from app.jobs import Status
 from app.models import Job
 from app.problems import Problem
@@ -17,15 +36,16 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="The process is alive")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="The database and the broker answer", responses=problems(503))
-def readyz(session: SessionDep) -> dict[str, str]:
+def readyz() -> dict[str, str]:
     checks = {}
     try:
-        session.execute(text("SELECT 1"))
+        with session_scope() as session:
+            session.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001
         checks["database"] = f"unreachable: {type(exc).__name__}"
@@ -36,12 +56,50 @@ def readyz(session: SessionDep) -> dict[str, str]:
     return checks
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(session: SessionDep) -> Response:
-    # Job counts are read from the database at scrape time, so every API replica agrees.
+class JobCounts:
+    """Jobs by status, all tenants together, read at most every `metrics_cache_seconds`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._at = float("-inf")
+        self._counts: dict[str, int] = {}
+
+    def get(self) -> dict[str, int]:
+        with self._lock:
+            if time.monotonic() - self._at >= get_settings().metrics_cache_seconds:
+                with session_scope() as session:
+                    rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+                self._counts, self._at = dict(rows), time.monotonic()
+            return self._counts
+
+
+_registry = CollectorRegistry()
+ProcessCollector(registry=_registry)  # CPU, memory, open files of this API process
+_job_counts = JobCounts()
+
+
+def _holds_metrics_key(request: Request) -> bool:
+    expected = get_settings().metrics_key.get_secret_value()
+    if not expected:
+        return False
+    digest = hashlib.sha256
+    return hmac.compare_digest(digest((presented_key(request) or "").encode()).digest(),
+                               digest(expected.encode()).digest())
+
+
+def _job_registry(counts: dict[str, int]) -> CollectorRegistry:
     registry = CollectorRegistry()
-    gauge = Gauge("distill_jobs", "Jobs by status", ["status"], registry=registry)
-    counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    gauge = Gauge("distill_jobs", "Jobs by status (all tenants)", ["status"], registry=registry)
     for s in Status:
         gauge.labels(status=s.value).set(counts.get(s.value, 0))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return registry
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            description="The API process's figures; with the metrics key (DISTILL_METRICS_KEY, "
+            "as Authorization: Bearer) also the jobs by status.")
+async def metrics(request: Request) -> Response:
+    body = generate_latest(_registry)
+    if _holds_metrics_key(request):
+        body += generate_latest(_job_registry(await run_in_threadpool(_job_counts.get)))
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

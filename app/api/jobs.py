@@ -9,11 +9,11 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
-from app import jobs
+from app import admission, jobs, tenants
 from app.api.schemas import (
     ArtifactOut,
     EventOut,
@@ -23,18 +23,17 @@ from app.api.schemas import (
     MetricsOut,
     problems,
 )
-from app import tenants
 from app.auth import Caller, CallerDep
-from app.db import get_session
+from app.contract.fit import ArtifactFacts, artifact_refs, fit_errors
+from app.contract.spec import JobSpec
+from app.db import session_scope
 from app.models import Artifact, Job, JobEvent, JobMetric, Tenant, utcnow
 from app.problems import Problem, invalid_spec, pointer
 from app.queue import enqueue_job
-from app.contract.fit import ArtifactFacts, artifact_refs, fit_errors
-from app.contract.spec import JobSpec
+from app.storage import TENSORS_FILE, get_storage
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=problems(400, 401, 422, 429, 503))
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def not_found(kind: str, id_: str) -> Problem:
@@ -56,33 +55,13 @@ def _eta_seconds(job: Job) -> float | None:
     return round(elapsed * (1 - job.progress) / job.progress, 1)
 
 
-def _latest_metrics(session: Session, job_id: str) -> dict[str, Any] | None:
-    last = session.scalars(
-        select(JobMetric).where(JobMetric.job_id == job_id).order_by(JobMetric.id.desc()).limit(1)
-    ).first()
-    if last is None:
-        return None
-    rows = session.scalars(
-        select(JobMetric).where(
-            JobMetric.job_id == job_id,
-            JobMetric.phase == last.phase,
-            JobMetric.run == last.run,
-            JobMetric.epoch == last.epoch,
-        )
-    )
-    return {
-        "phase": last.phase,
-        "run": last.run,
-        "epoch": last.epoch,
-        "values": {m.name: m.value for m in rows},
-    }
-
-
-def job_out(session: Session, job: Job, *, with_metrics: bool = True) -> JobOut:
+def job_out(job: Job, *, with_metrics: bool = True) -> JobOut:
+    """The job as the API shows it; its latest metrics are a column of its row (written
+    with each epoch's metrics, app/jobs.add_metrics), so a poll costs one row read."""
     return JobOut.model_validate(job).model_copy(
         update={
             "eta_seconds": _eta_seconds(job),
-            "latest_metrics": _latest_metrics(session, job.id) if with_metrics else None,
+            "latest_metrics": job.latest_metrics if with_metrics else None,
         }
     )
 
@@ -99,7 +78,17 @@ def _artifacts_named(session: Session, caller: Caller, spec: JobSpec) -> dict[st
         return {}
     rows = session.scalars(select(Artifact).where(
         Artifact.id.in_(ids), Artifact.tenant_id == caller.tenant_id, Artifact.job_id.is_(None)))
-    return {a.id: ArtifactFacts(a.kind, a.format, a.inspection or {}) for a in rows}
+    return {a.id: ArtifactFacts(a.kind, a.format, _inspection(a)) for a in rows}
+
+
+def _inspection(artifact: Artifact) -> dict[str, Any]:
+    """What the fit checks read: the row's summary, and a safetensors teacher's tensor list
+    from the file beside it (the row keeps counts only, app/api/upload_limits.py)."""
+    inspection = dict(artifact.inspection or {})
+    if artifact.format == "safetensors" and "tensors" not in inspection:
+        sidecar = get_storage().path(artifact.storage_key).with_name(TENSORS_FILE)
+        inspection["tensors"] = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    return inspection
 
 
 @router.post(
@@ -111,7 +100,6 @@ def _artifacts_named(session: Session, caller: Caller, spec: JobSpec) -> dict[st
 def submit_job(
     spec: JobSpec,
     response: Response,
-    session: SessionDep,
     caller: CallerDep,
     idempotency_key: Annotated[
         str | None,
@@ -119,10 +107,27 @@ def submit_job(
                "return the same job; the same key with another body is refused."),
     ] = None,
 ) -> JobOut:
-    if errors := fit_errors(spec, _artifacts_named(session, caller, spec)):
+    with session_scope() as session:
+        return _submit(session, spec, response, caller, idempotency_key)
+
+
+def _admit(session: Session, spec: JobSpec, caller: Caller) -> JobSpec:
+    """Everything a submission must pass (app/admission.py); the spec as it will run."""
+    if errors := admission.value_errors(spec.model_dump(mode="json")):
+        raise invalid_spec(errors)
+    artifacts = _artifacts_named(session, caller, spec)
+    if errors := fit_errors(spec, artifacts):
         raise invalid_spec(
             [{"pointer": pointer(e.loc), "in": "body", "detail": e.msg, "type": "does_not_fit"} for e in errors]
         )
+    if errors := admission.cost_errors(spec, artifacts, session.get(Tenant, caller.tenant_id)):
+        raise invalid_spec(errors)
+    return admission.with_default_time_limit(spec)
+
+
+def _submit(session: Session, spec: JobSpec, response: Response, caller: Caller,
+            idempotency_key: str | None) -> JobOut:
+    spec = _admit(session, spec, caller)
     digest = _spec_sha256(spec)
     # Before anything is counted: serialises this tenant's submissions (see tenants.py).
     tenants.lock_for_submission(session, caller.tenant_id)
@@ -138,7 +143,7 @@ def submit_job(
                     type_="idempotency-key-reused",
                 )
             response.headers["Location"] = f"/v1/jobs/{existing.id}"
-            return job_out(session, existing)
+            return job_out(existing)
 
     tenant = session.get(Tenant, caller.tenant_id)
     if (active := tenants.active_jobs(session, tenant.id)) >= (cap := tenants.job_cap(tenant)):
@@ -154,7 +159,7 @@ def submit_job(
     session.commit()  # the row exists before any worker can be told about it
     try:
         enqueue_job(job.id)
-    except Exception as exc:  # noqa: BLE001 - any broker failure means the same to the client
+    except Exception as exc:
         log.warning("enqueue of job %s failed: %s", job.id, exc)
         session.execute(delete(Job).where(Job.id == job.id))
         session.commit()
@@ -168,7 +173,7 @@ def submit_job(
     jobs.mark_enqueued(session, job.id)
     session.commit()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return job_out(session, job, with_metrics=False)
+    return job_out(job, with_metrics=False)
 
 
 def _encode_cursor(job: Job) -> str:
@@ -188,7 +193,6 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 @router.get("/jobs", response_model=JobPage, summary="List jobs, newest first")
 def list_jobs(
-    session: SessionDep,
     caller: CallerDep,
     status_: Annotated[
         list[jobs.Status] | None, Query(alias="status", description="Only jobs in these states.")
@@ -204,11 +208,12 @@ def list_jobs(
         query = query.where(
             or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
         )
-    page = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+    with session_scope(readonly=True) as session:
+        page = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
     more = len(page) > limit
     page = page[:limit]
     return JobPage(
-        items=[job_out(session, j, with_metrics=False) for j in page],
+        items=[job_out(j, with_metrics=False) for j in page],
         next_cursor=_encode_cursor(page[-1]) if more else None,
     )
 
@@ -217,8 +222,9 @@ def list_jobs(
     "/jobs/{job_id}", response_model=JobOut, summary="A job's state, progress and result",
     responses=problems(404),
 )
-def get_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
-    return job_out(session, get_job_or_404(session, caller, job_id))
+def get_job(job_id: str, caller: CallerDep) -> JobOut:
+    with session_scope(readonly=True) as session:
+        return job_out(get_job_or_404(session, caller, job_id))
 
 
 @router.post(
@@ -231,17 +237,18 @@ def get_job(job_id: str, session: SessionDep, caller: CallerDep) -> JobOut:
     responses={202: {"description": "Cancellation requested; the worker will stop.", "model": JobOut},
                **problems(404, 409)},
 )
-def cancel_job(job_id: str, response: Response, session: SessionDep, caller: CallerDep) -> JobOut:
-    get_job_or_404(session, caller, job_id)
-    job = jobs.request_cancel(session, job_id)
-    if job is None:
-        raise not_found("Job", job_id)
-    session.commit()
+def cancel_job(job_id: str, response: Response, caller: CallerDep) -> JobOut:
+    with session_scope() as session:
+        get_job_or_404(session, caller, job_id)
+        job = jobs.request_cancel(session, job_id)
+        if job is None:
+            raise not_found("Job", job_id)
+        session.commit()
     if job.status in (jobs.Status.SUCCEEDED, jobs.Status.FAILED):
         raise Problem(409, "Job already ended", f"The job {job.status}; there is nothing to cancel.")
     if job.status == jobs.Status.RUNNING:
         response.status_code = status.HTTP_202_ACCEPTED
-    return job_out(session, job)
+    return job_out(job)
 
 
 @router.get(
@@ -250,17 +257,17 @@ def cancel_job(job_id: str, response: Response, session: SessionDep, caller: Cal
 )
 def job_events(
     job_id: str,
-    session: SessionDep,
     caller: CallerDep,
     after: Annotated[int | None, Query(description="Only events with a larger id.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> list[EventOut]:
-    get_job_or_404(session, caller, job_id)
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     if after is not None:
         query = query.where(JobEvent.id > after)
-    rows = session.scalars(query.order_by(JobEvent.id).limit(limit))
-    return [EventOut(id=e.id, at=e.at, phase=e.phase, level=e.level, message=e.message) for e in rows]
+    with session_scope(readonly=True) as session:
+        get_job_or_404(session, caller, job_id)
+        rows = session.scalars(query.order_by(JobEvent.id).limit(limit))
+        return [EventOut(id=e.id, at=e.at, phase=e.phase, level=e.level, message=e.message) for e in rows]
 
 
 @router.get(
@@ -269,19 +276,21 @@ def job_events(
 )
 def job_metrics(
     job_id: str,
-    session: SessionDep,
     caller: CallerDep,
     phase: Annotated[str | None, Query(examples=["student"])] = None,
     name: Annotated[str | None, Query(examples=["val_accuracy"])] = None,
 ) -> MetricsOut:
-    get_job_or_404(session, caller, job_id)
-    query = select(JobMetric).where(JobMetric.job_id == job_id)
+    query = select(JobMetric.phase, JobMetric.run, JobMetric.name, JobMetric.epoch, JobMetric.value).where(
+        JobMetric.job_id == job_id)
     if phase:
         query = query.where(JobMetric.phase == phase)
     if name:
         query = query.where(JobMetric.name == name)
     series: dict[tuple[str, str, str], MetricSeries] = {}
-    for m in session.scalars(query.order_by(JobMetric.id)):
+    with session_scope(readonly=True) as session:
+        get_job_or_404(session, caller, job_id)
+        rows = session.execute(query.order_by(JobMetric.id)).all()
+    for m in rows:
         s = series.setdefault(
             (m.phase, m.run, m.name),
             MetricSeries(phase=m.phase, run=m.run, name=m.name, epochs=[], values=[]),
@@ -299,7 +308,8 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
     "/jobs/{job_id}/artifacts", response_model=list[ArtifactOut], summary="A job's output files",
     responses=problems(404),
 )
-def job_artifacts(job_id: str, session: SessionDep, caller: CallerDep) -> list[ArtifactOut]:
-    get_job_or_404(session, caller, job_id)
-    rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.filename))
-    return [artifact_out(a) for a in rows]
+def job_artifacts(job_id: str, caller: CallerDep) -> list[ArtifactOut]:
+    with session_scope(readonly=True) as session:
+        get_job_or_404(session, caller, job_id)
+        rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.filename))
+        return [artifact_out(a) for a in rows]

@@ -175,11 +175,13 @@ _WHY = {
     401: "No API key, or an unknown or revoked one.",
     403: "Not allowed (admin routes disabled).",
     404: "No such resource (or another tenant's).",
+    408: "The body stopped arriving (DISTILL_BODY_TIMEOUT_SECONDS); nothing was kept.",
     409: "The request conflicts with the resource's state.",
-    413: "The upload is larger than the service accepts.",
+    413: "The body (an upload, a JSON spec) is larger than the service accepts.",
     415: "The body is not of a media type this route takes.",
     422: "The request is not valid; `errors` names each wrong field.",
     429: "Too many requests for this key, or the tenant's concurrent-job cap; see Retry-After.",
+    507: "The artifact store is full; nothing was kept.",
     503: "A dependency (database, queue) is unavailable; retry after Retry-After seconds.",
 }
 

@@ -9,7 +9,9 @@ tenant and content: the same bytes uploaded again return the artifact stored bef
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import os
 import re
 import uuid
@@ -17,28 +19,41 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
 
 from app.api.jobs import artifact_out
 from app.api.schemas import ArtifactOut, problems
+from app.api.upload_limits import disk_full_is_507, safetensors_summary
 from app.auth import Caller, CallerDep
+from app.bodies import body_timeout
 from app.config import get_settings
-from app.db import get_sessionmaker
+from app.db import session_scope
 from app.models import Artifact
 from app.problems import Problem, invalid_spec
-from app.storage import dataset_arrays_key, get_storage, upload_key
-from app.uploads import (
-    InspectionError, UploadLimits, guess_format, inspect_dataset, inspect_teacher, refuse_code_carrying,
+from app.storage import (
+    INCOMING,
+    TENSORS_FILE,
+    dataset_arrays_key,
+    get_storage,
+    upload_key,
 )
+from app.uploads import (
+    InspectionError,
+    UploadLimits,
+    guess_format,
+    refuse_code_carrying,
+)
+from app.uploads.sandbox import InspectRequest, SandboxLimits, inspect_isolated
 
 router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(400, 401, 422, 429, 503))
 
 FIELDS = {"kind", "name", "format", "label_column", "output"}
 MAX_FIELD_BYTES = 1000
+MAX_NAME_CHARS = 200  # the column's size
 MEDIA_TYPES = {
     "onnx": "application/onnx", "safetensors": "application/octet-stream", "npz": "application/octet-stream",
     "csv": "text/csv", "parquet": "application/vnd.apache.parquet", "zip": "application/zip",
@@ -127,9 +142,7 @@ class StreamedForm:
 
     def _part_end(self) -> None:
         name = self._disposition.get("name")
-        if name == "file":
-            self._out.flush()
-            os.fsync(self._out.fileno())
+        if name == "file":  # fsync happens in _store, off the event loop
             self._out.close()
         elif name:
             self.fields[name] = self._value.decode("utf-8", "replace")
@@ -153,13 +166,15 @@ def _safe_filename(filename: str, fmt: str) -> str:
     "`format` (else from the extension), `label_column` (CSV/Parquet), `output` (ONNX). Pickle-based "
     "files (.pt, .pth, .bin, .pkl), TorchScript and .pt2 are refused: loading them runs code. "
     "201 with what inspection found; 200 with the earlier artifact when this tenant uploaded the "
-    "same content before.",
+    "same content with the same options before.",
     responses={200: {"description": "The same content was uploaded before: that artifact.",
-                     "model": ArtifactOut}, **problems(413, 415)},
+                     "model": ArtifactOut}, **problems(408, 413, 415, 507)},
     openapi_extra={"requestBody": {"required": True, "content": {
         "multipart/form-data": {"schema": {"type": "object", **UPLOAD_FORM}}}}},
 )
 async def upload_artifact(request: Request, response: Response, caller: CallerDep) -> ArtifactOut:
+    """The caller is known before a byte is read (its dependency); no database session is
+    open while the body streams or while the file is inspected (in a child process)."""
     cap = get_settings().max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > cap + 64 * 1024:  # + room for the form
@@ -168,29 +183,42 @@ async def upload_artifact(request: Request, response: Response, caller: CallerDe
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
         raise Problem(415, "Send multipart/form-data", "Upload with multipart/form-data: fields kind "
                       "and file (e.g. curl -F kind=teacher -F file=@teacher.onnx).", type_="unsupported-media-type")
-    storage = get_storage()
-    incoming = storage.path(f"uploads/.incoming/{uuid.uuid4().hex}")
-    incoming.parent.mkdir(parents=True, exist_ok=True)
-    form = StreamedForm(options[b"boundary"], incoming.with_suffix(".part"), cap)
-    try:
+    incoming = get_storage().path(f"{INCOMING}/{uuid.uuid4().hex}")
+    with request.app.state.upload_slots.take(caller), disk_full_is_507():
+        incoming.parent.mkdir(parents=True, exist_ok=True)
+        form = StreamedForm(options[b"boundary"], incoming.with_suffix(".part"), cap)
         try:
-            async for chunk in request.stream():
-                form.parser.write(chunk)
-            form.parser.finalize()
-        except FormParserError as exc:
-            raise Problem(400, "The multipart body cannot be parsed", f"{exc}. Send multipart/form-data "
-                          "as a client library writes it (e.g. curl -F kind=teacher -F file=@teacher.onnx).",
-                          type_="malformed-multipart") from exc
-        form.close()
-        artifact, created = await run_in_threadpool(_accept, caller, form, incoming)
-    finally:
-        form.close()
-        for leftover in incoming.parent.glob(incoming.name + "*"):
-            leftover.unlink(missing_ok=True)
+            await _receive(request, form)
+            artifact, created = await _accept(caller, form, incoming)
+        finally:
+            form.close()
+            for leftover in incoming.parent.glob(incoming.name + "*"):
+                leftover.unlink(missing_ok=True)
     if not created:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = f"/v1/artifacts/{artifact.id}"
     return artifact_out(artifact)
+
+
+async def _receive(request: Request, form: StreamedForm) -> None:
+    """Stream the body into the form; a body idle for body_timeout_seconds ends with 408."""
+    timeout = get_settings().body_timeout_seconds
+    chunks = request.stream().__aiter__()
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), timeout)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise body_timeout(timeout) from None
+            form.parser.write(chunk)
+        form.parser.finalize()
+    except FormParserError as exc:
+        raise Problem(400, "The multipart body cannot be parsed", f"{exc}. Send multipart/form-data "
+                      "as a client library writes it (e.g. curl -F kind=teacher -F file=@teacher.onnx).",
+                      type_="malformed-multipart") from exc
+    form.close()
 
 
 def _form_fields(form: StreamedForm) -> tuple[str, str, dict[str, Any]]:
@@ -201,13 +229,32 @@ def _form_fields(form: StreamedForm) -> tuple[str, str, dict[str, Any]]:
     kind = form.fields.get("kind")
     if kind not in ("teacher", "dataset"):
         raise _field_error("kind", "kind must be 'teacher' or 'dataset'", "missing" if kind is None else "enum")
+    for field, value in form.fields.items():
+        if "\x00" in value:
+            raise _field_error(field, "holds a NUL character; send plain text")
+    if len(form.fields.get("name") or "") > MAX_NAME_CHARS:
+        raise _field_error("name", f"longer than {MAX_NAME_CHARS} characters", "string_too_long")
     fmt = form.fields.get("format") or guess_format(kind, form.filename)
     options = {k: form.fields[k] for k in ("label_column", "output") if form.fields.get(k)}
     return kind, fmt, options
 
 
-def _accept(caller: Caller, form: StreamedForm, incoming: Path) -> tuple[Artifact, bool]:
-    """Inspect the streamed file; keep it (once per tenant and content) or refuse it."""
+def _options_sha256(kind: str, fmt: str, options: dict[str, str]) -> str:
+    """The options an upload was inspected with: the same bytes with another label column
+    (or output, or format) are another artifact."""
+    canonical = json.dumps({"kind": kind, "format": fmt, **options}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _sandbox_limits() -> SandboxLimits:
+    settings = get_settings()
+    return SandboxLimits(memory_bytes=settings.inspect_memory_bytes, seconds=settings.inspect_seconds,
+                         output_bytes=settings.max_upload_bytes + UploadLimits().max_cells * 8)
+
+
+async def _accept(caller: Caller, form: StreamedForm, incoming: Path) -> tuple[Artifact, bool]:
+    """Inspect the streamed file in a child process; keep it (once per tenant, content and
+    options) or refuse it."""
     upload = incoming.with_suffix(".part")
     arrays = incoming.with_suffix(".npz")
     try:
@@ -215,40 +262,59 @@ def _accept(caller: Caller, form: StreamedForm, incoming: Path) -> tuple[Artifac
         refuse_code_carrying(upload, form.filename)
     except InspectionError as exc:
         raise _field_error(exc.field, str(exc), "refused") from exc
-    digest = form.sha256.hexdigest()
-    with get_sessionmaker()() as session:
-        if (existing := _existing(session, caller, kind, digest)) is not None:
-            return existing, False
-        try:
-            if kind == "teacher":
-                inspection = inspect_teacher(upload, fmt, output=options.get("output"))
-            else:
-                inspection = inspect_dataset(upload, fmt, arrays, label_column=options.get("label_column", "label"),
-                                             limits=UploadLimits())
-        except InspectionError as exc:
-            raise _field_error(exc.field, str(exc), "refused") from exc
-        storage = get_storage()
-        key = upload_key(caller.tenant_id, digest, _safe_filename(form.filename, fmt))
-        final = storage.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "dataset":
-            os.replace(arrays, storage.path(dataset_arrays_key(key)))
-        os.replace(upload, final)
-        artifact = Artifact(
-            tenant_id=caller.tenant_id, job_id=None, kind=kind, format=fmt, name=form.fields.get("name"),
-            filename=final.name, media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"),
-            storage_key=key, size_bytes=form.size, sha256=digest, inspection=inspection,
-        )
+    digest, options_digest = form.sha256.hexdigest(), _options_sha256(kind, fmt, options)
+    existing = await run_in_threadpool(_existing, caller, kind, digest, options_digest)
+    if existing is not None:
+        return existing, False
+    request = InspectRequest(kind=kind, path=str(upload), fmt=fmt, output=options.get("output"),
+                             label_column=options.get("label_column", "label"), canonical_out=str(arrays))
+    try:
+        inspection = await inspect_isolated(request, _sandbox_limits())
+    except InspectionError as exc:
+        raise _field_error(exc.field, str(exc), "refused") from exc
+    stored = Artifact(
+        tenant_id=caller.tenant_id, job_id=None, kind=kind, format=fmt, name=form.fields.get("name"),
+        filename=_safe_filename(form.filename, fmt), media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"),
+        size_bytes=form.size, sha256=digest, options_sha256=options_digest, inspection=inspection,
+        storage_key=upload_key(caller.tenant_id, f"{digest}-{options_digest[:16]}",
+                               _safe_filename(form.filename, fmt)))
+    return await run_in_threadpool(_store, stored, upload, arrays)
+
+
+def _store(artifact: Artifact, upload: Path, arrays: Path) -> tuple[Artifact, bool]:
+    """Move the files into the store, then commit the row; if the row cannot be written,
+    the files go too (no orphans). A concurrent twin that won keeps the same files."""
+    storage = get_storage()
+    final = storage.path(artifact.storage_key)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    moved = [final]
+    if artifact.kind == "dataset":
+        moved.append(storage.path(dataset_arrays_key(artifact.storage_key)))
+        os.replace(arrays, moved[-1])
+    if artifact.format == "safetensors":  # the full tensor list beside the file; the row holds a summary
+        moved.append(final.with_name(TENSORS_FILE))
+        moved[-1].write_text(json.dumps(artifact.inspection["tensors"]))
+        artifact.inspection = safetensors_summary(artifact.inspection)
+    with upload.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(upload, final)
+    with session_scope() as session:
         session.add(artifact)
         try:
             session.commit()
-        except IntegrityError:  # the same content, uploaded at the same moment: that one wins
+        except IntegrityError:  # the same content and options, uploaded at the same moment
             session.rollback()
-            return _existing(session, caller, kind, digest), False
+            return _existing(artifact.tenant_id, artifact.kind, artifact.sha256, artifact.options_sha256), False
+        except BaseException:
+            for path in moved:
+                path.unlink(missing_ok=True)
+            raise
         return artifact, True
 
 
-def _existing(session, caller: Caller, kind: str, digest: str) -> Artifact | None:  # noqa: ANN001
-    return session.scalars(select(Artifact).where(
-        Artifact.tenant_id == caller.tenant_id, Artifact.kind == kind, Artifact.sha256 == digest,
-        Artifact.job_id.is_(None))).first()
+def _existing(caller: Caller | str, kind: str, digest: str, options_digest: str) -> Artifact | None:
+    tenant_id = caller if isinstance(caller, str) else caller.tenant_id
+    with session_scope(readonly=True) as session:
+        return session.scalars(select(Artifact).where(
+            Artifact.tenant_id == tenant_id, Artifact.kind == kind, Artifact.sha256 == digest,
+            Artifact.options_sha256 == options_digest, Artifact.job_id.is_(None))).first()

@@ -138,12 +138,21 @@ def _features(x: np.ndarray, what: str) -> np.ndarray:
         raise InspectionError(f"{what} has dtype {x.dtype}; features must be numbers.", field="file")
     with np.errstate(over="ignore", invalid="ignore"):
         out = x.astype(np.float32)
-    if not np.all(np.isfinite(out)):
-        bad = int(np.argmax(~np.isfinite(out.reshape(len(out), -1)).any(axis=1))) if out.ndim > 1 else 0
-        raise InspectionError(
-            f"{what} holds NaN or infinite values (or numbers too large for float32), first in row "
-            f"{bad}. Fill or drop those rows.", field="file")
+    refuse_non_finite(out, what)
     return out
+
+
+def refuse_non_finite(x: np.ndarray, what: str) -> None:
+    """NaN or infinity anywhere: refused, naming the first row that holds one (counted from
+    0 in the order of the file, the header not counted)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        finite = np.isfinite(x.astype(np.float32, copy=False))
+    if finite.all():
+        return
+    bad = int(np.argmax(~finite.reshape(len(x), -1).all(axis=1)))
+    raise InspectionError(
+        f"{what} holds NaN or infinite values (or numbers too large for float32), first in row "
+        f"{bad}. Fill or drop those rows.", field="file")
 
 
 def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
@@ -168,6 +177,10 @@ def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
         arrays[key] = _features(value, key)
     if (parts.x_test is None) != (parts.y_test is None):
         raise InspectionError("Give both x_test and y_test, or neither.", field="file")
+    if parts.x_test is not None and len(parts.x_test) == 0:
+        raise InspectionError("x_test has no rows: a test split needs examples to report on. "
+                              "Give some, or leave x_test and y_test out (test_fraction is then held out).",
+                              field="file")
     if parts.y_test is not None and len(parts.y_test) != len(parts.x_test):
         raise InspectionError(f"x_test has {len(parts.x_test)} rows but y_test has "
                               f"{len(parts.y_test)}.", field="file")
@@ -195,8 +208,8 @@ def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
         "num_classes": len(classes),
         "classes": names,
         "class_counts": [int(c) for c in counts],
-        "unlabeled_rows": int(len(arrays["x_unlabeled"])) if "x_unlabeled" in arrays else 0,
-        "test_rows": int(len(arrays["x_test"])) if "x_test" in arrays else 0,
+        "unlabeled_rows": len(arrays["x_unlabeled"]) if "x_unlabeled" in arrays else 0,
+        "test_rows": len(arrays["x_test"]) if "x_test" in arrays else 0,
     }
     result.update(parts.extra)
     return result
@@ -210,6 +223,16 @@ def _too_many_cells(cells: int, limits: UploadLimits) -> InspectionError:
     return InspectionError(
         f"The dataset has more than {limits.max_cells} values (rows x features, {cells} so far); "
         "upload a smaller sample.", field="file")
+
+
+def _too_many_rows(rows: int, limits: UploadLimits) -> InspectionError:
+    return InspectionError(f"The dataset has more than {limits.max_rows} rows ({rows} so far); "
+                           "upload a smaller sample.", field="file")
+
+
+def _too_many_columns(columns: int, limits: UploadLimits) -> InspectionError:
+    return InspectionError(f"The table has {columns} columns, more than the {limits.max_columns} "
+                           "allowed; keep the features you need.", field="file")
 
 
 # -- npz ---------------------------------------------------------------------------------
@@ -237,7 +260,7 @@ def _read_npz(path: Path, limits: UploadLimits) -> _Parts:
         budget = zipsafe.ReadBudget(limits, what)
         for info in zf.infolist():
             name = info.filename
-            key = name[:-4] if name.endswith(".npy") else name
+            key = name.removesuffix(".npy")
             if key not in NPZ_KEYS:
                 raise InspectionError(
                     f"The npz file has an array {key!r}; the allowed keys are {', '.join(NPZ_KEYS)} "
@@ -297,6 +320,7 @@ def _check_names(names: list[str], label_column: str) -> list[str]:
 def _split_labels(labels: list, features: np.ndarray, digits_are_ints: bool) -> _Parts:
     missing = np.array([v is None or (isinstance(v, str) and not v.strip())
                         or (isinstance(v, float) and math.isnan(v)) for v in labels], dtype=bool)
+    refuse_non_finite(features, "The table")  # before the split, so the row is the file's
     present = [v.strip() if isinstance(v, str) else v for v, m in zip(labels, missing) if not m]
     y = _normalise_labels(np.array(present, dtype=object) if present else np.array([], dtype=np.int64),
                           "The label column", digits_are_ints)
@@ -310,7 +334,13 @@ def _read_csv(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
 
     try:
         with open(path, newline="", encoding="utf-8-sig") as fp:
-            names = next(csv.reader(fp), None)
+            header = fp.readline(limits.max_header_bytes + 1)
+        if len(header) > limits.max_header_bytes:
+            raise InspectionError(f"The CSV header is longer than {limits.max_header_bytes} characters; "
+                                  "use fewer or shorter column names.", field="file")
+        if header.count(",") >= limits.max_columns:  # before the parser sees them
+            raise _too_many_columns(header.count(",") + 1, limits)
+        names = next(csv.reader([header]), None)
     except UnicodeDecodeError as exc:
         raise InspectionError("The CSV file is not UTF-8 text. Save it as UTF-8.", field="file") from exc
     except csv.Error as exc:
@@ -327,13 +357,16 @@ def _read_csv(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
                                    quoted_strings_can_be_null=True)
     blocks: list[np.ndarray] = []
     labels: list = []
-    cells = 0
+    cells = rows = 0
     try:
         reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
         for batch in reader:
             cells += batch.num_rows * len(features)
+            rows += batch.num_rows
             if cells > limits.max_cells:
                 raise _too_many_cells(cells, limits)
+            if rows > limits.max_rows:
+                raise _too_many_rows(rows, limits)
             cols = []
             for name in features:
                 column = batch.column(name)
@@ -366,12 +399,16 @@ def _read_parquet(path: Path, limits: UploadLimits, label_column: str) -> _Parts
         pf = pq.ParquetFile(path)
     except Exception as exc:
         raise InspectionError(f"Not a readable Parquet file ({exc}).", field="file") from exc
-    schema = pf.schema_arrow
-    names = list(schema.names)
-    rows = pf.metadata.num_rows
-    cells = rows * max(len(names) - 1, 1)
+    rows, columns = pf.metadata.num_rows, pf.metadata.num_columns  # from the footer, nothing decoded
+    if columns > limits.max_columns:
+        raise _too_many_columns(columns, limits)
+    if rows > limits.max_rows:
+        raise _too_many_rows(rows, limits)
+    cells = rows * max(columns - 1, 1)
     if cells > limits.max_cells:
         raise _too_many_cells(cells, limits)
+    schema = pf.schema_arrow
+    names = list(schema.names)
     features = _check_names(names, label_column)
     for name in features:
         kind = schema.field(name).type

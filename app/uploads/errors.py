@@ -21,4 +21,8 @@ class UploadLimits:
     zip_max_total_bytes: int = 1 << 30  # sum of uncompressed sizes
     zip_max_ratio: float = 100.0  # uncompressed / compressed, per member and in total
     max_cells: int = 50_000_000  # rows * features of a dataset (memory bound)
+    max_rows: int = 1_000_000  # labels pass through Python objects: rows cost more than cells
+    max_columns: int = 10_000  # CSV/Parquet columns (a wide header is itself slow to parse)
+    max_header_bytes: int = 1 << 20  # a CSV header line
+    zip_max_directory_bytes: int = 16 << 20  # a zip's central directory, checked before it is read
     max_image_pixels: int = 4096 * 4096

@@ -11,7 +11,10 @@ from typing import Any
 
 from app.uploads.errors import InspectionError
 
-MAX_HEADER_BYTES = 100_000_000
+# The header is a JSON list of tensors: ~100 bytes each, so 1 MiB holds ~10,000 tensors,
+# far more than any of our architectures has. (The format's reader allows 100 MB, which is
+# a memory bomb for a JSON parser; the header is parsed in the inspection process anyway.)
+MAX_HEADER_BYTES = 1 << 20
 DTYPE_SIZES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
     "I64": 8, "I32": 4, "I16": 2, "I8": 1,
@@ -52,6 +55,10 @@ def read_header(path: Path) -> dict:
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _bad(f"its header is not UTF-8 JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise _bad("its header nests too deeply to be a tensor list") from exc
+    except ValueError as exc:  # e.g. an integer of thousands of digits
+        raise _bad(f"its header holds a value JSON readers refuse ({str(exc)[:120]})") from exc
     if not isinstance(header, dict):
         raise _bad("its header is not a JSON object")
     data_len = size - 8 - n
@@ -88,4 +95,8 @@ def read_header(path: Path) -> dict:
     for (b0, e0, a), (b1, e1, b) in zip(spans, spans[1:]):
         if b1 < e0:
             raise _bad(f"tensors {a!r} and {b!r} overlap in the data section")
+    used = max((end for _, end, _ in spans), default=0)
+    if used != data_len:  # what safetensors' own loader refuses (the worker would fail later)
+        raise _bad(f"its tensors use {used} bytes of data but {data_len} follow the header "
+                   "(trailing bytes)")
     return {"format": "safetensors", "tensors": tensors, "parameters": parameters, "metadata": metadata}

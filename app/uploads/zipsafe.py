@@ -23,10 +23,10 @@ _CHUNK = 1 << 16
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def entry_count(path: Path) -> int | None:
-    """The number of entries the end-of-central-directory record declares, read before
-    zipfile parses the directory (a huge directory is itself a memory bomb). None when
-    there is no such record."""
+def directory_size(path: Path) -> tuple[int, int] | None:
+    """(entries, bytes) of the central directory as the end-of-central-directory record
+    declares them, read before zipfile parses the directory (a huge directory is itself a
+    memory bomb). None when there is no such record."""
     try:
         with open(path, "rb") as fp:
             end = zipfile._EndRecData(fp)  # type: ignore[attr-defined]
@@ -34,7 +34,12 @@ def entry_count(path: Path) -> int | None:
         return None
     if not end:
         return None
-    return int(end[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
+    return int(end[zipfile._ECD_ENTRIES_TOTAL]), int(end[zipfile._ECD_SIZE])  # type: ignore[attr-defined]
+
+
+def entry_count(path: Path) -> int | None:
+    size = directory_size(path)
+    return None if size is None else size[0]
 
 
 def is_zip(path: Path) -> bool:
@@ -69,11 +74,15 @@ def _ratio(uncompressed: int, compressed: int) -> float:
 
 def open_zip(path: Path, limits: UploadLimits, what: str = "The zip") -> zipfile.ZipFile:
     """Open ``path`` as a zip and check every member's entry; the caller closes it."""
-    count = entry_count(path)
+    count, directory = directory_size(path) or (None, 0)
     if count is not None and count > limits.zip_max_members:
         raise InspectionError(
             f"{what} has {count} members, more than the {limits.zip_max_members} allowed. "
             "Split the data into fewer, larger files.")
+    if directory > limits.zip_max_directory_bytes:
+        raise InspectionError(
+            f"{what} has a file list of {directory} bytes, more than the "
+            f"{limits.zip_max_directory_bytes} allowed (long member names?). Use fewer, shorter names.")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:

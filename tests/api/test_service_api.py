@@ -21,11 +21,21 @@ def test_health_and_readiness(client):
     assert client.get("/readyz").json() == {"database": "ok", "broker": "ok"}
 
 
-def test_prometheus_metrics_count_jobs_by_status(client):
+def test_prometheus_metrics_count_jobs_by_status_behind_the_metrics_key(client, monkeypatch):
+    from app.config import get_settings
+
+    monkeypatch.setenv("DISTILL_METRICS_KEY", "scrape-me")
+    monkeypatch.setenv("DISTILL_METRICS_CACHE_SECONDS", "0")
+    get_settings.cache_clear()
     client.post("/v1/jobs", json=client.get("/v1/catalog").json()["example_spec"])
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers={"Authorization": "Bearer scrape-me"}).text
     assert 'distill_jobs{status="queued"} 1.0' in text
     assert 'distill_jobs{status="running"} 0.0' in text
+    # Without the key: the process's own figures, nothing about anyone's jobs.
+    for key in ("", "Bearer wrong", client.headers["Authorization"]):
+        anonymous = client.get("/metrics", headers={"Authorization": key})
+        assert anonymous.status_code == 200 and "process_" in anonymous.text
+        assert "distill_jobs" not in anonymous.text
 
 
 def test_openapi_describes_every_spec_field(client):

@@ -37,7 +37,9 @@ def submit(client, **parts) -> dict:  # noqa: ANN001, ANN003
 def test_safetensors_teachers_are_checked_against_their_architecture(client):
     arch = {"name": "mlp", "hidden": [16]}
     teacher = upload(client, "teacher", "t.safetensors", weights(arch, (40,), 10))
-    assert teacher["inspection"]["tensors"]["stages.0.0.weight"] == {"dtype": "F32", "shape": [16, 40]}
+    # The row keeps a summary; the tensor list sits beside the file for the submission checks.
+    assert teacher["inspection"]["tensor_count"] == 6 and teacher["inspection"]["dtypes"] == ["F32"]
+    assert "tensors" not in teacher["inspection"]
 
     ok = submit(client, teacher={"artifact": {"id": teacher["id"], "arch": arch}})
     assert ok["status"] == 202, ok

@@ -70,7 +70,7 @@ def test_a_truncated_file_is_refused(tmp_path):
 def test_an_oversized_header_is_refused(tmp_path):
     path = tmp_path / "huge.safetensors"
     path.write_bytes(struct.pack("<Q", 200_000_000) + b"{}")
-    assert "more than the 100000000 allowed" in refused(path)
+    assert "more than the 1048576 allowed" in refused(path)
 
 
 @pytest.mark.parametrize("entry, why", [

@@ -85,6 +85,15 @@ def test_too_many_members_are_refused_before_the_directory_is_parsed(tmp_path):
     assert "6 members, more than the 5 allowed" in refused(path, limits=UploadLimits(zip_max_members=5))
 
 
+def test_a_huge_central_directory_is_refused_before_it_is_read(tmp_path):
+    names = {f"cat/{'n' * 200}{i}.png": b"x" for i in range(20)}
+    path = make_zip(tmp_path / "long-names.zip", names)
+    entries, size = zipsafe.directory_size(path)
+    assert entries == 20 and size > 4000
+    message = refused(path, limits=UploadLimits(zip_max_directory_bytes=4000))
+    assert f"a file list of {size} bytes, more than the 4000 allowed" in message
+
+
 def lie_about_size(data: bytes, declared: int) -> bytes:
     """Patch the uncompressed size in the local header and the central directory."""
     out = bytearray(data)
