@@ -24,6 +24,7 @@ from worker.distill.models import build_model
 from worker.distill.objectives import CE, KD
 from worker.distill.pipeline import run_job
 from worker.distill.reporting import MemoryReporter
+from worker.distill.signals import CachedLogits
 from worker.distill.trainer import train
 
 CPU = torch.device("cpu")
@@ -298,7 +299,7 @@ def test_trainer_resume_is_bit_identical(digits, tmp_path, optimizer, kd):
     kw = {}
     if kd:  # an objective with teacher logits (any fixed logits serve)
         logits = predict_logits(_student(digits), digits.train.x) * 3
-        kw = {"objective": KD(4.0, 0.9), "teacher_logits": logits}
+        kw = {"objective": KD(4.0, 0.9), "signal": CachedLogits(logits)}
     ref_model = _student(digits)
     expected = _train(ref_model, digits, MemoryReporter(checkpoint_dir=tmp_path / "ref"), optim, **kw)
 

@@ -29,18 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from app.contract.spec import OptimSpec
-from worker.distill import checkpoint
+from worker.distill import checkpoint, signals
 from worker.distill.augment import augment_batch
 from worker.distill.data import ArraySplit
 from worker.distill.inference import autocast, predict_logits
 from worker.distill.objectives import Objective
 from worker.distill.reporting import Cancelled, Reporter
+from worker.distill.signals import NoTeacher, TeacherSignal
 
 # Called after each epoch with the number of epochs this run has completed.
 EpochCallback = Callable[[int], None]
@@ -174,8 +174,7 @@ def train(
     reporter: Reporter,
     phase: str,
     run: str,
-    teacher: nn.Module | None = None,
-    teacher_logits: torch.Tensor | np.ndarray | None = None,
+    signal: TeacherSignal | None = None,
     on_epoch: EpochCallback | None = None,
     augment=None,
 ) -> TrainResult:
@@ -199,20 +198,9 @@ def train(
 
     if augment is not None and not augment.active():
         augment = None
-    if augment is not None and teacher_logits is not None:
-        raise ValueError("augmented batches need the teacher itself: cached logits would not match")
-    cached = None
-    if objective.needs_features and teacher is None:
-        raise ValueError("a feature objective needs the teacher itself (features are not cached)")
-    if objective.needs_teacher:
-        if (teacher is None) == (teacher_logits is None):
-            raise ValueError("the objective needs exactly one of teacher or teacher_logits")
-        if teacher_logits is not None:
-            cached = torch.as_tensor(teacher_logits).to(device=device, dtype=torch.float32)
-            if len(cached) != n:
-                raise ValueError(f"teacher_logits has {len(cached)} rows, train has {n}")
-        else:
-            teacher.to(device).eval()
+    signal = signal or NoTeacher()
+    signals.check(signal, objective)
+    signal.prepare(device, n, augmented=augment is not None)
 
     params = list(model.parameters()) + list(objective.student_parameters())
     opt = _optimizer(params, optim)
@@ -274,19 +262,11 @@ def train(
                 with autocast(device):
                     if objective.needs_features:
                         logits, s_feats = model.forward_features(xb)
-                        with torch.no_grad():
-                            t, t_feats = teacher.forward_features(xb)
-                        extra["features"] = (
-                            dict(zip(model.stage_names, s_feats)), dict(zip(teacher.stage_names, t_feats))
-                        )
+                        t, t_feats = signal.outputs(xb, idx)
+                        extra["features"] = (dict(zip(model.stage_names, s_feats)), t_feats)
                     else:
                         logits = model(xb)
-                        t = None
-                        if cached is not None:
-                            t = cached[idx]
-                        elif objective.needs_teacher:
-                            with torch.no_grad():
-                                t = teacher(xb)
+                        t, _ = signal.outputs(xb, idx)
                 loss = objective(logits, t, yb, **extra)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
