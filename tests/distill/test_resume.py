@@ -16,7 +16,7 @@ import torch
 
 from app.contract.architectures import MLPArch
 from app.contract.spec import OptimSpec
-from tests.distill.conftest import without_timing
+from tests.support.engine import without_timing
 from worker.distill import checkpoint
 from worker.distill.data import input_stats
 from worker.distill.inference import predict_logits

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.engine import without_timing
 from worker.distill.inputs import BroughtTeacher, JobInputs
 from worker.distill.pipeline import run_job
 from worker.distill.reporting import MemoryReporter
 
 HERE = Path(__file__).resolve().parent
 ONNX_ID = "onnx-teacher"
-TIMING = {"latency_ms", "speedup"}  # wall-clock: the only report numbers that may differ
 
 CNN = {"name": "cnn", "channels": [8], "hidden": 16}
 MLP = {"name": "mlp", "hidden": [16]}
@@ -98,14 +98,6 @@ class DiesAtBatch(MemoryReporter):
             if self._batches == 5:
                 raise Killed(self.at)
         return super().should_stop()
-
-
-def without_timing(obj):
-    if isinstance(obj, dict):
-        return {k: without_timing(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [without_timing(v) for v in obj]
-    return obj
 
 
 def _inputs(case: Case) -> JobInputs:
