@@ -45,3 +45,40 @@ def without_timing(obj: Any) -> Any:
     if isinstance(obj, list):
         return [without_timing(v) for v in obj]
     return obj
+
+
+class Killed(BaseException):
+    """The process died here (BaseException: nothing in the engine may swallow it)."""
+
+
+class DiesAt(MemoryReporter):
+    """A reporter whose worker dies at one point `at` of the job:
+
+    ("metric", phase, run, epoch): right after that epoch's metric was delivered;
+    ("batch", phase, run, epoch):  at the 5th batch boundary of the epoch after it;
+    ("phase", name):               as that phase starts.
+    """
+
+    def __init__(self, checkpoint_dir: Path, at: tuple) -> None:
+        super().__init__(checkpoint_dir=checkpoint_dir)
+        self.at = at
+        self._batches: int | None = None
+
+    def phase(self, name):
+        if self.at == ("phase", name):
+            raise Killed(self.at)
+        super().phase(name)
+
+    def metric(self, phase, run, epoch, values):
+        super().metric(phase, run, epoch, values)
+        if self.at == ("metric", phase, run, epoch):
+            raise Killed(self.at)
+        if self.at == ("batch", phase, run, epoch):
+            self._batches = 0
+
+    def should_stop(self):
+        if self._batches is not None:
+            self._batches += 1
+            if self._batches == 5:
+                raise Killed(self.at)
+        return super().should_stop()
