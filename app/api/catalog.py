@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.contract.catalog import DATASETS
+from app.contract.catalog import DATASETS, entry
 from app.contract.phases import PHASES
 from app.config import get_settings
 from app.contract.architectures import CNNArch, MLPArch
@@ -17,18 +17,12 @@ from app.uploads.formats import DATASET_FORMATS, TEACHER_FORMATS
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
-def _entry(model: type) -> dict[str, Any]:
-    schema = model.model_json_schema()
-    params = {k: v for k, v in schema.get("properties", {}).items() if k != "name"}
-    return {"description": (model.__doc__ or "").strip() or None, "parameters": params}
-
-
 @router.get("/catalog", summary="Datasets, architectures and methods a job may use")
 def catalog() -> dict[str, Any]:
     return {
         "datasets": {name: info.as_dict() for name, info in DATASETS.items()},
-        "architectures": {"mlp": _entry(MLPArch), "cnn": _entry(CNNArch)},
-        "methods": {name: _entry(model) for name, model in METHODS.items()},
+        "architectures": {"mlp": entry(MLPArch), "cnn": entry(CNNArch)},
+        "methods": {name: entry(model) for name, model in METHODS.items()},
         "stages": {
             "mlp": "hidden0 .. hidden{n-1}: the output of each hidden layer, shape (width,)",
             "cnn": "conv0 .. conv{n-1}: each conv stage's map (channels, *spatial), every stage "

@@ -18,3 +18,10 @@ def without_defaults(data, **defaults):
     if isinstance(data, dict):
         data = {k: v for k, v in data.items() if not (k in defaults and v == defaults[k])}
     return data
+
+
+class FieldError(BaseModel):
+    """A spec that cannot run: where (a path into the spec) and what to do."""
+
+    loc: tuple[str | int, ...]
+    msg: str

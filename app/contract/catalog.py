@@ -8,6 +8,7 @@ GET /v1/catalog. The worker's data loaders must agree with these shapes
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -46,3 +47,11 @@ DATASETS: dict[str, DatasetInfo] = {
         source="mnist1d.data.make_dataset (get_dataset_args defaults, seed 42)",
     ),
 }
+
+
+def entry(model: type) -> dict[str, Any]:
+    """The catalog's entry of a spec class (an architecture or a method): its documentation
+    and its parameters' JSON schema, both taken from the class itself."""
+    schema = model.model_json_schema()
+    params = {k: v for k, v in schema.get("properties", {}).items() if k != "name"}
+    return {"description": (model.__doc__ or "").strip() or None, "parameters": params}

@@ -13,17 +13,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pydantic import BaseModel
-
 from app.contract.architectures import CNNArch, MLPArch
+from app.contract.base import FieldError
 from app.contract.catalog import DATASETS
+from app.contract.methods import METHODS
 from app.contract.spec import JobSpec, TeacherArtifact
-from app.contract.stages import is_conv, stage_shapes, state_shapes
-
-
-class FieldError(BaseModel):
-    loc: tuple[str | int, ...]
-    msg: str
+from app.contract.stages import state_shapes
 
 
 @dataclass(frozen=True)
@@ -85,73 +80,6 @@ def _arch_fit(arch: MLPArch | CNNArch, input_shape: tuple[int, ...], loc: tuple)
                 )
             ]
     return []
-
-
-def _stage_error(loc: tuple, which: str, stage: str, shapes: dict, need_conv: bool) -> FieldError | None:
-    def listing() -> str:
-        return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items()) or "none"
-
-    if stage not in shapes:
-        return FieldError(loc=loc, msg=f"the {which} has no stage {stage!r}; its stages (name and "
-                          f"output shape) are: {listing()}.")
-    if need_conv and not is_conv(shapes[stage]):
-        conv = [k for k, v in shapes.items() if is_conv(v)]
-        return FieldError(loc=loc, msg=f"attention transfer needs conv stages, but the {which}'s "
-                          f"{stage!r} is flat ({shapes[stage][0]} features); its conv stages are: "
-                          f"{', '.join(conv) or 'none (use a cnn)'}. All stages: {listing()}.")
-    return None
-
-
-def default_stages(method, t_shapes: dict, s_shapes: dict) -> tuple[list[str], list[str]]:
-    """The (teacher, student) stages a feature method uses when the spec leaves them out.
-    Shared with the worker so that both resolve the same defaults."""
-    if method.name == "fitnet":
-        t = method.teacher_stage or (list(t_shapes)[-1] if t_shapes else "")
-        st = method.student_stage or (list(s_shapes)[-1] if s_shapes else "")
-        return [t], [st]
-    t_conv = [k for k, v in t_shapes.items() if is_conv(v)]
-    s_conv = [k for k, v in s_shapes.items() if is_conv(v)]
-    n = min(len(t_conv), len(s_conv))
-    ts = method.teacher_stages or (t_conv[len(t_conv) - n:] if n else t_conv[-1:])
-    ss = method.student_stages or (s_conv[len(s_conv) - n:] if n else s_conv[-1:])
-    return list(ts), list(ss)
-
-
-def _feature_errors(spec: JobSpec, shape: tuple[int, ...]) -> list[FieldError]:
-    m = spec.method
-    t_shapes = stage_shapes(spec.teacher.arch, shape)
-    s_shapes = stage_shapes(spec.student.arch, shape)
-    ts, ss = default_stages(m, t_shapes, s_shapes)
-    errors: list[FieldError] = []
-    if m.name == "fitnet":
-        for loc, which, stage, shapes, given in (
-            ("teacher_stage", "teacher", ts[0], t_shapes, m.teacher_stage),
-            ("student_stage", "student", ss[0], s_shapes, m.student_stage),
-        ):
-            if not shapes:
-                errors.append(FieldError(loc=("method", loc), msg=f"the {which} has no stages "
-                              "(an mlp with hidden []): a hint needs one."))
-            elif e := _stage_error(("method", loc), which, stage, shapes, need_conv=False):
-                errors.append(e)
-        return errors
-    # attention
-    if not ts or not ss:
-        for loc, which, shapes, lst in (("teacher_stages", "teacher", t_shapes, ts),
-                                        ("student_stages", "student", s_shapes, ss)):
-            if not lst:
-                errors.append(FieldError(loc=("method", loc), msg=f"attention transfer needs conv "
-                              f"stages, and the {which} has none (its stages: "
-                              f"{', '.join(shapes) or 'none'}); use a cnn {which}."))
-        return errors
-    if len(ts) != len(ss):
-        return [FieldError(loc=("method", "student_stages"), msg=f"{len(ts)} teacher stages but "
-                           f"{len(ss)} student stages: they are paired one to one.")]
-    for i, (t, st) in enumerate(zip(ts, ss)):
-        if e := _stage_error(("method", "teacher_stages", i), "teacher", t, t_shapes, True):
-            errors.append(e)
-        if e := _stage_error(("method", "student_stages", i), "student", st, s_shapes, True):
-            errors.append(e)
-    return errors
 
 
 def _unknown_artifacts(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts]) -> list[FieldError]:
@@ -250,9 +178,8 @@ def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = No
         if not isinstance(member, TeacherArtifact):
             errors += _arch_fit(member.arch, shape, ("teacher", "ensemble", i, "arch"))
     m = spec.method
-    if m.name == "teacher_assistant":
-        for i, arch in enumerate(m.assistants):
-            errors += _arch_fit(arch, shape, ("method", "assistants", i))
+    for loc, arch in m.extra_archs():
+        errors += _arch_fit(arch, shape, loc)
     errors += _brought_teacher_errors(spec, artifacts, data)
     if errors:
         return errors
@@ -265,15 +192,16 @@ def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = No
             errors.append(FieldError(loc=("dataset", "transfer", "unlabeled"), msg="the dataset has no "
                                      "unlabeled rows (an uploaded dataset's x_unlabeled, empty labels, or "
                                      "unlabeled/ folder)."))
-        if m.name not in ("kd", "pseudo_label"):
+        if not m.takes_transfer_set:
+            suited = " or ".join(name for name, cls in METHODS.items() if cls.takes_transfer_set)
             errors.append(FieldError(loc=("method", "name"), msg=f"a transfer set has no labels: "
-                                     f"use kd or pseudo_label, not {m.name}."))
+                                     f"use {suited}, not {m.name}."))
     aug = spec.training.augment
     if aug is not None and aug.active() and spec.training.soft_targets == "cached":
         errors.append(FieldError(loc=("training", "soft_targets"), msg="augmentation changes the "
                                  "inputs every batch, so the teacher's outputs cannot be cached: use "
                                  "\"auto\" or \"recomputed\"."))
-    if m.name in ("fitnet", "attention", "born_again"):
+    if m.needs_teacher_arch:
         if spec.teacher.ensemble is not None:
             return errors + [FieldError(loc=("teacher", "ensemble"), msg=f"{m.name} needs a single "
                                         "teacher (its stages or its architecture): use teacher.train.")]
@@ -281,10 +209,5 @@ def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = No
             return errors + [FieldError(loc=("teacher", "artifact"), msg=f"{m.name} needs the teacher's "
                                         "architecture (its stages), and an ONNX teacher exposes none: bring "
                                         "safetensors weights with their arch, or use kd, dkd or adversarial.")]
-    if m.name in ("fitnet", "attention"):
-        errors += _feature_errors(spec, shape)
-    if m.name == "born_again" and spec.teacher.arch != spec.student.arch:
-        loc = ("teacher", "train" if spec.teacher.train else "artifact", "arch")
-        errors.append(FieldError(loc=loc, msg="born_again distils a model into its own architecture: "
-                                 "the teacher's arch must equal the student's."))
+    errors += m.fit_errors(spec, shape)
     return errors

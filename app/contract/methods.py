@@ -1,19 +1,63 @@
-"""The distillation methods: one spec class each (its fields, defaults and documentation)."""
+"""The distillation methods, registered once: one spec class each.
+
+A method's class holds everything the API knows of it: its fields (defaults, ranges,
+documentation: the catalog entry is derived from them), what it asks of the job (a
+teacher, a teacher's stages, whether a transfer set suits it, the recipe that plans its
+runs) and its own checks at submission (`fit_errors`). `Method` (the spec's union) and
+`METHODS` (the catalog's list) are derived from the registry. The engine registers one
+objective per method name (worker/distill/objectives.py; a test checks both lists agree).
+
+Adding a method: a class here decorated with @register, an objective class there.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator, model_serializer
 
-from app.contract.architectures import CNNArch, MLPArch
-from app.contract.base import Strict, without_defaults
+from app.contract.architectures import Arch, CNNArch, MLPArch
+from app.contract.base import FieldError, Strict, without_defaults
+from app.contract.stages import is_conv, stage_error, stage_shapes
+
+if TYPE_CHECKING:  # spec.py imports this module
+    from app.contract.spec import JobSpec
+
+METHODS: dict[str, type["MethodSpec"]] = {}
 
 
-class CEMethod(Strict):
+class MethodSpec(Strict):
+    """The base of every method's spec."""
+
+    name: str
+    # What the method asks of the job (checked at submission by app/contract/fit.py).
+    uses_teacher: ClassVar[bool] = True  # False: labels alone (the teacher is not asked)
+    takes_transfer_set: ClassVar[bool] = False  # it learns from unlabeled inputs (teacher alone)
+    needs_teacher_arch: ClassVar[bool] = False  # one teacher whose architecture (stages) is known
+    # The recipe that plans the method's runs (worker/distill/recipes.py); None: one
+    # student per seed, learning from the teacher.
+    recipe: ClassVar[str | None] = None
+
+    def extra_archs(self) -> list[tuple[tuple[str | int, ...], Arch]]:
+        """Architectures the method trains besides teacher and student, with their place in the spec."""
+        return []
+
+    def fit_errors(self, spec: "JobSpec", input_shape: tuple[int, ...]) -> list[FieldError]:
+        """The method's own checks against the job's models and data shape."""
+        return []
+
+
+def register(cls: type[MethodSpec]) -> type[MethodSpec]:
+    METHODS[cls.model_fields["name"].default] = cls
+    return cls
+
+
+@register
+class CEMethod(MethodSpec):
     """Cross-entropy on the labels alone: the teacher is not used."""
 
     name: Literal["ce"] = "ce"
+    uses_teacher: ClassVar[bool] = False
 
 
 class WarmupSchedule(Strict):
@@ -25,10 +69,12 @@ class WarmupSchedule(Strict):
     start: float = Field(0.0, ge=0, le=100, description="Value at epoch 0.")
 
 
-class KDMethod(Strict):
+@register
+class KDMethod(MethodSpec):
     """Hinton et al. 2015: alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(y, p_student)."""
 
     name: Literal["kd"] = "kd"
+    takes_transfer_set: ClassVar[bool] = True
     temperature: float = Field(
         8.0, gt=0, le=100, description="Softmax temperature T (> 0); 3..10 is typical. The "
         "default was chosen on MNIST-1D validation accuracy (bench/results/quality.md)."
@@ -66,7 +112,8 @@ class KDMethod(Strict):
         return v
 
 
-class DKDMethod(Strict):
+@register
+class DKDMethod(MethodSpec):
     """Decoupled KD (Zhao et al. 2022): CE(y, s) + w(epoch) * (alpha * TCKD + beta * NCKD), both at
     temperature T with the T^2 factor; w rises linearly from 1/warmup_epochs to 1 over the first
     warmup_epochs epochs (the paper's warm-up), then stays 1."""
@@ -82,13 +129,14 @@ class DKDMethod(Strict):
     )
 
 
-class _KDTerms(Strict):
+class _KDTerms(MethodSpec):
     temperature: float = Field(8.0, gt=0, le=100, description="Softmax temperature T of the KD term.")
     alpha: float = Field(
         0.5, ge=0, le=1, description="Weight of the KD term; 1 - alpha weighs CE on the labels."
     )
 
 
+@register
 class FitNetMethod(_KDTerms):
     """FitNets (Romero et al. 2015), trained jointly as common practice does (one stage, not the
     paper's two): KD(alpha, T) + hint_weight * MSE(regressor(student_stage), teacher_stage).
@@ -107,8 +155,30 @@ class FitNetMethod(_KDTerms):
         examples=["hidden0"],
     )
     hint_weight: float = Field(1.0, ge=0, le=1e4, description="Weight of the hint (MSE) term.")
+    needs_teacher_arch: ClassVar[bool] = True
+
+    def stages(self, t_shapes: dict, s_shapes: dict) -> tuple[list[str], list[str]]:
+        """The (teacher, student) stages, defaults resolved; the engine uses the same."""
+        t = self.teacher_stage or (list(t_shapes)[-1] if t_shapes else "")
+        st = self.student_stage or (list(s_shapes)[-1] if s_shapes else "")
+        return [t], [st]
+
+    def fit_errors(self, spec: "JobSpec", input_shape: tuple[int, ...]) -> list[FieldError]:
+        t_shapes = stage_shapes(spec.teacher.arch, input_shape)
+        s_shapes = stage_shapes(spec.student.arch, input_shape)
+        ts, ss = self.stages(t_shapes, s_shapes)
+        errors: list[FieldError] = []
+        for loc, which, stage, shapes in (("teacher_stage", "teacher", ts[0], t_shapes),
+                                          ("student_stage", "student", ss[0], s_shapes)):
+            if not shapes:
+                errors.append(FieldError(loc=("method", loc), msg=f"the {which} has no stages "
+                              "(an mlp with hidden []): a hint needs one."))
+            elif e := stage_error(("method", loc), which, stage, shapes, need_conv=False):
+                errors.append(e)
+        return errors
 
 
+@register
 class AttentionMethod(_KDTerms):
     """Attention transfer (Zagoruyko & Komodakis 2017), their reference code's normalisation:
     Q = l2-normalise(mean over channels of A^2) per example, and per stage pair
@@ -130,8 +200,39 @@ class AttentionMethod(_KDTerms):
     beta: float = Field(10.0, ge=0, le=1e6, description="Weight of the attention term (beta / 2 per pair). "
                         "The paper's 1000 loses ~14 points on MNIST-1D's short maps; 10 was best on validation.")
     alpha: float = Field(0.0, ge=0, le=1, description="Weight of an optional KD term; 0: CE + AT only.")
+    needs_teacher_arch: ClassVar[bool] = True
+
+    def stages(self, t_shapes: dict, s_shapes: dict) -> tuple[list[str], list[str]]:
+        """The paired (teacher, student) conv stages, defaults resolved; the engine uses the same."""
+        t_conv = [k for k, v in t_shapes.items() if is_conv(v)]
+        s_conv = [k for k, v in s_shapes.items() if is_conv(v)]
+        n = min(len(t_conv), len(s_conv))
+        ts = self.teacher_stages or (t_conv[len(t_conv) - n:] if n else t_conv[-1:])
+        ss = self.student_stages or (s_conv[len(s_conv) - n:] if n else s_conv[-1:])
+        return list(ts), list(ss)
+
+    def fit_errors(self, spec: "JobSpec", input_shape: tuple[int, ...]) -> list[FieldError]:
+        t_shapes = stage_shapes(spec.teacher.arch, input_shape)
+        s_shapes = stage_shapes(spec.student.arch, input_shape)
+        ts, ss = self.stages(t_shapes, s_shapes)
+        if not ts or not ss:
+            return [FieldError(loc=("method", loc), msg=f"attention transfer needs conv stages, and the "
+                               f"{which} has none (its stages: {', '.join(shapes) or 'none'}); use a cnn {which}.")
+                    for loc, which, shapes, given in (("teacher_stages", "teacher", t_shapes, ts),
+                                                      ("student_stages", "student", s_shapes, ss)) if not given]
+        if len(ts) != len(ss):
+            return [FieldError(loc=("method", "student_stages"), msg=f"{len(ts)} teacher stages but "
+                               f"{len(ss)} student stages: they are paired one to one.")]
+        errors = []
+        for i, (t, st) in enumerate(zip(ts, ss)):
+            if e := stage_error(("method", "teacher_stages", i), "teacher", t, t_shapes, True):
+                errors.append(e)
+            if e := stage_error(("method", "student_stages", i), "student", st, s_shapes, True):
+                errors.append(e)
+        return errors
 
 
+@register
 class AdversarialMethod(_KDTerms):
     """KD plus an adversarial term: a discriminator (MLP on softmax probabilities) learns to tell
     teacher outputs from student outputs with its own Adam optimizer, one step after each
@@ -143,42 +244,49 @@ class AdversarialMethod(_KDTerms):
     disc_lr: float = Field(1e-3, gt=0, le=1, description="Learning rate of the discriminator (Adam).")
 
 
-class PseudoLabelMethod(Strict):
+@register
+class PseudoLabelMethod(MethodSpec):
     """Control for soft targets: CE on the teacher's argmax as a hard label (labels ignored)."""
 
     name: Literal["pseudo_label"] = "pseudo_label"
+    takes_transfer_set: ClassVar[bool] = True
 
 
+@register
 class BornAgainMethod(_KDTerms):
     """Born-again networks (Furlanello et al. 2018): the teacher has the student's architecture;
     generation k+1 learns by KD from generation k (generation 0 is the teacher), for
     `generations` generations, each one reported; the last generation is the student."""
 
     name: Literal["born_again"] = "born_again"
+    needs_teacher_arch: ClassVar[bool] = True
+    recipe: ClassVar[str | None] = "born_again"
     generations: int = Field(3, ge=1, le=10, description="Student generations after the teacher.")
 
+    def fit_errors(self, spec: "JobSpec", input_shape: tuple[int, ...]) -> list[FieldError]:
+        if spec.teacher.arch == spec.student.arch:
+            return []
+        loc = ("teacher", "train" if spec.teacher.train else "artifact", "arch")
+        return [FieldError(loc=loc, msg="born_again distils a model into its own architecture: "
+                           "the teacher's arch must equal the student's.")]
 
+
+@register
 class TeacherAssistantMethod(_KDTerms):
     """Teacher assistant (Mirzadeh et al. 2019): teacher -> assistant(s) -> student, each link a
     KD run with this temperature and alpha; every assistant is reported."""
 
     name: Literal["teacher_assistant"] = "teacher_assistant"
+    recipe: ClassVar[str | None] = "teacher_assistant"
     assistants: list[Annotated[Union[MLPArch, CNNArch], Field(discriminator="name")]] = Field(
         min_length=1, max_length=4,
         description="Architectures of the assistants, largest first.",
         examples=[[{"name": "mlp", "hidden": [256, 256]}]],
     )
 
+    def extra_archs(self) -> list[tuple[tuple[str | int, ...], Arch]]:
+        return [(("method", "assistants", i), arch) for i, arch in enumerate(self.assistants)]
 
-Method = Annotated[
-    Union[
-        CEMethod, KDMethod, DKDMethod, FitNetMethod, AttentionMethod, AdversarialMethod,
-        PseudoLabelMethod, BornAgainMethod, TeacherAssistantMethod,
-    ],
-    Field(discriminator="name"),
-]
-METHODS = {
-    m.model_fields["name"].default: m
-    for m in (CEMethod, KDMethod, DKDMethod, FitNetMethod, AttentionMethod, AdversarialMethod,
-              PseudoLabelMethod, BornAgainMethod, TeacherAssistantMethod)
-}
+
+# The spec's union, in registration order (the order of this file).
+Method = Annotated[Union[tuple(METHODS.values())], Field(discriminator="name")]

@@ -15,6 +15,7 @@ Shapes are per example, without the batch axis:
 from __future__ import annotations
 
 from app.contract.architectures import CNNArch, MLPArch
+from app.contract.base import FieldError
 
 
 def stage_shapes(arch: MLPArch | CNNArch, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
@@ -70,3 +71,18 @@ def state_shapes(
     state[f"head.{linear}.weight"] = ((num_classes, width), f32)
     state[f"head.{linear}.bias"] = ((num_classes,), f32)
     return state
+
+
+def stage_error(loc: tuple, which: str, stage: str, shapes: dict, need_conv: bool) -> FieldError | None:
+    def listing() -> str:
+        return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items()) or "none"
+
+    if stage not in shapes:
+        return FieldError(loc=loc, msg=f"the {which} has no stage {stage!r}; its stages (name and "
+                          f"output shape) are: {listing()}.")
+    if need_conv and not is_conv(shapes[stage]):
+        conv = [k for k, v in shapes.items() if is_conv(v)]
+        return FieldError(loc=loc, msg=f"attention transfer needs conv stages, but the {which}'s "
+                          f"{stage!r} is flat ({shapes[stage][0]} features); its conv stages are: "
+                          f"{', '.join(conv) or 'none (use a cnn)'}. All stages: {listing()}.")
+    return None

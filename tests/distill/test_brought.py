@@ -13,13 +13,13 @@ import torch
 
 from app.contract.architectures import CNNArch, MLPArch
 from app.contract.spec import DatasetSpec
-from worker.distill import pipeline
+from tests.support.engine import run_tiny_job
+from worker.distill import signals
 from worker.distill.data import load_uploaded
 from worker.distill.inference import predict_logits
 from worker.distill.inputs import BroughtTeacher, JobInputs
 from worker.distill.metrics import accuracy, state_bytes
 from worker.distill.models import build_model, count_parameters
-from worker.distill.pipeline import run_job
 from worker.distill.reporting import MemoryReporter
 from worker.distill.teachers import EnsembleTeacher, OnnxTeacher, load_weights_teacher
 
@@ -30,11 +30,6 @@ MLP = {"name": "mlp", "hidden": [16]}
 
 def _flat(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), -1)
-
-
-def _run(spec, tmp_path, data_cache, inputs=None):
-    reporter = MemoryReporter(checkpoint_dir=tmp_path / "ck")
-    return run_job(spec, reporter, tmp_path / "work", data_cache, inputs), reporter
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +130,9 @@ def test_onnx_teacher_job(sk_teacher, digits, tmp_path, data_cache, tiny_spec, m
         calls.append((np.asarray(x).copy(), out.clone()))
         return out
 
-    monkeypatch.setattr(pipeline, "predict_logits", recording)
+    monkeypatch.setattr(signals, "predict_logits", recording)
     spec = tiny_spec(teacher={"artifact": {"id": ONNX_ID}}, seeds=[0])
-    result, reporter = _run(spec, tmp_path, data_cache, JobInputs(teachers={ONNX_ID: brought}))
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(teachers={ONNX_ID: brought}))
     r = result.report
 
     # not trained: no teacher run, no checkpoint, and an event says what was loaded
@@ -177,7 +172,7 @@ def test_onnx_teacher_runs_per_batch_under_augmentation(sk_teacher, digits, tmp_
     spec = tiny_spec(teacher={"artifact": {"id": ONNX_ID, "output_kind": "probabilities"}}, seeds=[0],
                      baseline=False, method={"name": "dkd"},
                      training={"epochs": 1, "batch_size": 64, "augment": {"noise_std": 0.5}})
-    result, reporter = _run(spec, tmp_path, data_cache, JobInputs(teachers={ONNX_ID: brought}))
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(teachers={ONNX_ID: brought}))
     assert result.report["soft_targets"] == "recomputed"
     # one onnxruntime call per training batch of the one epoch (then the evaluation's)
     assert batches[: -(-len(digits.train) // 64)] == [64] * (len(digits.train) // 64) + [len(digits.train) % 64]
@@ -188,7 +183,7 @@ def test_safetensors_teacher_job(weights_teachers, digits, tmp_path, data_cache,
     model, brought = weights_teachers[CNN_ID]
     spec = tiny_spec(teacher={"artifact": {"id": CNN_ID, "arch": CNN}}, seeds=[0], baseline=False,
                      training={"epochs": 2, "batch_size": 64})
-    result, reporter = _run(spec, tmp_path, data_cache, JobInputs(teachers={CNN_ID: brought}))
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(teachers={CNN_ID: brought}))
     t = result.report["teacher"]
     assert (t["source"], t["artifact"], t["format"], t["arch"]["name"]) == ("artifact", CNN_ID, "safetensors", "cnn")
     assert t["test_accuracy"] == accuracy(predict_logits(model, digits.test.x), digits.test.y)
@@ -204,11 +199,11 @@ def test_safetensors_teacher_with_born_again_and_fitnet(weights_teachers, tmp_pa
                      method={"name": "born_again", "generations": 2}, training={"epochs": 1, "batch_size": 64})
     fitnet = tiny_spec(teacher={"artifact": {"id": CNN_ID, "arch": CNN}}, seeds=[0], baseline=False,
                        method={"name": "fitnet"}, training={"epochs": 1, "batch_size": 64})
-    r, reporter = _run(born, tmp_path / "born", data_cache, inputs)
+    r, reporter = run_tiny_job(born, tmp_path / "born", data_cache, inputs)
     assert [g["generation"] for g in r.report["generations"]] == [1, 2]
     assert r.report["teacher"]["artifact"] == MLP_ID
     assert [run for p, run, *_ in reporter.metrics if p == "generation"] == ["gen=1 seed=0", "gen=2 seed=0"]
-    r, reporter = _run(fitnet, tmp_path / "fitnet", data_cache, inputs)
+    r, reporter = run_tiny_job(fitnet, tmp_path / "fitnet", data_cache, inputs)
     assert r.report["soft_targets"] == "recomputed" and r.report["teacher"]["arch"]["name"] == "cnn"
     assert r.report["student"]["runs"][0]["test_accuracy"] > 0
 
@@ -217,7 +212,7 @@ def test_mixed_ensemble_trains_only_its_trained_member(sk_teacher, digits, tmp_p
     clf, brought = sk_teacher
     spec = tiny_spec(teacher={"ensemble": [{"arch": MLP, "epochs": 2, "seed": 1}, {"id": ONNX_ID}]},
                      seeds=[0], baseline=False, training={"epochs": 1, "batch_size": 64})
-    result, reporter = _run(spec, tmp_path, data_cache, JobInputs(teachers={ONNX_ID: brought}))
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(teachers={ONNX_ID: brought}))
     assert sorted({(p, run) for p, run, *_ in reporter.metrics if p == "teacher"}) == [("teacher", "member=1")]
     t = result.report["teacher"]
     trained, onnx = t["members"]
@@ -232,7 +227,7 @@ def test_mixed_ensemble_trains_only_its_trained_member(sk_teacher, digits, tmp_p
 def test_missing_brought_file_fails_clearly(tmp_path, data_cache, tiny_spec):
     spec = tiny_spec(teacher={"artifact": {"id": ONNX_ID}}, seeds=[0])
     with pytest.raises(ValueError, match=ONNX_ID):
-        _run(spec, tmp_path, data_cache)
+        run_tiny_job(spec, tmp_path, data_cache)
 
 
 # --- uploaded datasets -----------------------------------------------------------------------
@@ -283,7 +278,7 @@ def test_uploaded_dataset_with_unlabeled_transfer_set(tmp_path, data_cache, tiny
     arrays = _digits_npz(tmp_path / "upload.npz")
     spec = tiny_spec(dataset={"artifact": DATA_ID, "transfer": {"unlabeled": True}}, seeds=[0],
                      training={"epochs": 2, "batch_size": 64})
-    result, reporter = _run(spec, tmp_path, data_cache, JobInputs(dataset_npz=tmp_path / "upload.npz"))
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(dataset_npz=tmp_path / "upload.npz"))
     d = result.report["dataset"]
     assert (d["name"], d["artifact"]) == (f"artifact {DATA_ID}", DATA_ID)
     assert d["transfer_size"] == 300 and d["test_size"] == len(arrays["x_test"])
@@ -295,4 +290,4 @@ def test_uploaded_dataset_with_unlabeled_transfer_set(tmp_path, data_cache, tiny
     assert accuracy(predict_logits(student, arrays["x_test"]), arrays["y_test"]) \
         == result.report["exported"]["test_accuracy"]
     with pytest.raises(ValueError, match="no file"):
-        _run(spec, tmp_path / "again", data_cache)
+        run_tiny_job(spec, tmp_path / "again", data_cache)

@@ -16,7 +16,6 @@ from app.contract.methods import (
 )
 from worker.distill.objectives import (
     DKD,
-    Adversarial,
     Attention,
     FitNet,
     PseudoLabel,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from app.contract.phases import KD_PHASES as PHASES
-from tests.distill.conftest import without_timing
+from tests.support.engine import run_tiny_job, without_timing
 from worker.distill.export import load_safetensors, onnx_accuracy
 from worker.distill.inference import predict_logits
 from worker.distill.metrics import accuracy
@@ -23,15 +23,10 @@ METRICS = {
 # Wall-clock measurements: the only numbers allowed to differ between identical runs.
 
 
-def _run(spec, tmp_path, data_cache, reporter=None):
-    reporter = reporter or MemoryReporter(checkpoint_dir=tmp_path / "ck")
-    return run_job(spec, reporter, tmp_path / "work", data_cache), reporter
-
-
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, data_cache, tiny_spec):
     tmp = tmp_path_factory.mktemp("job")
-    result, reporter = _run(tiny_spec(), tmp, data_cache)
+    result, reporter = run_tiny_job(tiny_spec(), tmp, data_cache)
     return result, reporter, tmp
 
 
@@ -104,7 +99,7 @@ def test_exported_student_is_best_on_validation_and_matches_report(job, digits):
 
 def test_same_spec_gives_same_report(job, tmp_path, data_cache, tiny_spec):
     first, first_reporter, _ = job
-    again, reporter = _run(tiny_spec(), tmp_path, data_cache)
+    again, reporter = run_tiny_job(tiny_spec(), tmp_path, data_cache)
     assert without_timing(again.report) == without_timing(first.report)
     assert reporter.metrics == first_reporter.metrics
 
@@ -112,7 +107,7 @@ def test_same_spec_gives_same_report(job, tmp_path, data_cache, tiny_spec):
 def test_recomputed_soft_targets_match_cached(job, tmp_path, data_cache, tiny_spec):
     cached = job[0].report
     spec = tiny_spec(training={"epochs": 3, "batch_size": 64, "soft_targets": "recomputed"}, baseline=False)
-    recomputed = _run(spec, tmp_path, data_cache)[0].report
+    recomputed = run_tiny_job(spec, tmp_path, data_cache)[0].report
     assert recomputed["soft_targets"] == "recomputed"
     for a, b in zip(cached["student"]["runs"], recomputed["student"]["runs"], strict=True):
         for key in ("test_accuracy", "val_accuracy", "train_accuracy", "test_nll", "test_ece"):
@@ -121,7 +116,7 @@ def test_recomputed_soft_targets_match_cached(job, tmp_path, data_cache, tiny_sp
 
 def test_ce_method_without_baseline(tmp_path, data_cache, tiny_spec):
     spec = tiny_spec(method={"name": "ce"}, baseline=False, seeds=[3], export={"formats": ["safetensors"]})
-    result, reporter = _run(spec, tmp_path, data_cache)
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     r = result.report
     assert reporter.phases == [p for p in PHASES if p != "baseline"]
     assert r["baseline"] is None and r["soft_targets"] is None
@@ -156,7 +151,7 @@ def test_cancellation_propagates(tmp_path, data_cache, tiny_spec, phase):
 def test_cuda_job_reports_fp32_numbers_that_the_onnx_file_reproduces(tmp_path, data_cache, tiny_spec, digits):
     # Training runs under bf16 autocast; the report's metrics are fp32 on the CPU.
     spec = tiny_spec(training={"epochs": 3, "batch_size": 64, "device": "cuda"}, seeds=[0], baseline=False)
-    result, reporter = _run(spec, tmp_path, data_cache)
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     assert result.report["device"] == "cuda" and reporter.progresses[-1] == 1.0
     onnx_path = next(f.path for f in result.files if f.kind == "onnx")
     assert onnx_accuracy(onnx_path, digits.test.x, digits.test.y) == result.report["exported"]["test_accuracy"]

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from worker.distill.pipeline import run_job
+from tests.support.engine import run_tiny_job
 from worker.distill.reporting import MemoryReporter
 
 CNN_TEACHER = {"train": {"arch": {"name": "cnn", "channels": [8], "hidden": 16}, "epochs": 3, "patience": 2}}
-
-
-def _run(spec, tmp_path, data_cache, reporter=None):
-    reporter = reporter or MemoryReporter(checkpoint_dir=tmp_path / "ck")
-    return run_job(spec, reporter, tmp_path / "work", data_cache), reporter
 
 
 def _runs(reporter):
@@ -29,7 +24,7 @@ def test_born_again_reports_every_generation(tmp_path, data_cache, tiny_spec):
         teacher={"train": {"arch": arch, "epochs": 3}}, student={"arch": arch},
         method={"name": "born_again", "generations": 3}, seeds=[0, 1], training={"epochs": 1, "batch_size": 64},
     )
-    result, reporter = _run(spec, tmp_path, data_cache)
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     assert reporter.phases == ["teacher", "soft_targets", "generation", "baseline", "evaluate", "export"]
     assert _runs(reporter) == [("teacher", "teacher")] + [
         ("generation", f"gen={g} seed={s}") for g in (1, 2, 3) for s in (0, 1)
@@ -54,7 +49,7 @@ def test_teacher_assistant_chain_reports_every_link(tmp_path, data_cache, tiny_s
                 "assistants": [{"name": "mlp", "hidden": [32]}, {"name": "mlp", "hidden": [24]}]},
         seeds=[0], baseline=False,
     )
-    result, reporter = _run(spec, tmp_path, data_cache)
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     assert reporter.phases == ["teacher", "assistant", "soft_targets", "student", "evaluate", "export"]
     assert _runs(reporter) == [("teacher", "teacher"), ("assistant", "link=1"), ("assistant", "link=2"),
                                ("student", "seed=0")]
@@ -73,7 +68,7 @@ def test_teacher_assistant_chain_reports_every_link(tmp_path, data_cache, tiny_s
 ])
 def test_each_method_runs_a_tiny_job(tmp_path, data_cache, tiny_spec, method):
     spec = tiny_spec(method=method, seeds=[0], baseline=False)
-    result, reporter = _run(spec, tmp_path, data_cache)
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     assert reporter.phases == ["teacher", "soft_targets", "student", "evaluate", "export"]
     assert result.report["method"]["name"] == method["name"]
     assert 0 < result.report["student"]["mean"]["test_accuracy"] <= 1
@@ -86,7 +81,7 @@ def test_each_method_runs_a_tiny_job(tmp_path, data_cache, tiny_spec, method):
 def test_attention_with_a_cnn_student(tmp_path, data_cache, tiny_spec):
     spec = tiny_spec(method={"name": "attention"}, student={"arch": {"name": "cnn", "channels": [4], "hidden": 0}},
                      seeds=[0], baseline=False)
-    result, reporter = _run(spec, tmp_path, data_cache)
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     assert result.report["soft_targets"] == "recomputed"
     assert any("stage features" in e[1] for e in reporter.events)
 
@@ -98,7 +93,7 @@ def test_attention_with_a_cnn_student(tmp_path, data_cache, tiny_spec):
 def test_feature_and_adversarial_methods_resume_to_the_same_numbers(tmp_path, data_cache, tiny_spec, method):
     """Killed after the first student epoch and restarted: the same report as an uninterrupted run."""
     spec = tiny_spec(method=method, seeds=[0], baseline=False)
-    whole, _ = _run(spec, tmp_path / "a", data_cache)
+    whole, _ = run_tiny_job(spec, tmp_path / "a", data_cache)
 
     class Crash(Exception):
         pass
@@ -111,8 +106,8 @@ def test_feature_and_adversarial_methods_resume_to_the_same_numbers(tmp_path, da
 
     ck = tmp_path / "b" / "ck"
     with pytest.raises(Crash):
-        _run(spec, tmp_path / "b", data_cache, Crashing(checkpoint_dir=ck))
-    resumed, reporter = _run(spec, tmp_path / "b", data_cache, MemoryReporter(checkpoint_dir=ck))
+        run_tiny_job(spec, tmp_path / "b", data_cache, reporter=Crashing(checkpoint_dir=ck))
+    resumed, reporter = run_tiny_job(spec, tmp_path / "b", data_cache, reporter=MemoryReporter(checkpoint_dir=ck))
     assert any("resumed student seed=0" in e[1] for e in reporter.events)
     strip = lambda r: {k: v for k, v in r.items() if k != "latency_ms"}  # noqa: E731
     assert [strip(r) for r in resumed.report["student"]["runs"]] == [strip(r) for r in whole.report["student"]["runs"]]
@@ -120,7 +115,7 @@ def test_feature_and_adversarial_methods_resume_to_the_same_numbers(tmp_path, da
 
 def test_train_fraction_students_learn_from_a_share_the_teacher_from_all(tmp_path, data_cache, tiny_spec):
     spec = tiny_spec(dataset={"name": "digits", "train_fraction": 0.1}, seeds=[0], training={"epochs": 2})
-    result, reporter = _run(spec, tmp_path, data_cache)
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     d = result.report["dataset"]
     assert d["train_size"] == 130 and d["teacher_train_size"] == 1293
     assert result.report["baseline"]["runs"][0]["test_accuracy"] > 0
@@ -136,7 +131,7 @@ def test_ensemble_teacher_trains_every_member_and_averages_probabilities(tmp_pat
 
     members = [{"arch": {"name": "mlp", "hidden": [16]}, "epochs": 2, "seed": s} for s in (0, 1)]
     spec = tiny_spec(teacher={"ensemble": members}, seeds=[0], baseline=False)
-    result, reporter = _run(spec, tmp_path, data_cache)
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     assert _runs(reporter)[:2] == [("teacher", "member=1"), ("teacher", "member=2")]
     t = result.report["teacher"]
     assert [m["member"] for m in t["members"]] == [1, 2] and 0 < t["test_accuracy"] <= 1
@@ -176,7 +171,7 @@ def test_transfer_set_is_generated_deterministically_and_unlabeled(tmp_path, dat
         teacher={"train": {"arch": {"name": "mlp", "hidden": [32]}, "epochs": 2}},
         seeds=[0], training={"epochs": 1},
     )
-    result, reporter = _run(spec, tmp_path, data_cache)
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     d = result.report["dataset"]
     assert d["transfer_size"] == 200 and d["train_size"] == 360
     assert any("transfer set: 200" in m for _, m in reporter.events)

@@ -16,7 +16,7 @@ import torch
 
 from app.contract.architectures import MLPArch
 from app.contract.spec import OptimSpec
-from tests.distill.conftest import without_timing
+from tests.support.engine import DiesAt, Killed, without_timing
 from worker.distill import checkpoint
 from worker.distill.data import input_stats
 from worker.distill.inference import predict_logits
@@ -24,48 +24,11 @@ from worker.distill.models import build_model
 from worker.distill.objectives import CE, KD
 from worker.distill.pipeline import run_job
 from worker.distill.reporting import MemoryReporter
+from worker.distill.signals import CachedLogits
 from worker.distill.trainer import train
 
 CPU = torch.device("cpu")
 ENGINE = Path(__file__).resolve().parents[2] / "worker" / "distill"
-
-
-class Killed(BaseException):
-    """The process died here (BaseException: nothing in the engine may swallow it)."""
-
-
-class _Dies(MemoryReporter):
-    """A reporter whose worker dies at one point `at` of the job:
-
-    ("metric", phase, run, epoch): right after that epoch's metric was delivered;
-    ("batch", phase, run, epoch):  at the 5th batch boundary of the epoch after it;
-    ("phase", name):               as that phase starts.
-    """
-
-    def __init__(self, checkpoint_dir: Path, at: tuple) -> None:
-        super().__init__(checkpoint_dir=checkpoint_dir)
-        self.at = at
-        self._batches: int | None = None
-
-    def phase(self, name):
-        if self.at == ("phase", name):
-            raise Killed(self.at)
-        super().phase(name)
-
-    def metric(self, phase, run, epoch, values):
-        super().metric(phase, run, epoch, values)
-        if self.at == ("metric", phase, run, epoch):
-            raise Killed(self.at)
-        if self.at == ("batch", phase, run, epoch):
-            self._batches = 0
-
-    def should_stop(self):
-        if self._batches is not None:
-            self._batches += 1
-            if self._batches == 5:
-                raise Killed(self.at)
-        return super().should_stop()
-
 
 
 def _series(reporters) -> dict:
@@ -92,7 +55,7 @@ def _crash_then_resume(spec, crashes, tmp_path, data_cache):
     ck = tmp_path / "ck"
     attempts = []
     for i, at in enumerate(crashes):
-        reporter = _Dies(ck, at)
+        reporter = DiesAt(ck, at)
         with pytest.raises(Killed):
             run_job(spec, reporter, tmp_path / f"work{i}", data_cache)
         attempts.append(reporter)
@@ -183,7 +146,7 @@ def test_a_bad_checkpoint_in_a_job_restarts_only_that_run(tmp_path, data_cache, 
     spec = tiny_spec()
     ck = tmp_path / "ck"
     with pytest.raises(Killed):
-        run_job(spec, _Dies(ck, ("batch", "student", "seed=1", 2)), tmp_path / "work0", data_cache)
+        run_job(spec, DiesAt(ck, ("batch", "student", "seed=1", 2)), tmp_path / "work0", data_cache)
     path = ck / "student-seed=1.pt"
     assert checkpoint.load(path)["epoch"] == 2
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated
@@ -274,7 +237,7 @@ def test_a_bad_checkpoint_is_not_trusted(digits, tmp_path, corruption):
     ck = tmp_path / "ck"
     _train(_student(digits), digits, MemoryReporter(checkpoint_dir=ck), optim, seed=1)  # for "other_run"
     with pytest.raises(Killed):
-        _train(_student(digits), digits, _Dies(ck, ("batch", "student", "seed=0", 2)), optim)
+        _train(_student(digits), digits, DiesAt(ck, ("batch", "student", "seed=0", 2)), optim)
     corrupt, reason = CORRUPTIONS[corruption]
     RAN.clear()
     corrupt(ck / "student-seed=0.pt")
@@ -298,14 +261,14 @@ def test_trainer_resume_is_bit_identical(digits, tmp_path, optimizer, kd):
     kw = {}
     if kd:  # an objective with teacher logits (any fixed logits serve)
         logits = predict_logits(_student(digits), digits.train.x) * 3
-        kw = {"objective": KD(4.0, 0.9), "teacher_logits": logits}
+        kw = {"objective": KD(4.0, 0.9), "signal": CachedLogits(logits)}
     ref_model = _student(digits)
     expected = _train(ref_model, digits, MemoryReporter(checkpoint_dir=tmp_path / "ref"), optim, **kw)
 
     for crash_after in (1, 2, 3):
         ck = tmp_path / f"ck{crash_after}"
         with pytest.raises(Killed):
-            _train(_student(digits), digits, _Dies(ck, ("batch", "student", "seed=0", crash_after)), optim, **kw)
+            _train(_student(digits), digits, DiesAt(ck, ("batch", "student", "seed=0", crash_after)), optim, **kw)
         model, reporter, seen = _student(digits), MemoryReporter(checkpoint_dir=ck), []
         result = _train(model, digits, reporter, optim, on_epoch=seen.append, **kw)
         assert result == expected and result.resumed_epochs == crash_after
@@ -413,7 +376,7 @@ def test_cuda_run_saves_and_restores_the_cuda_rng(digits, tmp_path):
     ref_model, expected = run(MemoryReporter(checkpoint_dir=tmp_path / "ref"))
     assert checkpoint.load(tmp_path / "ref" / "student-seed=0.pt")["cuda_rng"] is not None
     with pytest.raises(Killed):
-        run(_Dies(tmp_path / "ck", ("batch", "student", "seed=0", 1)))
+        run(DiesAt(tmp_path / "ck", ("batch", "student", "seed=0", 1)))
     model, result = run(MemoryReporter(checkpoint_dir=tmp_path / "ck"))
     assert result.resumed_epochs == 1 and result.epochs_run == expected.epochs_run
     for got, want in zip(result.history, expected.history, strict=True):

@@ -14,6 +14,7 @@ from worker.distill.inference import predict_logits
 from worker.distill.models import build_model
 from worker.distill.objectives import CE, KD
 from worker.distill.reporting import Cancelled, MemoryReporter
+from worker.distill.signals import CachedLogits, LiveTeacher
 from worker.distill.trainer import lr_at, train
 
 CPU = torch.device("cpu")
@@ -73,22 +74,21 @@ def test_metrics_reported_per_epoch_and_progress_called(digits, reporter):
 def test_cached_and_recomputed_teacher_outputs_agree(digits, reporter, teacher, tmp_path):
     objective = KD(temperature=4.0, alpha=0.9)
     cached_student, live_student = _student(digits), _student(digits)
-    cached = _train(cached_student, digits, reporter, objective, teacher_logits=predict_logits(teacher, digits.train.x))
-    live = _train(live_student, digits, _fresh(tmp_path, "live"), objective, teacher=teacher)
+    cached = _train(cached_student, digits, reporter, objective,
+                    signal=CachedLogits(predict_logits(teacher, digits.train.x)))
+    live = _train(live_student, digits, _fresh(tmp_path, "live"), objective, signal=LiveTeacher(teacher))
     assert _max_diff(cached_student, live_student) < 1e-4
     for h_cached, h_live in zip(cached.history, live.history, strict=True):
         assert h_cached["val_accuracy"] == h_live["val_accuracy"]
         assert h_cached["val_loss"] == pytest.approx(h_live["val_loss"], abs=1e-4)
 
 
-def test_teacher_outputs_must_be_given_exactly_once(digits, reporter, teacher):
-    with pytest.raises(ValueError):
+def test_teacher_outputs_must_fit_the_objective_and_the_data(digits, reporter, teacher):
+    with pytest.raises(ValueError, match="needs the teacher"):
         _train(_student(digits), digits, reporter, KD(4.0, 0.9))
     logits = predict_logits(teacher, digits.train.x)
-    with pytest.raises(ValueError):
-        _train(_student(digits), digits, reporter, KD(4.0, 0.9), teacher=teacher, teacher_logits=logits)
-    with pytest.raises(ValueError):
-        _train(_student(digits), digits, reporter, KD(4.0, 0.9), teacher_logits=logits[:10])
+    with pytest.raises(ValueError, match="rows"):
+        _train(_student(digits), digits, reporter, KD(4.0, 0.9), signal=CachedLogits(logits[:10]))
 
 
 def test_best_validation_weights_are_restored(digits, reporter):

@@ -15,7 +15,9 @@ CheckpointError; the trainer then restarts that run from scratch.
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,68 @@ def checkpoint_path(folder: Path, phase: str, run: str) -> Path:
 def save(obj: dict[str, Any], path: Path) -> Path:
     """torch.save `obj` to `path` atomically and durably."""
     return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+@dataclass
+class Best:
+    """The best validation-accuracy epoch so far, and its weights."""
+
+    acc: float = -1.0
+    loss: float = math.inf
+    epoch: int = 0
+    state: dict[str, Any] | None = None
+
+
+@dataclass
+class RunState:
+    """Where a run stands after its last completed epoch: what its checkpoint holds (format
+    VERSION), so that a later attempt goes on from there with the numbers of an uninterrupted run.
+
+    The live objects' states (model, objective, optimizer, RNG streams) are captured into it
+    just before it is saved, and put back from it when a run resumes."""
+
+    phase: str
+    run: str
+    signature: str  # what the run was configured with: a checkpoint of another is not resumed
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken
+    finished: bool = False
+    stopped_early: bool = False
+    best: Best = field(default_factory=Best)
+    history: list[dict[str, float]] = field(default_factory=list)  # one dict per epoch
+    model: dict[str, Any] | None = None
+    objective: dict[str, Any] | None = None
+    optimizer: dict[str, Any] | None = None
+    shuffle_rng: torch.Tensor | None = None
+    cpu_rng: torch.Tensor | None = None
+    cuda_rng: torch.Tensor | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "version": VERSION,
+            "phase": self.phase, "run": self.run, "signature": self.signature,
+            "epoch": self.epoch, "step": self.step,
+            "finished": self.finished, "stopped_early": self.stopped_early,
+            "model": self.model, "objective": self.objective, "optimizer": self.optimizer,
+            "shuffle_rng": self.shuffle_rng, "cpu_rng": self.cpu_rng, "cuda_rng": self.cuda_rng,
+            "best": {"acc": float(self.best.acc), "loss": float(self.best.loss),
+                     "epoch": int(self.best.epoch), "state": self.best.state},
+            "history": self.history,
+        }
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> "RunState":
+        obj = _check(obj)
+        fields = {k: obj[k] for k in _REQUIRED if k not in ("format", "version", "best")}
+        return cls(**fields, best=Best(**{k: obj["best"][k] for k in _BEST}))
+
+    def save(self, path: Path) -> Path:
+        return save(self.to_dict(), path)
+
+    @classmethod
+    def read(cls, path: Path) -> "RunState":
+        """Raises CheckpointError when the file cannot be trusted."""
+        return cls.from_dict(load(path))
 
 def _check(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

@@ -17,21 +17,45 @@ hint regressor, an adversarial discriminator).  The interface the trainer uses:
   carries it.
 
 Objective-owned parts never reach the export: only the student is exported.
-Adding a method = one class here + one entry in OBJECTIVES.
+Adding a method = its spec class in app/contract/methods.py + one class here, registered
+for the method's name with @objective_of (a test checks that both registries agree).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.contract.fit import default_stages
 from app.contract.stages import is_conv, stage_shapes
+
+
+@dataclass(frozen=True)
+class ObjectiveContext:
+    """What an objective may need besides its method spec (feature methods: the stages)."""
+
+    input_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    teacher_arch: Any = None
+    student_arch: Any = None
+
+
+# method name (app.contract.methods.METHODS) -> the objective class its runs train with
+OBJECTIVES: dict[str, type["Objective"]] = {}
+
+
+def objective_of(*names: str):
+    """Register an objective class for the methods `names`; it builds itself with from_spec."""
+    def register(cls: type["Objective"]) -> type["Objective"]:
+        for name in names:
+            OBJECTIVES[name] = cls
+        return cls
+    return register
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
@@ -107,17 +131,29 @@ def schedule(value: float, warmup_epochs: int, epoch: int, start: float = 0.0) -
     return float(start + (value - start) * max(epoch, 0) / warmup_epochs)
 
 
+@objective_of("ce")
 class CE(Objective):
     """Cross-entropy on the labels: the scratch baseline, and method "ce"."""
 
     needs_teacher = False
 
+    @classmethod
+    def from_spec(cls, method, ctx: ObjectiveContext) -> "CE":
+        return cls()
+
     def forward(self, student_logits, teacher_logits, labels, features=None):
         return F.cross_entropy(_at_least_fp32(student_logits), labels)
 
 
+@objective_of("kd", "born_again", "teacher_assistant")
 class KD(Objective):
     needs_teacher = True
+
+    @classmethod
+    def from_spec(cls, method, ctx: ObjectiveContext) -> "KD":
+        # born_again and teacher_assistant: every link of the chain is a KD run (no schedules).
+        return cls(method.temperature, method.alpha, getattr(method, "temperature_schedule", None),
+                   getattr(method, "alpha_schedule", None))
 
     def __init__(self, temperature: float, alpha: float, temperature_schedule=None, alpha_schedule=None) -> None:
         super().__init__()
@@ -138,10 +174,15 @@ class KD(Objective):
         return kd_loss(student_logits, teacher_logits, labels, self.temperature, self.alpha)
 
 
+@objective_of("pseudo_label")
 class PseudoLabel(Objective):
     """CE on the teacher's argmax: the hard-label control for soft targets."""
 
     needs_teacher = True
+
+    @classmethod
+    def from_spec(cls, method, ctx: ObjectiveContext) -> "PseudoLabel":
+        return cls()
 
     def forward(self, student_logits, teacher_logits, labels, features=None):
         return F.cross_entropy(_at_least_fp32(student_logits), teacher_logits.detach().argmax(1))
@@ -167,8 +208,13 @@ def dkd_terms(student_logits, teacher_logits, labels, temperature):
     return tckd, nckd
 
 
+@objective_of("dkd")
 class DKD(Objective):
     needs_teacher = True
+
+    @classmethod
+    def from_spec(cls, method, ctx: ObjectiveContext) -> "DKD":
+        return cls(method.temperature, method.alpha, method.beta, method.ce_weight, method.warmup_epochs)
 
     def __init__(self, temperature, alpha, beta, ce_weight, warmup_epochs) -> None:
         super().__init__()
@@ -192,9 +238,17 @@ def _pool_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     return pool(x, size)
 
 
+@objective_of("fitnet")
 class FitNet(Objective):
     needs_teacher = True
     needs_features = True
+
+    @classmethod
+    def from_spec(cls, method, ctx: ObjectiveContext) -> "FitNet":
+        t_shapes = stage_shapes(ctx.teacher_arch, ctx.input_shape)
+        s_shapes = stage_shapes(ctx.student_arch, ctx.input_shape)
+        (ts,), (ss,) = method.stages(t_shapes, s_shapes)
+        return cls(method.temperature, method.alpha, method.hint_weight, ts, ss, t_shapes[ts], s_shapes[ss])
 
     def __init__(self, temperature, alpha, hint_weight, teacher_stage: str, student_stage: str,
                  teacher_shape: tuple[int, ...], student_shape: tuple[int, ...]) -> None:
@@ -235,9 +289,19 @@ def attention_map(a: torch.Tensor, size: tuple[int, ...] | None = None) -> torch
     return F.normalize(q.flatten(1), dim=1)
 
 
+@objective_of("attention")
 class Attention(Objective):
     needs_teacher = True
     needs_features = True
+
+    @classmethod
+    def from_spec(cls, method, ctx: ObjectiveContext) -> "Attention":
+        t_shapes = stage_shapes(ctx.teacher_arch, ctx.input_shape)
+        s_shapes = stage_shapes(ctx.student_arch, ctx.input_shape)
+        ts, ss = method.stages(t_shapes, s_shapes)
+        pairs = [(t, s, tuple(min(a, b) for a, b in zip(t_shapes[t][1:], s_shapes[s][1:])))
+                 for t, s in zip(ts, ss)]
+        return cls(method.temperature, method.alpha, method.beta, pairs)
 
     def __init__(self, temperature, alpha, beta, pairs: list[tuple[str, str, tuple[int, ...]]]) -> None:
         super().__init__()
@@ -257,8 +321,14 @@ class Attention(Objective):
         return kd + self.beta / 2 * self.at_loss(sf, tf)
 
 
+@objective_of("adversarial")
 class Adversarial(Objective):
     needs_teacher = True
+
+    @classmethod
+    def from_spec(cls, method, ctx: ObjectiveContext) -> "Adversarial":
+        return cls(method.temperature, method.alpha, method.adv_weight, ctx.num_classes,
+                   method.disc_hidden, method.disc_lr)
 
     def __init__(self, temperature, alpha, adv_weight, num_classes: int, hidden: int, lr: float) -> None:
         super().__init__()
@@ -301,43 +371,15 @@ class Adversarial(Objective):
         self.disc_opt.load_state_dict(copy.deepcopy(state["disc_opt"]))
 
 
-def _feature_objective(method, input_shape, num_classes, teacher_arch, student_arch):
-    t_shapes = stage_shapes(teacher_arch, input_shape)
-    s_shapes = stage_shapes(student_arch, input_shape)
-    ts, ss = default_stages(method, t_shapes, s_shapes)
-    if method.name == "fitnet":
-        return FitNet(method.temperature, method.alpha, method.hint_weight, ts[0], ss[0],
-                      t_shapes[ts[0]], s_shapes[ss[0]])
-    pairs = [(t, s, tuple(min(a, b) for a, b in zip(t_shapes[t][1:], s_shapes[s][1:]))) for t, s in zip(ts, ss)]
-    return Attention(method.temperature, method.alpha, method.beta, pairs)
-
-
-# method name -> factory(method spec, context dict: input_shape, num_classes, teacher_arch, student_arch)
-OBJECTIVES: dict[str, Callable[..., Objective]] = {
-    "ce": lambda m, c: CE(),
-    "kd": lambda m, c: KD(m.temperature, m.alpha, m.temperature_schedule, m.alpha_schedule),
-    "dkd": lambda m, c: DKD(m.temperature, m.alpha, m.beta, m.ce_weight, m.warmup_epochs),
-    "fitnet": lambda m, c: _feature_objective(m, **c),
-    "attention": lambda m, c: _feature_objective(m, **c),
-    "adversarial": lambda m, c: Adversarial(
-        m.temperature, m.alpha, m.adv_weight, c["num_classes"], m.disc_hidden, m.disc_lr),
-    "pseudo_label": lambda m, c: PseudoLabel(),
-    # recipes: every link of the chain is a KD run
-    "born_again": lambda m, c: KD(temperature=m.temperature, alpha=m.alpha),
-    "teacher_assistant": lambda m, c: KD(temperature=m.temperature, alpha=m.alpha),
-}
-
-
 def build_objective(method, *, seed: int = 0, input_shape=None, num_classes=None,
                     teacher_arch=None, student_arch=None) -> Objective:
     """A fresh objective for one run; its trainable parts (if any) initialised from `seed`
     alone.  Feature methods and the discriminator need the shapes in the keyword arguments."""
     try:
-        factory = OBJECTIVES[method.name]
+        objective = OBJECTIVES[method.name]
     except KeyError:
         raise ValueError(f"unknown method {method.name!r}") from None
-    ctx = {"input_shape": input_shape, "num_classes": num_classes,
-           "teacher_arch": teacher_arch, "student_arch": student_arch}
+    ctx = ObjectiveContext(input_shape, num_classes, teacher_arch, student_arch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return factory(method, ctx)
+        return objective.from_spec(method, ctx)

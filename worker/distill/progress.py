@@ -37,12 +37,11 @@ class Progress:
 
     def run(self, budget: int) -> EpochCallback:
         """The trainer's on_epoch callback for one run of `budget` planned epochs."""
-        base = self._done
+        return RunProgress(self, self._done, budget)
 
-        def on_epoch(epoch: int) -> None:
-            self._set(self._epochs(base + min(epoch, budget)))
-
-        return on_epoch
+    def at(self, epochs: int) -> None:
+        """Planned epochs done so far (finished runs at their budget, plus the current run's)."""
+        self._set(self._epochs(epochs))
 
     def run_done(self, budget: int) -> None:
         self._done += budget
@@ -51,3 +50,13 @@ class Progress:
     def tail(self, share: float) -> None:
         """Past all training: `share` (0..1) of the evaluate/export tail is done."""
         self._set(1.0 - self._tail + self._tail * share)
+
+
+class RunProgress:
+    """One run's share of the job's progress: its epochs count after the runs before it."""
+
+    def __init__(self, progress: Progress, before: int, budget: int) -> None:
+        self.progress, self.before, self.budget = progress, before, budget
+
+    def __call__(self, epoch: int) -> None:
+        self.progress.at(self.before + min(epoch, self.budget))

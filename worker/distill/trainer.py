@@ -18,6 +18,16 @@ What it guarantees:
   already done are not reported again, except the one a crash interrupted between
   its metric and its checkpoint: metrics are delivered at least once.
   `checkpoint_dir=None` turns checkpoints off.
+
+In parts: `Loop` is fit / epoch / step; `RunState` (checkpoint.py) is where a run stands,
+and saves and reads itself; the learning rate is `lr_at(step)`; the teacher's side of a
+step is a `TeacherSignal` (signals.py). Reporting metrics and progress, checking for a
+cancel and writing the checkpoint are `Callback`s at step and epoch boundaries.
+
+The schedule is the closed-form cosine of the step, not torch's CosineAnnealingLR (its
+recursive form rounds differently, which would change every figure) nor LambdaLR (it
+multiplies lr by the factor in another order, same problem); being a function of the
+step alone, it needs no scheduler state in the checkpoint.
 """
 
 from __future__ import annotations
@@ -29,18 +39,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.contract.spec import OptimSpec
-from worker.distill import checkpoint
+from app.contract.spec import AugmentSpec, OptimSpec
+from worker.distill import checkpoint, signals
 from worker.distill.augment import augment_batch
+from worker.distill.checkpoint import Best, RunState
 from worker.distill.data import ArraySplit
 from worker.distill.inference import autocast, predict_logits
 from worker.distill.objectives import Objective
 from worker.distill.reporting import Cancelled, Reporter
+from worker.distill.signals import NoTeacher, TeacherSignal
 
 # Called after each epoch with the number of epochs this run has completed.
 EpochCallback = Callable[[int], None]
@@ -76,11 +87,6 @@ def lr_at(step: int, total_steps: int, optim: OptimSpec) -> float:
     return optim.lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
 
 
-def _check_cancel(reporter: Reporter) -> None:
-    if reporter.should_stop():
-        raise Cancelled("cancellation requested")
-
-
 def _val_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     # Validation loss is plain CE on the labels whatever the objective: it is
     # comparable across methods and needs no teacher outputs on the val split.
@@ -100,54 +106,236 @@ def _label(phase: str, run: str) -> str:
     return phase if run == phase else f"{phase} {run}"
 
 
-def _signature(
-    model: nn.Module, objective: Objective, optim: OptimSpec, seed: int, n_train: int, n_val: int
-) -> str:
-    """What a checkpoint must have been written for to be resumed by this call."""
-    return json.dumps({
-        "seed": seed,
-        "optim": optim.model_dump(mode="json"),
-        "train_size": n_train,
-        "val_size": n_val,
-        "objective": type(objective).__name__,
-        "model": [[k, list(v.shape)] for k, v in model.state_dict().items()],
-        "objective_state": [
-            [k, list(v.shape) if torch.is_tensor(v) else type(v).__name__]
-            for k, v in objective.state_dict().items()
-        ],
-    }, sort_keys=True)
+def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    # Extra state (an objective's own optimizer) is not a tensor: deep-copied.
+    return {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)
+            for k, v in module.state_dict().items()}
 
 
-def _resume_from(
-    path: Path, signature: str, model: nn.Module, objective: Objective, opt: torch.optim.Optimizer,
-    shuffle: torch.Generator, device: torch.device, reporter: Reporter, label: str,
-) -> dict | None:
-    """Load the run's checkpoint into model, objective, optimizer and shuffle generator;
-    returns it (its best record's weights on `device`), or None when there is none or it
-    is not to be trusted (said in a warning event; everything is left as it was)."""
+# --- callbacks: what happens at step and epoch boundaries besides training ------------------
+
+
+class Callback:
+    """Hooks of the loop, called in list order."""
+
+    def on_batch(self, loop: "Loop") -> None:
+        """Before every step, and once after an epoch's last one."""
+
+    def on_epoch_end(self, loop: "Loop", values: dict[str, float]) -> None:
+        """After an epoch, its state (history, best, finished) already updated."""
+
+
+class CancelCheck(Callback):
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+
+    def on_batch(self, loop: "Loop") -> None:
+        if self.reporter.should_stop():
+            raise Cancelled("cancellation requested")
+
+
+class ReportMetrics(Callback):
+    def __init__(self, reporter: Reporter, phase: str, run: str) -> None:
+        self.reporter, self.phase, self.run = reporter, phase, run
+
+    def on_epoch_end(self, loop: "Loop", values: dict[str, float]) -> None:
+        self.reporter.metric(self.phase, self.run, loop.state.epoch, values)
+
+
+class SaveCheckpoint(Callback):
+    """After the metric: a crash between the two re-runs and re-reports this epoch (at least
+    once) rather than leaving a hole in the series."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_epoch_end(self, loop: "Loop", values: dict[str, float]) -> None:
+        loop.capture().save(self.path)
+
+
+class ReportProgress(Callback):
+    def __init__(self, on_epoch: EpochCallback) -> None:
+        self.on_epoch = on_epoch
+
+    def on_epoch_end(self, loop: "Loop", values: dict[str, float]) -> None:
+        self.on_epoch(loop.state.epoch)
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+
+class Loop:
+    """One run's training: fit (epochs until the budget or patience ends), epoch, step."""
+
+    def __init__(self, model: nn.Module, objective: Objective, train_split: ArraySplit, val_split: ArraySplit,
+                 optim: OptimSpec, *, seed: int, device: torch.device, signal: TeacherSignal,
+                 augment: AugmentSpec | None, callbacks: list[Callback] | None = None) -> None:
+        self.model, self.objective, self.optim = model.to(device), objective.to(device), optim
+        self.seed, self.device, self.callbacks = seed, device, list(callbacks or [])
+        self.n = len(train_split)
+        # The batch as stored (float32 today, uint8 images later): the model converts it.
+        self.x = torch.as_tensor(train_split.x).to(device)
+        self.y = torch.as_tensor(train_split.y).to(device)
+        self.xv = torch.as_tensor(val_split.x).to(device)
+        self.yv = torch.as_tensor(val_split.y).to(device)
+        self.n_val = len(val_split)
+        self.augment = augment if augment is not None and augment.active() else None
+        self.signal = signal
+        signals.check(signal, objective)
+        signal.prepare(device, self.n, augmented=self.augment is not None)
+        self.opt = _optimizer(list(model.parameters()) + list(objective.student_parameters()), optim)
+        self.total_steps = optim.epochs * math.ceil(self.n / optim.batch_size)
+        self.shuffle = torch.Generator().manual_seed(seed)
+        self.state: RunState | None = None
+
+    def signature(self) -> str:
+        """What a checkpoint must have been written for to be resumed by this run."""
+        return json.dumps({
+            "seed": self.seed,
+            "optim": self.optim.model_dump(mode="json"),
+            "train_size": self.n,
+            "val_size": self.n_val,
+            "objective": type(self.objective).__name__,
+            "model": [[k, list(v.shape)] for k, v in self.model.state_dict().items()],
+            "objective_state": [
+                [k, list(v.shape) if torch.is_tensor(v) else type(v).__name__]
+                for k, v in self.objective.state_dict().items()
+            ],
+        }, sort_keys=True)
+
+    def capture(self) -> RunState:
+        """The run state with the live objects' states in it, ready to save."""
+        s = self.state
+        s.model, s.objective, s.optimizer = self.model.state_dict(), self.objective.state_dict(), self.opt.state_dict()
+        s.shuffle_rng, s.cpu_rng = self.shuffle.get_state(), torch.get_rng_state()
+        s.cuda_rng = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return s
+
+    def fit(self, state: RunState) -> TrainResult:
+        """Train from `state` (fresh, or restored from a checkpoint) to the end of the run; leaves
+        the best validation epoch's weights in the model."""
+        self.state, start = state, state.epoch
+        with torch.random.fork_rng(devices=_rng_devices(self.device)):
+            torch.manual_seed(self.seed)  # dropout masks
+            if state.cpu_rng is not None:  # resumed: the stream goes on where it was
+                torch.set_rng_state(state.cpu_rng)
+                if self.device.type == "cuda" and state.cuda_rng is not None:
+                    torch.cuda.set_rng_state(state.cuda_rng, self.device)
+            last = state.epoch if state.finished else self.optim.epochs
+            for epoch in range(state.epoch + 1, last + 1):
+                values = self.epoch(epoch)
+                stop = self.end_epoch(epoch, values)
+                for callback in self.callbacks:
+                    callback.on_epoch_end(self, values)
+                if stop:
+                    break
+        self.model.load_state_dict(state.best.state)
+        self.model.eval()
+        return TrainResult(
+            best_epoch=state.best.epoch, epochs_run=len(state.history), best_val_accuracy=state.best.acc,
+            best_val_loss=state.best.loss, stopped_early=state.stopped_early, history=state.history,
+            resumed_epochs=start,
+        )
+
+    def _boundary(self) -> None:
+        for callback in self.callbacks:
+            callback.on_batch(self)
+
+    def epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        self.objective.train()
+        self.objective.set_epoch(epoch)
+        perm = torch.randperm(self.n, generator=self.shuffle).to(self.device)
+        epoch_lr = lr_at(self.state.step, self.total_steps, self.optim)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for i in range(0, self.n, self.optim.batch_size):
+            self._boundary()
+            idx = perm[i : i + self.optim.batch_size]
+            loss, logits, yb = self.step(idx)
+            loss_sum += loss * len(idx)
+            correct += (logits.argmax(1) == yb).sum()
+        self._boundary()
+        val_loss, val_acc = _val_metrics(self.model, self.xv, self.yv)
+        return {
+            "train_loss": loss_sum.item() / self.n,
+            "train_accuracy": correct.item() / self.n,  # running, in train mode
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": epoch_lr,  # at the epoch's first step
+        }
+
+    def step(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step on the batch x[idx]; (loss, student logits, labels), detached."""
+        xb, yb = self.x[idx], self.y[idx]
+        if self.augment is not None:
+            xb = augment_batch(xb, self.augment)
+        for group in self.opt.param_groups:
+            group["lr"] = lr_at(self.state.step, self.total_steps, self.optim)
+        extra = {}
+        with autocast(self.device):
+            if self.objective.needs_features:
+                logits, s_feats = self.model.forward_features(xb)
+                t, t_feats = self.signal.outputs(xb, idx)
+                extra["features"] = (dict(zip(self.model.stage_names, s_feats)), t_feats)
+            else:
+                logits = self.model(xb)
+                t, _ = self.signal.outputs(xb, idx)
+        loss = self.objective(logits, t, yb, **extra)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.objective.auxiliary_step(logits.detach(), t)
+        self.state.step += 1
+        return loss.detach(), logits.detach(), yb
+
+    def end_epoch(self, epoch: int, values: dict[str, float]) -> bool:
+        """Record the epoch in the run state; True when the run ends here (patience)."""
+        s = self.state
+        s.history.append({"epoch": epoch, **values})
+        if values["val_accuracy"] > s.best.acc:
+            s.best = Best(values["val_accuracy"], values["val_loss"], epoch, _clone_state(self.model))
+        stop = self.optim.patience is not None and epoch - s.best.epoch >= self.optim.patience
+        s.stopped_early = stop and epoch < self.optim.epochs
+        s.epoch, s.finished = epoch, stop or epoch == self.optim.epochs
+        return stop
+
+
+# --- resume ----------------------------------------------------------------------------------
+
+
+def _trusted(path: Path, signature: str, reporter: Reporter, label: str) -> RunState | None:
+    """The run's checkpoint, or None when there is none or it is not to be trusted (said in a
+    warning event)."""
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a write that a crash cut short
         stale.unlink(missing_ok=True)
     if not path.is_file():
         return None
     try:
-        ck = checkpoint.load(path)
-        if ck["signature"] != signature:
+        state = RunState.read(path)
+        if state.signature != signature:
             raise checkpoint.CheckpointError("it was written for a different run configuration")
     except checkpoint.CheckpointError as exc:
         reporter.event(f"checkpoint of {label} not used: {exc}; restarting {label} from scratch", "warning")
         return None
+    return state
 
+
+def _restore(loop: Loop, state: RunState, reporter: Reporter, label: str) -> bool:
+    """Load `state` into the loop's model, objective, optimizer and shuffle generator; False
+    (everything left as it was, said in a warning event) when it does not fit them."""
+    model, objective, opt, shuffle = loop.model, loop.objective, loop.opt, loop.shuffle
     initial = (_clone_state(model), _clone_state(objective), opt.state_dict(), shuffle.get_state())
     try:
-        model.load_state_dict(ck["best"]["state"])  # the best weights must fit too ...
-        model.load_state_dict(ck["model"])  # ... but training goes on from the last epoch's
-        objective.load_state_dict(ck["objective"])
-        opt.load_state_dict(ck["optimizer"])  # checks the groups, not the tensors' shapes:
-        for param, state in opt.state.items():
-            if any(torch.is_tensor(v) and v.ndim > 0 and v.shape != param.shape for v in state.values()):
+        model.load_state_dict(state.best.state)  # the best weights must fit too ...
+        model.load_state_dict(state.model)  # ... but training goes on from the last epoch's
+        objective.load_state_dict(state.objective)
+        opt.load_state_dict(state.optimizer)  # checks the groups, not the tensors' shapes:
+        for param, saved in opt.state.items():
+            if any(torch.is_tensor(v) and v.ndim > 0 and v.shape != param.shape for v in saved.values()):
                 raise ValueError("optimizer state does not fit the parameters")
-        shuffle.set_state(ck["shuffle_rng"])
-        torch.Generator().set_state(ck["cpu_rng"])  # checks its size and type before use
+        shuffle.set_state(state.shuffle_rng)
+        torch.Generator().set_state(state.cpu_rng)  # checks its size and type before use
     except Exception as exc:  # noqa: BLE001 - ours, readable, but not this run's shapes
         model.load_state_dict(initial[0])
         objective.load_state_dict(initial[1])
@@ -157,9 +345,24 @@ def _resume_from(
             f"checkpoint of {label} not used: it does not fit this run ({type(exc).__name__}); "
             f"restarting {label} from scratch", "warning",
         )
+        return False
+    state.best.state = {k: v.to(loop.device) for k, v in state.best.state.items()}
+    return True
+
+
+def resume(loop: Loop, path: Path, phase: str, run: str, reporter: Reporter) -> RunState | None:
+    """The state a run goes on from: its checkpoint, loaded into the loop, or None (start afresh)."""
+    label = _label(phase, run)
+    state = _trusted(path, loop.signature(), reporter, label)
+    if state is None or not _restore(loop, state, reporter, label):
         return None
-    ck["best"]["state"] = {k: v.to(device) for k, v in ck["best"]["state"].items()}
-    return ck
+    state.history = [dict(h) for h in state.history]
+    reporter.event(
+        f"resumed {label} from epoch {state.epoch} checkpoint"
+        + (": the run had finished, not retrained" if state.finished else
+           f", continuing at epoch {state.epoch + 1} of {loop.optim.epochs}")
+    )
+    return state
 
 
 def train(
@@ -174,184 +377,29 @@ def train(
     reporter: Reporter,
     phase: str,
     run: str,
-    teacher: nn.Module | None = None,
-    teacher_logits: torch.Tensor | np.ndarray | None = None,
+    signal: TeacherSignal | None = None,
     on_epoch: EpochCallback | None = None,
-    augment=None,
+    augment: AugmentSpec | None = None,
 ) -> TrainResult:
     """Train `model` in place on `train_split`, select on `val_split`.
 
-    Teacher outputs, when the objective needs them, come from exactly one of:
-    `teacher_logits` (cached; row i belongs to train_split row i) or `teacher`
-    (run frozen, in eval mode, on every batch: "recomputed").
+    Teacher outputs, when the objective needs them, come from `signal` (signals.py: cached
+    logits, or the frozen teacher on every batch, with its features for feature objectives).
 
-    `augment` (an app.contract.spec.AugmentSpec) changes every training batch before the student
-    AND the teacher see it, drawing from the run's forked RNG (checkpointed, so a resumed
-    run draws what an uninterrupted one would); it rules out cached teacher logits.
+    `augment` changes every training batch before the student AND the teacher see it,
+    drawing from the run's forked RNG (checkpointed, so a resumed run draws what an
+    uninterrupted one would); it rules out cached teacher logits.
     """
-    n = len(train_split)
-    model.to(device)
-    objective.to(device)
-    x = torch.as_tensor(train_split.x).to(device)
-    y = torch.as_tensor(train_split.y).to(device)
-    xv = torch.as_tensor(val_split.x).to(device)
-    yv = torch.as_tensor(val_split.y).to(device)
-
-    if augment is not None and not augment.active():
-        augment = None
-    if augment is not None and teacher_logits is not None:
-        raise ValueError("augmented batches need the teacher itself: cached logits would not match")
-    cached = None
-    if objective.needs_features and teacher is None:
-        raise ValueError("a feature objective needs the teacher itself (features are not cached)")
-    if objective.needs_teacher:
-        if (teacher is None) == (teacher_logits is None):
-            raise ValueError("the objective needs exactly one of teacher or teacher_logits")
-        if teacher_logits is not None:
-            cached = torch.as_tensor(teacher_logits).to(device=device, dtype=torch.float32)
-            if len(cached) != n:
-                raise ValueError(f"teacher_logits has {len(cached)} rows, train has {n}")
-        else:
-            teacher.to(device).eval()
-
-    params = list(model.parameters()) + list(objective.student_parameters())
-    opt = _optimizer(params, optim)
-    steps_per_epoch = math.ceil(n / optim.batch_size)
-    total_steps = optim.epochs * steps_per_epoch
-    shuffle = torch.Generator().manual_seed(seed)
-
-    history: list[dict[str, float]] = []
-    best = {"acc": -1.0, "loss": math.inf, "epoch": 0, "state": None}
-    stopped_early = finished = False
-    step = 0
-    start = 0  # epochs completed before this call
-    rng_states = None  # (cpu, cuda) to restore inside the forked RNG
-
-    label = _label(phase, run)
-    ck_path = None
+    loop = Loop(model, objective, train_split, val_split, optim, seed=seed, device=device,
+                signal=signal or NoTeacher(), augment=augment,
+                callbacks=[CancelCheck(reporter), ReportMetrics(reporter, phase, run)])
+    state = None
     if reporter.checkpoint_dir is not None:
-        ck_path = checkpoint.checkpoint_path(reporter.checkpoint_dir, phase, run)
-        signature = _signature(model, objective, optim, seed, n, len(val_split))
-        ck = _resume_from(ck_path, signature, model, objective, opt, shuffle, device, reporter, label)
-        if ck is not None:
-            start, step = ck["epoch"], ck["step"]
-            history = [dict(h) for h in ck["history"]]
-            best = dict(ck["best"])
-            stopped_early, finished = ck["stopped_early"], ck["finished"]
-            rng_states = (ck["cpu_rng"], ck["cuda_rng"])
-            reporter.event(
-                f"resumed {label} from epoch {start} checkpoint"
-                + (": the run had finished, not retrained" if finished else
-                   f", continuing at epoch {start + 1} of {optim.epochs}")
-            )
-            if on_epoch is not None:
-                on_epoch(start)
-
-    with torch.random.fork_rng(devices=_rng_devices(device)):
-        torch.manual_seed(seed)  # dropout masks
-        if rng_states is not None:
-            torch.set_rng_state(rng_states[0])
-            if device.type == "cuda" and rng_states[1] is not None:
-                torch.cuda.set_rng_state(rng_states[1], device)
-        last = start if finished else optim.epochs
-        for epoch in range(start + 1, last + 1):
-            model.train()
-            objective.train()
-            objective.set_epoch(epoch)
-            perm = torch.randperm(n, generator=shuffle).to(device)
-            epoch_lr = lr_at(step, total_steps, optim)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            for i in range(0, n, optim.batch_size):
-                _check_cancel(reporter)
-                idx = perm[i : i + optim.batch_size]
-                xb, yb = x[idx], y[idx]
-                if augment is not None:
-                    xb = augment_batch(xb, augment)
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, total_steps, optim)
-                extra = {}
-                with autocast(device):
-                    if objective.needs_features:
-                        logits, s_feats = model.forward_features(xb)
-                        with torch.no_grad():
-                            t, t_feats = teacher.forward_features(xb)
-                        extra["features"] = (
-                            dict(zip(model.stage_names, s_feats)), dict(zip(teacher.stage_names, t_feats))
-                        )
-                    else:
-                        logits = model(xb)
-                        t = None
-                        if cached is not None:
-                            t = cached[idx]
-                        elif objective.needs_teacher:
-                            with torch.no_grad():
-                                t = teacher(xb)
-                loss = objective(logits, t, yb, **extra)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                objective.auxiliary_step(logits.detach(), t)
-                step += 1
-                loss_sum += loss.detach() * len(idx)
-                correct += (logits.detach().argmax(1) == yb).sum()
-            _check_cancel(reporter)
-
-            val_loss, val_acc = _val_metrics(model, xv, yv)
-            values = {
-                "train_loss": loss_sum.item() / n,
-                "train_accuracy": correct.item() / n,  # running, in train mode
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
-                "lr": epoch_lr,  # at the epoch's first step
-            }
-            history.append({"epoch": epoch, **values})
-            reporter.metric(phase, run, epoch, values)
-
-            if val_acc > best["acc"]:
-                best = {
-                    "acc": val_acc, "loss": val_loss, "epoch": epoch,
-                    "state": _clone_state(model),
-                }
-            stop = optim.patience is not None and epoch - best["epoch"] >= optim.patience
-            stopped_early = stop and epoch < optim.epochs
-            if ck_path is not None:
-                # After the metric: a crash between the two re-runs and re-reports this
-                # epoch (at least once) rather than leaving a hole in the series.
-                checkpoint.save({
-                    "format": checkpoint.FORMAT, "version": checkpoint.VERSION,
-                    "phase": phase, "run": run, "signature": signature,
-                    "epoch": epoch, "step": step,
-                    "finished": stop or epoch == optim.epochs, "stopped_early": stopped_early,
-                    "model": model.state_dict(), "objective": objective.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "shuffle_rng": shuffle.get_state(), "cpu_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "best": {
-                        "acc": float(best["acc"]), "loss": float(best["loss"]),
-                        "epoch": int(best["epoch"]), "state": best["state"],
-                    },
-                    "history": history,
-                }, ck_path)
-            if on_epoch is not None:
-                on_epoch(epoch)
-            if stop:
-                break
-
-    model.load_state_dict(best["state"])
-    model.eval()
-    return TrainResult(
-        best_epoch=best["epoch"],
-        epochs_run=len(history),
-        best_val_accuracy=best["acc"],
-        best_val_loss=best["loss"],
-        stopped_early=stopped_early,
-        history=history,
-        resumed_epochs=start,
-    )
-
-
-def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    # Extra state (an objective's own optimizer) is not a tensor: deep-copied.
-    return {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)
-            for k, v in module.state_dict().items()}
+        path = checkpoint.checkpoint_path(reporter.checkpoint_dir, phase, run)
+        state = resume(loop, path, phase, run, reporter)
+        loop.callbacks.append(SaveCheckpoint(path))
+    if on_epoch is not None:
+        loop.callbacks.append(ReportProgress(on_epoch))
+        if state is not None:
+            on_epoch(state.epoch)
+    return loop.fit(state or RunState(phase, run, loop.signature()))

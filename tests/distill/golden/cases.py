@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.engine import DiesAt, Killed, without_timing
 from worker.distill.inputs import BroughtTeacher, JobInputs
 from worker.distill.pipeline import run_job
 from worker.distill.reporting import MemoryReporter
 
 HERE = Path(__file__).resolve().parent
 ONNX_ID = "onnx-teacher"
-TIMING = {"latency_ms", "speedup"}  # wall-clock: the only report numbers that may differ
 
 CNN = {"name": "cnn", "channels": [8], "hidden": 16}
 MLP = {"name": "mlp", "hidden": [16]}
@@ -75,39 +75,6 @@ CASES = [
 ]
 
 
-class Killed(BaseException):
-    """The worker died here (BaseException: nothing in the engine may swallow it)."""
-
-
-class DiesAtBatch(MemoryReporter):
-    """Dies at the 5th batch boundary of the epoch after (phase, run, epoch)'s metric."""
-
-    def __init__(self, checkpoint_dir: Path, at: tuple) -> None:
-        super().__init__(checkpoint_dir=checkpoint_dir)
-        self.at = at
-        self._batches: int | None = None
-
-    def metric(self, phase, run, epoch, values):
-        super().metric(phase, run, epoch, values)
-        if ("batch", phase, run, epoch) == self.at:
-            self._batches = 0
-
-    def should_stop(self):
-        if self._batches is not None:
-            self._batches += 1
-            if self._batches == 5:
-                raise Killed(self.at)
-        return super().should_stop()
-
-
-def without_timing(obj):
-    if isinstance(obj, dict):
-        return {k: without_timing(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [without_timing(v) for v in obj]
-    return obj
-
-
 def _inputs(case: Case) -> JobInputs:
     if not case.onnx_teacher:
         return JobInputs()
@@ -122,7 +89,7 @@ def outcome(case: Case, tmp: Path, data_cache: Path) -> dict[str, Any]:
     spec = JobSpec.model_validate(case.spec())
     attempts = []
     if case.crash_at is not None:
-        dead = DiesAtBatch(tmp / "ck", case.crash_at)
+        dead = DiesAt(tmp / "ck", case.crash_at)
         try:
             run_job(spec, dead, tmp / "work0", data_cache, _inputs(case))
         except Killed:

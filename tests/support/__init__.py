@@ -1,0 +1,1 @@
+"""Helpers the tests share (never copied into a test file)."""

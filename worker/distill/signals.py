@@ -1,0 +1,117 @@
+"""Where a run's teacher outputs come from, as one type the trainer asks per batch.
+
+- NoTeacher: labels only (a teacher's own run, a baseline, method ce);
+- CachedLogits: the frozen teacher's logits on the training set, computed once (row i is
+  training row i), reused every epoch: valid when no augmentation changes the inputs;
+- LiveTeacher: the frozen teacher runs on every batch, in eval mode ("recomputed"): it sees
+  the augmented batch the student sees;
+- LiveFeatures: like LiveTeacher, and its stage features too (FitNets, attention transfer);
+  features are never cached.
+
+`choose` picks one for a run from what its objective needs and the spec says.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from app.contract.spec import TrainingSpec
+from worker.distill.inference import predict_logits
+from worker.distill.objectives import Objective
+
+Features = dict[str, torch.Tensor]
+
+
+class TeacherSignal:
+    """The teacher's side of a training step."""
+
+    mode: str | None = None  # as the report says it: None, "cached" or "recomputed"
+    features = False  # whether outputs() gives stage features
+
+    def prepare(self, device: torch.device, n_train: int, augmented: bool) -> None:
+        """Before the first step: move to `device`, check it fits the training set."""
+
+    def outputs(self, xb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor | None, Features | None]:
+        """(teacher logits, teacher stage features) for the batch xb = x[idx]."""
+        return None, None
+
+
+class NoTeacher(TeacherSignal):
+    pass
+
+
+class CachedLogits(TeacherSignal):
+    mode = "cached"
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self.logits = logits
+
+    def prepare(self, device: torch.device, n_train: int, augmented: bool) -> None:
+        if augmented:
+            raise ValueError("augmented batches need the teacher itself: cached logits would not match")
+        self.logits = torch.as_tensor(self.logits).to(device=device, dtype=torch.float32)
+        if len(self.logits) != n_train:
+            raise ValueError(f"teacher_logits has {len(self.logits)} rows, train has {n_train}")
+
+    def outputs(self, xb, idx):
+        return self.logits[idx], None
+
+
+class LiveTeacher(TeacherSignal):
+    mode = "recomputed"
+
+    def __init__(self, teacher: nn.Module) -> None:
+        self.teacher = teacher
+
+    def prepare(self, device: torch.device, n_train: int, augmented: bool) -> None:
+        self.teacher.to(device).eval()
+
+    def outputs(self, xb, idx):
+        with torch.no_grad():
+            return self.teacher(xb), None
+
+
+class LiveFeatures(LiveTeacher):
+    features = True
+
+    def outputs(self, xb, idx):
+        with torch.no_grad():
+            logits, feats = self.teacher.forward_features(xb)
+        return logits, dict(zip(self.teacher.stage_names, feats))
+
+
+def check(signal: TeacherSignal, objective: Objective) -> None:
+    """The signal gives what the objective needs."""
+    if objective.needs_features and not signal.features:
+        raise ValueError("a feature objective needs the teacher itself (features are not cached)")
+    if objective.needs_teacher and isinstance(signal, NoTeacher):
+        raise ValueError("the objective needs the teacher's outputs: give a teacher signal")
+
+
+class CachedLogitsOf:
+    """Cached logits per teaching model, computed once each (students of one teacher share them)."""
+
+    def __init__(self, x_train: torch.Tensor) -> None:
+        self._x = x_train
+        self._logits: dict[int, torch.Tensor] = {}
+
+    def __call__(self, teacher: nn.Module) -> torch.Tensor:
+        key = id(teacher)
+        if key not in self._logits:
+            self._logits[key] = predict_logits(teacher, self._x)
+        return self._logits[key]
+
+
+def choose(objective: Objective, teacher: nn.Module, training: TrainingSpec,
+           cached_logits: CachedLogitsOf) -> TeacherSignal:
+    """A run's signal: features when the objective takes them, the live teacher when the spec
+    asks for it or augmentation changes the inputs, else cached logits."""
+    if objective.needs_features:
+        return LiveFeatures(teacher)
+    if not objective.needs_teacher:
+        return NoTeacher()
+    augmented = training.augment is not None and training.augment.active()
+    if training.soft_targets == "recomputed" or augmented:
+        return LiveTeacher(teacher)
+    return CachedLogits(cached_logits(teacher))
