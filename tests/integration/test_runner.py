@@ -7,6 +7,8 @@ and show no server path or traceback."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -130,6 +132,8 @@ def test_an_endless_teacher_is_killed_at_the_time_limit_and_on_cancel_and_the_wo
     final = wait_for(lambda: ended(api, following), timeout=120, what="the next job")
     assert final["status"] == "succeeded", final["error"]
     assert worker.poll() is None  # the same worker, still up, ran it
+    # Its main process never loaded torch (only its spawned runner process does).
+    assert "libtorch" not in Path(f"/proc/{worker.pid}/maps").read_text()
     logs = svc.dump_logs()
     assert logs.count("killing its runner process") == 2, logs
     for job_id in (limited, cancelled):
