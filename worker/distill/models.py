@@ -18,7 +18,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from app.spec import CNNArch, MLPArch
+from app.contract.architectures import CNNArch, MLPArch
 
 ArchSpec = MLPArch | CNNArch
 
@@ -160,7 +160,7 @@ def model_from_config(config: Mapping) -> Classifier:
     """Inverse of Classifier.config(): an untrained model of the same shape."""
     from pydantic import TypeAdapter
 
-    from app.spec import Arch
+    from app.contract.architectures import Arch
 
     cfg = json.loads(config) if isinstance(config, str) else config
     arch = TypeAdapter(Arch).validate_python(cfg["arch"])

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.spec import TeacherArtifact
+from app.contract.spec import TeacherArtifact
 from worker.distill.inputs import BroughtTeacher
 from worker.distill.models import ArchSpec, Classifier, build_model, count_parameters
 

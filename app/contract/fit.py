@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from app.catalog import DATASETS
-from app.spec import CNNArch, JobSpec, MLPArch, TeacherArtifact
-from app.stages import is_conv, stage_shapes, state_shapes
+from app.contract.architectures import CNNArch, MLPArch
+from app.contract.catalog import DATASETS
+from app.contract.spec import JobSpec, TeacherArtifact
+from app.contract.stages import is_conv, stage_shapes, state_shapes
 
 
 class FieldError(BaseModel):

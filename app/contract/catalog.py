@@ -46,13 +46,3 @@ DATASETS: dict[str, DatasetInfo] = {
         source="mnist1d.data.make_dataset (get_dataset_args defaults, seed 42)",
     ),
 }
-
-PHASES = (
-    "teacher", "assistant", "soft_targets", "generation", "student", "baseline", "evaluate", "export"
-)
-"""Every phase a job may report, in the order they run.  A job runs a subsequence: teacher_assistant
-adds "assistant" (one run per link); born_again replaces "student" by "generation" (the last
-generation is the student)."""
-
-KD_PHASES = ("teacher", "soft_targets", "student", "baseline", "evaluate", "export")
-"""The phases of a plain (one-teacher, one-student) method job, baseline included."""
