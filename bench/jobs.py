@@ -120,7 +120,7 @@ def one_job(client: httpx.Client) -> tuple[float, float]:
 def warm_compute(rounds: int) -> list[float]:
     """The same spec's pipeline, in this process, after a warm-up run."""
     sys.path.insert(0, str(ROOT))
-    from app.spec import JobSpec
+    from app.contract.spec import JobSpec
     from worker.distill.pipeline import run_job
     from worker.distill.reporting import MemoryReporter
 

@@ -54,6 +54,9 @@ def warm_up() -> None:
 
     torch.set_num_threads(torch_threads())
     import worker.distill.pipeline  # noqa: F401 - the engine and everything it imports
+    from worker.distill.teachers import OnnxTeacher
+
+    OnnxTeacher.batch_seconds = get_settings().teacher_batch_seconds
 
     # torch.optim imports torch._dynamo (1-2 s) on an optimizer's first add_param_group and
     # step (torch._disable_dynamo, graph_break): unavoidable without patching torch, so it

@@ -87,6 +87,8 @@ class OnnxTeacher(nn.Module):
     shared by deep copies (a session is read-only), never pickled."""
 
     stage_names: list[str] = []  # no stages: feature methods are refused at submission
+    # Deadline of one batch; the worker's runner process sets it from teacher_batch_seconds.
+    batch_seconds: float = 60.0
 
     def __init__(
         self, path: Path, *, output: str | None = None, output_kind: str = "auto",
@@ -113,11 +115,9 @@ class OnnxTeacher(nn.Module):
             from app.uploads.onnx_model import OnnxClassifier
 
             output, kind = self._requested
-            from app.config import get_settings
-
             clf = OnnxClassifier(self.path, output=output, output_kind=kind,
                                  threads=max(1, torch.get_num_threads()))
-            clf.session = DeadlineSession(clf.session, get_settings().teacher_batch_seconds)
+            clf.session = DeadlineSession(clf.session, self.batch_seconds)
             self._clf = clf
         return self._clf
 
