@@ -184,7 +184,13 @@ class Supervision:
             runner.ensure_started()
 
 
+# One runner process, one job at a time (a worker started with --concurrency 2 would
+# otherwise send two jobs down one pipe).
+_ONE_AT_A_TIME = threading.Lock()
+
+
 def supervise(job_id: str, owner: str, deadline: datetime | None) -> None:
     """Run a job this worker claimed for `owner`, until it ended one way or another."""
-    RUNNER.ensure_started()
-    Supervision(job_id, owner, deadline).run(RUNNER)
+    with _ONE_AT_A_TIME:
+        RUNNER.ensure_started()
+        Supervision(job_id, owner, deadline).run(RUNNER)
