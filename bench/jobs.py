@@ -122,21 +122,29 @@ def one_job(client: httpx.Client) -> tuple[float, float, float]:
         time.sleep(POLL)
 
 
-def warm_compute(rounds: int) -> list[float]:
-    """The same spec's pipeline, in this process, after a warm-up run."""
-    sys.path.insert(0, str(ROOT))
-    from app.contract.spec import JobSpec
-    from worker.distill.pipeline import run_job
-    from worker.distill.reporting import MemoryReporter
+class WarmCompute:
+    """The same spec's pipeline in this process, warmed up by one run: with checkpoints (in
+    a scratch folder, as a worker runs it) and without (the compute alone)."""
 
-    spec, cache = JobSpec.model_validate(TINY), ROOT / "var" / "bench-cache"
-    times = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(rounds + 1):
-            t0 = time.perf_counter()
-            run_job(spec, MemoryReporter(None), Path(tmp) / str(i), cache)
-            times.append(time.perf_counter() - t0)
-    return times[1:]
+    def __init__(self) -> None:
+        sys.path.insert(0, str(ROOT))
+        from app.contract.spec import JobSpec
+        from worker.distill.pipeline import run_job
+        from worker.distill.reporting import MemoryReporter
+
+        self.run_job, self.reporter = run_job, MemoryReporter
+        self.spec, self.cache = JobSpec.model_validate(TINY), ROOT / "var" / "bench-cache"
+        self.scratch = Path(tempfile.mkdtemp(prefix="bench-compute-"))
+        self.runs = 0
+        self.once(checkpoints=True)
+
+    def once(self, *, checkpoints: bool) -> float:
+        self.runs += 1
+        folder = self.scratch / str(self.runs)
+        t0 = time.perf_counter()
+        self.run_job(self.spec, self.reporter(folder / "ckpt" if checkpoints else None), folder / "work",
+                     self.cache)
+        return time.perf_counter() - t0
 
 
 def summary(values: list[float]) -> dict:
@@ -155,7 +163,12 @@ def measure(trees: dict[str, Path], jobs: int, rounds: int) -> dict:
             for name, svc in services.items():  # one warm-up job each: imports, data cache
                 with httpx.Client(base_url=svc.url, timeout=30) as client:
                     one_job(client)
+            compute = WarmCompute()
+            samples["compute"] = {"with checkpoints": [], "without": []}
             for _ in range(rounds):
+                for _ in range(jobs):
+                    samples["compute"]["with checkpoints"].append(compute.once(checkpoints=True))
+                    samples["compute"]["without"].append(compute.once(checkpoints=False))
                 for name, svc in services.items():
                     with httpx.Client(base_url=svc.url, timeout=30) as client:
                         for _ in range(jobs):
@@ -167,29 +180,30 @@ def measure(trees: dict[str, Path], jobs: int, rounds: int) -> dict:
         finally:
             for svc in services.values():
                 svc.stop()
-    compute = warm_compute(max(3, jobs // 2))
-    return {"compute": summary(compute),
+    compute = samples.pop("compute")
+    return {"compute": {k: summary(v) for k, v in compute.items()},
             "trees": {n: {k: summary(v) for k, v in s.items()} for n, s in samples.items()}}
 
 
 def markdown(result: dict, trees: dict[str, Path]) -> str:
-    c = result["compute"]["median"]
+    span = lambda v: f"{v['median']:.3f} ({v['min']:.3f}-{v['max']:.3f})"  # noqa: E731
+    with_ck, without = result["compute"]["with checkpoints"], result["compute"]["without"]
     lines = [
         "# Small jobs: fixed costs (bench/jobs.py)", "",
         f"A tiny digits job (`TINY` in bench/jobs.py) through an embedded service with a warm, idle "
         f"worker; the client polls every {POLL * 1000:.0f} ms. Medians (min-max) over "
-        f"{next(iter(result['trees'].values()))['done']['n']} jobs per tree, interleaved rounds, "
-        f"one run, {os.cpu_count()} CPUs shared with other work. Compute: the same spec's "
-        f"pipeline in a warm process, {c:.3f} s "
-        f"({result['compute']['min']:.3f}-{result['compute']['max']:.3f}).", "",
+        f"{next(iter(result['trees'].values()))['done']['n']} jobs per tree, in rounds interleaved "
+        f"with the warm compute, one run, {os.cpu_count()} CPUs shared with other work. Warm compute: "
+        f"the same spec's pipeline in a warm process, {span(with_ck)} s with checkpoints (as a "
+        f"worker runs it), {span(without)} s without.", "",
         "| tree | row written -> claimed (s, server clock) | submit -> running (s, client) | "
-        "submit -> done (s) | done / warm compute |",
-        "|---|---|---|---|---|",
+        "submit -> done (s) | done / compute with checkpoints | done / compute without |",
+        "|---|---|---|---|---|---|",
     ]
-    span = lambda v: f"{v['median']:.3f} ({v['min']:.3f}-{v['max']:.3f})"  # noqa: E731
     for name, t in result["trees"].items():
+        done = t["done"]["median"]
         lines.append(f"| {name} (`{trees[name]}`) | {span(t['claimed'])} | {span(t['running'])} | "
-                     f"{span(t['done'])} | {t['done']['median'] / c:.2f}x |")
+                     f"{span(t['done'])} | {done / with_ck['median']:.2f}x | {done / without['median']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 

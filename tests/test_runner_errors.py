@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 
 from app.uploads.errors import InspectionError
-from worker.runner_errors import ArtifactUnavailable, describe_failure, scrub
+from worker.runner_errors import ArtifactUnavailable, describe_failure, scrub, without_paths
 
 
 def test_paths_are_cut_to_their_file_name_and_messages_to_one_bounded_line():
@@ -32,3 +32,8 @@ def test_failures_have_codes_and_fields():
         failure = describe_failure(exc)
         assert (failure.code, failure.field) == (code, field), exc
         assert "/home/app" not in failure.message and "/var/x" not in failure.message
+
+
+def test_events_keep_their_lines_and_lose_their_paths():
+    event = "checkpoint of student not used: cannot read /data/artifacts/checkpoints/j1/student-seed=0.pt\nrestarting"
+    assert without_paths(event) == "checkpoint of student not used: cannot read student-seed=0.pt\nrestarting"

@@ -30,9 +30,14 @@ class Failure:
     field: str | None = None
 
 
+def without_paths(text: str) -> str:
+    """Every absolute path cut to its file name."""
+    return _PATH.sub(lambda m: m.group(1) or "<dir>", text)
+
+
 def scrub(text: str) -> str:
-    """One line, bounded, with every absolute path cut to its file name."""
-    line = " ".join(_PATH.sub(lambda m: m.group(1) or "<dir>", text).split())
+    """One line, bounded, without paths."""
+    line = " ".join(without_paths(text).split())
     return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
 
 

@@ -24,7 +24,7 @@ from app.contract.spec import JobSpec
 from app.storage import dataset_arrays_key, get_storage
 from worker.distill.inputs import BroughtTeacher, JobInputs
 from worker.runner_db import StopReason, end_stopped, in_transaction
-from worker.runner_errors import ArtifactUnavailable, describe_failure
+from worker.runner_errors import ArtifactUnavailable, describe_failure, without_paths
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +106,9 @@ class JobReporter:
         self._write(lambda s: jobs.add_metrics(s, self.job_id, phase, run, epoch, values))
 
     def event(self, message: str, level: str = "info") -> None:
-        self._write(
-            lambda s: jobs.add_event(s, self.job_id, message, phase=self._phase, level=level)
-        )
+        # The engine's messages may quote an exception (a checkpoint not used...): no paths.
+        text = without_paths(message)
+        self._write(lambda s: jobs.add_event(s, self.job_id, text, phase=self._phase, level=level))
 
     def should_stop(self) -> bool:
         # Called at every batch boundary: a memory read and a clock read.
