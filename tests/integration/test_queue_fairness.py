@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Service, service_env, wait_for
-from tests.integration.test_runner import TINY_JOB, endless_job, ended, job, submit
+from tests.integration.test_runner import TINY_JOB, endless_job, ended, full_logs, job, submit
 
 pytestmark = pytest.mark.integration
 
@@ -79,12 +79,12 @@ def test_the_sweeper_resends_only_lost_messages_not_those_of_jobs_waiting_for_a_
     wait_for(lambda: heartbeat(api, blocker) > since + timedelta(seconds=5), timeout=60,
              what="ten sweeps")
     assert len(queued_messages(svc)) == 3
-    assert "sweeper sent" not in svc.dump_logs()
+    assert "sweeper sent" not in full_logs(svc)
 
     for message in queued_messages(svc)[:2]:  # the broker loses two of them
         message.unlink()
     wait_for(lambda: len(queued_messages(svc)) == 3, timeout=30, what="the lost messages sent again")
-    assert "sweeper sent 2 job(s) again" in svc.dump_logs()
+    assert "sweeper sent 2 job(s) again" in full_logs(svc)
 
     assert api.post(f"/v1/jobs/{blocker}/cancel").status_code == 202
     assert wait_for(lambda: ended(api, blocker), timeout=60, what="the cancel")["status"] == "cancelled"
