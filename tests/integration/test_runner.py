@@ -158,3 +158,23 @@ def test_a_teacher_past_its_batch_deadline_fails_the_job_saying_so(make_service,
     assert wait_for(lambda: ended(api, following), timeout=120, what="the next job")["status"] == "succeeded"
     # Stopped from inside onnxruntime: the runner process lived on.
     assert "killing its runner process" not in full_logs(svc)
+
+
+def test_a_warm_shutdown_stops_an_endless_job_hands_it_back_and_leaves_no_process(make_service, tmp_path):
+    import re
+    import signal
+
+    svc, worker = start_one_worker(make_service, tmp_path, teacher_batch_seconds=3600)
+    api = svc.client()
+    stuck = submit(api, endless_job(api))
+    wait_for(lambda: job(api, stuck)["phase"] == "soft_targets", timeout=120, what="the endless teacher")
+
+    worker.send_signal(signal.SIGTERM)  # to the main process only, as `docker stop` does
+    worker.wait(timeout=60)
+    final = job(api, stuck)
+    assert final["status"] == "queued"  # handed back, for another worker to resume
+    assert any("handed the job back" in e["message"] for e in api.get(f"/v1/jobs/{stuck}/events").json())
+    runners = [int(pid) for pid in re.findall(r"runner process (\d+) started", full_logs(svc))]
+    assert runners
+    for pid in runners:  # the runner process did not outlive its worker
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
