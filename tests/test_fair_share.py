@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from app import jobs
+from app.contract.spec import EXAMPLE_SPEC, JobSpec
 from app.db import make_engine
 from app.models import Tenant
-from app.contract.spec import EXAMPLE_SPEC, JobSpec
 from worker.fair_share import claim_fairest, fairest_queued
 
 LEASE = 30.0

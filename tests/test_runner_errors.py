@@ -6,7 +6,12 @@ from __future__ import annotations
 import errno
 
 from app.uploads.errors import InspectionError
-from worker.runner_errors import ArtifactUnavailable, describe_failure, scrub, without_paths
+from worker.runner_errors import (
+    ArtifactUnavailable,
+    describe_failure,
+    scrub,
+    without_paths,
+)
 
 
 def test_paths_are_cut_to_their_file_name_and_messages_to_one_bounded_line():

@@ -23,6 +23,7 @@ from typing import Any
 from app import jobs
 from app.config import get_settings
 from app.models import utcnow
+from worker.runner_child import main as runner_main  # no torch at import: the child imports it
 from worker.runner_db import StopReason, end_crashed, end_stopped, in_transaction
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,8 @@ class RunnerProcess:
                 return
             self.stop_flag = self._context.Value("i", StopReason.NONE, lock=False)
             self.conn, child_conn = self._context.Pipe()
-            from worker.runner_child import main  # no torch at import: the child imports it
-
             self.process = self._context.Process(
-                target=main, args=(child_conn, self.stop_flag, os.getpid()), name="distill-runner")
+                target=runner_main, args=(child_conn, self.stop_flag, os.getpid()), name="distill-runner")
             self.process.start()
             child_conn.close()
             log.info("runner process %s started", self.process.pid)

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from app import jobs
 from app.config import get_settings
 from app.contract.fit import artifact_refs
-from app.models import Artifact, Job, utcnow
 from app.contract.spec import JobSpec
+from app.models import Artifact, Job, utcnow
 from app.storage import dataset_arrays_key, get_storage
 from worker.distill.inputs import BroughtTeacher, JobInputs
 from worker.runner_db import StopReason, end_stopped, in_transaction

@@ -12,7 +12,14 @@ import httpx
 import pytest
 
 from tests.integration.conftest import Service, service_env, wait_for
-from tests.integration.test_runner import TINY_JOB, endless_job, ended, full_logs, job, submit
+from tests.integration.test_runner import (
+    TINY_JOB,
+    ended,
+    endless_job,
+    full_logs,
+    job,
+    submit,
+)
 
 pytestmark = pytest.mark.integration
 

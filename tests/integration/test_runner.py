@@ -145,7 +145,7 @@ def test_an_endless_teacher_is_killed_at_the_time_limit_and_on_cancel_and_the_wo
 
 
 def test_a_teacher_past_its_batch_deadline_fails_the_job_saying_so(make_service, tmp_path):
-    svc, worker = start_one_worker(make_service, tmp_path, teacher_batch_seconds=1)
+    svc, _ = start_one_worker(make_service, tmp_path, teacher_batch_seconds=1)
     api = svc.client()
     stuck = submit(api, endless_job(api))
     final = wait_for(lambda: ended(api, stuck), timeout=120, what="the teacher deadline")
