@@ -157,6 +157,7 @@ class Supervision:
             if done:
                 return
             if done is None:
+                runner.process.join(5)  # reap it: its exit code says how it died
                 log.error("job %s: the runner process died (exit code %s)", self.job_id,
                           runner.process.exitcode)
                 end_crashed(self.job_id, self.owner, runner.process.exitcode)

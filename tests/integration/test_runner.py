@@ -7,6 +7,9 @@ and show no server path or traceback."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -160,10 +163,28 @@ def test_a_teacher_past_its_batch_deadline_fails_the_job_saying_so(make_service,
     assert "killing its runner process" not in full_logs(svc)
 
 
-def test_a_warm_shutdown_stops_an_endless_job_hands_it_back_and_leaves_no_process(make_service, tmp_path):
-    import re
-    import signal
+def runner_pids(svc: Service) -> list[int]:
+    return [int(pid) for pid in re.findall(r"runner process (\d+) started", full_logs(svc))]
 
+
+def test_a_runner_process_killed_under_its_job_fails_it_after_max_attempts_and_is_replaced(
+    make_service, tmp_path
+):
+    svc, worker = start_one_worker(make_service, tmp_path, teacher_batch_seconds=3600)
+    api = svc.client()
+    stuck = submit(api, endless_job(api, max_attempts=1))
+    wait_for(lambda: job(api, stuck)["phase"] == "soft_targets", timeout=120, what="the endless teacher")
+    os.kill(runner_pids(svc)[-1], signal.SIGKILL)  # as the kernel's OOM killer would
+    final = wait_for(lambda: ended(api, stuck), timeout=60, what="the job to fail")
+    assert (final["status"], final["error_code"]) == ("failed", "worker_lost")
+    assert "killed by signal 9" in final["error"]
+
+    following = submit(api, TINY_JOB)
+    assert wait_for(lambda: ended(api, following), timeout=120, what="the next job")["status"] == "succeeded"
+    assert len(runner_pids(svc)) == 2 and worker.poll() is None
+
+
+def test_a_warm_shutdown_stops_an_endless_job_hands_it_back_and_leaves_no_process(make_service, tmp_path):
     svc, worker = start_one_worker(make_service, tmp_path, teacher_batch_seconds=3600)
     api = svc.client()
     stuck = submit(api, endless_job(api))
@@ -174,7 +195,7 @@ def test_a_warm_shutdown_stops_an_endless_job_hands_it_back_and_leaves_no_proces
     final = job(api, stuck)
     assert final["status"] == "queued"  # handed back, for another worker to resume
     assert any("handed the job back" in e["message"] for e in api.get(f"/v1/jobs/{stuck}/events").json())
-    runners = [int(pid) for pid in re.findall(r"runner process (\d+) started", full_logs(svc))]
+    runners = runner_pids(svc)
     assert runners
     for pid in runners:  # the runner process did not outlive its worker
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
