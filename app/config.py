@@ -52,6 +52,25 @@ class Settings(BaseSettings):
     db_retry_seconds: float = Field(
         120.0, ge=0, description="How long a worker retries its database writes in an outage."
     )
+    # --- the job runner (worker/runner.py) ---
+    stop_grace_seconds: float = Field(
+        15.0, gt=0, description="A job asked to stop (time limit, cancel, shutdown) has this long "
+        "to stop at a batch boundary before its runner process is sent SIGTERM.",
+    )
+    kill_grace_seconds: float = Field(
+        5.0, gt=0, description="After SIGTERM, the runner process gets this long before SIGKILL.",
+    )
+    teacher_batch_seconds: float = Field(
+        60.0, gt=0, description="Deadline of one batch of a brought ONNX teacher; a teacher that "
+        "exceeds it is stopped (onnxruntime RunOptions.terminate) and the job fails saying so.",
+    )
+    torch_threads: int = Field(
+        0, ge=0, description="Threads torch uses in a worker; 0: the CPUs the worker may run on "
+        "(os.sched_getaffinity).",
+    )
+    broker_poll_seconds: float = Field(
+        0.05, gt=0, description="filesystem:// broker: how often an idle worker looks for a message.",
+    )
     # --- tenants, keys, limits ---
     auth: Literal["keys", "off"] = Field(
         "keys",

@@ -36,6 +36,7 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
+TIME_LIMIT_EXCEEDED = "time limit exceeded (limits.time_limit_seconds)"
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})  # what a tenant's concurrent-job cap counts
 
@@ -216,10 +217,15 @@ def succeed(session: Session, job_id: str, owner: str, result: dict[str, Any]) -
     return done
 
 
-def fail(session: Session, job_id: str, error: str, *, owner: str | None = None) -> bool:
-    """Any non-terminal job -> failed; a worker passes its lease as `owner`."""
+def fail(
+    session: Session, job_id: str, error: str, *, owner: str | None = None,
+    code: str | None = None, field: str | None = None,
+) -> bool:
+    """Any non-terminal job -> failed; a worker passes its lease as `owner`. `error` is a
+    message for the client (no server paths); `code` and `field` say what kind and where."""
     done = _transition(
-        session, job_id, Status.FAILED, owner=owner, error=error, finished_at=utcnow()
+        session, job_id, Status.FAILED, owner=owner, error=error, error_code=code,
+        error_field=field, finished_at=utcnow(),
     )
     if done:
         add_event(session, job_id, f"job failed: {error}", level="error")
@@ -291,7 +297,8 @@ def reap_expired(session: Session, now: datetime | None = None) -> list[str]:
         # Guarded by the owner seen above: a worker that renewed meanwhile keeps its job.
         if attempts >= max_attempts:
             fail(session, job_id, f"the worker running the job was lost {attempts} times "
-                 f"(max_attempts {max_attempts}); giving up", owner=owner)
+                 f"(max_attempts {max_attempts}); giving up", owner=owner, code="worker_lost",
+                 field="limits.max_attempts")
         elif _transition(session, job_id, Status.QUEUED, owner=owner, enqueued_at=now):
             add_event(session, job_id, f"worker {owner} stopped renewing its lease; the job "
                       f"goes back to the queue (attempt {attempts} of {max_attempts} used)",
@@ -309,7 +316,8 @@ def expire_deadlines(session: Session, now: datetime | None = None) -> int:
             Job.status.in_([Status.QUEUED.value, Status.RUNNING.value]), Job.deadline_at < now
         )
     ).all()
-    return sum(fail(session, job_id, "time limit exceeded (limits.time_limit_seconds)")
+    return sum(fail(session, job_id, TIME_LIMIT_EXCEEDED, code="time_limit_exceeded",
+                    field="limits.time_limit_seconds")
                for job_id in overdue)
 
 

@@ -87,7 +87,10 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)  # a message a person can act on
+    # What kind of failure (e.g. time_limit_exceeded) and the spec field at fault, if any.
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_field: Mapped[str | None] = mapped_column(String(200))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))  # unique per tenant

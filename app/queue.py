@@ -30,8 +30,9 @@ def celery_config(settings: Settings) -> dict:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        # One job per child process: the child exits after it and returns its (GPU) memory.
-        worker_max_tasks_per_child=1,
+        # One job at a time per worker, run by a thread of the worker's main process that
+        # supervises the worker's long-lived runner process (worker/runner.py): nothing forks.
+        worker_pool="threads",
         worker_concurrency=1,
         broker_connection_retry_on_startup=True,
         # Fail fast when the broker is down instead of hanging the HTTP request.
@@ -62,6 +63,8 @@ def celery_config(settings: Settings) -> dict:
             "data_folder_out": str(folder),
             "processed_folder": str(processed),
             "store_processed": False,
+            # An idle worker looks for a message this often (kombu's default: every second).
+            "polling_interval": settings.broker_poll_seconds,
         }
     return config
 
@@ -81,6 +84,15 @@ def reset_client() -> None:
 def enqueue_job(job_id: str) -> None:
     """Wake a worker for this job. Call only after the job row is committed."""
     _client().send_task(RUN_JOB_TASK, args=[job_id], queue=get_settings().queue)
+
+
+def pending_messages() -> int:
+    """Messages waiting in the job queue, not yet taken by a worker (Redis: the list's
+    length; filesystem: the files of the queue)."""
+    with _client().connection_for_write() as conn:
+        # Not passive: Redis keeps no key for an empty list, and a passive declare would say
+        # the queue does not exist. A declare only counts on these virtual transports.
+        return conn.default_channel.queue_declare(queue=get_settings().queue).message_count
 
 
 def broker_reachable() -> bool:

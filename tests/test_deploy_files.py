@@ -182,7 +182,9 @@ def test_worker_command(services):
     assert option_value(tokens, "--concurrency", "-c") == "1"
     queues = option_value(tokens, "--queues", "-Q")
     assert queues is not None and "train" in queues.split(",")
-    assert option_value(tokens, "--max-tasks-per-child") == "1"
+    # The task's thread supervises the worker's runner process (worker/runner.py): no fork.
+    assert option_value(tokens, "--pool", "-P") == "threads"
+    assert option_value(tokens, "--max-tasks-per-child") is None
 
 
 def test_worker_reserves_one_gpu(services):

@@ -42,6 +42,12 @@ class JobOut(BaseModel):
         description="Last sign of life from the worker running the job."
     )
     error: str | None = Field(description="Why the job failed.", examples=[None])
+    error_code: str | None = Field(
+        None, description="What kind of failure: time_limit_exceeded, teacher_deadline_exceeded, "
+        "worker_lost, spec_not_runnable, out_of_memory, internal_error...", examples=[None])
+    error_field: str | None = Field(
+        None, description="The spec field at fault, when there is one (a dotted path).",
+        examples=[None])
     latest_metrics: dict[str, Any] | None = Field(
         None,
         description="The last epoch reported: phase, run, epoch and its values.",

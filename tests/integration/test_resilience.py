@@ -217,7 +217,7 @@ def _submit_when_ready(api: httpx.Client) -> str | None:
     return r.json()["id"] if r.status_code == 202 else None
 
 
-MANY = 24  # each job's fresh worker child pays ~5 s of imports: 24 keep this test near 2 min
+MANY = 24  # the runner process keeps torch imported: 24 tiny jobs take well under a minute
 
 
 def test_many_jobs_on_two_workers_with_one_killed_none_lost_none_twice(make_service, distributed_env):

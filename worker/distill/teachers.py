@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,39 @@ def onnx_size(path: Path) -> tuple[int | None, int | None]:
         return None, None
 
 
+class TeacherDeadlineExceeded(RuntimeError):
+    """A batch of the brought ONNX teacher ran past its deadline (teacher_batch_seconds)."""
+
+
+class DeadlineSession:
+    """An onnxruntime session whose every run is stopped after `seconds`: a timer thread sets
+    RunOptions.terminate, which onnxruntime checks between nodes and Loop iterations."""
+
+    def __init__(self, session: Any, seconds: float) -> None:
+        self.session, self.seconds = session, seconds
+
+    def run(self, output_names: Any, input_feed: dict, run_options: Any = None) -> list:
+        import onnxruntime as ort
+
+        options = run_options or ort.RunOptions()
+        timer = threading.Timer(self.seconds, setattr, (options, "terminate", True))
+        timer.daemon = True
+        timer.start()
+        try:
+            return self.session.run(output_names, input_feed, options)
+        except Exception as exc:
+            if options.terminate:
+                raise TeacherDeadlineExceeded(
+                    f"the brought ONNX teacher took more than {self.seconds:g} s on one batch "
+                    "(the worker's teacher_batch_seconds); use a faster teacher") from exc
+            raise
+        finally:
+            timer.cancel()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
 class OnnxTeacher(nn.Module):
     """An uploaded ONNX classifier as a frozen torch module: forward runs onnxruntime on the CPU
     (numpy in, numpy out) and returns float32 logits on the input's device. Probabilities
@@ -53,6 +87,8 @@ class OnnxTeacher(nn.Module):
     shared by deep copies (a session is read-only), never pickled."""
 
     stage_names: list[str] = []  # no stages: feature methods are refused at submission
+    # Deadline of one batch; the worker's runner process sets it from teacher_batch_seconds.
+    batch_seconds: float = 60.0
 
     def __init__(
         self, path: Path, *, output: str | None = None, output_kind: str = "auto",
@@ -79,8 +115,10 @@ class OnnxTeacher(nn.Module):
             from app.uploads.onnx_model import OnnxClassifier
 
             output, kind = self._requested
-            self._clf = OnnxClassifier(self.path, output=output, output_kind=kind,
-                                       threads=max(1, torch.get_num_threads()))
+            clf = OnnxClassifier(self.path, output=output, output_kind=kind,
+                                 threads=max(1, torch.get_num_threads()))
+            clf.session = DeadlineSession(clf.session, self.batch_seconds)
+            self._clf = clf
         return self._clf
 
     @property

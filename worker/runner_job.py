@@ -1,0 +1,175 @@
+"""One attempt at one claimed job, inside the runner process (worker/runner_child.py):
+the engine's Reporter on the database, the job's inputs, and its one final state.
+
+The supervisor (worker/runner.py) claimed the job and holds its lease (it renews it);
+every write here names the same owner, so once the lease has passed on, they match
+no row. torch is imported by the runner process, never by the supervisor.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app import jobs
+from app.config import get_settings
+from app.contract.fit import artifact_refs
+from app.contract.spec import JobSpec
+from app.models import Artifact, Job, utcnow
+from app.storage import dataset_arrays_key, get_storage
+from worker.distill.inputs import BroughtTeacher, JobInputs
+from worker.runner_db import StopReason, end_stopped, in_transaction
+from worker.runner_errors import ArtifactUnavailable, describe_failure, without_paths
+
+log = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now (ours expired) or it ended: write nothing more."""
+
+
+def job_inputs(session: Session, job: Job, spec: JobSpec) -> JobInputs:
+    """The uploaded files the spec names, as paths in the artifact store. Each must be an
+    upload (not a job's output) of the job's own tenant, of the kind the spec uses it as."""
+    storage = get_storage()
+    dataset_npz, teachers = None, {}
+    for _, artifact_id, kind in artifact_refs(spec):
+        artifact = session.get(Artifact, artifact_id)
+        if (artifact is None or artifact.tenant_id != job.tenant_id or artifact.job_id is not None
+                or artifact.kind != kind):
+            raise ArtifactUnavailable(f"{kind} artifact {artifact_id!r} is not an upload of this job's "
+                                      "tenant (it was deleted, or never was one)", kind)
+        if kind == "dataset":
+            path = dataset_npz = storage.path(dataset_arrays_key(artifact.storage_key))
+        else:
+            path = storage.path(artifact.storage_key)
+            teachers[artifact_id] = BroughtTeacher(path, artifact.format, dict(artifact.inspection or {}))
+        if not path.is_file():
+            raise ArtifactUnavailable(f"{kind} artifact {artifact_id!r}: its file is missing from the store",
+                                      kind)
+    return JobInputs(dataset_npz=dataset_npz, teachers=teachers)
+
+
+class JobReporter:
+    """The engine's Reporter for one attempt: writes under the supervisor's lease, and
+    stops when the supervisor says so (a shared flag: no database read per batch)."""
+
+    def __init__(self, job_id: str, owner: str, stop_flag: Any) -> None:  # stop_flag: mp.Value
+        settings = get_settings()
+        self.job_id = job_id
+        self.owner = owner
+        self.stop_flag = stop_flag
+        self.lease_seconds = settings.lease_seconds
+        self.checkpoint_dir = get_storage().path(f"checkpoints/{job_id}")
+        self.workdir = settings.home.resolve() / "work" / job_id / uuid.uuid4().hex[:8]
+        self.deadline = None  # limits.time_limit_seconds, known once the job is read
+        self._phase: str | None = None
+
+    @property
+    def stop_reason(self) -> StopReason:
+        return StopReason(self.stop_flag.value)
+
+    def _write(self, fn: Callable[[Session], None]) -> None:
+        """A write by this worker, only while it holds the lease. Renewing it first takes
+        the job's row lock until commit, so the reaper cannot requeue the job between
+        the check and the write."""
+        def guarded(session: Session) -> None:
+            if not jobs.renew_lease(session, self.job_id, self.owner, self.lease_seconds):
+                raise LeaseLost(self.job_id)
+            fn(session)
+
+        try:
+            in_transaction(guarded)
+        except LeaseLost:
+            self.stop_flag.value = StopReason.LOST
+            raise
+
+    # --- the engine's Reporter ---------------------------------------------------
+    def phase(self, name: str) -> None:
+        self._phase = name
+
+        def write(s: Session) -> None:
+            jobs.report_progress(s, self.job_id, self.owner, phase=name)
+            jobs.add_event(s, self.job_id, f"phase {name} started", phase=name)
+
+        self._write(write)
+
+    def progress(self, fraction: float) -> None:
+        self._write(lambda s: jobs.report_progress(s, self.job_id, self.owner, progress=fraction))
+
+    def metric(self, phase: str, run: str, epoch: int, values: dict[str, float]) -> None:
+        self._write(lambda s: jobs.add_metrics(s, self.job_id, phase, run, epoch, values))
+
+    def event(self, message: str, level: str = "info") -> None:
+        # The engine's messages may quote an exception (a checkpoint not used...): no paths.
+        text = without_paths(message)
+        self._write(lambda s: jobs.add_event(s, self.job_id, text, phase=self._phase, level=level))
+
+    def should_stop(self) -> bool:
+        # Called at every batch boundary: a memory read and a clock read.
+        if self.stop_flag.value == StopReason.NONE and self.deadline is not None and utcnow() > self.deadline:
+            self.stop_flag.value = StopReason.DEADLINE
+        return self.stop_flag.value != StopReason.NONE
+
+    # --- endings -------------------------------------------------------------------
+    def store_outputs(self, files) -> None:  # noqa: ANN001 - list of export.OutputFile
+        storage = get_storage()
+        stored = [(f, storage.put_file(f.path, f"jobs/{self.job_id}/{f.name}")) for f in files]
+
+        def write(s: Session) -> None:
+            tenant_id = s.get(Job, self.job_id).tenant_id
+            for f, st in stored:
+                s.add(Artifact(
+                    tenant_id=tenant_id,
+                    job_id=self.job_id,
+                    kind="report" if f.kind == "report" else "student",
+                    format="json" if f.kind == "report" else f.kind,
+                    filename=f.name,
+                    media_type=f.media_type,
+                    storage_key=st.key,
+                    size_bytes=st.size_bytes,
+                    sha256=st.sha256,
+                ))
+
+        self._write(write)
+
+
+def run_attempt(job_id: str, owner: str, stop_flag: Any) -> None:
+    """Run a job the supervisor claimed for `owner`, to exactly one ending: succeeded,
+    failed (a structured, path-free error; the traceback goes to this log only),
+    cancelled, handed back, or nothing at all once the lease is lost."""
+    from worker.distill.pipeline import run_job as run_pipeline
+    from worker.distill.reporting import Cancelled
+
+    settings = get_settings()
+    reporter = JobReporter(job_id, owner, stop_flag)
+    try:
+        job = in_transaction(lambda s: s.get(Job, job_id))
+        spec = JobSpec.model_validate(job.spec)
+        reporter.deadline = job.deadline_at
+        inputs = in_transaction(lambda s: job_inputs(s, job, spec))
+        outcome = run_pipeline(spec, reporter, reporter.workdir, settings.resolved_data_cache_dir, inputs)
+        reporter.store_outputs(outcome.files)
+        in_transaction(lambda s: jobs.succeed(s, job_id, owner, outcome.report))
+    except (Cancelled, LeaseLost):
+        end_stopped(job_id, owner, reporter.stop_reason)
+    except Exception as exc:  # noqa: BLE001 - a job's failure must reach its user
+        log.exception("job %s failed", job_id)
+        failure = describe_failure(exc)
+        in_transaction(lambda s: jobs.fail(s, job_id, failure.message, owner=owner,
+                                           code=failure.code, field=failure.field))
+    finally:
+        shutil.rmtree(reporter.workdir, ignore_errors=True)
+        forget_finished_checkpoints(job_id)
+
+
+def forget_finished_checkpoints(job_id: str) -> None:
+    """Checkpoints stay while the job may resume (queued again, or held by another)."""
+    status = in_transaction(lambda s: s.get(Job, job_id).status)
+    if status in jobs.TERMINAL:
+        shutil.rmtree(get_storage().path(f"checkpoints/{job_id}"), ignore_errors=True)
