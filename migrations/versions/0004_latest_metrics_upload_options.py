@@ -7,7 +7,7 @@
 - artifacts.options_sha256: an upload is the same upload only with the same bytes AND the
   same options (format, label_column, output); the unique index includes it.
 
-Revision ID: 0004_api
+Revision ID: 0004
 Revises: 0003
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_api"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
