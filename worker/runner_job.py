@@ -128,7 +128,7 @@ class JobReporter:
                     tenant_id=tenant_id,
                     job_id=self.job_id,
                     kind="report" if f.kind == "report" else "student",
-                    format="json" if f.kind == "report" else f.kind,
+                    format=f.name.rsplit(".", 1)[-1] if f.kind == "report" else f.kind,
                     filename=f.name,
                     media_type=f.media_type,
                     storage_key=st.key,

@@ -123,7 +123,7 @@ def test_ce_method_without_baseline(tmp_path, data_cache, tiny_spec):
     assert r["summary"]["student_vs_baseline_test_accuracy"] is None
     assert set(r["student"]["std"].values()) == {0.0}
     assert r["exported"]["seed"] == 3 and r["exported"]["onnx_opset"] is None
-    assert [f.kind for f in result.files] == ["safetensors", "report"]
+    assert [f.name for f in result.files] == ["student.safetensors", "curves.png", "report.html", "report.json"]
     assert "test_accuracy" in r["teacher"]  # the teacher is still reported
 
 

@@ -46,9 +46,11 @@ from worker.distill.objectives import CE, Objective, build_objective
 from worker.distill.plan import LearnsFrom, Run, plan, runs_of
 from worker.distill.progress import Progress
 from worker.distill.report import write_json
+from worker.distill.report_html import write_report_files
 from worker.distill.reporting import Cancelled, Reporter
 from worker.distill.signals import CachedLogitsOf, NoTeacher, TeacherSignal, choose
 from worker.distill.teachers import EnsembleTeacher, load_brought_teacher
+from worker.distill.verdict import assess
 from worker.distill.trainer import train
 
 STUDENT_STEM = "student"
@@ -188,12 +190,17 @@ class Job:
             augment is not None and augment.active(), first.phase == GENERATION, self.spec.method.name,
         ))
 
+    def histories(self) -> dict[tuple[str, str], list[dict[str, float]]]:
+        return {key: t.result.history for key, t in self.trained.items() if t.result is not None}
+
     def export(self, evaluation: Evaluation, out_dir: Path) -> JobResult:
         files = export_model(evaluation.best.model, list(self.spec.export.formats), out_dir,
                              stem=STUDENT_STEM, onnx_opset=self.spec.export.onnx_opset)
         chosen = evaluation.chosen
         self.reporter.event(events.exported(chosen["seed"], chosen["val_accuracy"], [f.name for f in files]))
         report = job_report(self.spec, evaluation, files)
+        report |= assess(report, self.spec, self.data.splits, reporter=self.reporter, job_id=self.reporter.job_id)
+        files += write_report_files(report, self.histories(), out_dir)
         path = write_json(report, out_dir / REPORT_NAME)
         files.append(OutputFile(REPORT_NAME, path, "application/json", "report"))
         self.progress.tail(1.0)

@@ -21,6 +21,8 @@ class Reporter(Protocol):
     # missing.  The same folder on a later attempt resumes the job; the caller owns it
     # (deletes it once the job has ended).  None turns checkpoints off (tests, bench).
     checkpoint_dir: Path
+    # The job's id where there is one (the report's provenance names it); None in tests and bench.
+    job_id: str | None
 
     def phase(self, name: str) -> None:
         """A new phase starts (one of app.contract.phases.PHASES)."""
@@ -41,6 +43,7 @@ class Reporter(Protocol):
 @dataclass
 class MemoryReporter:
     checkpoint_dir: Path | None
+    job_id: str | None = None
     phases: list[str] = field(default_factory=list)
     progresses: list[float] = field(default_factory=list)
     metrics: list[tuple[str, str, int, dict[str, float]]] = field(default_factory=list)
