@@ -37,7 +37,7 @@ from app.uploads import (
 
 router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(400, 401, 422, 429, 503))
 
-FIELDS = {"kind", "name", "format", "label_column", "output"}
+FIELDS = {"kind", "name", "format", "label_column", "output", "image_size"}
 MAX_FIELD_BYTES = 1000
 MEDIA_TYPES = {
     "onnx": "application/onnx", "safetensors": "application/octet-stream", "npz": "application/octet-stream",
@@ -54,6 +54,8 @@ UPLOAD_FORM = {
                    "description": "Default: from the file name's extension."},
         "label_column": {"type": "string", "default": "label", "description": "CSV/Parquet: the label column."},
         "output": {"type": "string", "description": "ONNX: the output holding class scores, when it has several."},
+        "image_size": {"type": "integer", "minimum": 1, "maximum": 4096, "description": "ZIP of images: "
+                       "resize every image to image_size x image_size (needed when their sizes differ)."},
     },
 }
 
@@ -202,7 +204,12 @@ def _form_fields(form: StreamedForm) -> tuple[str, str, dict[str, Any]]:
     if kind not in ("teacher", "dataset"):
         raise _field_error("kind", "kind must be 'teacher' or 'dataset'", "missing" if kind is None else "enum")
     fmt = form.fields.get("format") or guess_format(kind, form.filename)
-    options = {k: form.fields[k] for k in ("label_column", "output") if form.fields.get(k)}
+    options: dict[str, Any] = {k: form.fields[k] for k in ("label_column", "output") if form.fields.get(k)}
+    if form.fields.get("image_size"):
+        size = form.fields["image_size"]
+        if not size.isdigit() or not 1 <= int(size) <= 4096:
+            raise _field_error("image_size", "image_size is a side in pixels, 1..4096")
+        options["image_size"] = int(size)
     return kind, fmt, options
 
 
@@ -224,7 +231,7 @@ def _accept(caller: Caller, form: StreamedForm, incoming: Path) -> tuple[Artifac
                 inspection = inspect_teacher(upload, fmt, output=options.get("output"))
             else:
                 inspection = inspect_dataset(upload, fmt, arrays, label_column=options.get("label_column", "label"),
-                                             limits=UploadLimits())
+                                             limits=UploadLimits(), image_size=options.get("image_size"))
         except InspectionError as exc:
             raise _field_error(exc.field, str(exc), "refused") from exc
         storage = get_storage()
