@@ -367,7 +367,7 @@ def run_job(
     chosen = student_report["runs"][best]
     files = export_model(
         students[best].model, list(spec.export.formats), out_dir,
-        stem=STUDENT_STEM, onnx_opset=spec.export.onnx_opset,
+        stem=STUDENT_STEM, onnx_opset=spec.export.onnx_opset, check_x=splits.test.x,
     )
     reporter.event(
         f"exported the seed={chosen['seed']} student (best validation accuracy "
@@ -401,6 +401,7 @@ def run_job(
             "test_accuracy": chosen["test_accuracy"],
             "files": {f.kind: f.name for f in files},
             "onnx_opset": spec.export.onnx_opset if "onnx" in spec.export.formats else None,
+            "onnx_check": next((f.check for f in files if f.check is not None), None),
         },
         "summary": summary(teacher_report, student_report, baseline_report),
     })
