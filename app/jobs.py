@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, and_, case, delete, select, update
 from sqlalchemy.orm import Session
 
 from app.models import Job, JobEvent, JobMetric, utcnow
-from app.spec import JobSpec
+from app.contract.spec import JobSpec
 
 
 class Status(StrEnum):

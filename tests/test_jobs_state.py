@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app import jobs, tenants
 from app.db import make_engine
 from app.models import Job, utcnow
-from app.spec import EXAMPLE_SPEC, JobSpec
+from app.contract.spec import EXAMPLE_SPEC, JobSpec
 
 
 @pytest.fixture

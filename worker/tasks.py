@@ -25,10 +25,10 @@ from sqlalchemy.orm import Session
 from app import jobs
 from app.config import get_settings
 from app.db import get_sessionmaker
-from app.fit import artifact_refs
+from app.contract.fit import artifact_refs
 from app.models import Artifact, Job, utcnow
 from app.queue import RUN_JOB_TASK, enqueue_job
-from app.spec import JobSpec
+from app.contract.spec import JobSpec
 from app.storage import dataset_arrays_key, get_storage
 from worker.celery_app import app
 from worker.distill.inputs import BroughtTeacher, JobInputs

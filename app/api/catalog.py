@@ -6,9 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.catalog import DATASETS, PHASES
+from app.contract.catalog import DATASETS
+from app.contract.phases import PHASES
 from app.config import get_settings
-from app.spec import EXAMPLE_SPEC, METHODS, CNNArch, MLPArch
+from app.contract.architectures import CNNArch, MLPArch
+from app.contract.methods import METHODS
+from app.contract.spec import EXAMPLE_SPEC
 from app.uploads.formats import DATASET_FORMATS, TEACHER_FORMATS
 
 router = APIRouter(prefix="/v1", tags=["catalog"])

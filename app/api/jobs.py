@@ -29,8 +29,8 @@ from app.db import get_session
 from app.models import Artifact, Job, JobEvent, JobMetric, Tenant, utcnow
 from app.problems import Problem, invalid_spec, pointer
 from app.queue import enqueue_job
-from app.fit import ArtifactFacts, artifact_refs, fit_errors
-from app.spec import JobSpec
+from app.contract.fit import ArtifactFacts, artifact_refs, fit_errors
+from app.contract.spec import JobSpec
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=problems(400, 401, 422, 429, 503))

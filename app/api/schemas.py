@@ -1,4 +1,4 @@
-"""Response bodies of the HTTP API (requests use app.spec.JobSpec)."""
+"""Response bodies of the HTTP API (requests use app.contract.spec.JobSpec)."""
 
 from __future__ import annotations
 

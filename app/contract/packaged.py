@@ -28,9 +28,9 @@ class PackagedDataset:
 
     def install_hint(self) -> str:
         return (f"the built-in dataset needs the system package {self.package!r}, which is not "
-                f"installed on this server (no files under {self.folder}): install it with "
-                f"`apt-get install {self.package}` (scripts/setup.sh does it), or set {self.env} "
-                "to a folder holding its IDX files.")
+                f"installed on this server: its administrator installs it with `apt-get install "
+                f"{self.package}` (scripts/setup.sh does it), or sets {self.env} to a folder holding "
+                "its IDX files.")
 
 
 PACKAGED: dict[str, PackagedDataset] = {

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from app.files import atomic_write
+from app.contract.files import atomic_write
 from app.uploads import zipsafe
 from app.uploads.errors import InspectionError, UploadLimits
 from app.uploads.formats import DATASET_FORMATS, HOW_TO_CONVERT, code_carrying_content

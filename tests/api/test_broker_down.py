@@ -8,7 +8,7 @@ import socket
 import pytest
 from fastapi.testclient import TestClient
 
-from app.spec import EXAMPLE_SPEC
+from app.contract.spec import EXAMPLE_SPEC
 from tests.api.conftest import keyed_client
 from tests.conftest import clear_caches
 

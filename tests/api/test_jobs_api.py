@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from app.spec import EXAMPLE_SPEC
+from app.contract.spec import EXAMPLE_SPEC
 
 PROBLEM = "application/problem+json"
 

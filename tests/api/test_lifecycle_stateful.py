@@ -16,7 +16,7 @@ from sqlalchemy import text
 from app import jobs
 from app.db import get_sessionmaker
 from app.models import Job, utcnow
-from app.spec import EXAMPLE_SPEC
+from app.contract.spec import EXAMPLE_SPEC
 
 OUTCOMES = ("succeed", "fail", "cancelled", "hand_back", "crash")
 

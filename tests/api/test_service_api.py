@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.catalog import DATASETS
+from app.contract.catalog import DATASETS
 
 
 def test_catalog_lists_datasets_architectures_and_methods(client):

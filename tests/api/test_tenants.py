@@ -17,7 +17,7 @@ from app import tenants
 from app.db import get_sessionmaker
 from app.main import create_app
 from app.models import ApiKey, Artifact, Job
-from app.spec import EXAMPLE_SPEC
+from app.contract.spec import EXAMPLE_SPEC
 from app.storage import get_storage
 from tests.conftest import ROOT
 

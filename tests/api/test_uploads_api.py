@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from app.spec import EXAMPLE_SPEC
+from app.contract.spec import EXAMPLE_SPEC
 
 
 def upload(client, kind: str, filename: str, content: bytes, **fields) -> dict:  # noqa: ANN001, ANN003
@@ -22,7 +22,7 @@ def weights(arch: dict, input_shape: tuple[int, ...], classes: int) -> bytes:
     from pydantic import TypeAdapter
     from safetensors.torch import save
 
-    from app.spec import Arch
+    from app.contract.architectures import Arch
     from worker.distill.models import build_model
 
     model = build_model(TypeAdapter(Arch).validate_python(arch), input_shape, classes, seed=0)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.spec import DatasetSpec, JobSpec
+from app.contract.spec import DatasetSpec, JobSpec
 from worker.distill.data import Splits, load_dataset
 from worker.distill.reporting import MemoryReporter
 

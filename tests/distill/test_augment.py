@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.fit import fit_errors
-from app.spec import AugmentSpec, MLPArch, OptimSpec
+from app.contract.architectures import MLPArch
+from app.contract.fit import fit_errors
+from app.contract.spec import AugmentSpec, OptimSpec
+from worker.distill.augment import augment_batch
 from worker.distill.models import build_model
 from worker.distill.objectives import KD
 from worker.distill.reporting import MemoryReporter
-from worker.distill.trainer import augment_batch, train
+from worker.distill.trainer import train
 
 OPT = OptimSpec(epochs=2, batch_size=256, lr=0.01)
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.spec import CNNArch, DatasetSpec, MLPArch
+from app.contract.architectures import CNNArch, MLPArch
+from app.contract.spec import DatasetSpec
 from worker.distill import pipeline
 from worker.distill.data import load_uploaded
 from worker.distill.inference import predict_logits
@@ -59,7 +60,7 @@ def sk_teacher(tmp_path_factory, digits):
 
 
 def _train_ours(arch, digits, seed=0):
-    from app.spec import TeacherTrain
+    from app.contract.spec import TeacherTrain
     from worker.distill.data import input_stats
     from worker.distill.objectives import CE
     from worker.distill.trainer import train

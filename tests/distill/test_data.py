@@ -1,12 +1,12 @@
-"""The loaders agree with app.catalog, split reproducibly, and cache mnist1d safely."""
+"""The loaders agree with app.contract.catalog, split reproducibly, and cache mnist1d safely."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from app.catalog import DATASETS
-from app.spec import DatasetSpec
+from app.contract.catalog import DATASETS
+from app.contract.spec import DatasetSpec
 from worker.distill.data import input_stats, load_dataset
 
 
@@ -83,7 +83,7 @@ def test_input_stats(digits):
 
 
 def test_train_fraction_keeps_a_stratified_share_and_the_same_val_and_test(data_cache):
-    from app.spec import DatasetSpec
+    from app.contract.spec import DatasetSpec
     from worker.distill.data import load_dataset, student_train
 
     spec = DatasetSpec(name="digits", train_fraction=0.1)

@@ -7,9 +7,14 @@ import onnx
 import pytest
 import torch
 
-from app.spec import CNNArch, MLPArch
+from app.contract.architectures import CNNArch, MLPArch
 from worker.distill.data import input_stats
-from worker.distill.export import export_model, load_safetensors, onnx_accuracy, onnx_logits
+from worker.distill.export import (
+    export_model,
+    load_safetensors,
+    onnx_accuracy,
+    onnx_logits,
+)
 from worker.distill.inference import predict_logits
 from worker.distill.metrics import accuracy
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from app.contract.packaged import PACKAGED
-from app.spec import DatasetSpec
+from app.contract.spec import DatasetSpec
 from worker.distill import data
 from worker.distill.idx import read_idx, read_images_and_labels
 

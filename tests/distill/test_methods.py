@@ -6,11 +6,22 @@ import numpy as np
 import pytest
 import torch
 
-from app.spec import (
-    AdversarialMethod, AttentionMethod, CNNArch, DKDMethod, FitNetMethod, MLPArch, PseudoLabelMethod,
+from app.contract.architectures import CNNArch, MLPArch
+from app.contract.methods import (
+    AdversarialMethod,
+    AttentionMethod,
+    DKDMethod,
+    FitNetMethod,
+    PseudoLabelMethod,
 )
 from worker.distill.objectives import (
-    DKD, Adversarial, Attention, FitNet, PseudoLabel, build_objective, schedule,
+    DKD,
+    Adversarial,
+    Attention,
+    FitNet,
+    PseudoLabel,
+    build_objective,
+    schedule,
 )
 
 S = np.array([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, -0.4], [-1.5, 3.0, 0.5, 1.0]])
@@ -210,7 +221,7 @@ def test_trainable_parts_are_seeded():
 
 
 def test_kd_temperature_and_alpha_follow_their_warmups():
-    from app.spec import KDMethod
+    from app.contract.methods import KDMethod
 
     m = KDMethod.model_validate({"name": "kd", "temperature": 8.0, "alpha": 0.8,
                                  "temperature_schedule": {"epochs": 4, "start": 2.0},

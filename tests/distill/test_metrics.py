@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from app.spec import MLPArch
-from worker.distill.metrics import accuracy, agreement, evaluate, expected_calibration_error, nll, state_bytes
+from app.contract.architectures import MLPArch
+from worker.distill.metrics import (
+    accuracy,
+    agreement,
+    evaluate,
+    expected_calibration_error,
+    nll,
+    state_bytes,
+)
 from worker.distill.models import build_model
 
 

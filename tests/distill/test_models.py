@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.spec import CNNArch, MLPArch
-from worker.distill.models import build_model, count_parameters, model_from_config, model_from_state
+from app.contract.architectures import CNNArch, MLPArch
+from worker.distill.models import (
+    build_model,
+    count_parameters,
+    model_from_config,
+    model_from_state,
+)
 
 
 def test_mlp_shapes_and_stages():

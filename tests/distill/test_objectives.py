@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.spec import CEMethod, KDMethod
+from app.contract.methods import CEMethod, KDMethod
 from worker.distill.objectives import CE, KD, OBJECTIVES, build_objective, kd_loss
 
 S = np.array([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, -0.4], [-1.5, 3.0, 0.5, 1.0]])

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from app.catalog import KD_PHASES as PHASES
+from app.contract.phases import KD_PHASES as PHASES
+from tests.distill.conftest import without_timing
 from worker.distill.export import load_safetensors, onnx_accuracy
 from worker.distill.inference import predict_logits
 from worker.distill.metrics import accuracy
 from worker.distill.pipeline import run_job
 from worker.distill.reporting import Cancelled, MemoryReporter
-from tests.distill.conftest import without_timing
 
 METRICS = {
     "test_accuracy", "val_accuracy", "train_accuracy", "generalization_gap", "test_ece", "test_nll",

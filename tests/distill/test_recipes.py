@@ -42,7 +42,7 @@ def test_born_again_reports_every_generation(tmp_path, data_cache, tiny_spec):
 
 
 def test_born_again_needs_the_student_arch_as_teacher(tiny_spec):
-    from app.fit import fit_errors
+    from app.contract.fit import fit_errors
 
     errors = fit_errors(tiny_spec(method={"name": "born_again"}))
     assert [e.loc for e in errors] == [("teacher", "train", "arch")]
@@ -130,9 +130,9 @@ def test_ensemble_teacher_trains_every_member_and_averages_probabilities(tmp_pat
     import numpy as np
     import torch
 
+    from app.contract.architectures import MLPArch
     from worker.distill.models import build_model
     from worker.distill.teachers import EnsembleTeacher
-    from app.spec import MLPArch
 
     members = [{"arch": {"name": "mlp", "hidden": [16]}, "epochs": 2, "seed": s} for s in (0, 1)]
     spec = tiny_spec(teacher={"ensemble": members}, seeds=[0], baseline=False)
@@ -152,7 +152,7 @@ def test_ensemble_teacher_trains_every_member_and_averages_probabilities(tmp_pat
 def test_ensemble_spec_rules(tiny_spec):
     import pydantic
 
-    from app.fit import fit_errors
+    from app.contract.fit import fit_errors
 
     member = {"arch": {"name": "cnn", "channels": [8]}}
     with pytest.raises(pydantic.ValidationError):
@@ -166,7 +166,7 @@ def test_ensemble_spec_rules(tiny_spec):
 def test_transfer_set_is_generated_deterministically_and_unlabeled(tmp_path, data_cache, tiny_spec):
     import numpy as np
 
-    from app.fit import fit_errors
+    from app.contract.fit import fit_errors
     from worker.distill.data import mnist1d_transfer
 
     a = mnist1d_transfer(50, data_cache)

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from app.spec import MLPArch, OptimSpec
+from app.contract.architectures import MLPArch
+from app.contract.spec import OptimSpec
+from tests.distill.conftest import without_timing
 from worker.distill import checkpoint
 from worker.distill.data import input_stats
 from worker.distill.inference import predict_logits
@@ -23,7 +25,6 @@ from worker.distill.objectives import CE, KD
 from worker.distill.pipeline import run_job
 from worker.distill.reporting import MemoryReporter
 from worker.distill.trainer import train
-from tests.distill.conftest import without_timing
 
 CPU = torch.device("cpu")
 ENGINE = Path(__file__).resolve().parents[2] / "worker" / "distill"

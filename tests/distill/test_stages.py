@@ -1,12 +1,12 @@
-"""app.stages (no torch) agrees with the torch models: stage names and per-stage output shapes."""
+"""app.contract.stages (no torch) agrees with the torch models: stage names and per-stage output shapes."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from app.spec import CNNArch, MLPArch
-from app.stages import stage_shapes, state_shapes
+from app.contract.architectures import CNNArch, MLPArch
+from app.contract.stages import stage_shapes, state_shapes
 from worker.distill.models import build_model
 
 ARCHS = [

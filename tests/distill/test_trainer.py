@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from app.spec import CNNArch, MLPArch, OptimSpec
+from app.contract.architectures import CNNArch, MLPArch
+from app.contract.spec import OptimSpec
 from worker.distill.data import input_stats
 from worker.distill.inference import predict_logits
 from worker.distill.models import build_model

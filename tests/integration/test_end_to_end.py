@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from app.spec import JobSpec
+from app.contract.spec import JobSpec
 from tests.integration.conftest import Service, wait_for
 
 pytestmark = pytest.mark.integration

@@ -111,7 +111,7 @@ def test_sigkilled_workers_resume_from_checkpoints_until_the_job_succeeds(make_s
     assert val["epochs"] == sorted(set(val["epochs"])) and val["epochs"][-1] == 12
 
     # And the numbers are those of an uninterrupted run of the same spec.
-    from app.spec import JobSpec
+    from app.contract.spec import JobSpec
     from worker.distill.pipeline import run_job
     from worker.distill.reporting import MemoryReporter
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from app.files import atomic_write
+from app.contract.files import atomic_write
 
 FORMAT = "distill-train-checkpoint"
 VERSION = 1

@@ -18,9 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from app.catalog import DATASETS
-from app.files import atomic_write
-from app.spec import DatasetSpec
+from app.contract.catalog import DATASETS
+from app.contract.files import atomic_write
+from app.contract.spec import DatasetSpec
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def load_dataset(spec: DatasetSpec, cache_dir: Path) -> Splits:
     )
     # The catalog is what the API promised the user; disagreeing with it is a bug here.
     if splits.train.x.shape[1:] != splits.input_shape or len(x_tr) != info.train_size:
-        raise RuntimeError(f"{spec.name}: loaded data does not match app.catalog")
+        raise RuntimeError(f"{spec.name}: loaded data does not match app.contract.catalog")
     return splits
 
 

@@ -18,8 +18,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from app.contract.architectures import CNNArch, MLPArch
 from app.contract.standard import StandardArch, TimmArch, TorchvisionArch
-from app.spec import CNNArch, MLPArch
 
 ArchSpec = MLPArch | CNNArch | TimmArch | TorchvisionArch
 
@@ -166,7 +166,7 @@ def model_from_config(config: Mapping) -> Classifier:
     """Inverse of Classifier.config(): an untrained model of the same shape."""
     from pydantic import TypeAdapter
 
-    from app.spec import Arch
+    from app.contract.architectures import Arch
 
     cfg = json.loads(config) if isinstance(config, str) else config
     standard = cfg["arch"].get("name") in ("timm", "torchvision")

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.fit import default_stages
-from app.stages import is_conv, stage_shapes
+from app.contract.fit import default_stages
+from app.contract.stages import is_conv, stage_shapes
 
 
 def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:

@@ -26,10 +26,16 @@ from typing import Any
 
 import torch
 
-from app.spec import JobSpec, TeacherArtifact, TeacherTrain
+from app.contract.spec import JobSpec, TeacherArtifact, TeacherTrain
 from worker.distill import checkpoint, metrics
 from worker.distill.data import (
-    Splits, input_stats, load_dataset, load_unlabeled, load_uploaded, mnist1d_transfer, student_train,
+    Splits,
+    input_stats,
+    load_dataset,
+    load_unlabeled,
+    load_uploaded,
+    mnist1d_transfer,
+    student_train,
     with_transfer,
 )
 from worker.distill.export import OutputFile, export_model

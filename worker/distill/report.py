@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from app.files import atomic_write
+from app.contract.files import atomic_write
 
 # Keys of a run that are identifiers or flags, not quantities to average.
 _NOT_AVERAGED = {"seed", "stopped_early"}

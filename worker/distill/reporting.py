@@ -23,7 +23,7 @@ class Reporter(Protocol):
     checkpoint_dir: Path
 
     def phase(self, name: str) -> None:
-        """A new phase starts (one of app.catalog.PHASES)."""
+        """A new phase starts (one of app.contract.phases.PHASES)."""
 
     def progress(self, fraction: float) -> None:
         """Overall progress of the job, 0..1, monotone."""

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.spec import TeacherArtifact
+from app.contract.spec import TeacherArtifact
 from worker.distill.inputs import BroughtTeacher
 from worker.distill.models import ArchSpec, Classifier, build_model, count_parameters
 
@@ -119,7 +119,10 @@ def load_weights_teacher(path: Path, arch: ArchSpec, input_shape: tuple[int, ...
     from safetensors.torch import load_file
 
     model = build_model(arch, tuple(input_shape), int(num_classes))
-    model.load_state_dict(load_file(str(path)), strict=True)
+    if hasattr(model, "load_network_state"):  # timm/torchvision: the bare network's state dict too
+        model.load_network_state(load_file(str(path)))
+    else:
+        model.load_state_dict(load_file(str(path)), strict=True)
     return model.eval().requires_grad_(False)
 
 

@@ -34,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.spec import OptimSpec
+from app.contract.spec import OptimSpec
 from worker.distill import checkpoint
+from worker.distill.augment import augment_batch
 from worker.distill.data import ArraySplit
 from worker.distill.inference import autocast, predict_logits
 from worker.distill.objectives import Objective
@@ -184,7 +185,7 @@ def train(
     `teacher_logits` (cached; row i belongs to train_split row i) or `teacher`
     (run frozen, in eval mode, on every batch: "recomputed").
 
-    `augment` (an app.spec.AugmentSpec) changes every training batch before the student
+    `augment` (an app.contract.spec.AugmentSpec) changes every training batch before the student
     AND the teacher see it, drawing from the run's forked RNG (checkpointed, so a resumed
     run draws what an uninterrupted one would); it rules out cached teacher logits.
     """
@@ -348,27 +349,6 @@ def train(
         history=history,
         resumed_epochs=start,
     )
-
-
-def augment_batch(x: torch.Tensor, aug) -> torch.Tensor:
-    """noise, circular shift per example and spatial axis, scale: in that order, drawn
-    from the global (forked, seeded) RNG."""
-    n = len(x)
-    if aug.noise_std > 0:
-        x = x + aug.noise_std * torch.randn(x.shape, device=x.device, dtype=x.dtype)
-    if aug.shift > 0:
-        for axis in range(1, x.ndim):
-            length = x.shape[axis]
-            k = torch.randint(-aug.shift, aug.shift + 1, (n,), device=x.device)
-            pos = torch.arange(length, device=x.device)
-            index = (pos[None, :] - k[:, None]) % length  # (n, length): out[i, j] = x[i, j - k_i]
-            view = [n] + [1] * (x.ndim - 1)
-            view[axis] = length
-            x = torch.gather(x, axis, index.view(view).expand(x.shape))
-    if aug.scale > 0:
-        factor = 1 + aug.scale * (2 * torch.rand(n, device=x.device, dtype=x.dtype) - 1)
-        x = x * factor.view(n, *[1] * (x.ndim - 1))
-    return x
 
 
 def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:

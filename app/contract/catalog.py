@@ -45,14 +45,16 @@ DATASETS: dict[str, DatasetInfo] = {
         test_size=1000,
         source="mnist1d.data.make_dataset (get_dataset_args defaults, seed 42)",
     ),
+    "fashion_mnist": DatasetInfo(
+        name="fashion_mnist",
+        description="Fashion-MNIST (Xiao et al. 2017): 28x28 grey images of 10 kinds of clothing, "
+        "uint8 pixels 0..255, the standard 60,000 train / 10,000 test split. Read from the IDX "
+        "files of the Debian package dataset-fashion-mnist (a job naming it is refused when the "
+        "server lacks the package).",
+        input_shape=(28, 28),
+        num_classes=10,
+        train_size=60_000,
+        test_size=10_000,
+        source="Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)",
+    ),
 }
-
-PHASES = (
-    "teacher", "assistant", "soft_targets", "generation", "student", "baseline", "evaluate", "export"
-)
-"""Every phase a job may report, in the order they run.  A job runs a subsequence: teacher_assistant
-adds "assistant" (one run per link); born_again replaces "student" by "generation" (the last
-generation is the student)."""
-
-KD_PHASES = ("teacher", "soft_targets", "student", "baseline", "evaluate", "export")
-"""The phases of a plain (one-teacher, one-student) method job, baseline included."""

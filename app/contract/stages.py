@@ -14,13 +14,14 @@ Shapes are per example, without the batch axis:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # app.spec imports this module: no import cycle at run time
-    from app.spec import CNNArch, MLPArch
+from app.contract.architectures import CNNArch, MLPArch
 
 
-def stage_shapes(arch: "MLPArch | CNNArch", input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+def stage_shapes(arch: MLPArch | CNNArch, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    if arch.name in ("timm", "torchvision"):
+        from app.contract import standard
+
+        return standard.stage_shapes(arch, input_shape)
     if arch.name == "mlp":
         return {f"hidden{i}": (h,) for i, h in enumerate(arch.hidden)}
     shapes: dict[str, tuple[int, ...]] = {}
@@ -37,7 +38,7 @@ def is_conv(shape: tuple[int, ...]) -> bool:
 
 
 def state_shapes(
-    arch: "MLPArch | CNNArch", input_shape: tuple[int, ...], num_classes: int
+    arch: MLPArch | CNNArch, input_shape: tuple[int, ...], num_classes: int
 ) -> dict[str, tuple[tuple[int, ...], str]]:
     """Every entry of the state dict of worker/distill/models.py's Classifier for this
     architecture: key -> (shape, safetensors dtype). Brought safetensors teachers are checked

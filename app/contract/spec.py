@@ -4,35 +4,29 @@ Pydantic only (no torch), so the API can refuse a spec that cannot run at
 submission time. Field checks (types, ranges, unknown names, one of two sources)
 live on the models below; checks that need the catalog or an uploaded artifact's
 inspection (does this architecture fit the data? does the brought teacher?) live
-in app/fit.py.
+in app/contract/fit.py.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-
-
-class _Strict(BaseModel):
-    # A typo in a field name is an error, not a silently ignored option; and a value
-    # of the wrong type ("baseline": 0, "epochs": "5") is refused, not coerced.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-def _without(data, **defaults):
-    """A serialised model without the optional keys that hold their default (so a stored spec
-    reads as it did before those options existed)."""
-    if isinstance(data, dict):
-        data = {k: v for k, v in data.items() if not (k in defaults and v == defaults[k])}
-    return data
-
+from app.contract.architectures import Arch, CNNArch, MLPArch
+from app.contract.base import Strict, without_defaults
+from app.contract.methods import KDMethod, Method
 
 # --- data --------------------------------------------------------------------
 
 
-class TransferSpec(_Strict):
+class TransferSpec(Strict):
     """Extra unlabeled inputs for the student (Hinton 2015's transfer set): give one source."""
 
     extra_generated: int | None = Field(
@@ -54,13 +48,13 @@ class TransferSpec(_Strict):
 
     @model_serializer(mode="wrap")
     def _compact(self, handler):
-        return _without(handler(self), extra_generated=None, unlabeled=False)
+        return without_defaults(handler(self), extra_generated=None, unlabeled=False)
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(Strict):
     """A built-in dataset (`name`) or an uploaded one (`artifact`): give exactly one."""
 
-    name: Literal["digits", "mnist1d"] | None = Field(
+    name: Literal["digits", "mnist1d", "fashion_mnist"] | None = Field(
         None, description="A built-in dataset; GET /v1/catalog lists them with their shapes.",
         examples=["mnist1d"],
     )
@@ -105,60 +99,18 @@ class DatasetSpec(_Strict):
         # Stored and echoed specs of built-in datasets read as they did before uploads existed.
         data = handler(self)
         if isinstance(data, dict) and data.get("artifact") is None:
-            data = _without(data, artifact=None, test_fraction=0.2)
-        return _without(data, name=None)
+            data = without_defaults(data, artifact=None, test_fraction=0.2)
+        return without_defaults(data, name=None)
 
     @property
     def label(self) -> str:
         return self.name or f"artifact {self.artifact}"
 
 
-# --- architectures -------------------------------------------------------------
-
-
-class MLPArch(_Strict):
-    name: Literal["mlp"] = "mlp"
-    hidden: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
-        default_factory=lambda: [256, 256],
-        max_length=16,
-        description="Width of each hidden layer; [] is logistic regression.",
-        examples=[[64, 64]],
-    )
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each hidden layer.")
-
-
-class CNNArch(_Strict):
-    name: Literal["cnn"] = "cnn"
-    channels: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
-        default_factory=lambda: [32, 64],
-        min_length=1,
-        max_length=8,
-        description="Channels of each conv stage. A stage is conv -> batch norm -> ReLU -> "
-        "2x max-pool, 1-D or 2-D as the input shape says, so every stage halves each "
-        "spatial size: the input must have at least 2**len(channels) along each axis.",
-        examples=[[32, 64, 64]],
-    )
-    kernel_size: int = Field(3, ge=1, le=15, description="Odd convolution kernel size.")
-    hidden: int = Field(
-        128, ge=0, le=8192, description="Width of the dense layer before the head; 0 for none."
-    )
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head.")
-
-    @field_validator("kernel_size")
-    @classmethod
-    def _odd(cls, v: int) -> int:
-        if v % 2 == 0:
-            raise ValueError("kernel_size must be odd so that 'same' padding keeps the length")
-        return v
-
-
-Arch = Annotated[Union[MLPArch, CNNArch], Field(discriminator="name")]
-
-
 # --- training ------------------------------------------------------------------
 
 
-class OptimSpec(_Strict):
+class OptimSpec(Strict):
     """How one model is trained. Shared by the teacher, the student and the baseline."""
 
     epochs: int = Field(30, ge=1, le=10_000, description="Epoch budget.")
@@ -191,7 +143,7 @@ class TeacherTrain(OptimSpec):
     epochs: int = Field(100, ge=1, le=10_000, description="Upper bound on epochs.")
 
 
-class TeacherArtifact(_Strict):
+class TeacherArtifact(Strict):
     """A teacher the client brought: an uploaded ONNX model (run with onnxruntime) or safetensors
     weights of one of our architectures (then `arch` says which)."""
 
@@ -211,13 +163,13 @@ class TeacherArtifact(_Strict):
 
     @model_serializer(mode="wrap")
     def _compact(self, handler):
-        return _without(handler(self), output=None, output_kind="auto", arch=None)
+        return without_defaults(handler(self), output=None, output_kind="auto", arch=None)
 
 
 EnsembleMember = Union[TeacherTrain, TeacherArtifact]
 
 
-class TeacherSpec(_Strict):
+class TeacherSpec(Strict):
     """Train a teacher (`train`), bring one (`artifact`), or use an ensemble (`ensemble`) of
     teachers trained in the job and/or brought: give exactly one.
 
@@ -241,7 +193,7 @@ class TeacherSpec(_Strict):
 
     @model_serializer(mode="wrap")
     def _compact(self, handler):
-        return _without(handler(self), train=None, artifact=None, ensemble=None)
+        return without_defaults(handler(self), train=None, artifact=None, ensemble=None)
 
     @property
     def members(self) -> list[TeacherTrain | TeacherArtifact]:
@@ -249,17 +201,17 @@ class TeacherSpec(_Strict):
         return list(self.ensemble) if self.ensemble is not None else [self.train or self.artifact]
 
     @property
-    def arch(self) -> "MLPArch | CNNArch | None":
+    def arch(self) -> "Arch | None":
         """The single teacher's architecture, when it is known (trained, or brought as weights)."""
         single = self.train or self.artifact
         return single.arch if single is not None else None
 
 
-class StudentSpec(_Strict):
+class StudentSpec(Strict):
     arch: Arch = Field(description="The student's architecture (the baseline uses it too).")
 
 
-class AugmentSpec(_Strict):
+class AugmentSpec(Strict):
     """Random changes to each training batch of the student and the baseline, drawn from the
     run's seeded RNG. The teacher sees the augmented batch the student sees, so its outputs
     are recomputed on every batch (never cached)."""
@@ -268,9 +220,27 @@ class AugmentSpec(_Strict):
     shift: int = Field(0, ge=0, le=64, description="Circular shift of up to this many samples along "
                        "each spatial axis (independently per example and axis).")
     scale: float = Field(0.0, ge=0, lt=1, description="Multiply each example by 1 + U(-scale, scale).")
+    # Images ((H, W) or (C, H, W)): worker/distill/image_augment.py, each example its own draw.
+    crop: Literal["none", "resized", "pad"] = Field(
+        "none", description="Images: 'resized' takes a random box (area share crop_scale..1, aspect "
+        "3/4..4/3) resized back to the image's size; 'pad' a random window of the image reflect-padded "
+        "by crop_padding.")
+    crop_padding: int = Field(4, ge=1, le=64, description="Images, crop 'pad': padding in pixels.")
+    crop_scale: float = Field(0.35, gt=0, le=1, description="Images, crop 'resized': smallest area share.")
+    flip: bool = Field(False, description="Images: horizontal flip with probability 1/2.")
+    color_jitter: float = Field(0.0, ge=0, le=1, description="Images stored as uint8: brightness, contrast "
+                                "and saturation factors U(1 - j, 1 + j) per example.")
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        return without_defaults(handler(self), crop="none", crop_padding=4, crop_scale=0.35, flip=False,
+                                color_jitter=0.0)
+
+    def image_active(self) -> bool:
+        return self.crop != "none" or self.flip or self.color_jitter > 0
 
     def active(self) -> bool:
-        return self.noise_std > 0 or self.shift > 0 or self.scale > 0
+        return self.noise_std > 0 or self.shift > 0 or self.scale > 0 or self.image_active()
 
 
 class TrainingSpec(OptimSpec):
@@ -291,187 +261,10 @@ class TrainingSpec(OptimSpec):
     )
 
 
-# --- methods -------------------------------------------------------------------
-
-
-class CEMethod(_Strict):
-    """Cross-entropy on the labels alone: the teacher is not used."""
-
-    name: Literal["ce"] = "ce"
-
-
-class WarmupSchedule(_Strict):
-    """A value that rises linearly from `start` to the method's value over the first `epochs`
-    epochs (epoch e of the warm-up gets start + (value - start) * e / epochs), then stays."""
-
-    kind: Literal["linear_warmup"] = "linear_warmup"
-    epochs: int = Field(ge=1, le=10_000, description="Length of the warm-up in epochs.")
-    start: float = Field(0.0, ge=0, le=100, description="Value at epoch 0.")
-
-
-class KDMethod(_Strict):
-    """Hinton et al. 2015: alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(y, p_student)."""
-
-    name: Literal["kd"] = "kd"
-    temperature: float = Field(
-        8.0, gt=0, le=100, description="Softmax temperature T (> 0); 3..10 is typical. The "
-        "default was chosen on MNIST-1D validation accuracy (bench/results/quality.md)."
-    )
-    alpha: float = Field(
-        0.5, ge=0, le=1, description="Weight of the soft-target term; 1 - alpha weighs the labels. "
-        "Default chosen with T on validation (bench/results/quality.md)."
-    )
-    temperature_schedule: WarmupSchedule | None = Field(
-        None, description="None: T is constant. A linear warm-up from `start` (> 0) to T."
-    )
-    alpha_schedule: WarmupSchedule | None = Field(
-        None, description="None: alpha is constant. A linear warm-up from `start` to alpha "
-        "(e.g. start 0: labels first, the teacher's weight grows)."
-    )
-
-    @model_serializer(mode="wrap")
-    def _compact(self, handler):
-        # A constant (absent) schedule is left out of the spec as stored and echoed, so a
-        # plain KD spec reads exactly as before schedules existed.
-        return _without(handler(self), temperature_schedule=None, alpha_schedule=None)
-
-    @field_validator("temperature_schedule")
-    @classmethod
-    def _positive_start(cls, v):
-        if v is not None and v.start <= 0:
-            raise ValueError("a temperature warm-up must start above 0")
-        return v
-
-    @field_validator("alpha_schedule")
-    @classmethod
-    def _alpha_start(cls, v):
-        if v is not None and v.start > 1:
-            raise ValueError("alpha starts within [0, 1]")
-        return v
-
-
-class DKDMethod(_Strict):
-    """Decoupled KD (Zhao et al. 2022): CE(y, s) + w(epoch) * (alpha * TCKD + beta * NCKD), both at
-    temperature T with the T^2 factor; w rises linearly from 1/warmup_epochs to 1 over the first
-    warmup_epochs epochs (the paper's warm-up), then stays 1."""
-
-    name: Literal["dkd"] = "dkd"
-    temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature T.")
-    alpha: float = Field(1.0, ge=0, le=100, description="Weight of TCKD (target vs non-target).")
-    beta: float = Field(0.5, ge=0, le=100, description="Weight of NCKD (among non-target classes). The "
-                        "paper's 8 loses 5 points on MNIST-1D validation; 0.5 was best there.")
-    ce_weight: float = Field(1.0, ge=0, le=100, description="Weight of the cross-entropy on labels.")
-    warmup_epochs: int = Field(
-        5, ge=0, le=10_000, description="Epochs of linear warm-up of the KD terms; 0 for none."
-    )
-
-
-class _KDTerms(_Strict):
-    temperature: float = Field(8.0, gt=0, le=100, description="Softmax temperature T of the KD term.")
-    alpha: float = Field(
-        0.5, ge=0, le=1, description="Weight of the KD term; 1 - alpha weighs CE on the labels."
-    )
-
-
-class FitNetMethod(_KDTerms):
-    """FitNets (Romero et al. 2015), trained jointly as common practice does (one stage, not the
-    paper's two): KD(alpha, T) + hint_weight * MSE(regressor(student_stage), teacher_stage).
-    The regressor is a 1x1 convolution between conv maps (adaptive average pooling first when
-    the spatial sizes differ) and a Linear layer otherwise (conv maps flattened); it is trained
-    with the student and discarded at export."""
-
-    name: Literal["fitnet"] = "fitnet"
-    teacher_stage: str | None = Field(
-        None, description="Teacher stage giving the hint; default: the teacher's last stage. "
-        "GET /v1/catalog explains stage names (mlp: hidden0.., cnn: conv0.. and dense).",
-        examples=["conv1"],
-    )
-    student_stage: str | None = Field(
-        None, description="Student stage guided by the hint; default: the student's last stage.",
-        examples=["hidden0"],
-    )
-    hint_weight: float = Field(1.0, ge=0, le=1e4, description="Weight of the hint (MSE) term.")
-
-
-class AttentionMethod(_KDTerms):
-    """Attention transfer (Zagoruyko & Komodakis 2017), their reference code's normalisation:
-    Q = l2-normalise(mean over channels of A^2) per example, and per stage pair
-    mean over batch and positions of (Q_s - Q_t)^2; loss = (1 - alpha) * CE + alpha * T^2 * KL
-    + beta / 2 * sum over pairs. alpha = 0 (the default) is the paper's AT alone with CE.
-    Both stages of a pair must be conv maps; a finer map is average-pooled to the coarser."""
-
-    name: Literal["attention"] = "attention"
-    teacher_stages: list[str] | None = Field(
-        None, min_length=1, max_length=8,
-        description="Teacher conv stages; default: as many of the teacher's conv stages as the "
-        "student has, the last ones, in order.", examples=[["conv0", "conv1"]],
-    )
-    student_stages: list[str] | None = Field(
-        None, min_length=1, max_length=8,
-        description="Student conv stages paired with teacher_stages one to one; default: all "
-        "of the student's conv stages (up to the teacher's count, the last ones).",
-    )
-    beta: float = Field(10.0, ge=0, le=1e6, description="Weight of the attention term (beta / 2 per pair). "
-                        "The paper's 1000 loses ~14 points on MNIST-1D's short maps; 10 was best on validation.")
-    alpha: float = Field(0.0, ge=0, le=1, description="Weight of an optional KD term; 0: CE + AT only.")
-
-
-class AdversarialMethod(_KDTerms):
-    """KD plus an adversarial term: a discriminator (MLP on softmax probabilities) learns to tell
-    teacher outputs from student outputs with its own Adam optimizer, one step after each
-    student step; the student adds adv_weight * BCE(D(p_student), 'teacher') to fool it."""
-
-    name: Literal["adversarial"] = "adversarial"
-    adv_weight: float = Field(0.1, ge=0, le=100, description="Weight of the student's fooling term.")
-    disc_hidden: int = Field(64, ge=1, le=4096, description="Width of the discriminator's hidden layer.")
-    disc_lr: float = Field(1e-3, gt=0, le=1, description="Learning rate of the discriminator (Adam).")
-
-
-class PseudoLabelMethod(_Strict):
-    """Control for soft targets: CE on the teacher's argmax as a hard label (labels ignored)."""
-
-    name: Literal["pseudo_label"] = "pseudo_label"
-
-
-class BornAgainMethod(_KDTerms):
-    """Born-again networks (Furlanello et al. 2018): the teacher has the student's architecture;
-    generation k+1 learns by KD from generation k (generation 0 is the teacher), for
-    `generations` generations, each one reported; the last generation is the student."""
-
-    name: Literal["born_again"] = "born_again"
-    generations: int = Field(3, ge=1, le=10, description="Student generations after the teacher.")
-
-
-class TeacherAssistantMethod(_KDTerms):
-    """Teacher assistant (Mirzadeh et al. 2019): teacher -> assistant(s) -> student, each link a
-    KD run with this temperature and alpha; every assistant is reported."""
-
-    name: Literal["teacher_assistant"] = "teacher_assistant"
-    assistants: list[Annotated[Union[MLPArch, CNNArch], Field(discriminator="name")]] = Field(
-        min_length=1, max_length=4,
-        description="Architectures of the assistants, largest first.",
-        examples=[[{"name": "mlp", "hidden": [256, 256]}]],
-    )
-
-
-Method = Annotated[
-    Union[
-        CEMethod, KDMethod, DKDMethod, FitNetMethod, AttentionMethod, AdversarialMethod,
-        PseudoLabelMethod, BornAgainMethod, TeacherAssistantMethod,
-    ],
-    Field(discriminator="name"),
-]
-METHODS = {
-    m.model_fields["name"].default: m
-    for m in (CEMethod, KDMethod, DKDMethod, FitNetMethod, AttentionMethod, AdversarialMethod,
-              PseudoLabelMethod, BornAgainMethod, TeacherAssistantMethod)
-}
-
-
 # --- export --------------------------------------------------------------------
 
 
-class ExportSpec(_Strict):
+class ExportSpec(Strict):
     formats: list[Literal["safetensors", "onnx"]] = Field(
         default_factory=lambda: ["safetensors", "onnx"],
         min_length=1,
@@ -483,7 +276,7 @@ class ExportSpec(_Strict):
 # --- limits --------------------------------------------------------------------
 
 
-class LimitsSpec(_Strict):
+class LimitsSpec(Strict):
     max_attempts: int = Field(
         3,
         ge=1,
@@ -515,7 +308,7 @@ EXAMPLE_SPEC = {
 }
 
 
-class JobSpec(_Strict):
+class JobSpec(Strict):
     model_config = ConfigDict(
         extra="forbid", strict=True, json_schema_extra={"examples": [EXAMPLE_SPEC]}
     )
