@@ -70,3 +70,18 @@ def test_jitter_needs_uint8_and_activity():
         augment_images(torch.rand(2, 3, 4, 4), _aug(color_jitter=0.2))
     assert not image_augment_active(_aug()) and image_augment_active(_aug(flip=True))
     assert not image_augment_active(SimpleNamespace(noise_std=0.1))  # the signal augmentations' spec
+
+
+def test_the_trainer_hook_applies_image_fields_of_the_spec():
+    from app.contract.spec import AugmentSpec
+    from worker.distill.augment import augment_batch
+
+    spec = AugmentSpec(crop="pad", crop_padding=2, flip=True)
+    assert spec.active() and spec.model_dump() == {"noise_std": 0.0, "shift": 0, "scale": 0.0, "crop": "pad",
+                                                   "crop_padding": 2, "flip": True}
+    assert AugmentSpec(noise_std=0.1).model_dump() == {"noise_std": 0.1, "shift": 0, "scale": 0.0}
+    x = _images((8, 1, 6, 6))
+    torch.manual_seed(0)
+    out = augment_batch(x, spec)
+    torch.manual_seed(0)
+    assert torch.equal(out, augment_images(x, spec)) and out.dtype == torch.uint8
