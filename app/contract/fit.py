@@ -192,10 +192,17 @@ def _onnx_teacher_errors(member: TeacherArtifact, found: dict, data: DataFacts, 
                            f"outputs with class scores: {', '.join(usable) or 'none'}.")]
     errors = []
     shape = tuple(found["input_shape"])
-    if shape != data.input_shape and math.prod(shape) != math.prod(data.input_shape):
+    given = data.input_shape
+    if member.preprocess is not None:
+        if why := member.preprocess.problem(data.input_shape):
+            return [FieldError(loc=(*loc, "preprocess"), msg=why)]
+        given = member.preprocess.output_shape(data.input_shape)
+    if shape != given and math.prod(shape) != math.prod(given):
         errors.append(FieldError(loc=(*loc, "id"), msg=f"the teacher takes inputs of shape "
-                                 f"{_shape(shape)} per example, the dataset's are {_shape(data.input_shape)}: "
-                                 "they must match (or differ only by flattening)."))
+                                 f"{_shape(shape)} per example, the dataset's are {_shape(data.input_shape)}"
+                                 + (f" ({_shape(given)} after preprocess)" if given != data.input_shape else "")
+                                 + ": they must match (or differ only by flattening); teacher.artifact.preprocess "
+                                 "can resize (input_size) and reorder (layout) images."))
     classes = _onnx_classes(found, output)
     if classes is not None and classes != data.num_classes:
         errors.append(FieldError(loc=(*loc, "id"), msg=f"the teacher's output {output!r} scores "
@@ -205,6 +212,9 @@ def _onnx_teacher_errors(member: TeacherArtifact, found: dict, data: DataFacts, 
 
 def _weights_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:
     """safetensors weights: every key, shape and dtype of the architecture's state dict."""
+    if member.preprocess is not None:
+        return [FieldError(loc=(*loc, "preprocess"), msg="preprocess is for ONNX teachers; a model "
+                           "built from weights normalises inside its own graph: leave preprocess out.")]
     if member.arch is None:
         return [FieldError(loc=(*loc, "arch"), msg="safetensors weights need the architecture they "
                            "belong to: give teacher.artifact.arch (GET /v1/catalog lists them).")]

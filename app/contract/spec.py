@@ -143,6 +143,47 @@ class TeacherTrain(OptimSpec):
     epochs: int = Field(100, ge=1, le=10_000, description="Upper bound on epochs.")
 
 
+class PreprocessSpec(Strict):
+    """What a brought ONNX teacher expects, applied by the worker to every batch (as the dataset
+    stores it: (N, H, W) or (N, C, H, W)) before onnxruntime runs it, in this order: x * scale,
+    (x - mean) / std per channel, RGB -> BGR, resize to input_size, NCHW -> NHWC. The student
+    never sees this: it takes the raw data (its own normalisation is inside its graph)."""
+
+    scale: float = Field(1.0, gt=0, le=1e6, description="Multiply the raw values first (1/255 for "
+                         "0..1 images from uint8 data).")
+    mean: list[float] = Field(default_factory=lambda: [0.0], min_length=1, max_length=4,
+                              description="Subtracted after scaling: one value, or one per channel.")
+    std: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [1.0], min_length=1, max_length=4,
+                                                     description="Divided by after the mean: one value or one per channel.")
+    channel_order: Literal["RGB", "BGR"] = Field("RGB", description="BGR reverses the 3 channels "
+                                                 "(OpenCV/Caffe-trained models).")
+    layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="The teacher's input layout.")
+    input_size: int | None = Field(None, ge=1, le=4096, description="Resize (bilinear) to this square "
+                                   "side; default: the data's size.")
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The per-example shape the teacher receives for data examples of `input_shape`."""
+        if len(input_shape) not in (2, 3):
+            return tuple(input_shape)  # not an image: scale, mean and std only
+        c, h, w = (1, *input_shape) if len(input_shape) == 2 else input_shape
+        if self.input_size is not None:
+            h = w = self.input_size
+        return (h, w, c) if self.layout == "NHWC" else (c, h, w)
+
+    def problem(self, input_shape: tuple[int, ...]) -> str | None:
+        """Why this preprocessing cannot apply to data of `input_shape`, or None."""
+        image = len(input_shape) in (2, 3)
+        channels = (1 if len(input_shape) == 2 else input_shape[0]) if image else 1
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, channels):
+                return f"{name} has {len(values)} values; the data has {channels} channel(s): give 1 or {channels}."
+        if self.channel_order == "BGR" and channels != 3:
+            return f"channel_order BGR needs 3 channels; the data has {channels}."
+        if not image and (self.layout != "NCHW" or self.input_size is not None):
+            return "layout and input_size apply to images ((H, W) or (C, H, W) data)."
+        return None
+
+
 class TeacherArtifact(Strict):
     """A teacher the client brought: an uploaded ONNX model (run with onnxruntime) or safetensors
     weights of one of our architectures (then `arch` says which)."""
@@ -160,10 +201,15 @@ class TeacherArtifact(Strict):
         None, description="safetensors: the architecture the weights belong to (its keys, shapes "
         "and dtypes are checked against it at submission). Not for ONNX.",
     )
+    preprocess: PreprocessSpec | None = Field(
+        None, description="ONNX: the preprocessing the model was trained with (scale, mean, std, "
+        "channel order, layout, input size), applied to each batch before it runs; the report "
+        "records it. The artifact's inspection shows what the file declares.",
+    )
 
     @model_serializer(mode="wrap")
     def _compact(self, handler):
-        return without_defaults(handler(self), output=None, output_kind="auto", arch=None)
+        return without_defaults(handler(self), output=None, output_kind="auto", arch=None, preprocess=None)
 
 
 EnsembleMember = Union[TeacherTrain, TeacherArtifact]
