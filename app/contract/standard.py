@@ -124,6 +124,12 @@ class TorchvisionArch(_StandardArch):
 StandardArch = Union[TimmArch, TorchvisionArch]
 
 
+def catalog_entry(library: str) -> dict:
+    """What GET /v1/catalog says of a library: its version and the model names it accepts."""
+    names = model_names()
+    return {"version": names["versions"][library], "models": sorted(names[library])}
+
+
 def image_layout(input_shape: tuple[int, ...]) -> tuple[int, tuple[int, int]] | None:
     """(channels, (height, width)) of an image example stored as (H, W) or (C, H, W); None
     for anything else (1-D signals, tables)."""
