@@ -260,19 +260,21 @@ def load_uploaded(npz_path: Path, spec: DatasetSpec) -> Splits:
     with np.load(npz_path, allow_pickle=False) as f:
         x, y = _uploaded_inputs(f, npz_path, "x"), f["y"]
         test = (_uploaded_inputs(f, npz_path, "x_test"), f["y_test"]) if "x_test" in f.files else None
+    # Rows are picked from x once, through composed indices (x[kept][fit] == x[kept[fit]]): a
+    # memory-mapped x is never copied whole in between.
     if test is None:
         kept, held = stratified_split(y, spec.test_fraction, spec.split_seed)
-        x_tr, y_tr, x_te, y_te = x[kept], y[kept], x[held], y[held]
+        x_te, y_te = x[held], y[held]
     else:
-        x_tr, y_tr, (x_te, y_te) = x, y, test
+        kept, (x_te, y_te) = np.arange(len(y)), test
         if x_te.shape[1:] != x.shape[1:]:
             raise ValueError(f"uploaded dataset: x_test examples have shape {x_te.shape[1:]}, "
                              f"x's have {x.shape[1:]}")
-    fit, val = stratified_split(y_tr, spec.val_fraction, spec.split_seed)
+    fit, val = stratified_split(y[kept], spec.val_fraction, spec.split_seed)
     labels = np.concatenate([y.reshape(-1), np.asarray(y_te).reshape(-1)])
     return Splits(
-        train=_split(x_tr[fit], y_tr[fit]),
-        val=_split(x_tr[val], y_tr[val]),
+        train=_split(x[kept[fit]], y[kept[fit]]),
+        val=_split(x[kept[val]], y[kept[val]]),
         test=_split(x_te, y_te),
         input_shape=tuple(int(d) for d in x.shape[1:]),
         num_classes=int(labels.max()) + 1,
