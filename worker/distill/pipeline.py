@@ -407,7 +407,7 @@ def run_job(
             "test_accuracy": chosen["test_accuracy"],
             "files": {f.kind: f.name for f in files},
             "onnx_opset": spec.export.onnx_opset if "onnx" in spec.export.formats else None,
-            "onnx_check": next((f.check for f in files if f.check is not None), None),
+            **{"onnx_check": f.check for f in files if f.check is not None},  # with an ONNX export
         },
         "summary": summary(teacher_report, student_report, baseline_report),
     })
