@@ -1,7 +1,7 @@
 """Write app/contract/model_names.json: the timm and torchvision classification models the API
 accepts, with facts it checks at submission (no torch in the API), for the installed versions.
 
-    PYTHONPATH=$PWD .venv/bin/python scripts/make_model_names.py [--out PATH] [--only NAME ...]
+    PYTHONPATH=$PWD .venv/bin/python scripts/make_model_names.py [--out PATH] [--timm PATTERN ...]
 
 Every model is built on the meta device (no memory, no arithmetic), for 3 input channels and
 1000 classes (the reference parameter count). A model is accepted when it builds and runs at
@@ -13,6 +13,7 @@ tests/distill/test_zoo.py checks the file against the installed libraries.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 import time
@@ -83,12 +84,20 @@ def versions() -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--timm", nargs="*", default=["*"], help="fnmatch patterns of the timm names to "
+                        "offer (default: all); torchvision's classification models are always all offered")
     args = parser.parse_args()
-    data: dict = {"versions": versions(), "reference": {"in_chans": 3, "num_classes": 1000}}
+    data: dict = {"versions": versions(), "reference": {"in_chans": 3, "num_classes": 1000},
+                  "timm_patterns": args.timm}
     for library in zoo.LIBRARIES:
         t0 = time.monotonic()
         found = {}
-        for name in zoo.model_names(library):
+        names = zoo.model_names(library)
+        if library == "timm":
+            names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in args.timm)]
+        for i, name in enumerate(names, 1):
+            if i % 100 == 0:
+                print(f"{library}: {i} of {len(names)}", file=sys.stderr, flush=True)
             f = facts(library, name)
             if f is not None:
                 found[name] = f
