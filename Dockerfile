@@ -26,6 +26,11 @@ RUN groupadd --system --gid 10001 distill \
 
 WORKDIR /srv/distill
 
+# 0. Fashion-MNIST's IDX files (the built-in dataset fashion_mnist) from Debian's package.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends dataset-fashion-mnist \
+ && rm -rf /var/lib/apt/lists/*
+
 # 1. torch and torchvision first, pinned together to the versions of the `worker` extra in
 #    pyproject.toml (tests/test_deploy_files.py checks they agree).
 RUN pip install torch==2.14.1 torchvision==0.29.1

@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from app.contract.catalog import DATASETS, entry
 from app.contract.phases import PHASES
 from app.config import get_settings
+from app.contract import standard
 from app.contract.architectures import CNNArch, MLPArch
 from app.contract.methods import METHODS
 from app.contract.spec import EXAMPLE_SPEC
@@ -21,12 +22,18 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 def catalog() -> dict[str, Any]:
     return {
         "datasets": {name: info.as_dict() for name, info in DATASETS.items()},
-        "architectures": {"mlp": entry(MLPArch), "cnn": entry(CNNArch)},
+        "architectures": {"mlp": entry(MLPArch), "cnn": entry(CNNArch),
+                          **{lib: {**entry(cls), **standard.catalogentry(lib)} for lib, cls in
+                             (("timm", standard.TimmArch), ("torchvision", standard.TorchvisionArch))}},
         "methods": {name: entry(model) for name, model in METHODS.items()},
         "stages": {
             "mlp": "hidden0 .. hidden{n-1}: the output of each hidden layer, shape (width,)",
             "cnn": "conv0 .. conv{n-1}: each conv stage's map (channels, *spatial), every stage "
             "halving each spatial axis; then dense (hidden,) when hidden > 0",
+            "timm": "the model's feature_info modules (e.g. resnet18: act1, layer1 .. layer4), each "
+            "(channels, side / reduction, side / reduction) at the network's input side",
+            "torchvision": "the last block at each spatial resolution (e.g. resnet18: relu, layer1 .. "
+            "layer4; mobilenet_v3_small: features.0, features.1, ...), each (channels, side / reduction, ...)",
         },
         "uploads": {
             "teacher": list(TEACHER_FORMATS),

@@ -51,7 +51,7 @@ from app.uploads.sandbox import InspectRequest, SandboxLimits, inspect_isolated
 
 router = APIRouter(prefix="/v1", tags=["artifacts"], responses=problems(400, 401, 422, 429, 503))
 
-FIELDS = {"kind", "name", "format", "label_column", "output"}
+FIELDS = {"kind", "name", "format", "label_column", "output", "image_size"}
 MAX_FIELD_BYTES = 1000
 MAX_NAME_CHARS = 200  # the column's size
 MEDIA_TYPES = {
@@ -69,6 +69,8 @@ UPLOAD_FORM = {
                    "description": "Default: from the file name's extension."},
         "label_column": {"type": "string", "default": "label", "description": "CSV/Parquet: the label column."},
         "output": {"type": "string", "description": "ONNX: the output holding class scores, when it has several."},
+        "image_size": {"type": "integer", "minimum": 1, "maximum": 4096, "description": "ZIP of images: "
+                       "resize every image to image_size x image_size (needed when their sizes differ)."},
     },
 }
 
@@ -235,7 +237,12 @@ def _form_fields(form: StreamedForm) -> tuple[str, str, dict[str, Any]]:
     if len(form.fields.get("name") or "") > MAX_NAME_CHARS:
         raise _field_error("name", f"longer than {MAX_NAME_CHARS} characters", "string_too_long")
     fmt = form.fields.get("format") or guess_format(kind, form.filename)
-    options = {k: form.fields[k] for k in ("label_column", "output") if form.fields.get(k)}
+    options: dict[str, Any] = {k: form.fields[k] for k in ("label_column", "output") if form.fields.get(k)}
+    if form.fields.get("image_size"):
+        size = form.fields["image_size"]
+        if not size.isdigit() or not 1 <= int(size) <= 4096:
+            raise _field_error("image_size", "image_size is a side in pixels, 1..4096")
+        options["image_size"] = int(size)
     return kind, fmt, options
 
 
@@ -267,7 +274,8 @@ async def _accept(caller: Caller, form: StreamedForm, incoming: Path) -> tuple[A
     if existing is not None:
         return existing, False
     request = InspectRequest(kind=kind, path=str(upload), fmt=fmt, output=options.get("output"),
-                             label_column=options.get("label_column", "label"), canonical_out=str(arrays))
+                             label_column=options.get("label_column", "label"), canonical_out=str(arrays),
+                             image_size=options.get("image_size"))
     try:
         inspection = await inspect_isolated(request, _sandbox_limits())
     except InspectionError as exc:

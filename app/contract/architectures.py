@@ -8,6 +8,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator
 
 from app.contract.base import Strict
+from app.contract.standard import TimmArch, TorchvisionArch
 
 
 class MLPArch(Strict):
@@ -46,4 +47,5 @@ class CNNArch(Strict):
         return v
 
 
-Arch = Annotated[Union[MLPArch, CNNArch], Field(discriminator="name")]
+Arch = Annotated[Union[MLPArch, CNNArch, TimmArch, TorchvisionArch], Field(discriminator="name")]
+"""Ours (mlp, cnn) or a standard one by name (timm, torchvision: app/contract/standard.py)."""

@@ -46,6 +46,18 @@ DATASETS: dict[str, DatasetInfo] = {
         test_size=1000,
         source="mnist1d.data.make_dataset (get_dataset_args defaults, seed 42)",
     ),
+    "fashion_mnist": DatasetInfo(
+        name="fashion_mnist",
+        description="Fashion-MNIST (Xiao et al. 2017): 28x28 grey images of 10 kinds of clothing, "
+        "uint8 pixels 0..255, the standard 60,000 train / 10,000 test split. Read from the IDX "
+        "files of the Debian package dataset-fashion-mnist (a job naming it is refused when the "
+        "server lacks the package).",
+        input_shape=(28, 28),
+        num_classes=10,
+        train_size=60_000,
+        test_size=10_000,
+        source="Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)",
+    ),
 }
 
 

@@ -18,6 +18,8 @@ from app.contract.base import FieldError
 from app.contract.catalog import DATASETS
 from app.contract.methods import METHODS
 from app.contract.spec import JobSpec, TeacherArtifact
+from app.contract import standard
+from app.contract.packaged import PACKAGED
 from app.contract.stages import state_shapes
 
 
@@ -63,6 +65,8 @@ def _shape(shape) -> str:  # noqa: ANN001
 
 
 def _arch_fit(arch: MLPArch | CNNArch, input_shape: tuple[int, ...], loc: tuple) -> list[FieldError]:
+    if arch.name in ("timm", "torchvision"):
+        return [FieldError(loc=(*loc, where), msg=msg) for where, msg in standard.fit_messages(arch, input_shape)]
     if isinstance(arch, CNNArch) and len(input_shape) > 2:
         return [FieldError(loc=(*loc, "name"), msg=f"a cnn takes 1-D or 2-D inputs (one channel), "
                            f"but the input is {_shape(input_shape)}: use an mlp.")]
@@ -116,10 +120,17 @@ def _onnx_teacher_errors(member: TeacherArtifact, found: dict, data: DataFacts, 
                            f"outputs with class scores: {', '.join(usable) or 'none'}.")]
     errors = []
     shape = tuple(found["input_shape"])
-    if shape != data.input_shape and math.prod(shape) != math.prod(data.input_shape):
+    given = data.input_shape
+    if member.preprocess is not None:
+        if why := member.preprocess.problem(data.input_shape):
+            return [FieldError(loc=(*loc, "preprocess"), msg=why)]
+        given = member.preprocess.output_shape(data.input_shape)
+    if shape != given and math.prod(shape) != math.prod(given):
         errors.append(FieldError(loc=(*loc, "id"), msg=f"the teacher takes inputs of shape "
-                                 f"{_shape(shape)} per example, the dataset's are {_shape(data.input_shape)}: "
-                                 "they must match (or differ only by flattening)."))
+                                 f"{_shape(shape)} per example, the dataset's are {_shape(data.input_shape)}"
+                                 + (f" ({_shape(given)} after preprocess)" if given != data.input_shape else "")
+                                 + ": they must match (or differ only by flattening); teacher.artifact.preprocess "
+                                 "can resize (input_size) and reorder (layout) images."))
     classes = _onnx_classes(found, output)
     if classes is not None and classes != data.num_classes:
         errors.append(FieldError(loc=(*loc, "id"), msg=f"the teacher's output {output!r} scores "
@@ -129,11 +140,16 @@ def _onnx_teacher_errors(member: TeacherArtifact, found: dict, data: DataFacts, 
 
 def _weights_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:
     """safetensors weights: every key, shape and dtype of the architecture's state dict."""
+    if member.preprocess is not None:
+        return [FieldError(loc=(*loc, "preprocess"), msg="preprocess is for ONNX teachers; a model "
+                           "built from weights normalises inside its own graph: leave preprocess out.")]
     if member.arch is None:
         return [FieldError(loc=(*loc, "arch"), msg="safetensors weights need the architecture they "
                            "belong to: give teacher.artifact.arch (GET /v1/catalog lists them).")]
     if errors := _arch_fit(member.arch, data.input_shape, (*loc, "arch")):
         return errors
+    if member.arch.name in ("timm", "torchvision"):
+        return _standard_weights_errors(member.arch, found, data, loc)
     expected = state_shapes(member.arch, data.input_shape, data.num_classes)
     got = {k: (tuple(v["shape"]), v["dtype"]) for k, v in found["tensors"].items()}
     problems = [f"missing {k} {_shape(v[0])}" for k, v in expected.items() if k not in got]
@@ -147,6 +163,26 @@ def _weights_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: 
                        f"shape for {_shape(data.input_shape)} inputs and {data.num_classes} classes: "
                        f"{'; '.join(problems[:6])}{more}. Save the state dict of the model built with "
                        "this arch (buffers included) with safetensors.")]
+
+
+def _standard_weights_errors(arch, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:  # noqa: ANN001
+    """A timm/torchvision state dict, without torch: its entry count, integer entries and
+    floating-point elements against the architecture's for these channels and classes
+    (model_names.json's facts). Our own exported students (adapter buffers, `net.` keys) too."""
+    keys, integer, elements = standard.state_size(arch, data.input_shape, data.num_classes)
+    tensors = found["tensors"]
+    ours = {k: v for k, v in tensors.items() if not k.startswith("adapter.")}
+    net = {k.removeprefix("net."): v for k, v in ours.items()}
+    got_integer = sum(1 for v in net.values() if not v["dtype"].startswith(("F", "BF")))
+    got_elements = sum(math.prod(v["shape"]) for v in net.values() if v["dtype"].startswith(("F", "BF")))
+    if (len(net), got_integer, got_elements) == (keys, integer, elements):
+        return []
+    return [FieldError(loc=(*loc, "arch"), msg=f"the weights do not fit {arch.library} {arch.model} for "
+                       f"{_shape(data.input_shape)} inputs and {data.num_classes} classes: it has {keys} "
+                       f"state-dict entries ({integer} integer) holding {elements:,} floating-point values; "
+                       f"the file has {len(net)} ({got_integer} integer) holding {got_elements:,}. Save "
+                       "the state dict of the model built with this arch (in_chans and num_classes from the "
+                       "data) with safetensors.")]
 
 
 def _brought_teacher_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts], data: DataFacts) -> list[FieldError]:
@@ -169,6 +205,9 @@ def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = No
     artifacts = artifacts or {}
     if errors := _unknown_artifacts(spec, artifacts):
         return errors
+    package = PACKAGED.get(spec.dataset.name or "")
+    if package is not None and package.missing():
+        return [FieldError(loc=("dataset", "name"), msg=f"{spec.dataset.name}: {package.install_hint()}")]
     data = data_facts(spec, artifacts)
     shape = data.input_shape
     errors = _arch_fit(spec.student.arch, shape, ("student", "arch"))

@@ -278,7 +278,7 @@ class TeacherAssistantMethod(_KDTerms):
 
     name: Literal["teacher_assistant"] = "teacher_assistant"
     recipe: ClassVar[str | None] = "teacher_assistant"
-    assistants: list[Annotated[Union[MLPArch, CNNArch], Field(discriminator="name")]] = Field(
+    assistants: list[Arch] = Field(
         min_length=1, max_length=4,
         description="Architectures of the assistants, largest first.",
         examples=[[{"name": "mlp", "hidden": [256, 256]}]],

@@ -54,7 +54,7 @@ class TransferSpec(Strict):
 class DatasetSpec(Strict):
     """A built-in dataset (`name`) or an uploaded one (`artifact`): give exactly one."""
 
-    name: Literal["digits", "mnist1d"] | None = Field(
+    name: Literal["digits", "mnist1d", "fashion_mnist"] | None = Field(
         None, description="A built-in dataset; GET /v1/catalog lists them with their shapes.",
         examples=["mnist1d"],
     )
@@ -143,6 +143,47 @@ class TeacherTrain(OptimSpec):
     epochs: int = Field(100, ge=1, le=10_000, description="Upper bound on epochs.")
 
 
+class PreprocessSpec(Strict):
+    """What a brought ONNX teacher expects, applied by the worker to every batch (as the dataset
+    stores it: (N, H, W) or (N, C, H, W)) before onnxruntime runs it, in this order: x * scale,
+    (x - mean) / std per channel, RGB -> BGR, resize to input_size, NCHW -> NHWC. The student
+    never sees this: it takes the raw data (its own normalisation is inside its graph)."""
+
+    scale: float = Field(1.0, gt=0, le=1e6, description="Multiply the raw values first (1/255 for "
+                         "0..1 images from uint8 data).")
+    mean: list[float] = Field(default_factory=lambda: [0.0], min_length=1, max_length=4,
+                              description="Subtracted after scaling: one value, or one per channel.")
+    std: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [1.0], min_length=1, max_length=4,
+                                                     description="Divided by after the mean: one value or one per channel.")
+    channel_order: Literal["RGB", "BGR"] = Field("RGB", description="BGR reverses the 3 channels "
+                                                 "(OpenCV/Caffe-trained models).")
+    layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="The teacher's input layout.")
+    input_size: int | None = Field(None, ge=1, le=4096, description="Resize (bilinear) to this square "
+                                   "side; default: the data's size.")
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The per-example shape the teacher receives for data examples of `input_shape`."""
+        if len(input_shape) not in (2, 3):
+            return tuple(input_shape)  # not an image: scale, mean and std only
+        c, h, w = (1, *input_shape) if len(input_shape) == 2 else input_shape
+        if self.input_size is not None:
+            h = w = self.input_size
+        return (h, w, c) if self.layout == "NHWC" else (c, h, w)
+
+    def problem(self, input_shape: tuple[int, ...]) -> str | None:
+        """Why this preprocessing cannot apply to data of `input_shape`, or None."""
+        image = len(input_shape) in (2, 3)
+        channels = (1 if len(input_shape) == 2 else input_shape[0]) if image else 1
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, channels):
+                return f"{name} has {len(values)} values; the data has {channels} channel(s): give 1 or {channels}."
+        if self.channel_order == "BGR" and channels != 3:
+            return f"channel_order BGR needs 3 channels; the data has {channels}."
+        if not image and (self.layout != "NCHW" or self.input_size is not None):
+            return "layout and input_size apply to images ((H, W) or (C, H, W) data)."
+        return None
+
+
 class TeacherArtifact(Strict):
     """A teacher the client brought: an uploaded ONNX model (run with onnxruntime) or safetensors
     weights of one of our architectures (then `arch` says which)."""
@@ -160,10 +201,15 @@ class TeacherArtifact(Strict):
         None, description="safetensors: the architecture the weights belong to (its keys, shapes "
         "and dtypes are checked against it at submission). Not for ONNX.",
     )
+    preprocess: PreprocessSpec | None = Field(
+        None, description="ONNX: the preprocessing the model was trained with (scale, mean, std, "
+        "channel order, layout, input size), applied to each batch before it runs; the report "
+        "records it. The artifact's inspection shows what the file declares.",
+    )
 
     @model_serializer(mode="wrap")
     def _compact(self, handler):
-        return without_defaults(handler(self), output=None, output_kind="auto", arch=None)
+        return without_defaults(handler(self), output=None, output_kind="auto", arch=None, preprocess=None)
 
 
 EnsembleMember = Union[TeacherTrain, TeacherArtifact]
@@ -201,7 +247,7 @@ class TeacherSpec(Strict):
         return list(self.ensemble) if self.ensemble is not None else [self.train or self.artifact]
 
     @property
-    def arch(self) -> "MLPArch | CNNArch | None":
+    def arch(self) -> "Arch | None":
         """The single teacher's architecture, when it is known (trained, or brought as weights)."""
         single = self.train or self.artifact
         return single.arch if single is not None else None
@@ -220,9 +266,27 @@ class AugmentSpec(Strict):
     shift: int = Field(0, ge=0, le=64, description="Circular shift of up to this many samples along "
                        "each spatial axis (independently per example and axis).")
     scale: float = Field(0.0, ge=0, lt=1, description="Multiply each example by 1 + U(-scale, scale).")
+    # Images ((H, W) or (C, H, W)): worker/distill/image_augment.py, each example its own draw.
+    crop: Literal["none", "resized", "pad"] = Field(
+        "none", description="Images: 'resized' takes a random box (area share crop_scale..1, aspect "
+        "3/4..4/3) resized back to the image's size; 'pad' a random window of the image reflect-padded "
+        "by crop_padding.")
+    crop_padding: int = Field(4, ge=1, le=64, description="Images, crop 'pad': padding in pixels.")
+    crop_scale: float = Field(0.35, gt=0, le=1, description="Images, crop 'resized': smallest area share.")
+    flip: bool = Field(False, description="Images: horizontal flip with probability 1/2.")
+    color_jitter: float = Field(0.0, ge=0, le=1, description="Images stored as uint8: brightness, contrast "
+                                "and saturation factors U(1 - j, 1 + j) per example.")
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        return without_defaults(handler(self), crop="none", crop_padding=4, crop_scale=0.35, flip=False,
+                                color_jitter=0.0)
+
+    def image_active(self) -> bool:
+        return self.crop != "none" or self.flip or self.color_jitter > 0
 
     def active(self) -> bool:
-        return self.noise_std > 0 or self.shift > 0 or self.scale > 0
+        return self.noise_std > 0 or self.shift > 0 or self.scale > 0 or self.image_active()
 
 
 class TrainingSpec(OptimSpec):

@@ -19,6 +19,10 @@ from app.contract.base import FieldError
 
 
 def stage_shapes(arch: MLPArch | CNNArch, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    if arch.name in ("timm", "torchvision"):
+        from app.contract import standard
+
+        return standard.stage_shapes(arch, input_shape)
     if arch.name == "mlp":
         return {f"hidden{i}": (h,) for i, h in enumerate(arch.hidden)}
     shapes: dict[str, tuple[int, ...]] = {}

@@ -1,7 +1,8 @@
 """Inspecting an uploaded dataset, and writing it out as one canonical npz.
 
-Every format ends in the same file: ``x`` float32 (n, *shape), ``y`` int64 in 0..C-1,
-optionally ``x_unlabeled`` float32 and ``x_test``/``y_test``. Labels of any type are
+Every format ends in the same file: ``x`` float32 (n, *shape), or uint8 for images (n, H, W)
+grey or (n, C, H, W) colour, ``y`` int64 in 0..C-1, optionally ``x_unlabeled`` and
+``x_test``/``y_test`` of the same dtype. Labels of any type are
 mapped to 0..C-1 in the order of their sorted unique values (strings as strings,
 numbers as numbers); the class names are kept, as strings, in the result.
 """
@@ -44,7 +45,7 @@ class _Parts:
 
 
 def inspect_dataset(path: Path, fmt: str, canonical_out: Path, *, label_column: str = "label",
-                    limits: UploadLimits = UploadLimits()) -> dict:
+                    limits: UploadLimits = UploadLimits(), image_size: int | None = None) -> dict:
     """Check the dataset at ``path``, write it to ``canonical_out`` as the canonical npz
     (atomically), and say what it holds: {"format", "rows", "input_shape", "num_classes",
     "classes", "class_counts", "unlabeled_rows", "test_rows"} (+ "columns" for csv and
@@ -59,8 +60,10 @@ def inspect_dataset(path: Path, fmt: str, canonical_out: Path, *, label_column: 
                               field="format")
     if fmt in ("csv", "parquet"):
         parts = readers[fmt](path, limits, label_column)
+    elif fmt == "zip":
+        parts = _read_image_zip(path, limits, image_size)
     else:
-        parts = readers[fmt](path, limits)
+        parts = _images_channels_first(readers[fmt](path, limits))
     return _finish(fmt, parts, canonical_out)
 
 
@@ -155,12 +158,42 @@ def refuse_non_finite(x: np.ndarray, what: str) -> None:
         f"{bad}. Fill or drop those rows.", field="file")
 
 
+def _stored_features(x: np.ndarray, what: str) -> np.ndarray:
+    """uint8 (images) are kept as they are, 4x smaller than float32 (the models convert them
+    batch by batch); everything else becomes float32."""
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    return _features(x, what)
+
+
+def _channels_first(x: np.ndarray | None) -> np.ndarray | None:
+    """(n, H, W, C) with C in 1, 3, 4 -> (n, C, H, W); (n, C, H, W) and everything else as given."""
+    if x is None or x.ndim != 4:
+        return x
+    if x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x
+
+
+def _images_channels_first(parts: _Parts) -> _Parts:
+    """NPZ images may come as (n, H, W), (n, H, W, C) or (n, C, H, W): stored channels first."""
+    parts.x = _channels_first(parts.x)
+    parts.x_unlabeled = _channels_first(parts.x_unlabeled)
+    parts.x_test = _channels_first(parts.x_test)
+    if parts.x.ndim == 4:
+        parts.extra["layout"] = "NCHW"
+    return parts
+
+
 def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
     if parts.x.ndim < 2:
         raise InspectionError(
             f"x must be (n, features...), with one row per example; it has shape {list(parts.x.shape)}.",
             field="file")
-    x = _features(parts.x, "x")
+    # uint8 stays uint8 only when every input array is uint8 (one dtype per dataset).
+    inputs = [a for a in (parts.x, parts.x_unlabeled, parts.x_test) if a is not None]
+    keep = _stored_features if all(a.dtype == np.uint8 for a in inputs) else _features
+    x = keep(parts.x, "x")
     n = len(x)
     if len(parts.y) != n:
         raise InspectionError(f"x has {n} rows but y has {len(parts.y)}; give one label per row.",
@@ -174,7 +207,7 @@ def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
         if tuple(value.shape[1:]) != shape or value.ndim != x.ndim:
             raise InspectionError(f"{key} has examples of shape {list(value.shape[1:])}, x has "
                                   f"{list(shape)}; they must match.", field="file")
-        arrays[key] = _features(value, key)
+        arrays[key] = keep(value, key)
     if (parts.x_test is None) != (parts.y_test is None):
         raise InspectionError("Give both x_test and y_test, or neither.", field="file")
     if parts.x_test is not None and len(parts.x_test) == 0:
@@ -211,6 +244,8 @@ def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
         "unlabeled_rows": len(arrays["x_unlabeled"]) if "x_unlabeled" in arrays else 0,
         "test_rows": len(arrays["x_test"]) if "x_test" in arrays else 0,
     }
+    if arrays["x"].dtype == np.uint8:
+        result["dtype"] = "uint8"  # images kept as they are (float32 otherwise, as before)
     result.update(parts.extra)
     return result
 
@@ -447,15 +482,57 @@ def _junk(name: str) -> bool:
             or parts[-1].lower() in ("thumbs.db", "desktop.ini"))
 
 
-def _read_image_zip(path: Path, limits: UploadLimits) -> _Parts:
+def _decode_image(data: bytes, name: str, limits: UploadLimits, image_size: int | None) -> np.ndarray:
+    """One image as uint8 (H, W) grey or (H, W, 3) RGB: grey (and grey with alpha) stays one
+    channel; RGBA, palette, CMYK... become RGB. Resized (bilinear) to image_size x image_size
+    when given."""
     from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as img:
+            width, height = img.size
+            if width * height > limits.max_image_pixels:
+                raise InspectionError(
+                    f"{name!r} is {width}x{height}, more than the "
+                    f"{limits.max_image_pixels} pixels allowed per image.", field="file")
+            mode = "L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+            img = img.convert(mode)
+            if image_size is not None and img.size != (image_size, image_size):
+                img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except InspectionError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+            SyntaxError, zipfile.BadZipFile) as exc:
+        raise InspectionError(f"{name!r} cannot be read as an image ({exc}).", field="file") from exc
+
+
+def _stack_images(images: list[np.ndarray], names: list[str]) -> np.ndarray:
+    """(n, H, W) when every image is grey, else (n, 3, H, W) with grey ones repeated into RGB.
+    Different sizes are refused, listing them (dataset.image_size resizes them at upload)."""
+    sizes: dict[tuple[int, int], str] = {}
+    for image, name in zip(images, names):
+        sizes.setdefault((image.shape[1], image.shape[0]), name)
+    if len(sizes) > 1:
+        listed = ", ".join(f"{w}x{h} (e.g. {n!r})" for (w, h), n in list(sizes.items())[:8])
+        raise InspectionError(
+            f"The images have {len(sizes)} different sizes: {listed}. Give image_size (a side in "
+            "pixels) with the upload to resize them all to image_size x image_size, or resize them "
+            "first.", field="image_size")
+    if all(image.ndim == 2 for image in images):
+        return np.stack(images)
+    rgb = [np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image for image in images]
+    return np.ascontiguousarray(np.stack(rgb).transpose(0, 3, 1, 2))
+
+
+def _read_image_zip(path: Path, limits: UploadLimits, image_size: int | None = None) -> _Parts:
+    from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
     what = "The zip"
     images: list[np.ndarray] = []
-    labels: list[str] = []
-    unlabeled: list[np.ndarray] = []
-    first: tuple[str, tuple[int, int]] | None = None
+    names: list[str] = []
+    labels: list[str | None] = []  # None: unlabeled
     cells = 0
     with zipsafe.open_zip(path, limits, what) as zf:
         files = [i for i in zf.infolist() if not i.is_dir() and not _junk(i.filename)]
@@ -476,37 +553,16 @@ def _read_image_zip(path: Path, limits: UploadLimits) -> _Parts:
             if PurePosixPath(base).suffix.lower() not in IMAGE_EXTENSIONS:
                 raise InspectionError(f"{info.filename!r} is not an image (allowed: "
                                       f"{', '.join(IMAGE_EXTENSIONS)}).", field="file")
-            data = zipsafe.read_member(zf, info, budget)
-            try:
-                with Image.open(io.BytesIO(data), formats=list(IMAGE_FORMATS)) as img:
-                    width, height = img.size
-                    if width * height > limits.max_image_pixels:
-                        raise InspectionError(
-                            f"{info.filename!r} is {width}x{height}, more than the "
-                            f"{limits.max_image_pixels} pixels allowed per image.", field="file")
-                    gray = np.asarray(img.convert("L"), dtype=np.uint8)
-            except InspectionError:
-                raise
-            except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
-                    SyntaxError, zipfile.BadZipFile) as exc:
-                raise InspectionError(f"{info.filename!r} cannot be read as an image ({exc}).",
-                                      field="file") from exc
-            if first is None:
-                first = (info.filename, (width, height))
-            elif (width, height) != first[1]:
-                raise InspectionError(
-                    f"All images must have one size: {first[0]!r} is {first[1][0]}x{first[1][1]}, "
-                    f"{info.filename!r} is {width}x{height}. Resize them first.", field="file")
-            cells += gray.size
+            image = _decode_image(zipsafe.read_member(zf, info, budget), info.filename, limits, image_size)
+            cells += image.size
             if cells > limits.max_cells:
                 raise _too_many_cells(cells, limits)
-            if folder.lower() in UNLABELED_FOLDERS:
-                unlabeled.append(gray)
-            else:
-                images.append(gray)
-                labels.append(folder)
-    h, w = (first[1][1], first[1][0]) if first else (0, 0)
-    x = np.stack(images) if images else np.zeros((0, h, w), np.uint8)
+            images.append(image)
+            names.append(info.filename)
+            labels.append(None if folder.lower() in UNLABELED_FOLDERS else folder)
+    x_all = _stack_images(images, names)
+    unlabeled = np.array([label is None for label in labels])
+    kept = [label for label in labels if label is not None]
     return _Parts(
-        x=x, y=np.array(labels, dtype=str) if labels else np.array([], dtype="U1"),
-        x_unlabeled=np.stack(unlabeled) if unlabeled else None)
+        x=x_all[~unlabeled], y=np.array(kept, dtype=str) if kept else np.array([], dtype="U1"),
+        x_unlabeled=x_all[unlabeled] if unlabeled.any() else None)

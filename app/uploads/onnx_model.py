@@ -148,6 +148,8 @@ class OnnxClassifier:
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                           max((o.version for o in model.opset_import), default=0))
         self.producer = f"{model.producer_name} {model.producer_version}".strip()
+        # What the file says of itself (e.g. a converter's mean/std): shown, never acted on.
+        self.metadata = {p.key[:100]: p.value[:300] for p in list(model.metadata_props)[:32]}
         del model
         self.session = _session(self.path, threads)
 
@@ -343,4 +345,9 @@ class OnnxClassifier:
         }
         if self.classes is not None:
             out["classes"] = self.classes
+        if self.metadata:
+            out["metadata"] = self.metadata
+        if len(self.input_shape) == 3:  # an image: say which layout the dimensions suggest
+            c_first, c_last = self.input_shape[0] in (1, 3, 4), self.input_shape[-1] in (1, 3, 4)
+            out["layout"] = "NCHW" if c_first and not c_last else "NHWC" if c_last and not c_first else "unknown"
         return out

@@ -42,6 +42,7 @@ class InspectRequest:
     fmt: str
     output: str | None = None
     label_column: str = "label"
+    image_size: int | None = None  # image ZIPs of mixed sizes are resized to it
     canonical_out: str | None = None
 
 
@@ -130,7 +131,7 @@ def _inspect(request: InspectRequest) -> dict:
     if request.kind == "teacher":
         return inspect_teacher(Path(request.path), request.fmt, output=request.output)
     return inspect_dataset(Path(request.path), request.fmt, Path(request.canonical_out),
-                           label_column=request.label_column, limits=UploadLimits())
+                           label_column=request.label_column, limits=UploadLimits(), image_size=request.image_size)
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ def test_catalog_lists_datasets_architectures_and_methods(client):
     body = client.get("/v1/catalog").json()
     assert body["datasets"]["mnist1d"]["input_shape"] == [40]
     assert body["datasets"]["digits"]["input_shape"] == list(DATASETS["digits"].input_shape)
-    assert set(body["architectures"]) == {"mlp", "cnn"}
+    assert set(body["architectures"]) == {"mlp", "cnn", "timm", "torchvision"}
+    assert "resnet18" in body["architectures"]["timm"]["models"]
     assert "channels" in body["architectures"]["cnn"]["parameters"]
     kd = body["methods"]["kd"]["parameters"]
     assert kd["temperature"]["exclusiveMinimum"] == 0

@@ -194,14 +194,15 @@ def test_images_in_class_folders(tmp_path, top):
     members["__MACOSX/._junk"] = b"junk"
     path = image_zip(tmp_path / "images.zip", members)
     info = inspect_dataset(path, "zip", tmp_path / "out.npz")
-    assert info == {"format": "zip", "rows": 9, "input_shape": [8, 8], "num_classes": 3,
+    # One colour image makes the whole set RGB, (n, 3, H, W) uint8; grey ones are repeated.
+    assert info == {"format": "zip", "rows": 9, "input_shape": [3, 8, 8], "num_classes": 3,
                     "classes": ["bird", "cat", "dog"], "class_counts": [3, 3, 3],
-                    "unlabeled_rows": 1, "test_rows": 0}
+                    "unlabeled_rows": 1, "test_rows": 0, "dtype": "uint8"}
     data = canonical(tmp_path / "out.npz")
-    assert data["x"].shape == (9, 8, 8) and data["x"].dtype == np.float32
-    assert sorted(data["x"][:, 0, 0].tolist()) == [0, 1, 2, 10, 11, 12, 20, 21, 22]  # raw 0..255
-    assert data["x_unlabeled"][0, 0, 0] == 200
-    for row, label in zip(data["x"][:, 0, 0], data["y"]):
+    assert data["x"].shape == (9, 3, 8, 8) and data["x"].dtype == np.uint8
+    assert sorted(data["x"][:, 0, 0, 0].tolist()) == [0, 1, 2, 10, 11, 12, 20, 21, 22]  # raw 0..255
+    assert data["x_unlabeled"][0, :, 0, 0].tolist() == [200, 200, 200]
+    for row, label in zip(data["x"][:, 0, 0, 0], data["y"]):
         assert label == {0: 1, 1: 2, 2: 0}[int(row) // 10]
 
 
@@ -209,7 +210,8 @@ def test_images_of_different_sizes_are_refused(tmp_path):
     path = image_zip(tmp_path / "images.zip", {"a/1.png": png(1), "a/2.png": png(2), "b/1.png": png(3),
                                                 "b/2.png": png(4, size=(8, 9))})
     message = str(refused(path, "zip"))
-    assert "'a/1.png' is 8x8" in message and "'b/2.png' is 8x9" in message
+    assert "8x8 (e.g. 'a/1.png')" in message and "8x9 (e.g. 'b/2.png')" in message
+    assert "image_size" in message
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")

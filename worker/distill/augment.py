@@ -7,8 +7,12 @@ import torch
 
 
 def augment_batch(x: torch.Tensor, aug) -> torch.Tensor:
-    """noise, circular shift per example and spatial axis, scale: in that order, drawn
-    from the global (forked, seeded) RNG."""
+    """image crop/flip/jitter (image_augment.py), then noise, circular shift per example and
+    spatial axis, scale: in that order, drawn from the global (forked, seeded) RNG."""
+    if aug.image_active():
+        from worker.distill.image_augment import augment_images  # torchvision: only when asked
+
+        x = augment_images(x, aug)
     n = len(x)
     if aug.noise_std > 0:
         x = x + aug.noise_std * torch.randn(x.shape, device=x.device, dtype=x.dtype)

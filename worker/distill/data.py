@@ -25,7 +25,7 @@ from app.contract.spec import DatasetSpec
 
 @dataclass(frozen=True)
 class ArraySplit:
-    x: np.ndarray  # float32, shape (n, *input_shape)
+    x: np.ndarray  # float32, or uint8 for images (the model converts), shape (n, *input_shape)
     y: np.ndarray  # int64, shape (n,)
 
     def __post_init__(self) -> None:
@@ -45,10 +45,16 @@ class Splits:
     num_classes: int
 
 
+def as_stored(x: np.ndarray) -> np.ndarray:
+    """Inputs as a split holds them: uint8 images stay uint8 (4x smaller; every model turns
+    them into float batch by batch), everything else is float32."""
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def _split(x: np.ndarray, y: np.ndarray) -> ArraySplit:
-    return ArraySplit(
-        x=np.ascontiguousarray(x, dtype=np.float32), y=np.ascontiguousarray(y, dtype=np.int64)
-    )
+    return ArraySplit(x=as_stored(x), y=np.ascontiguousarray(y, dtype=np.int64))
 
 
 def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -156,14 +162,34 @@ def mnist1d_transfer(n: int, cache_dir: Path) -> np.ndarray:
 def with_transfer(train: ArraySplit, x_extra: np.ndarray) -> ArraySplit:
     """The training split plus unlabeled rows, whose label is -1."""
     return ArraySplit(
-        x=np.concatenate([train.x, x_extra.astype(np.float32)]),
+        x=np.concatenate([train.x, x_extra.astype(train.x.dtype)]),
         y=np.concatenate([train.y, np.full(len(x_extra), -1, dtype=np.int64)]),
     )
+
+
+def _load_fashion_mnist(spec: DatasetSpec, cache_dir: Path) -> tuple[np.ndarray, ...]:
+    """Fashion-MNIST from the Debian package dataset-fashion-mnist (IDX files, uint8): the
+    standard 60,000 train / 10,000 test split, 6,000 / 1,000 per class."""
+    from app.contract.packaged import PACKAGED
+    from worker.distill.idx import read_images_and_labels
+
+    package = PACKAGED["fashion_mnist"]
+    if package.missing():
+        raise FileNotFoundError(package.install_hint())
+    where, files = package.location(), package.files
+    x_tr, y_tr = read_images_and_labels(where / files["x_train"], where / files["y_train"],
+                                        rows=60_000, side=28, classes=10)
+    x_te, y_te = read_images_and_labels(where / files["x_test"], where / files["y_test"],
+                                        rows=10_000, side=28, classes=10)
+    if set(np.bincount(y_tr)) != {6000} or set(np.bincount(y_te)) != {1000}:
+        raise ValueError("fashion_mnist: the label files do not hold 6,000 / 1,000 examples per class")
+    return x_tr, y_tr, x_te, y_te
 
 
 _LOADERS: dict[str, Callable[[DatasetSpec, Path], tuple[np.ndarray, ...]]] = {
     "digits": _load_digits,
     "mnist1d": _load_mnist1d,
+    "fashion_mnist": _load_fashion_mnist,
 }
 
 
@@ -185,6 +211,45 @@ def load_dataset(spec: DatasetSpec, cache_dir: Path) -> Splits:
     return splits
 
 
+def _stored_member_memmap(npz_path: Path, key: str) -> np.ndarray | None:
+    """A read-only memory map of `key` in an uncompressed npz (np.savez's members are stored
+    as they are), or None when the member is compressed or not there."""
+    import zipfile
+
+    with zipfile.ZipFile(npz_path) as zf:
+        try:
+            info = zf.getinfo(f"{key}.npy")
+        except KeyError:
+            return None
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    fmt = np.lib.format
+    with open(npz_path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)  # the member's local header: its name and extra field lengths follow
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+        version = fmt.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            return None  # (3, 0) only adds utf-8 field names: not images
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        return None
+    return np.memmap(npz_path, dtype=dtype, mode="r", offset=offset, shape=shape,
+                     order="F" if fortran else "C")
+
+
+def _uploaded_inputs(f, npz_path: Path, key: str) -> np.ndarray:
+    """uint8 images memory-mapped from the file (read page by page, never whole in memory);
+    anything else loaded as before."""
+    mapped = _stored_member_memmap(npz_path, key)
+    if mapped is not None and mapped.dtype == np.uint8:
+        return mapped
+    return f[key]
+
+
 def load_uploaded(npz_path: Path, spec: DatasetSpec) -> Splits:
     """An uploaded dataset's canonical arrays (validated by the API: `x` float32 (n, *shape),
     `y` int64 in 0..C-1, optional `x_test`/`y_test`, optional `x_unlabeled`) -> splits.
@@ -193,21 +258,23 @@ def load_uploaded(npz_path: Path, spec: DatasetSpec) -> Splits:
     `spec.test_fraction` held out (seeded by split_seed); the validation split is then carved
     from the rest exactly as for a built-in dataset. Classes: max label + 1 over y and y_test."""
     with np.load(npz_path, allow_pickle=False) as f:
-        x, y = f["x"], f["y"]
-        test = (f["x_test"], f["y_test"]) if "x_test" in f.files else None
+        x, y = _uploaded_inputs(f, npz_path, "x"), f["y"]
+        test = (_uploaded_inputs(f, npz_path, "x_test"), f["y_test"]) if "x_test" in f.files else None
+    # Rows are picked from x once, through composed indices (x[kept][fit] == x[kept[fit]]): a
+    # memory-mapped x is never copied whole in between.
     if test is None:
         kept, held = stratified_split(y, spec.test_fraction, spec.split_seed)
-        x_tr, y_tr, x_te, y_te = x[kept], y[kept], x[held], y[held]
+        x_te, y_te = x[held], y[held]
     else:
-        x_tr, y_tr, (x_te, y_te) = x, y, test
+        kept, (x_te, y_te) = np.arange(len(y)), test
         if x_te.shape[1:] != x.shape[1:]:
             raise ValueError(f"uploaded dataset: x_test examples have shape {x_te.shape[1:]}, "
                              f"x's have {x.shape[1:]}")
-    fit, val = stratified_split(y_tr, spec.val_fraction, spec.split_seed)
+    fit, val = stratified_split(y[kept], spec.val_fraction, spec.split_seed)
     labels = np.concatenate([y.reshape(-1), np.asarray(y_te).reshape(-1)])
     return Splits(
-        train=_split(x_tr[fit], y_tr[fit]),
-        val=_split(x_tr[val], y_tr[val]),
+        train=_split(x[kept[fit]], y[kept[fit]]),
+        val=_split(x[kept[val]], y[kept[val]]),
         test=_split(x_te, y_te),
         input_shape=tuple(int(d) for d in x.shape[1:]),
         num_classes=int(labels.max()) + 1,
@@ -219,7 +286,7 @@ def load_unlabeled(npz_path: Path) -> np.ndarray:
     with np.load(npz_path, allow_pickle=False) as f:
         if "x_unlabeled" not in f.files:
             raise ValueError("the uploaded dataset has no unlabeled rows (x_unlabeled)")
-        return np.ascontiguousarray(f["x_unlabeled"], dtype=np.float32)
+        return as_stored(f["x_unlabeled"])
 
 
 def student_train(splits: Splits, spec: DatasetSpec) -> ArraySplit:
@@ -235,6 +302,21 @@ def student_train(splits: Splits, spec: DatasetSpec) -> ArraySplit:
 
 def input_stats(x: np.ndarray) -> tuple[float, float]:
     """Scalar mean and std of a training split, for the model's built-in normalisation."""
+    if x.dtype == np.uint8:
+        return _uint8_stats(x)
     mean = float(np.mean(x, dtype=np.float64))
     std = float(np.std(x, dtype=np.float64))
+    return mean, (std if std > 0 else 1.0)
+
+
+def _uint8_stats(x: np.ndarray, rows: int = 1024) -> tuple[float, float]:
+    """Exact mean and std of uint8 data from a histogram, a few rows at a time: np.std would
+    make a float64 copy of the whole array (8x its size)."""
+    counts = np.zeros(256, dtype=np.int64)
+    for i in range(0, len(x), rows):
+        counts += np.bincount(np.asarray(x[i : i + rows]).reshape(-1), minlength=256)
+    values = np.arange(256, dtype=np.float64)
+    n = counts.sum()
+    mean = float((counts * values).sum() / n)
+    std = float(np.sqrt((counts * (values - mean) ** 2).sum() / n))
     return mean, (std if std > 0 else 1.0)

@@ -132,6 +132,7 @@ def job_report(spec: JobSpec, evaluation: Evaluation, files: list[OutputFile]) -
             "test_accuracy": chosen["test_accuracy"],
             "files": {f.kind: f.name for f in files},
             "onnx_opset": spec.export.onnx_opset if "onnx" in spec.export.formats else None,
+            **{"onnx_check": f.check for f in files if f.check is not None},  # with an ONNX export
         },
         "summary": summary(sections["teacher"], sections["student"], sections["baseline"]),
     })

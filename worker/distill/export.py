@@ -3,7 +3,9 @@
 - safetensors: the state dict (buffers included, so normalisation travels with
   it) plus, in the header metadata, the config needed to rebuild the model.
   No pickle anywhere.
-- ONNX: the fp32 graph, raw input in, logits out, dynamic batch axis.
+- ONNX: the fp32 graph, raw input in (float32, or uint8 for images: the model converts),
+  logits out, dynamic batch axis; ONE self-contained file (weights inside, never a side
+  .onnx.data), checked against the trained model before the job may succeed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ from torch import nn
 from worker.distill.models import Classifier, model_from_state
 
 FORMAT_TAG = "distill.classifier/1"
+# The exported graph must give the trained model's logits: beyond this (absolute, on logits
+# scaled to at most 1 in magnitude) or below this argmax agreement, the export fails.
+PARITY_TOLERANCE = 1e-3
+PARITY_AGREEMENT = 0.99
+
+
+class ExportError(RuntimeError):
+    """The exported file does not behave like the trained model."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,7 @@ class OutputFile:
     path: Path
     media_type: str
     kind: str  # "safetensors", "onnx" or "report"
+    check: dict | None = None  # ONNX: the parity check against the trained model (check_onnx)
 
 
 def _cpu_copy(model: nn.Module) -> nn.Module:
@@ -54,9 +65,9 @@ def load_safetensors(path: Path) -> Classifier:
     return model_from_state(json.loads(meta["config"]), state)
 
 
-def export_onnx(model: Classifier, path: Path, *, opset: int) -> Path:
+def export_onnx(model: Classifier, path: Path, *, opset: int, input_dtype=torch.float32) -> Path:
     cpu = _cpu_copy(model)
-    example = torch.zeros((2, *cpu.input_shape), dtype=torch.float32)
+    example = torch.zeros((2, *cpu.input_shape), dtype=input_dtype)
     # The legacy (TorchScript) exporter, on purpose: dynamo=True needs onnxscript,
     # which the worker does not install. Its deprecation warning is known, not news.
     with warnings.catch_warnings():
@@ -71,23 +82,68 @@ def export_onnx(model: Classifier, path: Path, *, opset: int) -> Path:
             output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
         )
+    _make_self_contained(Path(path))
     return Path(path)
 
 
+def _make_self_contained(path: Path) -> None:
+    """Weights inside the .onnx file: a download without a side .onnx.data file must work."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    graph = onnx.load(str(path), load_external_data=False)
+    if not any(uses_external_data(t) for t in graph.graph.initializer):
+        return
+    side = {path.parent / e.value for t in graph.graph.initializer if uses_external_data(t)
+            for e in t.external_data if e.key == "location"}
+    onnx.save(onnx.load(str(path)), str(path), save_as_external_data=False)
+    for f in side:
+        f.unlink(missing_ok=True)
+
+
+def check_onnx(path: Path, model: nn.Module, x: np.ndarray) -> dict:
+    """Run the exported file (onnxruntime) and the trained model (torch, fp32, CPU) on `x`:
+    {"max_abs_logit_diff", "argmax_agreement", "examples"}; ExportError when they differ."""
+    from worker.distill.inference import predict_logits
+
+    expected = predict_logits(_cpu_copy(model), x).numpy()
+    got = onnx_logits(path, x)
+    if got.shape != expected.shape:
+        raise ExportError(f"the exported ONNX file gives logits of shape {got.shape}, the trained "
+                          f"model {expected.shape}")
+    diff = float(np.max(np.abs(got - expected))) if len(x) else 0.0
+    agreement = float(np.mean(got.argmax(1) == expected.argmax(1))) if len(x) else 1.0
+    scale = max(1.0, float(np.max(np.abs(expected)))) if len(x) else 1.0
+    check = {"max_abs_logit_diff": diff, "argmax_agreement": agreement, "examples": int(len(x))}
+    if not np.isfinite(diff) or diff > PARITY_TOLERANCE * scale or agreement < PARITY_AGREEMENT:
+        raise ExportError(
+            f"the exported ONNX file does not match the trained model on the test split: max abs "
+            f"logit difference {diff:.3g} (allowed {PARITY_TOLERANCE * scale:.3g}), argmax agreement "
+            f"{agreement:.4f} (needed {PARITY_AGREEMENT}); the export is refused rather than shipped")
+    return check
+
+
 def export_model(
-    model: Classifier, formats: list[str], out_dir: Path, *, stem: str, onnx_opset: int
+    model: Classifier, formats: list[str], out_dir: Path, *, stem: str, onnx_opset: int,
+    check_x: np.ndarray | None = None,
 ) -> list[OutputFile]:
+    """Write the model in each format. With `check_x` (the test split's inputs, as the dataset
+    stores them), the ONNX file takes that dtype and is checked against the model on it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in formats:
+        check = None
         if fmt == "safetensors":
             path = save_safetensors(model, out_dir / f"{stem}.safetensors")
         elif fmt == "onnx":
-            path = export_onnx(model, out_dir / f"{stem}.onnx", opset=onnx_opset)
+            dtype = torch.uint8 if check_x is not None and check_x.dtype == np.uint8 else torch.float32
+            path = export_onnx(model, out_dir / f"{stem}.onnx", opset=onnx_opset, input_dtype=dtype)
+            if check_x is not None:
+                check = check_onnx(path, model, check_x)
         else:
             raise ValueError(f"unknown export format {fmt!r}")
         # Neither format has a registered media type; octet-stream is the honest one.
-        written.append(OutputFile(path.name, path, "application/octet-stream", fmt))
+        written.append(OutputFile(path.name, path, "application/octet-stream", fmt, check))
     return written
 
 
@@ -95,7 +151,9 @@ def onnx_logits(path: Path, x: np.ndarray, *, batch_size: int = 1024) -> np.ndar
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    # uint8 for a graph that takes images as stored; float32 otherwise
+    dtype = np.uint8 if session.get_inputs()[0].type == "tensor(uint8)" else np.float32
+    x = np.ascontiguousarray(x, dtype=dtype)
     parts = [
         session.run(["logits"], {"input": x[i : i + batch_size]})[0]
         for i in range(0, len(x), batch_size)

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from app.contract.architectures import CNNArch, MLPArch
+from app.contract.standard import StandardArch, TimmArch, TorchvisionArch
 
-ArchSpec = MLPArch | CNNArch
+ArchSpec = MLPArch | CNNArch | TimmArch | TorchvisionArch
 
 
 class Classifier(nn.Module):
@@ -138,11 +139,16 @@ def build_model(
     *,
     seed: int | None = None,
 ) -> Classifier:
-    """Build a Classifier. With `seed`, the initial weights depend on it alone
+    """Build a Classifier (or, for timm/torchvision, a zoo_model.StandardClassifier, which has
+    the same interface). With `seed`, the initial weights depend on it alone
     (the global RNG is forked, so nobody else's random stream moves)."""
     input_shape = tuple(input_shape)
 
-    def make() -> Classifier:
+    def make() -> nn.Module:
+        if isinstance(arch, (TimmArch, TorchvisionArch)):
+            from worker.distill.zoo_model import StandardClassifier  # imports timm: only when asked
+
+            return StandardClassifier(arch, input_shape, num_classes, mean, std)
         stages, names, head = _BUILDERS[type(arch)](arch, input_shape, num_classes)
         return Classifier(
             arch=arch, input_shape=input_shape, num_classes=num_classes, mean=mean, std=std,
@@ -163,7 +169,8 @@ def model_from_config(config: Mapping) -> Classifier:
     from app.contract.architectures import Arch
 
     cfg = json.loads(config) if isinstance(config, str) else config
-    arch = TypeAdapter(Arch).validate_python(cfg["arch"])
+    standard = cfg["arch"].get("name") in ("timm", "torchvision")
+    arch = TypeAdapter(StandardArch if standard else Arch).validate_python(cfg["arch"])
     return build_model(arch, tuple(cfg["input_shape"]), int(cfg["num_classes"]))
 
 

@@ -195,7 +195,8 @@ class Job:
 
     def export(self, evaluation: Evaluation, out_dir: Path) -> JobResult:
         files = export_model(evaluation.best.model, list(self.spec.export.formats), out_dir,
-                             stem=STUDENT_STEM, onnx_opset=self.spec.export.onnx_opset)
+                             stem=STUDENT_STEM, onnx_opset=self.spec.export.onnx_opset,
+                             check_x=self.data.splits.test.x)
         chosen = evaluation.chosen
         self.reporter.event(events.exported(chosen["seed"], chosen["val_accuracy"], [f.name for f in files]))
         report = job_report(self.spec, evaluation, files)

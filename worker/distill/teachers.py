@@ -22,6 +22,7 @@ from torch import nn
 from app.contract.spec import TeacherArtifact
 from worker.distill.inputs import BroughtTeacher
 from worker.distill.models import ArchSpec, Classifier, build_model, count_parameters
+from worker.distill.preprocess import Preprocess
 
 
 def onnx_size(path: Path) -> tuple[int | None, int | None]:
@@ -92,10 +93,12 @@ class OnnxTeacher(nn.Module):
 
     def __init__(
         self, path: Path, *, output: str | None = None, output_kind: str = "auto",
-        input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+        input_shape: tuple[int, ...] | None = None, num_classes: int | None = None, preprocess=None,
     ) -> None:
         super().__init__()
         self.path = Path(path)
+        # teacher.artifact.preprocess: what the model was trained with, applied before it runs
+        self.preprocess = Preprocess(preprocess) if preprocess is not None else None
         self._requested = (output, output_kind)
         self._clf = None
         clf = self.classifier  # open it now: a broken file fails the job here, not mid-training
@@ -128,6 +131,8 @@ class OnnxTeacher(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
+            if self.preprocess is not None:
+                x = self.preprocess(x)
             out = self.classifier.logits(x.detach().cpu().float().numpy(), batch_size=max(1, len(x)))
         return torch.from_numpy(out).to(x.device)
 
@@ -157,7 +162,10 @@ def load_weights_teacher(path: Path, arch: ArchSpec, input_shape: tuple[int, ...
     from safetensors.torch import load_file
 
     model = build_model(arch, tuple(input_shape), int(num_classes))
-    model.load_state_dict(load_file(str(path)), strict=True)
+    if hasattr(model, "load_network_state"):  # timm/torchvision: the bare network's state dict too
+        model.load_network_state(load_file(str(path)))
+    else:
+        model.load_state_dict(load_file(str(path)), strict=True)
     return model.eval().requires_grad_(False)
 
 
@@ -204,9 +212,11 @@ def load_brought_teacher(
     if brought.format == "onnx":
         model = OnnxTeacher(
             brought.path, output=member.output, output_kind=_onnx_output_kind(member, dict(brought.inspection)),
-            input_shape=input_shape, num_classes=num_classes,
+            input_shape=input_shape, num_classes=num_classes, preprocess=member.preprocess,
         ).eval()
         facts.update(arch=None, output=model.output, output_kind=model.output_kind)
+        if member.preprocess is not None:  # what the worker applied before every run of the model
+            facts["preprocess"] = member.preprocess.model_dump()
         used = ("probabilities, used as log-probabilities" if model.log_probabilities
                 else "logits, used as they are")
         n = model.external_parameters
