@@ -16,7 +16,7 @@ from fastapi.responses import RedirectResponse
 from app.api import artifacts as artifacts_api
 from app.api import jobs as jobs_api
 from app.api import uploads as uploads_api
-from app.auth import Caller
+from app.auth import Caller, count_wrong_key
 from app.client.models import Artifact
 from app.problems import Problem
 from app.ui import views
@@ -66,6 +66,11 @@ def login(request: Request, key: Annotated[str, Form()] = "") -> Response:
             error = "Enter your API key."
         elif caller_of_key(request, key) is None:
             error = "This API key is unknown or revoked. Check it, or ask an admin for a new one."
+            try:
+                count_wrong_key(request)  # as the API does: guessing keys here is as slow
+            except Problem as problem:
+                return render(request, "login.html", {"error": problem.detail}, status=problem.status,
+                              headers=problem.headers)
         if error:
             return render(request, "login.html", {"error": error}, status=401)
     response = _see_other(f"{PATH}/jobs")

@@ -242,3 +242,16 @@ def test_the_dashboard_counts_against_its_keys_rate_limit(service_env, monkeypat
         assert web.get("/ui/artifacts").status_code == 200
         limited = web.get("/ui/jobs/rows", headers={"HX-Request": "true"})
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+
+
+def test_wrong_keys_at_the_login_form_are_rate_limited_per_address(service_env, monkeypatch, tmp_path):
+    """As on the API: the login form is no faster a way to guess keys."""
+    monkeypatch.setenv("DISTILL_AUTH_FAILURES_PER_MINUTE", "1")
+    monkeypatch.setenv("DISTILL_AUTH_FAILURES_BURST", "2")
+    with _app_client(monkeypatch, tmp_path) as web:
+        assert [web.post("/ui/login", data={"key": f"dk_guess{i}"}).status_code for i in range(2)] == [401, 401]
+        limited = web.post("/ui/login", data={"key": "dk_guess2"})
+        assert limited.status_code == 429 and 'id="login-error"' in limited.text
+        assert int(limited.headers["retry-after"]) > 0 and "set-cookie" not in limited.headers
+        assert web.get("/v1/jobs", headers={"Authorization": "Bearer dk_guess3"}).status_code == 429  # one count
+        log_in(web)  # the right key still gets in
