@@ -80,7 +80,7 @@ def _too_many(detail: str, wait: int) -> Problem:
                    headers={"Retry-After": str(wait)})
 
 
-def _count_wrong_key(request: Request) -> None:
+def count_wrong_key(request: Request) -> None:
     """Wrong keys are counted per client address, so guessing keys is slow."""
     settings = get_settings()
     address = request.client.host if request.client else "unknown"
@@ -106,11 +106,11 @@ def check_key(request: Request) -> Caller:
                                 "An admin creates keys: python -m app.admin create-key TENANT.")
         found = tenant_of_key(session, key)
     if found is None:
-        _count_wrong_key(request)
+        count_wrong_key(request)
         raise _unauthorized("This API key is unknown or revoked. Ask an admin for a new one.")
     caller = Caller(found[0].id, found[1].id)
     key_cache.put(key, caller)
-    _rate_limited(request, caller)
+    rate_limited(request, caller)
     return caller
 
 
@@ -144,7 +144,7 @@ class KeyCache:
 key_cache = KeyCache()
 
 
-def _rate_limited(request: Request, caller: Caller) -> None:
+def rate_limited(request: Request, caller: Caller) -> None:
     settings = get_settings()
     wait = request.app.state.rate_limiter.wait_seconds(caller.key_id)
     if wait:
@@ -161,7 +161,7 @@ async def authenticate(request: Request) -> Caller:
         return caller
     key = presented_key(request)
     if key is not None and get_settings().auth == "keys" and (caller := key_cache.get(key)):
-        _rate_limited(request, caller)
+        rate_limited(request, caller)
         return caller
     return await run_in_threadpool(check_key, request)
 

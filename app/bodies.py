@@ -1,7 +1,8 @@
 """Request bodies: read only after the caller is known, bounded in size and in idle time.
 
 A pure ASGI middleware in front of every route with a JSON body (everything but the
-streamed upload, which applies the same rules itself, app/api/uploads.py):
+streamed uploads, the API's and the dashboard's form, which apply the same rules themselves,
+app/api/uploads.py):
 
 1. the API key (or the admin key) is checked before one byte of the body is read, so a
    stranger's 400 MB body costs nothing (the route's dependency reuses that answer);
@@ -30,7 +31,9 @@ from app.config import get_settings
 from app.problems import Problem, database_problem, problem_response
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
-STREAMED = frozenset({("POST", "/v1/artifacts")})  # applies these rules itself
+# These stream their bodies and apply these rules themselves (/ui/upload hands its body to the
+# API's upload as it is); buffered here, an upload would be cut off at the JSON cap.
+STREAMED = frozenset({("POST", "/v1/artifacts"), ("POST", "/ui/upload")})
 
 
 def too_large(cap: int, what: str, setting: str) -> Problem:

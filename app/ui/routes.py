@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
-from sqlalchemy.orm import Session
 
 from app.api import artifacts as artifacts_api
 from app.api import jobs as jobs_api
 from app.api import uploads as uploads_api
+from app.auth import Caller, count_wrong_key
 from app.client.models import Artifact
-from app.db import get_session
 from app.problems import Problem
 from app.ui import views
 from app.ui.session import (
@@ -35,7 +34,6 @@ from app.ui.session import (
 from app.ui.web import LOGIN, SECURITY_HEADERS, DashboardRoute, asset_response, render
 
 router = APIRouter(prefix=PATH, route_class=DashboardRoute, include_in_schema=False)
-SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def _see_other(url: str) -> RedirectResponse:
@@ -59,15 +57,20 @@ def login_page(request: Request) -> Response:
 
 
 @router.post("/login")
-def login(request: Request, session: SessionDep, key: Annotated[str, Form()] = "") -> Response:
+def login(request: Request, key: Annotated[str, Form()] = "") -> Response:
     check_same_origin(request)
     key = key.strip()
     if keys_required():
         error = None
         if not key:
             error = "Enter your API key."
-        elif caller_of_key(request, session, key) is None:
+        elif caller_of_key(request, key) is None:
             error = "This API key is unknown or revoked. Check it, or ask an admin for a new one."
+            try:
+                count_wrong_key(request)  # as the API does: guessing keys here is as slow
+            except Problem as problem:
+                return render(request, "login.html", {"error": problem.detail}, status=problem.status,
+                              headers=problem.headers)
         if error:
             return render(request, "login.html", {"error": error}, status=401)
     response = _see_other(f"{PATH}/jobs")
@@ -83,63 +86,63 @@ def logout(request: Request, caller: DashboardCaller, csrf: Annotated[str, Form(
     return response
 
 
-def _jobs_context(session: Session, caller: DashboardCaller, cursor: str | None) -> dict:
-    jobs, next_cursor = views.jobs_of(session, caller, cursor)
+def _jobs_context(caller: Caller, cursor: str | None) -> dict:
+    jobs, next_cursor = views.jobs_of(caller, cursor)
     return {"jobs": jobs, "next_cursor": next_cursor, "cursor": cursor, "page": "jobs"}
 
 
 @router.get("/jobs")
-def jobs_page(request: Request, session: SessionDep, caller: DashboardCaller, cursor: str | None = None) -> Response:
-    return render(request, "jobs.html", _jobs_context(session, caller, cursor))
+def jobs_page(request: Request, caller: DashboardCaller, cursor: str | None = None) -> Response:
+    return render(request, "jobs.html", _jobs_context(caller, cursor))
 
 
 @router.get("/jobs/rows")
-def jobs_rows(request: Request, session: SessionDep, caller: DashboardCaller, cursor: str | None = None) -> Response:
-    return render(request, "_jobs_table.html", _jobs_context(session, caller, cursor))
+def jobs_rows(request: Request, caller: DashboardCaller, cursor: str | None = None) -> Response:
+    return render(request, "_jobs_table.html", _jobs_context(caller, cursor))
 
 
-def _job_context(session: Session, caller: DashboardCaller, job_id: str) -> dict:
-    job = views.job_of(session, caller, job_id)
+def _job_context(caller: Caller, job_id: str) -> dict:
+    job = views.job_of(caller, job_id)
     report = job.result
     return {
         "job": job,
-        "events": views.events_of(session, caller, job_id),
-        "files": views.job_files_of(session, caller, job_id) if job.ended else [],
+        "events": views.events_of(caller, job_id),
+        "files": views.job_files_of(caller, job_id) if job.ended else [],
         "table": views.result_table(report) if report else None,
         "verdict": views.verdict_of(report) if report else None,
     }
 
 
 @router.get("/jobs/{job_id}")
-def job_page(request: Request, job_id: str, session: SessionDep, caller: DashboardCaller) -> Response:
+def job_page(request: Request, job_id: str, caller: DashboardCaller) -> Response:
     try:
-        context = _job_context(session, caller, job_id)
+        context = _job_context(caller, job_id)
     except Problem as problem:
         return render(request, "missing.html", {"problem": problem, "page": "jobs"}, status=problem.status)
     return render(request, "job.html", {**context, "page": "jobs"})
 
 
 @router.get("/jobs/{job_id}/panel")
-def job_panel(request: Request, job_id: str, session: SessionDep, caller: DashboardCaller) -> Response:
-    context = _job_context(session, caller, job_id)
+def job_panel(request: Request, job_id: str, caller: DashboardCaller) -> Response:
+    context = _job_context(caller, job_id)
     return render(request, "_job_panel.html", context)
 
 
 @router.get("/jobs/{job_id}/metrics")
-def job_metrics(job_id: str, session: SessionDep, caller: DashboardCaller) -> dict:
+def job_metrics(job_id: str, caller: DashboardCaller) -> dict:
     """The curves' data (the script cannot call /v1: it never holds the key), with the job's status
     so that it knows when to stop polling."""
-    job = views.job_of(session, caller, job_id)
-    metrics = views.metrics_of(session, caller, job_id)
+    job = views.job_of(caller, job_id)
+    metrics = views.metrics_of(caller, job_id)
     return {"status": job.status, "ended": job.ended, **metrics.model_dump(mode="json")}
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel(request: Request, job_id: str, session: SessionDep, caller: DashboardCaller,
+def cancel(request: Request, job_id: str, caller: DashboardCaller,
            csrf: Annotated[str, Form()] = "") -> Response:
     check_csrf(request, csrf)
     try:
-        jobs_api.cancel_job(job_id=job_id, response=Response(), session=session, caller=caller)
+        jobs_api.cancel_job(job_id=job_id, response=Response(), caller=caller)
     except Problem as problem:
         if problem.status != 409:  # 409: it ended meanwhile, which its page shows
             raise
@@ -147,15 +150,15 @@ def cancel(request: Request, job_id: str, session: SessionDep, caller: Dashboard
 
 
 @router.get("/artifacts")
-def artifacts_page(request: Request, session: SessionDep, caller: DashboardCaller) -> Response:
-    uploads = views.uploads_of(session, caller)
+def artifacts_page(request: Request, caller: DashboardCaller) -> Response:
+    uploads = views.uploads_of(caller)
     return render(request, "artifacts.html", {"uploads": uploads, "page": "artifacts",
                                               "inspection": views.inspection_line})
 
 
 @router.get("/artifacts/{artifact_id}/content")
-def download(artifact_id: str, session: SessionDep, caller: DashboardCaller) -> Response:
-    return artifacts_api.artifact_content(artifact_id=artifact_id, session=session, caller=caller)
+def download(artifact_id: str, caller: DashboardCaller) -> Response:
+    return artifacts_api.artifact_content(artifact_id=artifact_id, caller=caller)
 
 
 @router.get("/upload")
@@ -168,7 +171,7 @@ async def upload(request: Request, caller: DashboardCaller) -> Response:
     """The form's multipart body goes to the API's streaming upload as it is (the CSRF token
     comes as a header, so the body holds only the upload's own fields). A refusal is shown in the
     form (htmx swaps these statuses in; a 429 or 5xx leaves the page as it was)."""
-    response = Response()
+    response = Response(status_code=201)  # the API route's own status; 200 when stored before
     try:
         check_csrf(request)
         stored = await uploads_api.upload_artifact(request, response, caller)

@@ -3,8 +3,9 @@
 The cookie holds the API key the person typed into the login form (auth=off: a random value,
 since there is no key). It is HttpOnly (page scripts never see it), SameSite=Strict, scoped to
 /ui (the API routes never receive it and keep taking keys in headers only), Secure when the
-page came over https, and lives until the browser closes. The key is checked against the
-database on every request, so a revoked key logs the dashboard out at once.
+page came over https, and lives until the browser closes. The key is checked on every request
+like a header's key (app/auth.py: its own short session, the same cache and rate limit), so a
+revoked key logs the dashboard out at once (within auth_cache_seconds when revoked elsewhere).
 
 CSRF: every state-changing request (upload, cancel, logout) must carry a token, as the header
 X-CSRF-Token (htmx sends it on every request, from hx-headers on <body>) or the form field
@@ -24,11 +25,10 @@ import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request, Response
-from sqlalchemy.orm import Session
 
-from app.auth import Caller, authenticate
+from app.auth import Caller, check_key, key_cache, rate_limited
 from app.config import get_settings
-from app.db import get_session
+from app.db import session_scope
 from app.problems import Problem
 from app.tenants import tenant_of_key
 
@@ -64,26 +64,30 @@ def clear_login_cookie(request: Request, response: Response) -> None:
                            secure=request.url.scheme == "https")
 
 
-def caller_of_key(request: Request, session: Session, key: str) -> Caller | None:
-    """The caller a key stands for, None for an unknown or revoked key; the key's rate limit applies."""
-    found = tenant_of_key(session, key)
-    if found is None:
-        return None
-    tenant, record = found
-    if wait := request.app.state.rate_limiter.wait_seconds(record.id):
-        raise Problem(429, "Too many requests", f"This key's request rate is limited; retry in {wait} s.",
-                      type_="rate-limited", headers={"Retry-After": str(wait)})
-    return Caller(tenant.id, record.id)
+def caller_of_key(request: Request, key: str) -> Caller | None:
+    """The caller a key stands for, None for an unknown or revoked key; the key's rate limit
+    applies. Its own short session, closed before the route runs (app/db.py). Blocking: call
+    it from a thread (FastAPI runs the sync routes and dependencies below in its threadpool)."""
+    caller = key_cache.get(key)
+    if caller is None:
+        with session_scope(readonly=True) as session:
+            found = tenant_of_key(session, key)
+        if found is None:
+            return None
+        caller = Caller(found[0].id, found[1].id)
+        key_cache.put(key, caller)
+    rate_limited(request, caller)
+    return caller
 
 
-def dashboard_caller(request: Request, session: Annotated[Session, Depends(get_session)]) -> Caller:
+def dashboard_caller(request: Request) -> Caller:
     """FastAPI dependency of every dashboard route but the login page's."""
     value = request.cookies.get(COOKIE)
     if not value:
         raise LoginRequired
     if not keys_required():
-        return authenticate(request, session)  # auth=off: every caller is the tenant 'local'
-    caller = caller_of_key(request, session, value)
+        return check_key(request)  # auth=off: every caller is the tenant 'local'
+    caller = caller_of_key(request, value)
     if caller is None:
         raise LoginRequired
     return caller

@@ -1,6 +1,7 @@
 """What the dashboard's pages show, read through the API's own route functions (one code path for
 the API and the dashboard: the same tenant checks, the same 404s) and typed with the client's
-models (the same result table as `distill show`)."""
+models (the same result table as `distill show`). Each route function opens and closes its own
+session (app/db.py), so no session outlives one read."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
-
 from app.api import artifacts as artifacts_api
 from app.api import jobs as jobs_api
 from app.auth import Caller
-from app.cli.tables import RESULT_COLUMNS, cell_text, footnote, result_rows, summary_lines
+from app.cli.tables import (
+    RESULT_COLUMNS,
+    cell_text,
+    footnote,
+    result_rows,
+    summary_lines,
+)
 from app.client.models import Artifact, Event, Job, Metrics, Report
 
 JOBS_SHOWN = 50
@@ -23,33 +28,33 @@ def as_job(out: Any) -> Job:
     return Job.model_validate(out.model_dump(mode="json"))
 
 
-def jobs_of(session: Session, caller: Caller, cursor: str | None = None) -> tuple[list[Job], str | None]:
+def jobs_of(caller: Caller, cursor: str | None = None) -> tuple[list[Job], str | None]:
     """A page of the tenant's jobs, newest first, and the cursor of the next page (None: the last)."""
-    page = jobs_api.list_jobs(session=session, caller=caller, status_=None, limit=JOBS_SHOWN, cursor=cursor)
+    page = jobs_api.list_jobs(caller=caller, status_=None, limit=JOBS_SHOWN, cursor=cursor)
     return [as_job(j) for j in page.items], page.next_cursor
 
 
-def job_of(session: Session, caller: Caller, job_id: str) -> Job:
-    return as_job(jobs_api.get_job(job_id=job_id, session=session, caller=caller))
+def job_of(caller: Caller, job_id: str) -> Job:
+    return as_job(jobs_api.get_job(job_id=job_id, caller=caller))
 
 
-def events_of(session: Session, caller: Caller, job_id: str) -> list[Event]:
-    rows = jobs_api.job_events(job_id=job_id, session=session, caller=caller, after=None, limit=500)
+def events_of(caller: Caller, job_id: str) -> list[Event]:
+    rows = jobs_api.job_events(job_id=job_id, caller=caller, after=None, limit=500)
     return [Event.model_validate(e.model_dump(mode="json")) for e in rows]
 
 
-def metrics_of(session: Session, caller: Caller, job_id: str) -> Metrics:
-    out = jobs_api.job_metrics(job_id=job_id, session=session, caller=caller, phase=None, name=None)
+def metrics_of(caller: Caller, job_id: str) -> Metrics:
+    out = jobs_api.job_metrics(job_id=job_id, caller=caller, phase=None, name=None)
     return Metrics.model_validate(out.model_dump(mode="json"))
 
 
-def job_files_of(session: Session, caller: Caller, job_id: str) -> list[Artifact]:
-    rows = jobs_api.job_artifacts(job_id=job_id, session=session, caller=caller)
+def job_files_of(caller: Caller, job_id: str) -> list[Artifact]:
+    rows = jobs_api.job_artifacts(job_id=job_id, caller=caller)
     return [Artifact.model_validate(a.model_dump(mode="json")) for a in rows]
 
 
-def uploads_of(session: Session, caller: Caller) -> list[Artifact]:
-    rows = artifacts_api.list_uploads(session=session, caller=caller, kind=None, limit=100)
+def uploads_of(caller: Caller) -> list[Artifact]:
+    rows = artifacts_api.list_uploads(caller=caller, kind=None, limit=100)
     return [Artifact.model_validate(a.model_dump(mode="json")) for a in rows]
 
 

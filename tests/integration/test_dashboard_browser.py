@@ -58,7 +58,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("dashboard")
-    service = Service(env=service_env(root, None, "filesystem://"), logs=root)
+    # The default rate limit (NO_LIMITS turns it off): the pages' polling must stay under it. A JSON
+    # cap below the upload's size: the upload form streams past the body guard.
+    service = Service(env=service_env(root, None, "filesystem://", rate_limit_per_minute=600,
+                                      max_json_body_bytes=1024), logs=root)
     try:
         service.start_api()
         service.start_worker()
@@ -192,6 +195,7 @@ def test_the_upload_form_stores_a_dataset(browser, svc: Service, key: str, clien
     rng = np.random.default_rng(0)
     path = tmp_path / "tiny.npz"
     np.savez(path, x=rng.normal(size=(60, 8)).astype("float32"), y=np.arange(60) % 3)
+    assert path.stat().st_size > int(svc.env["DISTILL_MAX_JSON_BODY_BYTES"])
     log_in(browser, svc, key)
     browser.get(f"{svc.url}/ui/upload")
     browser.find_element(By.ID, "file").send_keys(str(path))

@@ -205,3 +205,53 @@ def test_the_job_list_pages_to_older_jobs(web: TestClient, monkeypatch):
     older = re.search(r'href="(/ui/jobs\?cursor=[^"]+)" id="older"', newest).group(1)
     page = web.get(older.replace("&amp;", "&")).text
     assert first in page and second not in page and 'id="older"' not in page
+
+
+def test_the_upload_form_streams_past_the_json_body_cap(service_env, monkeypatch, tmp_path):
+    """The form's body goes to the API's streamed upload: the body guard's JSON cap is not its cap."""
+    import io
+
+    import numpy as np
+
+    monkeypatch.setenv("DISTILL_MAX_JSON_BODY_BYTES", "1024")
+    buffer = io.BytesIO()
+    rng = np.random.default_rng(0)
+    np.savez(buffer, x=rng.normal(size=(60, 8)).astype("float32"), y=np.arange(60) % 3)
+    assert len(buffer.getvalue()) > 1024
+    with _app_client(monkeypatch, tmp_path) as web:
+        log_in(web)
+        token = csrf_of(web.get("/ui/jobs").text)
+        answer = web.post("/ui/upload", headers={"X-CSRF-Token": token}, data={"kind": "dataset"},
+                          files={"file": ("tiny.npz", buffer.getvalue())})
+        assert answer.status_code == 201 and 'id="upload-ok"' in answer.text, answer.text
+        assert "Already stored" not in answer.text
+        again = web.post("/ui/upload", headers={"X-CSRF-Token": token}, data={"kind": "dataset"},
+                         files={"file": ("tiny.npz", buffer.getvalue())})
+        assert again.status_code == 200 and "Already stored" in again.text
+        assert "rows: 60" in web.get("/ui/artifacts").text
+        big_login = web.post("/ui/login", data={"key": "k" * 2000})  # other forms keep the cap
+        assert big_login.status_code == 413
+
+
+def test_the_dashboard_counts_against_its_keys_rate_limit(service_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("DISTILL_RATE_LIMIT_PER_MINUTE", "1")
+    monkeypatch.setenv("DISTILL_RATE_LIMIT_BURST", "3")
+    with _app_client(monkeypatch, tmp_path) as web:
+        log_in(web)  # one token
+        assert web.get("/ui/jobs").status_code == 200
+        assert web.get("/ui/artifacts").status_code == 200
+        limited = web.get("/ui/jobs/rows", headers={"HX-Request": "true"})
+        assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
+
+
+def test_wrong_keys_at_the_login_form_are_rate_limited_per_address(service_env, monkeypatch, tmp_path):
+    """As on the API: the login form is no faster a way to guess keys."""
+    monkeypatch.setenv("DISTILL_AUTH_FAILURES_PER_MINUTE", "1")
+    monkeypatch.setenv("DISTILL_AUTH_FAILURES_BURST", "2")
+    with _app_client(monkeypatch, tmp_path) as web:
+        assert [web.post("/ui/login", data={"key": f"dk_guess{i}"}).status_code for i in range(2)] == [401, 401]
+        limited = web.post("/ui/login", data={"key": "dk_guess2"})
+        assert limited.status_code == 429 and 'id="login-error"' in limited.text
+        assert int(limited.headers["retry-after"]) > 0 and "set-cookie" not in limited.headers
+        assert web.get("/v1/jobs", headers={"Authorization": "Bearer dk_guess3"}).status_code == 429  # one count
+        log_in(web)  # the right key still gets in
