@@ -21,8 +21,9 @@ from app.models import ApiKey, Tenant
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.admin", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m app.admin", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("create-tenant", help="create a tenant")
     p.add_argument("name")
@@ -49,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
             tenant = tenants.find_tenant(session, args.tenant) or tenants.create_tenant(session, args.tenant)
             new = tenants.create_key(session, tenant, args.name)
             session.commit()
-            print(f"API key for tenant {tenant.name} (id {new.record.id}); shown once, keep it secret:",
-                  file=sys.stderr)
+            print(
+                f"API key for tenant {tenant.name} (id {new.record.id}); shown once, keep it secret:", file=sys.stderr
+            )
             print(new.key)
         elif args.command == "list-keys":
             query = select(ApiKey, Tenant.name).join(Tenant).order_by(Tenant.name, ApiKey.created_at)

@@ -79,8 +79,11 @@ def _parameters(arch: MLPArch | CNNArch, data: DataFacts) -> int:
 
 
 def _batch_bytes(arch: MLPArch | CNNArch, data: DataFacts, batch_size: int) -> int:
-    per_example = math.prod(data.input_shape) + sum(
-        math.prod(s) for s in stage_shapes(arch, data.input_shape).values()) + data.num_classes
+    per_example = (
+        math.prod(data.input_shape)
+        + sum(math.prod(s) for s in stage_shapes(arch, data.input_shape).values())
+        + data.num_classes
+    )
     return per_example * batch_size * FLOAT_BYTES * BACKWARD_FACTOR
 
 
@@ -98,9 +101,11 @@ def estimate(spec: JobSpec, artifacts: dict[str, ArtifactFacts]) -> Cost:
     trained = [(spec.student.arch, spec.training.epochs * student_runs, spec.training.batch_size)]
     trained += [(m.arch, m.epochs, m.batch_size) for m in spec.teacher.members if isinstance(m, TeacherTrain)]
     parameters = [(_parameters(arch, data), epochs, _batch_bytes(arch, data, batch)) for arch, epochs, batch in trained]
-    return Cost(parameters=max(p for p, _, _ in parameters),
-                batch_activation_bytes=max(b for _, _, b in parameters),
-                flops=float(sum(FLOPS_PER_PARAMETER_EXAMPLE * p * examples * e for p, e, _ in parameters)))
+    return Cost(
+        parameters=max(p for p, _, _ in parameters),
+        batch_activation_bytes=max(b for _, _, b in parameters),
+        flops=float(sum(FLOPS_PER_PARAMETER_EXAMPLE * p * examples * e for p, e, _ in parameters)),
+    )
 
 
 def cost_errors(spec: JobSpec, artifacts: dict[str, ArtifactFacts], tenant: Tenant) -> list[dict[str, str]]:
@@ -110,21 +115,35 @@ def cost_errors(spec: JobSpec, artifacts: dict[str, ArtifactFacts], tenant: Tena
     budget = tenant.max_job_flops or settings.max_job_flops
     errors = []
     if cost.parameters > settings.max_model_parameters:
-        errors.append(_field("/student/arch" if _student_is_largest(spec, artifacts, cost) else "/teacher",
-                             f"the largest model of this job has about {cost.parameters:,} parameters; "
-                             f"the budget is {settings.max_model_parameters:,} per model "
-                             "(DISTILL_MAX_MODEL_PARAMETERS). Use a smaller architecture.", "over_budget"))
+        errors.append(
+            _field(
+                "/student/arch" if _student_is_largest(spec, artifacts, cost) else "/teacher",
+                f"the largest model of this job has about {cost.parameters:,} parameters; "
+                f"the budget is {settings.max_model_parameters:,} per model "
+                "(DISTILL_MAX_MODEL_PARAMETERS). Use a smaller architecture.",
+                "over_budget",
+            )
+        )
     if cost.batch_activation_bytes > settings.max_batch_activation_bytes:
-        errors.append(_field("/training/batch_size",
-                             f"one training batch needs about {cost.batch_activation_bytes:,} bytes of "
-                             f"activations; the budget is {settings.max_batch_activation_bytes:,} "
-                             "(DISTILL_MAX_BATCH_ACTIVATION_BYTES). Use a smaller batch or model.", "over_budget"))
+        errors.append(
+            _field(
+                "/training/batch_size",
+                f"one training batch needs about {cost.batch_activation_bytes:,} bytes of "
+                f"activations; the budget is {settings.max_batch_activation_bytes:,} "
+                "(DISTILL_MAX_BATCH_ACTIVATION_BYTES). Use a smaller batch or model.",
+                "over_budget",
+            )
+        )
     if cost.flops > budget:
-        errors.append(_field("/training/epochs",
-                             f"the job is estimated at {cost.flops:.3g} floating-point operations "
-                             f"(6 x parameters x examples x epochs over every run); this tenant's budget "
-                             f"is {budget:.3g} per job. Use fewer epochs, seeds or a smaller model.",
-                             "over_budget"))
+        errors.append(
+            _field(
+                "/training/epochs",
+                f"the job is estimated at {cost.flops:.3g} floating-point operations "
+                f"(6 x parameters x examples x epochs over every run); this tenant's budget "
+                f"is {budget:.3g} per job. Use fewer epochs, seeds or a smaller model.",
+                "over_budget",
+            )
+        )
     return errors
 
 

@@ -71,13 +71,13 @@ def presented_key(request: Request) -> str | None:
 
 
 def _unauthorized(detail: str) -> Problem:
-    return Problem(401, "API key required", detail, type_="unauthorized",
-                   headers={"WWW-Authenticate": 'Bearer realm="distill"'})
+    return Problem(
+        401, "API key required", detail, type_="unauthorized", headers={"WWW-Authenticate": 'Bearer realm="distill"'}
+    )
 
 
 def _too_many(detail: str, wait: int) -> Problem:
-    return Problem(429, "Too many requests", detail, type_="rate-limited",
-                   headers={"Retry-After": str(wait)})
+    return Problem(429, "Too many requests", detail, type_="rate-limited", headers={"Retry-After": str(wait)})
 
 
 def count_wrong_key(request: Request) -> None:
@@ -85,10 +85,14 @@ def count_wrong_key(request: Request) -> None:
     settings = get_settings()
     address = request.client.host if request.client else "unknown"
     wait = request.app.state.rate_limiter.wait_seconds(
-        f"address:{address}", settings.auth_failures_per_minute, settings.auth_failures_burst)
+        f"address:{address}", settings.auth_failures_per_minute, settings.auth_failures_burst
+    )
     if wait:
-        raise _too_many(f"Too many requests with a wrong API key from this address "
-                        f"({settings.auth_failures_per_minute} a minute); retry in {wait} s.", wait)
+        raise _too_many(
+            f"Too many requests with a wrong API key from this address "
+            f"({settings.auth_failures_per_minute} a minute); retry in {wait} s.",
+            wait,
+        )
 
 
 def check_key(request: Request) -> Caller:
@@ -102,8 +106,10 @@ def check_key(request: Request) -> Caller:
             return Caller(tenant.id, None)
         key = presented_key(request)
         if key is None:
-            raise _unauthorized("Send your API key as 'Authorization: Bearer <key>' (or X-API-Key). "
-                                "An admin creates keys: python -m app.admin create-key TENANT.")
+            raise _unauthorized(
+                "Send your API key as 'Authorization: Bearer <key>' (or X-API-Key). "
+                "An admin creates keys: python -m app.admin create-key TENANT."
+            )
         found = tenant_of_key(session, key)
     if found is None:
         count_wrong_key(request)
@@ -148,8 +154,11 @@ def rate_limited(request: Request, caller: Caller) -> None:
     settings = get_settings()
     wait = request.app.state.rate_limiter.wait_seconds(caller.key_id)
     if wait:
-        raise _too_many(f"This key is limited to {settings.rate_limit_per_minute} requests per minute "
-                        f"(bursts of {settings.rate_limit_burst}); retry in {wait} s.", wait)
+        raise _too_many(
+            f"This key is limited to {settings.rate_limit_per_minute} requests per minute "
+            f"(bursts of {settings.rate_limit_burst}); retry in {wait} s.",
+            wait,
+        )
 
 
 async def authenticate(request: Request) -> Caller:
@@ -172,8 +181,12 @@ CallerDep = Annotated[Caller, Depends(authenticate)]
 def require_admin(request: Request) -> None:
     admin = get_settings().admin_key.get_secret_value()
     if not admin:
-        raise Problem(403, "Admin routes disabled", "Set DISTILL_ADMIN_KEY to enable them, or use "
-                      "the admin command: python -m app.admin --help.", type_="admin-disabled")
+        raise Problem(
+            403,
+            "Admin routes disabled",
+            "Set DISTILL_ADMIN_KEY to enable them, or use the admin command: python -m app.admin --help.",
+            type_="admin-disabled",
+        )
     key = presented_key(request) or ""
     digest = hashlib.sha256  # compare digests: constant time whatever the lengths
     if not hmac.compare_digest(digest(key.encode()).digest(), digest(admin.encode()).digest()):

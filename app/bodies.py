@@ -37,14 +37,23 @@ STREAMED = frozenset({("POST", "/v1/artifacts"), ("POST", "/ui/upload")})
 
 
 def too_large(cap: int, what: str, setting: str) -> Problem:
-    return Problem(413, "Body too large", f"{what} may have up to {cap} bytes ({setting}); "
-                   "nothing was kept.", type_="body-too-large")
+    return Problem(
+        413,
+        "Body too large",
+        f"{what} may have up to {cap} bytes ({setting}); nothing was kept.",
+        type_="body-too-large",
+    )
 
 
 def body_timeout(seconds: float) -> Problem:
-    return Problem(408, "Body too slow", f"The request body sent nothing for {seconds:g} s "
-                   "(DISTILL_BODY_TIMEOUT_SECONDS); nothing was kept. Send it again.",
-                   type_="body-timeout", headers={"Connection": "close"})
+    return Problem(
+        408,
+        "Body too slow",
+        f"The request body sent nothing for {seconds:g} s "
+        "(DISTILL_BODY_TIMEOUT_SECONDS); nothing was kept. Send it again.",
+        type_="body-timeout",
+        headers={"Connection": "close"},
+    )
 
 
 async def next_message(receive: Receive, timeout: float) -> Message:
@@ -94,8 +103,12 @@ class BodyGuard:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope["method"] not in BODY_METHODS
-                or (scope["method"], scope["path"]) in STREAMED or not routed(scope)):
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in BODY_METHODS
+            or (scope["method"], scope["path"]) in STREAMED
+            or not routed(scope)
+        ):
             await self.app(scope, receive, send)
             return
         request = Request(scope)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -19,9 +18,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DISTILL_")
 
     home: Path = Field(Path("var"), description="Root of the embedded mode's files.")
-    database_url: str = Field(
-        "", description="SQLAlchemy URL; empty means a SQLite file under home."
-    )
+    database_url: str = Field("", description="SQLAlchemy URL; empty means a SQLite file under home.")
     broker_url: str = Field(
         "filesystem://",
         description="Celery broker: redis://... when distributed; filesystem:// keeps "
@@ -30,15 +27,9 @@ class Settings(BaseSettings):
     queue: str = Field("train", description="Celery queue the training jobs go to.")
     artifact_dir: Path | None = Field(None, description="Where job outputs are stored.")
     data_cache_dir: Path | None = Field(None, description="Cache of generated datasets.")
-    heartbeat_seconds: float = Field(
-        5.0, gt=0, description="How often a worker renews the lease on its running job."
-    )
-    lease_seconds: float = Field(
-        60.0, gt=0, description="A running job whose lease is this old has lost its worker."
-    )
-    sweep_seconds: float = Field(
-        15.0, gt=0, description="How often each worker looks for lost and unsent jobs."
-    )
+    heartbeat_seconds: float = Field(5.0, gt=0, description="How often a worker renews the lease on its running job.")
+    lease_seconds: float = Field(60.0, gt=0, description="A running job whose lease is this old has lost its worker.")
+    sweep_seconds: float = Field(15.0, gt=0, description="How often each worker looks for lost and unsent jobs.")
     resend_after_seconds: float = Field(
         120.0, gt=0, description="A job queued this long without a worker is sent again."
     )
@@ -54,22 +45,31 @@ class Settings(BaseSettings):
     )
     # --- the job runner (worker/runner.py) ---
     stop_grace_seconds: float = Field(
-        15.0, gt=0, description="A job asked to stop (time limit, cancel, shutdown) has this long "
+        15.0,
+        gt=0,
+        description="A job asked to stop (time limit, cancel, shutdown) has this long "
         "to stop at a batch boundary before its runner process is sent SIGTERM.",
     )
     kill_grace_seconds: float = Field(
-        5.0, gt=0, description="After SIGTERM, the runner process gets this long before SIGKILL.",
+        5.0,
+        gt=0,
+        description="After SIGTERM, the runner process gets this long before SIGKILL.",
     )
     teacher_batch_seconds: float = Field(
-        60.0, gt=0, description="Deadline of one batch of a brought ONNX teacher; a teacher that "
+        60.0,
+        gt=0,
+        description="Deadline of one batch of a brought ONNX teacher; a teacher that "
         "exceeds it is stopped (onnxruntime RunOptions.terminate) and the job fails saying so.",
     )
     torch_threads: int = Field(
-        0, ge=0, description="Threads torch uses in a worker; 0: the CPUs the worker may run on "
-        "(os.sched_getaffinity).",
+        0,
+        ge=0,
+        description="Threads torch uses in a worker; 0: the CPUs the worker may run on (os.sched_getaffinity).",
     )
     broker_poll_seconds: float = Field(
-        0.05, gt=0, description="filesystem:// broker: how often an idle worker looks for a message.",
+        0.05,
+        gt=0,
+        description="filesystem:// broker: how often an idle worker looks for a message.",
     )
     # --- tenants, keys, limits ---
     auth: Literal["keys", "off"] = Field(
@@ -84,8 +84,10 @@ class Settings(BaseSettings):
         8, ge=1, description="Queued + running jobs a tenant may have (a tenant's own cap wins)."
     )
     rate_limit_per_minute: int = Field(
-        600, ge=0, description="Requests per minute per API key (0: no limit); bursts up to "
-        "rate_limit_burst. Counted in each API process."
+        600,
+        ge=0,
+        description="Requests per minute per API key (0: no limit); bursts up to "
+        "rate_limit_burst. Counted in each API process.",
     )
     rate_limit_burst: int = Field(60, ge=1, description="Requests a key may make at once.")
     max_upload_bytes: int = Field(
@@ -94,49 +96,66 @@ class Settings(BaseSettings):
 
     # --- load and bodies ---
     api_threads: int = Field(
-        40, ge=4, description="Threads that run the API's blocking work; the database pool "
-        "holds as many connections (opened lazily), so no thread waits for a connection."
+        40,
+        ge=4,
+        description="Threads that run the API's blocking work; the database pool "
+        "holds as many connections (opened lazily), so no thread waits for a connection.",
     )
     db_pool_timeout_seconds: float = Field(
-        10.0, gt=0, description="A request that cannot get a database connection this long "
-        "answers 503 instead of waiting."
+        10.0,
+        gt=0,
+        description="A request that cannot get a database connection this long answers 503 instead of waiting.",
     )
     max_json_body_bytes: int = Field(
         1 << 20, ge=1024, description="Largest JSON body (a job spec), enforced while it streams (413)."
     )
     body_timeout_seconds: float = Field(
-        30.0, gt=0, description="A request body (JSON or upload) that sends nothing for this "
-        "long is dropped (408); an upload's partial file is removed."
+        30.0,
+        gt=0,
+        description="A request body (JSON or upload) that sends nothing for this "
+        "long is dropped (408); an upload's partial file is removed.",
     )
     max_concurrent_uploads_per_key: int = Field(
         4, ge=1, description="Uploads one API key may stream at once (429 beyond), per API process."
     )
     auth_failures_per_minute: int = Field(
-        30, ge=0, description="Requests with a wrong API key allowed per client address and "
-        "minute (0: no limit), in bursts of auth_failures_burst; then 429."
+        30,
+        ge=0,
+        description="Requests with a wrong API key allowed per client address and "
+        "minute (0: no limit), in bursts of auth_failures_burst; then 429.",
     )
     auth_cache_seconds: float = Field(
-        0.0, ge=0, description="How long an API process trusts a key it has checked (0: check "
+        0.0,
+        ge=0,
+        description="How long an API process trusts a key it has checked (0: check "
         "every request). A key revoked through another process (the admin command, another "
-        "replica) stops working within this time; revoked over this process's admin route, at once."
+        "replica) stops working within this time; revoked over this process's admin route, at once.",
     )
     auth_failures_burst: int = Field(10, ge=1, description="Wrong keys a client address may send at once.")
     inspect_memory_bytes: int = Field(
-        2 << 30, ge=256 << 20, description="Address space of the process that inspects an upload "
-        "(runs a teacher on probe inputs, converts a dataset); beyond it the upload is refused (422)."
+        2 << 30,
+        ge=256 << 20,
+        description="Address space of the process that inspects an upload "
+        "(runs a teacher on probe inputs, converts a dataset); beyond it the upload is refused (422).",
     )
     inspect_seconds: float = Field(
-        60.0, gt=0, description="Time the inspection of one upload may take; then its process is "
-        "killed and the upload refused (422)."
+        60.0,
+        gt=0,
+        description="Time the inspection of one upload may take; then its process is "
+        "killed and the upload refused (422).",
     )
     stale_upload_seconds: float = Field(
-        3600.0, gt=0, description="Partial upload files older than this (their API process died "
-        "mid-upload) are removed when an API process starts."
+        3600.0,
+        gt=0,
+        description="Partial upload files older than this (their API process died "
+        "mid-upload) are removed when an API process starts.",
     )
     # --- admission: what one job may cost (app/admission.py) ---
     default_time_limit_seconds: int = Field(
-        6 * 3600, ge=1, le=7 * 24 * 3600, description="limits.time_limit_seconds of a job that "
-        "names none: every job ends."
+        6 * 3600,
+        ge=1,
+        le=7 * 24 * 3600,
+        description="limits.time_limit_seconds of a job that names none: every job ends.",
     )
     max_model_parameters: int = Field(
         50_000_000, ge=1, description="Largest model (teacher or student) a job may train, in parameters."
@@ -145,12 +164,15 @@ class Settings(BaseSettings):
         8 << 30, ge=1, description="Estimated activation memory of one training batch a job may need."
     )
     max_job_flops: float = Field(
-        1e16, gt=0, description="Estimated floating-point operations of a whole job (6 x parameters x "
-        "examples x epochs over every run); a tenant's own max_job_flops wins."
+        1e16,
+        gt=0,
+        description="Estimated floating-point operations of a whole job (6 x parameters x "
+        "examples x epochs over every run); a tenant's own max_job_flops wins.",
     )
     metrics_key: SecretStr = Field(
-        SecretStr(""), description="Key of /metrics' job counts (Authorization: Bearer); without "
-        "it /metrics shows only the API process's own figures."
+        SecretStr(""),
+        description="Key of /metrics' job counts (Authorization: Bearer); without "
+        "it /metrics shows only the API process's own figures.",
     )
     metrics_cache_seconds: float = Field(
         5.0, ge=0, description="/metrics reads job counts from the database at most this often."

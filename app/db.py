@@ -24,8 +24,7 @@ from app.config import get_settings
 def _pool_args() -> dict:
     # Connections open lazily: a pool this size costs nothing until the threads need it.
     settings = get_settings()
-    return {"pool_size": settings.api_threads, "max_overflow": 8,
-            "pool_timeout": settings.db_pool_timeout_seconds}
+    return {"pool_size": settings.api_threads, "max_overflow": 8, "pool_timeout": settings.db_pool_timeout_seconds}
 
 
 def make_engine(url: str, **options: object) -> Engine:
@@ -75,5 +74,5 @@ def session_scope(*, readonly: bool = False) -> Iterator[Session]:
     """One unit of work's session, closed (its connection back in the pool) on exit.
     readonly: each statement on its own (autocommit), for routes that only read."""
     factory = get_sessionmaker()
-    with (factory(bind=get_read_engine()) if readonly else factory()) as session:
+    with factory(bind=get_read_engine()) if readonly else factory() as session:
         yield session

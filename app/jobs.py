@@ -42,9 +42,7 @@ ACTIVE = frozenset({Status.QUEUED, Status.RUNNING})  # what a tenant's concurren
 
 ALLOWED: dict[Status, frozenset[Status]] = {
     Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED, Status.FAILED}),
-    Status.RUNNING: frozenset(
-        {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.QUEUED}
-    ),
+    Status.RUNNING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.QUEUED}),
     Status.SUCCEEDED: frozenset(),
     Status.FAILED: frozenset(),
     Status.CANCELLED: frozenset(),
@@ -88,9 +86,7 @@ def _transition(
     return result.rowcount == 1
 
 
-def add_event(
-    session: Session, job_id: str, message: str, *, phase: str | None = None, level: str = "info"
-) -> None:
+def add_event(session: Session, job_id: str, message: str, *, phase: str | None = None, level: str = "info") -> None:
     session.add(JobEvent(job_id=job_id, message=message, phase=phase, level=level))
 
 
@@ -141,8 +137,7 @@ def claim(session: Session, job_id: str, owner: str, lease_seconds: float) -> bo
         attempts=Job.attempts + 1,
     )
     if claimed:
-        add_event(session, job_id, f"worker {owner} started the job (attempt {job.attempts + 1} "
-                  f"of {job.max_attempts})")
+        add_event(session, job_id, f"worker {owner} started the job (attempt {job.attempts + 1} of {job.max_attempts})")
     return claimed
 
 
@@ -184,9 +179,7 @@ def report_progress(
     return result.rowcount == 1
 
 
-def add_metrics(
-    session: Session, job_id: str, phase: str, run: str, epoch: int, values: dict[str, float]
-) -> None:
+def add_metrics(session: Session, job_id: str, phase: str, run: str, epoch: int, values: dict[str, float]) -> None:
     """One epoch's metrics. A resumed run may report an epoch again: the new values
     replace the old, so a series never holds an epoch twice."""
     session.execute(
@@ -201,15 +194,25 @@ def add_metrics(
         JobMetric(job_id=job_id, phase=phase, run=run, epoch=epoch, name=name, value=float(v))
         for name, v in values.items()
     )
-    latest = {"phase": phase, "run": run, "epoch": epoch,
-              "values": {name: float(v) if math.isfinite(v) else None for name, v in values.items()}}
-    session.execute(update(Job).where(Job.id == job_id).values(latest_metrics=latest)
-                    .execution_options(synchronize_session=False))
+    latest = {
+        "phase": phase,
+        "run": run,
+        "epoch": epoch,
+        "values": {name: float(v) if math.isfinite(v) else None for name, v in values.items()},
+    }
+    session.execute(
+        update(Job).where(Job.id == job_id).values(latest_metrics=latest).execution_options(synchronize_session=False)
+    )
 
 
 def succeed(session: Session, job_id: str, owner: str, result: dict[str, Any]) -> bool:
     done = _transition(
-        session, job_id, Status.SUCCEEDED, owner=owner, result=result, progress=1.0,
+        session,
+        job_id,
+        Status.SUCCEEDED,
+        owner=owner,
+        result=result,
+        progress=1.0,
         finished_at=utcnow(),
     )
     if done:
@@ -218,14 +221,25 @@ def succeed(session: Session, job_id: str, owner: str, result: dict[str, Any]) -
 
 
 def fail(
-    session: Session, job_id: str, error: str, *, owner: str | None = None,
-    code: str | None = None, field: str | None = None,
+    session: Session,
+    job_id: str,
+    error: str,
+    *,
+    owner: str | None = None,
+    code: str | None = None,
+    field: str | None = None,
 ) -> bool:
     """Any non-terminal job -> failed; a worker passes its lease as `owner`. `error` is a
     message for the client (no server paths); `code` and `field` say what kind and where."""
     done = _transition(
-        session, job_id, Status.FAILED, owner=owner, error=error, error_code=code,
-        error_field=field, finished_at=utcnow(),
+        session,
+        job_id,
+        Status.FAILED,
+        owner=owner,
+        error=error,
+        error_code=code,
+        error_field=field,
+        finished_at=utcnow(),
     )
     if done:
         add_event(session, job_id, f"job failed: {error}", level="error")
@@ -234,9 +248,7 @@ def fail(
 
 def mark_cancelled(session: Session, job_id: str, owner: str) -> bool:
     """The worker honoured a cancel request (running -> cancelled)."""
-    done = _transition(
-        session, job_id, Status.CANCELLED, owner=owner, finished_at=utcnow()
-    )
+    done = _transition(session, job_id, Status.CANCELLED, owner=owner, finished_at=utcnow())
     if done:
         add_event(session, job_id, "job cancelled; metrics so far are kept")
     return done
@@ -245,9 +257,7 @@ def mark_cancelled(session: Session, job_id: str, owner: str) -> bool:
 def request_cancel(session: Session, job_id: str) -> Job | None:
     """A queued job is cancelled at once; a running one is flagged and the worker stops
     at the next batch boundary; a finished one is left as it is. None: no such job."""
-    if _transition(
-        session, job_id, Status.CANCELLED, only_from=Status.QUEUED, finished_at=utcnow()
-    ):
+    if _transition(session, job_id, Status.CANCELLED, only_from=Status.QUEUED, finished_at=utcnow()):
         add_event(session, job_id, "job cancelled before it started")
     else:
         flagged = session.execute(
@@ -278,8 +288,7 @@ def hand_back(session: Session, job_id: str, owner: str, reason: str) -> bool:
 
 def mark_enqueued(session: Session, job_id: str) -> None:
     session.execute(
-        update(Job).where(Job.id == job_id).values(enqueued_at=utcnow())
-        .execution_options(synchronize_session=False)
+        update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()).execution_options(synchronize_session=False)
     )
 
 
@@ -296,13 +305,22 @@ def reap_expired(session: Session, now: datetime | None = None) -> list[str]:
     for job_id, attempts, max_attempts, owner in expired:
         # Guarded by the owner seen above: a worker that renewed meanwhile keeps its job.
         if attempts >= max_attempts:
-            fail(session, job_id, f"the worker running the job was lost {attempts} times "
-                 f"(max_attempts {max_attempts}); giving up", owner=owner, code="worker_lost",
-                 field="limits.max_attempts")
+            fail(
+                session,
+                job_id,
+                f"the worker running the job was lost {attempts} times (max_attempts {max_attempts}); giving up",
+                owner=owner,
+                code="worker_lost",
+                field="limits.max_attempts",
+            )
         elif _transition(session, job_id, Status.QUEUED, owner=owner, enqueued_at=now):
-            add_event(session, job_id, f"worker {owner} stopped renewing its lease; the job "
-                      f"goes back to the queue (attempt {attempts} of {max_attempts} used)",
-                      level="warning")
+            add_event(
+                session,
+                job_id,
+                f"worker {owner} stopped renewing its lease; the job "
+                f"goes back to the queue (attempt {attempts} of {max_attempts} used)",
+                level="warning",
+            )
             requeued.append(job_id)
     return requeued
 
@@ -312,13 +330,12 @@ def expire_deadlines(session: Session, now: datetime | None = None) -> int:
     next lease renewal)."""
     now = now or utcnow()
     overdue = session.scalars(
-        select(Job.id).where(
-            Job.status.in_([Status.QUEUED.value, Status.RUNNING.value]), Job.deadline_at < now
-        )
+        select(Job.id).where(Job.status.in_([Status.QUEUED.value, Status.RUNNING.value]), Job.deadline_at < now)
     ).all()
-    return sum(fail(session, job_id, TIME_LIMIT_EXCEEDED, code="time_limit_exceeded",
-                    field="limits.time_limit_seconds")
-               for job_id in overdue)
+    return sum(
+        fail(session, job_id, TIME_LIMIT_EXCEEDED, code="time_limit_exceeded", field="limits.time_limit_seconds")
+        for job_id in overdue
+    )
 
 
 def unsent_queued(session: Session, older_than: timedelta, now: datetime | None = None) -> list[str]:
@@ -326,10 +343,12 @@ def unsent_queued(session: Session, older_than: timedelta, now: datetime | None 
     (committed, then the enqueue failed or the broker lost it). Sending again is
     harmless: a duplicate delivery claims nothing."""
     now = now or utcnow()
-    return list(session.scalars(
-        select(Job.id).where(
-            Job.status == Status.QUEUED.value,
-            (Job.enqueued_at.is_(None) & (Job.created_at < now - older_than))
-            | (Job.enqueued_at < now - older_than),
+    return list(
+        session.scalars(
+            select(Job.id).where(
+                Job.status == Status.QUEUED.value,
+                (Job.enqueued_at.is_(None) & (Job.created_at < now - older_than))
+                | (Job.enqueued_at < now - older_than),
+            )
         )
-    ))
+    )

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text,
-    TypeDecorator, UniqueConstraint, text,
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -25,12 +37,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         return value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return value
 
 
@@ -140,8 +152,10 @@ class JobMetric(Base):
     value: Mapped[float] = mapped_column(Float)
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    __table_args__ = (Index("ix_job_metrics_job_phase_run", "job_id", "phase", "run", "epoch"),
-                      Index("ix_job_metrics_job_id_id", "job_id", "id"))
+    __table_args__ = (
+        Index("ix_job_metrics_job_phase_run", "job_id", "phase", "run", "epoch"),
+        Index("ix_job_metrics_job_id_id", "job_id", "id"),
+    )
 
 
 class Artifact(Base):
@@ -151,9 +165,7 @@ class Artifact(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
-    job_id: Mapped[str | None] = mapped_column(
-        ForeignKey("jobs.id", ondelete="CASCADE"), index=True
-    )
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(32))  # student, report | teacher, dataset (uploads)
     format: Mapped[str] = mapped_column(String(32))  # onnx, safetensors, json | npz, csv, parquet, zip
     name: Mapped[str | None] = mapped_column(String(200))  # uploads: the client's label
@@ -170,6 +182,14 @@ class Artifact(Base):
 
     __table_args__ = (
         # The same content uploaded twice by one tenant is stored once.
-        Index("uq_artifacts_upload_content", "tenant_id", "kind", "sha256", "options_sha256", unique=True,
-              sqlite_where=text("job_id IS NULL"), postgresql_where=text("job_id IS NULL")),
+        Index(
+            "uq_artifacts_upload_content",
+            "tenant_id",
+            "kind",
+            "sha256",
+            "options_sha256",
+            unique=True,
+            sqlite_where=text("job_id IS NULL"),
+            postgresql_where=text("job_id IS NULL"),
+        ),
     )

@@ -12,7 +12,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,10 @@ def _client_path(loc: list, body: Any) -> list:
         if isinstance(node, dict) and part not in node and node.get("name") == part:
             continue  # a union tag, not a key the client wrote
         path.append(part)
-        node = node.get(part) if isinstance(node, dict) else (
-            node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None
+        node = (
+            node.get(part)
+            if isinstance(node, dict)
+            else (node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node) else None)
         )
     return path
 
@@ -106,12 +109,20 @@ def database_problem(request: Request, exc: Exception) -> Problem:
     has no free connection right now."""
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
     if isinstance(exc, PoolTimeout):
-        return Problem(503, "Service busy", "The service has no free database connection right "
-                       "now; nothing was changed. Try again shortly.", type_="service-busy",
-                       headers={"Retry-After": "2"})
-    return Problem(503, "Database unavailable", "The database cannot be reached right now; "
-                   "nothing was changed. Try again shortly.", type_="database-unavailable",
-                   headers={"Retry-After": "5"})
+        return Problem(
+            503,
+            "Service busy",
+            "The service has no free database connection right now; nothing was changed. Try again shortly.",
+            type_="service-busy",
+            headers={"Retry-After": "2"},
+        )
+    return Problem(
+        503,
+        "Database unavailable",
+        "The database cannot be reached right now; nothing was changed. Try again shortly.",
+        type_="database-unavailable",
+        headers={"Retry-After": "5"},
+    )
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str]:

@@ -52,9 +52,7 @@ def create_tenant(session: Session, name: str, max_concurrent_jobs: int | None =
 
 
 def find_tenant(session: Session, name_or_id: str) -> Tenant | None:
-    return session.scalars(
-        select(Tenant).where((Tenant.name == name_or_id) | (Tenant.id == name_or_id))
-    ).first()
+    return session.scalars(select(Tenant).where((Tenant.name == name_or_id) | (Tenant.id == name_or_id))).first()
 
 
 def create_key(session: Session, tenant: Tenant, name: str | None = None) -> NewKey:
@@ -76,7 +74,8 @@ def revoke_key(session: Session, key_id: str) -> ApiKey | None:
 def tenant_of_key(session: Session, key: str) -> tuple[Tenant, ApiKey] | None:
     """The tenant a presented key belongs to; None for unknown or revoked keys."""
     row = session.execute(
-        select(Tenant, ApiKey).join(ApiKey, ApiKey.tenant_id == Tenant.id)
+        select(Tenant, ApiKey)
+        .join(ApiKey, ApiKey.tenant_id == Tenant.id)
         .where(ApiKey.key_sha256 == key_sha256(key), ApiKey.revoked_at.is_(None))
     ).first()
     return (row[0], row[1]) if row else None
@@ -121,9 +120,10 @@ def lock_for_submission(session: Session, tenant_id: str) -> None:
 
 
 def active_jobs(session: Session, tenant_id: str) -> int:
-    return session.scalar(
-        select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE))
-    ) or 0
+    return (
+        session.scalar(select(func.count()).select_from(Job).where(Job.tenant_id == tenant_id, Job.status.in_(ACTIVE)))
+        or 0
+    )
 
 
 def job_cap(tenant: Tenant) -> int:

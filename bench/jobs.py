@@ -57,19 +57,37 @@ class Service:
         self.tree, self.home, self.port = tree, home, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
-        self.env |= {"DISTILL_HOME": str(home), "DISTILL_AUTH": "off", "PYTHONPATH": str(tree),
-                     "DISTILL_DATA_CACHE_DIR": str(ROOT / "var" / "bench-cache"),
-                     "DISTILL_RATE_LIMIT_PER_MINUTE": "0"}
+        self.env |= {
+            "DISTILL_HOME": str(home),
+            "DISTILL_AUTH": "off",
+            "PYTHONPATH": str(tree),
+            "DISTILL_DATA_CACHE_DIR": str(ROOT / "var" / "bench-cache"),
+            "DISTILL_RATE_LIMIT_PER_MINUTE": "0",
+        }
         self.procs: list[subprocess.Popen] = []
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        subprocess.run([PYTHON, "-m", "alembic", "upgrade", "head"], cwd=self.tree, env=self.env,
-                       check=True, capture_output=True)
+        subprocess.run(
+            [PYTHON, "-m", "alembic", "upgrade", "head"], cwd=self.tree, env=self.env, check=True, capture_output=True
+        )
         for name, cmd in (
             ("api", [PYTHON, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]),
-            ("worker", [PYTHON, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1",
-                        "--loglevel", "INFO"]),
+            (
+                "worker",
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.celery_app",
+                    "worker",
+                    "--concurrency",
+                    "1",
+                    "--loglevel",
+                    "INFO",
+                ],
+            ),
         ):
             log = open(self.home / f"{name}.log", "wb")  # noqa: SIM115 - kept open by the child
             self.procs.append(subprocess.Popen(cmd, cwd=self.tree, env=self.env, stdout=log, stderr=log))
@@ -92,7 +110,7 @@ def _ok(url: str) -> bool:
         return False
 
 
-def wait(condition, timeout: float, what: str, every: float = 0.2):  # noqa: ANN001, ANN201
+def wait(condition, timeout: float, what: str, every: float = 0.2):
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         if time.monotonic() > deadline:
@@ -116,8 +134,9 @@ def one_job(client: httpx.Client) -> tuple[float, float, float]:
         if job["status"] in ("succeeded", "failed", "cancelled"):
             if job["status"] != "succeeded":
                 raise RuntimeError(f"job {job_id} {job['status']}")
-            claimed = (datetime.fromisoformat(job["started_at"])
-                       - datetime.fromisoformat(job["created_at"])).total_seconds()
+            claimed = (
+                datetime.fromisoformat(job["started_at"]) - datetime.fromisoformat(job["created_at"])
+            ).total_seconds()
             return running, now, claimed
         time.sleep(POLL)
 
@@ -142,8 +161,7 @@ class WarmCompute:
         self.runs += 1
         folder = self.scratch / str(self.runs)
         t0 = time.perf_counter()
-        self.run_job(self.spec, self.reporter(folder / "ckpt" if checkpoints else None), folder / "work",
-                     self.cache)
+        self.run_job(self.spec, self.reporter(folder / "ckpt" if checkpoints else None), folder / "work", self.cache)
         return time.perf_counter() - t0
 
 
@@ -158,8 +176,7 @@ def measure(trees: dict[str, Path], jobs: int, rounds: int) -> dict:
             for name, tree in trees.items():
                 services[name] = Service(tree, Path(tmp) / name)
                 services[name].start()
-            samples: dict[str, dict[str, list[float]]] = {
-                n: {"running": [], "done": [], "claimed": []} for n in trees}
+            samples: dict[str, dict[str, list[float]]] = {n: {"running": [], "done": [], "claimed": []} for n in trees}
             for name, svc in services.items():  # one warm-up job each: imports, data cache
                 with httpx.Client(base_url=svc.url, timeout=30) as client:
                     one_job(client)
@@ -181,36 +198,47 @@ def measure(trees: dict[str, Path], jobs: int, rounds: int) -> dict:
             for svc in services.values():
                 svc.stop()
     compute = samples.pop("compute")
-    return {"compute": {k: summary(v) for k, v in compute.items()},
-            "trees": {n: {k: summary(v) for k, v in s.items()} for n, s in samples.items()}}
+    return {
+        "compute": {k: summary(v) for k, v in compute.items()},
+        "trees": {n: {k: summary(v) for k, v in s.items()} for n, s in samples.items()},
+    }
 
 
 def markdown(result: dict, trees: dict[str, Path]) -> str:
     span = lambda v: f"{v['median']:.3f} ({v['min']:.3f}-{v['max']:.3f})"  # noqa: E731
     with_ck, without = result["compute"]["with checkpoints"], result["compute"]["without"]
     lines = [
-        "# Small jobs: fixed costs (bench/jobs.py)", "",
+        "# Small jobs: fixed costs (bench/jobs.py)",
+        "",
         f"A tiny digits job (`TINY` in bench/jobs.py) through an embedded service with a warm, idle "
         f"worker; the client polls every {POLL * 1000:.0f} ms. Medians (min-max) over "
         f"{next(iter(result['trees'].values()))['done']['n']} jobs per tree, in rounds interleaved "
         f"with the warm compute, one run, {os.cpu_count()} CPUs shared with other work. Warm compute: "
         f"the same spec's pipeline in a warm process, {span(with_ck)} s with checkpoints (as a "
-        f"worker runs it), {span(without)} s without.", "",
+        f"worker runs it), {span(without)} s without.",
+        "",
         "| tree | row written -> claimed (s, server clock) | submit -> running (s, client) | "
         "submit -> done (s) | done / compute with checkpoints | done / compute without |",
         "|---|---|---|---|---|---|",
     ]
     for name, t in result["trees"].items():
         done = t["done"]["median"]
-        lines.append(f"| {name} (`{trees[name]}`) | {span(t['claimed'])} | {span(t['running'])} | "
-                     f"{span(t['done'])} | {done / with_ck['median']:.2f}x | {done / without['median']:.2f}x |")
+        lines.append(
+            f"| {name} (`{trees[name]}`) | {span(t['claimed'])} | {span(t['running'])} | "
+            f"{span(t['done'])} | {done / with_ck['median']:.2f}x | {done / without['median']:.2f}x |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
-                        help="a checkout to bench (repeat); default: this tree")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a checkout to bench (repeat); default: this tree",
+    )
     parser.add_argument("--jobs", type=int, default=5, help="jobs per tree per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "jobs")

@@ -37,17 +37,23 @@ with get_sessionmaker()() as s:
 
 
 def _paths(job_id: str) -> dict[str, str]:
-    return {"healthz": "/healthz", "job": f"/v1/jobs/{job_id}", "list": "/v1/jobs?limit=20",
-            "events": f"/v1/jobs/{job_id}/events", "metrics": f"/v1/jobs/{job_id}/metrics?name=loss",
-            "prometheus": "/metrics"}
+    return {
+        "healthz": "/healthz",
+        "job": f"/v1/jobs/{job_id}",
+        "list": "/v1/jobs?limit=20",
+        "events": f"/v1/jobs/{job_id}/events",
+        "metrics": f"/v1/jobs/{job_id}/metrics?name=loss",
+        "prometheus": "/metrics",
+    }
 
 
 async def _read_response(reader: asyncio.StreamReader) -> int:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    length = next((int(v) for k, _, v in (line.partition(":") for line in lines[1:])
-                   if k.lower() == "content-length"), 0)
+    length = next(
+        (int(v) for k, _, v in (line.partition(":") for line in lines[1:]) if k.lower() == "content-length"), 0
+    )
     await reader.readexactly(length)
     return status
 
@@ -104,27 +110,29 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(port: int, path: str, headers: str, connections: int, seconds: float,
-                  timeout: float) -> dict:
+async def measure(port: int, path: str, headers: str, connections: int, seconds: float, timeout: float) -> dict:
     load = Load(port, path, headers, timeout)
     during: list[float] = []
     after: list[float] = []
     start = time.monotonic()
     until = start + seconds
-    await asyncio.gather(probe_healthz(port, until, during),
-                         *(load.connection(until) for _ in range(connections)))
+    await asyncio.gather(probe_healthz(port, until, during), *(load.connection(until) for _ in range(connections)))
     elapsed = time.monotonic() - start
     await probe_healthz(port, time.monotonic() + 1.0, after)
     recovered = time.monotonic()
     while max(after[-1:], default=0) > 1.0 and time.monotonic() - recovered < 10:
         await probe_healthz(port, time.monotonic() + 0.1, after)  # a jam: wait it out
-    return {"connections": connections, "requests": len(load.latencies),
-            "rps": round(len(load.latencies) / elapsed, 1), "errors": load.errors,
-            "p50_ms": round(1000 * _pct(load.latencies, 0.5), 1),
-            "p99_ms": round(1000 * _pct(load.latencies, 0.99), 1),
-            "healthz_worst_during_s": round(max(during, default=0), 2),
-            "healthz_worst_after_s": round(max(after, default=0), 2),
-            "recovery_s": round(time.monotonic() - recovered, 1)}
+    return {
+        "connections": connections,
+        "requests": len(load.latencies),
+        "rps": round(len(load.latencies) / elapsed, 1),
+        "errors": load.errors,
+        "p50_ms": round(1000 * _pct(load.latencies, 0.5), 1),
+        "p99_ms": round(1000 * _pct(load.latencies, 0.99), 1),
+        "healthz_worst_during_s": round(max(during, default=0), 2),
+        "healthz_worst_after_s": round(max(after, default=0), 2),
+        "recovery_s": round(time.monotonic() - recovered, 1),
+    }
 
 
 def _database() -> str:
@@ -148,16 +156,25 @@ def _seed_metrics(url: str, env: dict, code: Path, job_id: str, rows: int) -> No
     epochs = rows // 2
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO job_metrics (job_id, phase, run, epoch, name, value, at) "
-            "SELECT :job, 'student', 'seed0', g / 2, CASE WHEN g % 2 = 0 THEN 'loss' "
-            "ELSE 'val_accuracy' END, random(), now() FROM generate_series(0, :n - 1) g"),
-            {"job": job_id, "n": rows - 2})
-        conn.execute(text("INSERT INTO job_events (job_id, at, level, message) SELECT :job, now(), "
-                          "'info', 'event ' || g FROM generate_series(1, 50) g"), {"job": job_id})
+        conn.execute(
+            text(
+                "INSERT INTO job_metrics (job_id, phase, run, epoch, name, value, at) "
+                "SELECT :job, 'student', 'seed0', g / 2, CASE WHEN g % 2 = 0 THEN 'loss' "
+                "ELSE 'val_accuracy' END, random(), now() FROM generate_series(0, :n - 1) g"
+            ),
+            {"job": job_id, "n": rows - 2},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO job_events (job_id, at, level, message) SELECT :job, now(), "
+                "'info', 'event ' || g FROM generate_series(1, 50) g"
+            ),
+            {"job": job_id},
+        )
     engine.dispose()
-    subprocess.run([sys.executable, "-c", SEED_LAST_EPOCH.format(job=job_id, epoch=epochs)],
-                   cwd=code, env=env, check=True)
+    subprocess.run(
+        [sys.executable, "-c", SEED_LAST_EPOCH.format(job=job_id, epoch=epochs)], cwd=code, env=env, check=True
+    )
 
 
 def _serve(code: Path, env: dict, port: int, log: Path) -> subprocess.Popen:
@@ -166,9 +183,24 @@ def _serve(code: Path, env: dict, port: int, log: Path) -> subprocess.Popen:
     with socket.socket() as probe:  # an old server on the port would answer for this one
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning"], cwd=code, env=env,
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "app.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=code,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     import httpx
 
     deadline = time.monotonic() + 60
@@ -182,18 +214,34 @@ def _serve(code: Path, env: dict, port: int, log: Path) -> subprocess.Popen:
     raise RuntimeError(f"the API did not start; see {log}")
 
 
-def run(code: Path, label: str, connections: list[int], seconds: float, metric_rows: int,
-        timeout: float, port: int, routes: list[str], extra_env: list[str]) -> list[dict]:
+def run(
+    code: Path,
+    label: str,
+    connections: list[int],
+    seconds: float,
+    metric_rows: int,
+    timeout: float,
+    port: int,
+    routes: list[str],
+    extra_env: list[str],
+) -> list[dict]:
     import httpx
 
     url = _database()
     home = Path(f"/tmp/distill-bench-{uuid.uuid4().hex[:6]}")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")},
-           "PYTHONPATH": str(code), "DISTILL_DATABASE_URL": url, "DISTILL_HOME": str(home),
-           "DISTILL_BROKER_URL": "filesystem://", "DISTILL_RATE_LIMIT_PER_MINUTE": "0",
-           "DISTILL_MAX_CONCURRENT_JOBS": "1000", **dict(e.split("=", 1) for e in extra_env)}
-    subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=code, env=env, check=True,
-                   capture_output=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")},
+        "PYTHONPATH": str(code),
+        "DISTILL_DATABASE_URL": url,
+        "DISTILL_HOME": str(home),
+        "DISTILL_BROKER_URL": "filesystem://",
+        "DISTILL_RATE_LIMIT_PER_MINUTE": "0",
+        "DISTILL_MAX_CONCURRENT_JOBS": "1000",
+        **dict(e.split("=", 1) for e in extra_env),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=code, env=env, check=True, capture_output=True
+    )
     home.mkdir(parents=True)
     proc = _serve(code, env, port, home / "api.log")
     results = []
@@ -201,8 +249,9 @@ def run(code: Path, label: str, connections: list[int], seconds: float, metric_r
         key = (home / "api-key").read_text().strip()
         headers = f"Authorization: Bearer {key}\r\n"
         spec = json.loads((ROOT / "examples" / "mnist1d-kd.json").read_text())
-        made = httpx.post(f"http://127.0.0.1:{port}/v1/jobs", json=spec, timeout=30,
-                          headers={"Authorization": f"Bearer {key}"})
+        made = httpx.post(
+            f"http://127.0.0.1:{port}/v1/jobs", json=spec, timeout=30, headers={"Authorization": f"Bearer {key}"}
+        )
         made.raise_for_status()
         job_id = made.json()["id"]
         _seed_metrics(url, env, code, job_id, metric_rows)
@@ -229,19 +278,29 @@ def report(rows: list[dict]) -> str:
     """A markdown table per metric-row count: before and after side by side."""
     lines = []
     for metric_rows in sorted({r["metric_rows"] for r in rows}):
-        lines += [f"### {metric_rows:,} metric rows on the job", "",
-                  "| route | conns | before req/s | before p50/p99 ms | before errors | before /healthz worst (during/after) s "
-                  "| after req/s | after p50/p99 ms | after errors | after /healthz worst (during/after) s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {metric_rows:,} metric rows on the job",
+            "",
+            "| route | conns | before req/s | before p50/p99 ms | before errors | before /healthz worst (during/after) s "
+            "| after req/s | after p50/p99 ms | after errors | after /healthz worst (during/after) s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         keyed = {(r["label"], r["route"], r["connections"]): r for r in rows if r["metric_rows"] == metric_rows}
         for route in ROUTES:
             for n in sorted({r["connections"] for r in rows}):
                 cells = []
                 for label in ("before", "after"):
                     r = keyed.get((label, route, n))
-                    cells += (["-"] * 4 if r is None else [
-                        f"{r['rps']:.0f}", f"{r['p50_ms']}/{r['p99_ms']}", str(r["errors"]),
-                        f"{r['healthz_worst_during_s']}/{r['healthz_worst_after_s']}"])
+                    cells += (
+                        ["-"] * 4
+                        if r is None
+                        else [
+                            f"{r['rps']:.0f}",
+                            f"{r['p50_ms']}/{r['p99_ms']}",
+                            str(r["errors"]),
+                            f"{r['healthz_worst_during_s']}/{r['healthz_worst_after_s']}",
+                        ]
+                    )
                 if any(c != "-" for c in cells):
                     lines.append(f"| {route} | {n} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -265,8 +324,17 @@ def main() -> None:
     if args.report:
         print(report([json.loads(line) for line in args.report.read_text().splitlines()]))
         return
-    rows = run(args.code.resolve(), args.label, [int(c) for c in args.connections.split(",")],
-               args.seconds, args.metric_rows, args.timeout, args.port, args.routes.split(","), args.env)
+    rows = run(
+        args.code.resolve(),
+        args.label,
+        [int(c) for c in args.connections.split(",")],
+        args.seconds,
+        args.metric_rows,
+        args.timeout,
+        args.port,
+        args.routes.split(","),
+        args.env,
+    )
     if args.out:
         with args.out.open("a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -64,11 +64,20 @@ def run_job_here(npz: Path, work: Path) -> dict:
     from worker.distill.reporting import MemoryReporter
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # the imports alone
-    result = run_job(JobSpec.model_validate(SPEC), MemoryReporter(checkpoint_dir=None), work, work / "cache",
-                     JobInputs(dataset_npz=npz))
+    result = run_job(
+        JobSpec.model_validate(SPEC),
+        MemoryReporter(checkpoint_dir=None),
+        work,
+        work / "cache",
+        JobInputs(dataset_npz=npz),
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"peak_rss_bytes": peak, "rss_before_job_bytes": before, "test_accuracy": result.report["exported"]["test_accuracy"],
-            "onnx_check": result.report["exported"]["onnx_check"]}
+    return {
+        "peak_rss_bytes": peak,
+        "rss_before_job_bytes": before,
+        "test_accuracy": result.report["exported"]["test_accuracy"],
+        "onnx_check": result.report["exported"]["onnx_check"],
+    }
 
 
 def main() -> None:
@@ -84,18 +93,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         npz = Path(tmp) / "images.npz"
         size = write_dataset(npz, args.rows, args.side)
-        out = subprocess.run([sys.executable, __file__, "--child", str(npz), tmp], check=True,
-                             capture_output=True, text=True, cwd=ROOT).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(npz), tmp], check=True, capture_output=True, text=True, cwd=ROOT
+        ).stdout
     found = json.loads(out.strip().splitlines()[-1])
     peak, before = found["peak_rss_bytes"], found["rss_before_job_bytes"]
-    text = (f"# Peak memory of a job on uint8 images\n\n`bench/memory_uint8.py --rows {args.rows} --side {args.side}`: "
-            f"{args.rows:,} x 3 x {args.side} x {args.side} uint8 images, one epoch of an MLP student, "
-            f"evaluation, export and the ONNX check, in one process.\n\n"
-            f"| data as uint8 | as float32 would be | peak RSS of the job | of which imports (before the job) | "
-            f"(peak - imports) / uint8 |\n|---|---|---|---|---|\n"
-            f"| {size / 1e6:,.0f} MB | {4 * size / 1e6:,.0f} MB | {peak / 1e6:,.0f} MB | {before / 1e6:,.0f} MB | "
-            f"{(peak - before) / size:.2f} |\n\n"
-            f"Test accuracy {found['test_accuracy']:.3f}; ONNX check {found['onnx_check']}.\n")
+    text = (
+        f"# Peak memory of a job on uint8 images\n\n`bench/memory_uint8.py --rows {args.rows} --side {args.side}`: "
+        f"{args.rows:,} x 3 x {args.side} x {args.side} uint8 images, one epoch of an MLP student, "
+        f"evaluation, export and the ONNX check, in one process.\n\n"
+        f"| data as uint8 | as float32 would be | peak RSS of the job | of which imports (before the job) | "
+        f"(peak - imports) / uint8 |\n|---|---|---|---|---|\n"
+        f"| {size / 1e6:,.0f} MB | {4 * size / 1e6:,.0f} MB | {peak / 1e6:,.0f} MB | {before / 1e6:,.0f} MB | "
+        f"{(peak - before) / size:.2f} |\n\n"
+        f"Test accuracy {found['test_accuracy']:.3f}; ONNX check {found['onnx_check']}.\n"
+    )
     args.out.write_text(text)
     print(text)
 

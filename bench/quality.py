@@ -41,16 +41,15 @@ PYTHON = sys.executable  # the service runs under the bench's interpreter (the p
 
 # Published figures beside which ours are printed.
 GREYDANUS = "Greydanus 2020 (MNIST-1D): logistic 32%, MLP 68%, CNN 94%"
-HINTON_3PCT = ("Hinton 2015 (speech, 3% of the data): soft targets 57.0% vs hard labels 44.5% "
-               "(full data 58.9%)")
+HINTON_3PCT = "Hinton 2015 (speech, 3% of the data): soft targets 57.0% vs hard labels 44.5% (full data 58.9%)"
 
 # The hyper-parameters the rows use, chosen on VALIDATION accuracy by the `--tune` sweeps
 # (bench/results/quality.md, "Tuning"); each can be overridden on the command line.
 CHOSEN = {
     "kd_temperature": 8.0,  # KD (and the KD term of fitnet, adversarial, TA, born-again); was 4
-    "kd_alpha": 0.5,        # was 0.9
-    "dkd_beta": 0.5,        # DKD alpha = 1, T = 4, warm-up 5 (the paper's); was beta 8
-    "at_beta": 10.0,        # attention transfer, CE + AT only; the paper's 1000 is far worse here
+    "kd_alpha": 0.5,  # was 0.9
+    "dkd_beta": 0.5,  # DKD alpha = 1, T = 4, warm-up 5 (the paper's); was beta 8
+    "at_beta": 10.0,  # attention transfer, CE + AT only; the paper's 1000 is far worse here
 }
 
 # The sweeps of --tune (validation decides; the test column is printed, never used).
@@ -82,20 +81,43 @@ class EmbeddedService:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)]
-        self.env = {**os.environ, "DISTILL_HOME": str(home), "DISTILL_AUTH": "off",
-                    "PYTHONPATH": os.pathsep.join([str(ROOT), *path])}
+        self.env = {
+            **os.environ,
+            "DISTILL_HOME": str(home),
+            "DISTILL_AUTH": "off",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), *path]),
+        }
         if data_cache is not None:
             self.env["DISTILL_DATA_CACHE_DIR"] = str(data_cache)
         self.procs: list[subprocess.Popen] = []
 
-    def __enter__(self) -> "EmbeddedService":
+    def __enter__(self) -> EmbeddedService:
         self.home.mkdir(parents=True, exist_ok=True)
-        subprocess.run([PYTHON, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=self.env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [PYTHON, "-m", "alembic", "upgrade", "head"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for name, cmd in (
             ("api", [PYTHON, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)]),
-            ("worker", [PYTHON, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1",
-                        "--loglevel", "INFO"]),
+            (
+                "worker",
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.celery_app",
+                    "worker",
+                    "--concurrency",
+                    "1",
+                    "--loglevel",
+                    "INFO",
+                ],
+            ),
         ):
             log = open(self.home / f"{name}.log", "wb")
             self.procs.append(subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log))
@@ -125,16 +147,35 @@ class EmbeddedService:
 
 # --- configurations ---------------------------------------------------------------
 
+
 def budgets(profile: str) -> dict:
     """Epochs and sizes of a profile. `quick` is what fits a loaded 2-core CPU."""
     if profile == "smoke":
-        return {"teacher_epochs": 1, "teacher_patience": 10, "student_epochs": 1,
-                "small_batch": 16, "small_epochs": 1, "transfer": 200}
+        return {
+            "teacher_epochs": 1,
+            "teacher_patience": 10,
+            "student_epochs": 1,
+            "small_batch": 16,
+            "small_epochs": 1,
+            "transfer": 200,
+        }
     if profile == "quick":
-        return {"teacher_epochs": 15, "teacher_patience": 6, "student_epochs": 100,
-                "small_batch": 16, "small_epochs": 200, "transfer": 5_000}
-    return {"teacher_epochs": 40, "teacher_patience": 10, "student_epochs": 200,
-            "small_batch": 16, "small_epochs": 400, "transfer": 20_000}
+        return {
+            "teacher_epochs": 15,
+            "teacher_patience": 6,
+            "student_epochs": 100,
+            "small_batch": 16,
+            "small_epochs": 200,
+            "transfer": 5_000,
+        }
+    return {
+        "teacher_epochs": 40,
+        "teacher_patience": 10,
+        "student_epochs": 200,
+        "small_batch": 16,
+        "small_epochs": 400,
+        "transfer": 20_000,
+    }
 
 
 def configurations(profile: str, seeds: list[int], hp: dict | None = None) -> list[dict]:
@@ -144,8 +185,14 @@ def configurations(profile: str, seeds: list[int], hp: dict | None = None) -> li
     hp = {**CHOSEN, **(hp or {})}
     smoke = profile == "smoke"
     b = budgets(profile)
-    teacher = {"train": {"arch": {"name": "cnn", "channels": [32, 32, 32], "hidden": 64},
-                         "epochs": b["teacher_epochs"], "patience": b["teacher_patience"], "lr": 0.01}}
+    teacher = {
+        "train": {
+            "arch": {"name": "cnn", "channels": [32, 32, 32], "hidden": 64},
+            "epochs": b["teacher_epochs"],
+            "patience": b["teacher_patience"],
+            "lr": 0.01,
+        }
+    }
     mlp = {"name": "mlp", "hidden": [64, 64]}
     training = {"epochs": b["student_epochs"], "lr": 0.01}
     T, alpha = hp["kd_temperature"], hp["kd_alpha"]
@@ -169,19 +216,43 @@ def configurations(profile: str, seeds: list[int], hp: dict | None = None) -> li
     # A job that trains no student from its teacher (method ce) still trains one; a one-epoch
     # logistic regression keeps that cheap. The teacher row is read from the KD job.
     unused_teacher = {"train": {"arch": {"name": "mlp", "hidden": []}, "epochs": 1, "lr": 0.01}}
-    digits_teacher = {"train": {"arch": {"name": "cnn", "channels": [16, 32], "hidden": 64},
-                                "epochs": b["teacher_epochs"], "patience": 10, "lr": 0.01}}
+    digits_teacher = {
+        "train": {
+            "arch": {"name": "cnn", "channels": [16, 32], "hidden": 64},
+            "epochs": b["teacher_epochs"],
+            "patience": 10,
+            "lr": 0.01,
+        }
+    }
     tiny = {"name": "mlp", "hidden": [32]}  # 64*32+32 + 32*10+10 = 2410 parameters
-    rows = [] if smoke else [
-        ("mnist1d: CNN teacher [32,32,32] + dense 64 (ours)", "CNN 94%", "teacher",
-         job(f"mnist1d kd {kdl}", kd, baseline=True)),
-        ("mnist1d: MLP 64-64 from scratch", "MLP 68%", "baseline", "same"),
-        (f"mnist1d: MLP 64-64, KD ({kdl})", "", "student", "same"),
-    ]
+    rows = (
+        []
+        if smoke
+        else [
+            (
+                "mnist1d: CNN teacher [32,32,32] + dense 64 (ours)",
+                "CNN 94%",
+                "teacher",
+                job(f"mnist1d kd {kdl}", kd, baseline=True),
+            ),
+            ("mnist1d: MLP 64-64 from scratch", "MLP 68%", "baseline", "same"),
+            (f"mnist1d: MLP 64-64, KD ({kdl})", "", "student", "same"),
+        ]
+    )
     rows += [
-        (f"digits: tiny MLP [32] (2410 params), KD ({kdl})", "", "student",
-         job(f"digits tiny kd {kdl}", kd, student=tiny, baseline=True,
-             dataset={"name": "digits"}, teacher_=digits_teacher)),
+        (
+            f"digits: tiny MLP [32] (2410 params), KD ({kdl})",
+            "",
+            "student",
+            job(
+                f"digits tiny kd {kdl}",
+                kd,
+                student=tiny,
+                baseline=True,
+                dataset={"name": "digits"},
+                teacher_=digits_teacher,
+            ),
+        ),
         ("digits: tiny MLP [32] from scratch", "", "baseline", "same"),
     ]
     if not smoke:
@@ -191,63 +262,173 @@ def configurations(profile: str, seeds: list[int], hp: dict | None = None) -> li
         transfer = b["transfer"]
         few = {"epochs": b["small_epochs"], "lr": 0.01, "batch_size": b["small_batch"]}
         rows += [
-            ("mnist1d: logistic regression from scratch", "logistic 32%", "student",
-             job("mnist1d logistic", {"name": "ce"}, student={"name": "mlp", "hidden": []},
-                 teacher_=unused_teacher)),
-            ("mnist1d: MLP 100-100 from scratch (the published MLP's width)", "MLP 68%", "student",
-             job("mnist1d mlp100", {"name": "ce"}, student={"name": "mlp", "hidden": [100, 100]},
-                 teacher_=unused_teacher)),
-            (f"mnist1d: MLP 64-64, DKD (alpha=1, beta={dkd_beta:g}, T=4, warm-up 5)", "", "student",
-             job(f"mnist1d dkd beta={dkd_beta:g}", {"name": "dkd", "alpha": 1.0, "beta": dkd_beta,
-                                                    "temperature": 4.0})),
-            (f"mnist1d: MLP 64-64, FitNets hint dense->hidden1 (weight 1) + KD ({kdl})", "", "student",
-             job(f"mnist1d fitnet {kdl}", {"name": "fitnet", "teacher_stage": "dense",
-                                           "student_stage": "hidden1", "hint_weight": 1.0, **kd_terms})),
-            (f"mnist1d: MLP 64-64, adversarial KD (adv_weight 0.1, {kdl})", "", "student",
-             job(f"mnist1d adversarial {kdl}", {"name": "adversarial", "adv_weight": 0.1, **kd_terms})),
-            ("mnist1d: MLP 64-64, pseudo-labels (teacher argmax, CE)", "", "student",
-             job("mnist1d pseudo", {"name": "pseudo_label"})),
-            (f"mnist1d: MLP 64-64, teacher-assistant (MLP 256-256; {kdl})", "", "student",
-             job(f"mnist1d ta {kdl}", {"name": "teacher_assistant", **kd_terms,
-                                       "assistants": [{"name": "mlp", "hidden": [256, 256]}]})),
-            (f"mnist1d: MLP 64-64, born-again (2 generations, teacher = MLP 64-64; {kdl})", "", "student",
-             job(f"mnist1d born-again {kdl}", {"name": "born_again", "generations": 2, **kd_terms},
-                 teacher_={"train": {**teacher["train"], "arch": mlp}})),
-            (f"mnist1d: small CNN [8,8] (1074 params), attention transfer (beta={at_beta:g}, CE + AT)", "",
-             "student", job(f"mnist1d attention beta={at_beta:g}", {"name": "attention", "beta": at_beta,
-                                                                      "alpha": 0.0}, student=small_cnn)),
-            ("mnist1d: small CNN [8,8] from scratch", "", "student",
-             job("mnist1d small cnn", {"name": "ce"}, student=small_cnn, teacher_=unused_teacher)),
-            ("Hinton (1): MLP 64-64 from the teacher alone (alpha=1, T=%g), training inputs only" % T, "",
-             "student", job(f"mnist1d teacher-only T={T:g}", {"name": "kd", "temperature": T, "alpha": 1.0})),
-            (f"Hinton (1): MLP 64-64 from the teacher alone (alpha=1, T={T:g}), + transfer set of "
-             f"{transfer} unlabeled inputs", "", "student",
-             job(f"mnist1d teacher-only transfer={transfer} T={T:g}", {"name": "kd", "temperature": T, "alpha": 1.0},
-                 dataset={"name": "mnist1d", "transfer": {"extra_generated": transfer}})),
-            (f"Hinton (1): MLP 64-64, KD ({kdl}) + transfer set of {transfer} unlabeled inputs "
-             "(teacher alone there)", "", "student",
-             job(f"mnist1d kd transfer={transfer} {kdl}", kd,
-                 dataset={"name": "mnist1d", "transfer": {"extra_generated": transfer}})),
-            (f"Hinton (2): MLP 64-64 on 3% of the training set, soft targets (KD {kdl}; batch "
-             f"{few['batch_size']}, {few['epochs']} epochs)", "soft 57.0% (speech)", "student",
-             job(f"mnist1d 3% kd {kdl}", kd, baseline=True, training_=few,
-                 dataset={"name": "mnist1d", "train_fraction": 0.03})),
-            (f"Hinton (2): MLP 64-64 on 3% of the training set, hard labels (batch {few['batch_size']}, "
-             f"{few['epochs']} epochs)", "hard 44.5% (speech)", "baseline", "same"),
-            (f"Hinton (2) at 10% (360 examples): MLP 64-64, soft targets (KD {kdl}; batch "
-             f"{few['batch_size']}, {few['epochs']} epochs)", "", "student",
-             job(f"mnist1d 10% kd {kdl}", kd, baseline=True, training_=few,
-                 dataset={"name": "mnist1d", "train_fraction": 0.1})),
-            (f"Hinton (2) at 10% (360 examples): MLP 64-64, hard labels (batch {few['batch_size']}, "
-             f"{few['epochs']} epochs)", "", "baseline", "same"),
+            (
+                "mnist1d: logistic regression from scratch",
+                "logistic 32%",
+                "student",
+                job("mnist1d logistic", {"name": "ce"}, student={"name": "mlp", "hidden": []}, teacher_=unused_teacher),
+            ),
+            (
+                "mnist1d: MLP 100-100 from scratch (the published MLP's width)",
+                "MLP 68%",
+                "student",
+                job(
+                    "mnist1d mlp100",
+                    {"name": "ce"},
+                    student={"name": "mlp", "hidden": [100, 100]},
+                    teacher_=unused_teacher,
+                ),
+            ),
+            (
+                f"mnist1d: MLP 64-64, DKD (alpha=1, beta={dkd_beta:g}, T=4, warm-up 5)",
+                "",
+                "student",
+                job(
+                    f"mnist1d dkd beta={dkd_beta:g}",
+                    {"name": "dkd", "alpha": 1.0, "beta": dkd_beta, "temperature": 4.0},
+                ),
+            ),
+            (
+                f"mnist1d: MLP 64-64, FitNets hint dense->hidden1 (weight 1) + KD ({kdl})",
+                "",
+                "student",
+                job(
+                    f"mnist1d fitnet {kdl}",
+                    {
+                        "name": "fitnet",
+                        "teacher_stage": "dense",
+                        "student_stage": "hidden1",
+                        "hint_weight": 1.0,
+                        **kd_terms,
+                    },
+                ),
+            ),
+            (
+                f"mnist1d: MLP 64-64, adversarial KD (adv_weight 0.1, {kdl})",
+                "",
+                "student",
+                job(f"mnist1d adversarial {kdl}", {"name": "adversarial", "adv_weight": 0.1, **kd_terms}),
+            ),
+            (
+                "mnist1d: MLP 64-64, pseudo-labels (teacher argmax, CE)",
+                "",
+                "student",
+                job("mnist1d pseudo", {"name": "pseudo_label"}),
+            ),
+            (
+                f"mnist1d: MLP 64-64, teacher-assistant (MLP 256-256; {kdl})",
+                "",
+                "student",
+                job(
+                    f"mnist1d ta {kdl}",
+                    {"name": "teacher_assistant", **kd_terms, "assistants": [{"name": "mlp", "hidden": [256, 256]}]},
+                ),
+            ),
+            (
+                f"mnist1d: MLP 64-64, born-again (2 generations, teacher = MLP 64-64; {kdl})",
+                "",
+                "student",
+                job(
+                    f"mnist1d born-again {kdl}",
+                    {"name": "born_again", "generations": 2, **kd_terms},
+                    teacher_={"train": {**teacher["train"], "arch": mlp}},
+                ),
+            ),
+            (
+                f"mnist1d: small CNN [8,8] (1074 params), attention transfer (beta={at_beta:g}, CE + AT)",
+                "",
+                "student",
+                job(
+                    f"mnist1d attention beta={at_beta:g}",
+                    {"name": "attention", "beta": at_beta, "alpha": 0.0},
+                    student=small_cnn,
+                ),
+            ),
+            (
+                "mnist1d: small CNN [8,8] from scratch",
+                "",
+                "student",
+                job("mnist1d small cnn", {"name": "ce"}, student=small_cnn, teacher_=unused_teacher),
+            ),
+            (
+                "Hinton (1): MLP 64-64 from the teacher alone (alpha=1, T=%g), training inputs only" % T,
+                "",
+                "student",
+                job(f"mnist1d teacher-only T={T:g}", {"name": "kd", "temperature": T, "alpha": 1.0}),
+            ),
+            (
+                f"Hinton (1): MLP 64-64 from the teacher alone (alpha=1, T={T:g}), + transfer set of "
+                f"{transfer} unlabeled inputs",
+                "",
+                "student",
+                job(
+                    f"mnist1d teacher-only transfer={transfer} T={T:g}",
+                    {"name": "kd", "temperature": T, "alpha": 1.0},
+                    dataset={"name": "mnist1d", "transfer": {"extra_generated": transfer}},
+                ),
+            ),
+            (
+                f"Hinton (1): MLP 64-64, KD ({kdl}) + transfer set of {transfer} unlabeled inputs "
+                "(teacher alone there)",
+                "",
+                "student",
+                job(
+                    f"mnist1d kd transfer={transfer} {kdl}",
+                    kd,
+                    dataset={"name": "mnist1d", "transfer": {"extra_generated": transfer}},
+                ),
+            ),
+            (
+                f"Hinton (2): MLP 64-64 on 3% of the training set, soft targets (KD {kdl}; batch "
+                f"{few['batch_size']}, {few['epochs']} epochs)",
+                "soft 57.0% (speech)",
+                "student",
+                job(
+                    f"mnist1d 3% kd {kdl}",
+                    kd,
+                    baseline=True,
+                    training_=few,
+                    dataset={"name": "mnist1d", "train_fraction": 0.03},
+                ),
+            ),
+            (
+                f"Hinton (2): MLP 64-64 on 3% of the training set, hard labels (batch {few['batch_size']}, "
+                f"{few['epochs']} epochs)",
+                "hard 44.5% (speech)",
+                "baseline",
+                "same",
+            ),
+            (
+                f"Hinton (2) at 10% (360 examples): MLP 64-64, soft targets (KD {kdl}; batch "
+                f"{few['batch_size']}, {few['epochs']} epochs)",
+                "",
+                "student",
+                job(
+                    f"mnist1d 10% kd {kdl}",
+                    kd,
+                    baseline=True,
+                    training_=few,
+                    dataset={"name": "mnist1d", "train_fraction": 0.1},
+                ),
+            ),
+            (
+                f"Hinton (2) at 10% (360 examples): MLP 64-64, hard labels (batch {few['batch_size']}, "
+                f"{few['epochs']} epochs)",
+                "",
+                "baseline",
+                "same",
+            ),
         ]
     out, last = [], None
     for label, paper, read, spec in rows:
         if spec == "same":
             spec = last
         last = spec
-        budget = "default" if spec["training"]["epochs"] == b["student_epochs"] and \
-            "batch_size" not in spec["training"] else "own"
+        budget = (
+            "default"
+            if spec["training"]["epochs"] == b["student_epochs"] and "batch_size" not in spec["training"]
+            else "own"
+        )
         out.append({"row": label, "paper": paper, "read": read, "spec": spec, "budget": budget})
     return out
 
@@ -263,21 +444,39 @@ def tuning_configurations(seeds: list[int], profile: str) -> list[dict]:
     def add(group, setting, spec, method):
         s = copy.deepcopy(spec)
         s.update(name=f"tune {group} {setting}", baseline=False, method=method)
-        rows.append({"row": f"tune: {group} {setting}", "paper": "", "read": "student", "spec": s,
-                     "budget": "default", "group": group, "setting": setting})
+        rows.append(
+            {
+                "row": f"tune: {group} {setting}",
+                "paper": "",
+                "read": "student",
+                "spec": s,
+                "budget": "default",
+                "group": group,
+                "setting": setting,
+            }
+        )
 
     for T, a in SWEEP_KD:
         add("KD", f"T={T:g} alpha={a:g}", base, {"name": "kd", "temperature": T, "alpha": a})
     for beta in SWEEP_DKD:
-        add("DKD", f"beta={beta:g} (alpha=1, T=4)", base, {"name": "dkd", "alpha": 1.0, "beta": beta,
-                                                           "temperature": 4.0})
+        add(
+            "DKD",
+            f"beta={beta:g} (alpha=1, T=4)",
+            base,
+            {"name": "dkd", "alpha": 1.0, "beta": beta, "temperature": 4.0},
+        )
     for beta in SWEEP_AT:
-        add("attention", f"beta={beta:g} (CE + AT, small CNN [8,8])", at,
-            {"name": "attention", "beta": beta, "alpha": 0.0})
+        add(
+            "attention",
+            f"beta={beta:g} (CE + AT, small CNN [8,8])",
+            at,
+            {"name": "attention", "beta": beta, "alpha": 0.0},
+        )
     return rows
 
 
 # --- running ---------------------------------------------------------------------
+
 
 def run_all(api: str, configs: list[dict], poll: float, log=print, on_done=None) -> dict[str, dict]:
     """Submit each distinct spec once, wait for all; returns spec name -> job.
@@ -311,10 +510,20 @@ def run_all(api: str, configs: list[dict], poll: float, log=print, on_done=None)
     return done
 
 
-PRIORITY = ("mnist1d: CNN teacher", "Hinton (1)", "Hinton (2): MLP 64-64 on 3% of the training set, soft "
-            "targets (KD", "mnist1d: small CNN", "digits", "mnist1d: logistic", "mnist1d: MLP 64-64, DKD",
-            "mnist1d: MLP 64-64, FitNets", "mnist1d: MLP 64-64, pseudo", "mnist1d: MLP 64-64, adversarial",
-            "mnist1d: MLP 64-64, teacher-assistant", "mnist1d: MLP 64-64, born-again")
+PRIORITY = (
+    "mnist1d: CNN teacher",
+    "Hinton (1)",
+    "Hinton (2): MLP 64-64 on 3% of the training set, soft targets (KD",
+    "mnist1d: small CNN",
+    "digits",
+    "mnist1d: logistic",
+    "mnist1d: MLP 64-64, DKD",
+    "mnist1d: MLP 64-64, FitNets",
+    "mnist1d: MLP 64-64, pseudo",
+    "mnist1d: MLP 64-64, adversarial",
+    "mnist1d: MLP 64-64, teacher-assistant",
+    "mnist1d: MLP 64-64, born-again",
+)
 
 
 def _priority(c: dict) -> int:
@@ -343,22 +552,39 @@ def row_values(c: dict, job: dict | None) -> dict:
     if job is None:
         return {"test": "not run", "val": "", "params": "", "n": 0, "val_mean": None, "test_mean": None}
     if job["status"] != "succeeded":
-        return {"test": f"{job['status']}: {job.get('error')}", "val": "", "params": "", "n": 0,
-                "val_mean": None, "test_mean": None}
+        return {
+            "test": f"{job['status']}: {job.get('error')}",
+            "val": "",
+            "params": "",
+            "n": 0,
+            "val_mean": None,
+            "test_mean": None,
+        }
     rep = job["result"]
     if c["read"] == "teacher":
         t = rep["teacher"]
-        return {"test": _fmt(t["test_accuracy"], None), "val": _fmt(t["val_accuracy"], None),
-                "params": t["parameters"], "n": 1, "val_mean": t["val_accuracy"],
-                "test_mean": t["test_accuracy"]}
+        return {
+            "test": _fmt(t["test_accuracy"], None),
+            "val": _fmt(t["val_accuracy"], None),
+            "params": t["parameters"],
+            "n": 1,
+            "val_mean": t["val_accuracy"],
+            "test_mean": t["test_accuracy"],
+        }
     part = rep[c["read"]]
     mean, std = part["mean"], part.get("std") or {}
-    return {"test": _fmt(mean["test_accuracy"], std.get("test_accuracy")),
-            "val": _fmt(mean["val_accuracy"], std.get("val_accuracy")),
-            "params": part["runs"][0]["parameters"], "n": len(part["runs"]),
-            "val_mean": mean["val_accuracy"], "test_mean": mean["test_accuracy"],
-            "runs": [{k: r.get(k) for k in ("seed", "val_accuracy", "test_accuracy", "best_epoch", "epochs_run")}
-                     for r in part["runs"]]}
+    return {
+        "test": _fmt(mean["test_accuracy"], std.get("test_accuracy")),
+        "val": _fmt(mean["val_accuracy"], std.get("val_accuracy")),
+        "params": part["runs"][0]["parameters"],
+        "n": len(part["runs"]),
+        "val_mean": mean["val_accuracy"],
+        "test_mean": mean["test_accuracy"],
+        "runs": [
+            {k: r.get(k) for k in ("seed", "val_accuracy", "test_accuracy", "best_epoch", "epochs_run")}
+            for r in part["runs"]
+        ],
+    }
 
 
 def _command(args) -> str:
@@ -379,8 +605,9 @@ def _command(args) -> str:
     return " ".join(parts)
 
 
-def write_results(path: Path, configs: list[dict], jobs: dict[str, dict], args, elapsed: float,
-                  unfinished: str = "") -> None:
+def write_results(
+    path: Path, configs: list[dict], jobs: dict[str, dict], args, elapsed: float, unfinished: str = ""
+) -> None:
     b = budgets(args.profile)
     s_epochs = args.student_epochs or b["student_epochs"]
     lines = [
@@ -395,8 +622,11 @@ def write_results(path: Path, configs: list[dict], jobs: dict[str, dict], args, 
         "validation epoch kept, unless the row says otherwise.",
         "",
         "Test accuracy in %, mean ± std over seeds (the job's own aggregate); `val` is the "
-        "validation accuracy (10% of the training set) used for every choice. Published: " + GREYDANUS
-        + "; " + HINTON_3PCT + ".",
+        "validation accuracy (10% of the training set) used for every choice. Published: "
+        + GREYDANUS
+        + "; "
+        + HINTON_3PCT
+        + ".",
         "",
         "| configuration | test % | val % | params | seeds | job min | published |",
         "|---|---|---|---|---|---|---|",
@@ -408,17 +638,23 @@ def write_results(path: Path, configs: list[dict], jobs: dict[str, dict], args, 
         job = jobs.get(c["spec"]["name"])
         v = row_values(c, job)
         minutes = _job_minutes(job) if job else ""
-        lines.append(f"| {c['row']} | {v['test']} | {v['val']} | {v['params']} | {v['n']} | {minutes} "
-                     f"| {c['paper']} |")
-        raw.append({"row": c["row"], "job": c["spec"]["name"], **{k: v.get(k) for k in ("val_mean", "test_mean", "runs")}})
+        lines.append(f"| {c['row']} | {v['test']} | {v['val']} | {v['params']} | {v['n']} | {minutes} | {c['paper']} |")
+        raw.append(
+            {"row": c["row"], "job": c["spec"]["name"], **{k: v.get(k) for k in ("val_mean", "test_mean", "runs")}}
+        )
     groups: dict[str, list[dict]] = {}
     for c in configs:
         if "group" in c:
             groups.setdefault(c["group"], []).append(c)
     if groups:
-        lines += ["", "## Tuning sweeps (chosen on validation)", "",
-                  "The setting with the best mean validation accuracy is in bold; test is printed "
-                  "beside it and was not used.", ""]
+        lines += [
+            "",
+            "## Tuning sweeps (chosen on validation)",
+            "",
+            "The setting with the best mean validation accuracy is in bold; test is printed "
+            "beside it and was not used.",
+            "",
+        ]
         for group, cs in groups.items():
             vals = [(c, row_values(c, jobs.get(c["spec"]["name"]))) for c in cs]
             scored = [(v["val_mean"], i) for i, (_, v) in enumerate(vals) if v["val_mean"] is not None]
@@ -427,17 +663,28 @@ def write_results(path: Path, configs: list[dict], jobs: dict[str, dict], args, 
             for i, (c, v) in enumerate(vals):
                 job = jobs.get(c["spec"]["name"])
                 mark = (lambda s: f"**{s}**") if i == best else (lambda s: s)
-                lines.append(f"| {mark(c['setting'])} | {mark(v['val'])} | {v['test']} | "
-                             f"{_job_minutes(job) if job else ''} |")
-                raw.append({"row": c["row"], "job": c["spec"]["name"],
-                            **{k: v.get(k) for k in ("val_mean", "test_mean", "runs")}})
+                lines.append(
+                    f"| {mark(c['setting'])} | {mark(v['val'])} | {v['test']} | {_job_minutes(job) if job else ''} |"
+                )
+                raw.append(
+                    {
+                        "row": c["row"],
+                        "job": c["spec"]["name"],
+                        **{k: v.get(k) for k in ("val_mean", "test_mean", "runs")},
+                    }
+                )
             lines.append("")
     if unfinished:
         lines += ["", "## Not finished", "", unfinished, ""]
-    lines += ["", "## Tuning", "",
-              "Every choice is made on the VALIDATION split, never on test. The table's rows use: KD "
-              f"T={args.kd_temperature:g} alpha={args.kd_alpha:g} (also the KD term of FitNets, adversarial, "
-              f"teacher-assistant, born-again); DKD beta={args.dkd_beta:g}; attention beta={args.at_beta:g}.", ""]
+    lines += [
+        "",
+        "## Tuning",
+        "",
+        "Every choice is made on the VALIDATION split, never on test. The table's rows use: KD "
+        f"T={args.kd_temperature:g} alpha={args.kd_alpha:g} (also the KD term of FitNets, adversarial, "
+        f"teacher-assistant, born-again); DKD beta={args.dkd_beta:g}; attention beta={args.at_beta:g}.",
+        "",
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     path.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
@@ -453,13 +700,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune-only", action="store_true", help="run the validation sweeps alone")
     p.add_argument("--only", help="substrings separated by '|': run only the rows whose label contains one")
     p.add_argument("--skip", help="substrings separated by '|': leave out the rows whose label contains one")
-    p.add_argument("--student-epochs", type=int, help="override the profile's student epoch budget "
-                   "(rows with a budget of their own keep it)")
+    p.add_argument(
+        "--student-epochs",
+        type=int,
+        help="override the profile's student epoch budget (rows with a budget of their own keep it)",
+    )
     for key, value in CHOSEN.items():
-        p.add_argument(f"--{key.replace('_', '-')}", type=float, default=value,
-                       help=f"default {value:g} (chosen on validation)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.md",
-                   help="the results (markdown); the per-seed figures go beside it as .json")
+        p.add_argument(
+            f"--{key.replace('_', '-')}", type=float, default=value, help=f"default {value:g} (chosen on validation)"
+        )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "quality.md",
+        help="the results (markdown); the per-seed figures go beside it as .json",
+    )
     p.add_argument("--home", type=Path, help="DISTILL_HOME of the embedded service (default: a temp folder)")
     p.add_argument("--data-cache", type=Path, default=ROOT / "var" / "bench-data")
     p.add_argument("--poll", type=float, default=2.0)
@@ -486,16 +741,21 @@ def main(argv: list[str] | None = None) -> int:
 
     def partial(done: dict) -> None:
         left = [c["row"] for c in configs if c["spec"]["name"] not in done]
-        write_results(args.out, configs, done, args, time.monotonic() - start,
-                      unfinished=("Still running or queued when this was written: " + "; ".join(left)) if left else "")
+        write_results(
+            args.out,
+            configs,
+            done,
+            args,
+            time.monotonic() - start,
+            unfinished=("Still running or queued when this was written: " + "; ".join(left)) if left else "",
+        )
 
     if args.api:
         jobs = run_all(args.api, configs, args.poll, on_done=partial)
     else:
         home = args.home or Path(tempfile.mkdtemp(prefix="distill-bench-"))
         with EmbeddedService(home, args.data_cache) as svc:
-            print(f"embedded service on {svc.url}, DISTILL_HOME={home}, PYTHONPATH={svc.env['PYTHONPATH']}",
-                  flush=True)
+            print(f"embedded service on {svc.url}, DISTILL_HOME={home}, PYTHONPATH={svc.env['PYTHONPATH']}", flush=True)
             jobs = run_all(svc.url, configs, args.poll, log=lambda m: print(m, flush=True), on_done=partial)
     write_results(args.out, configs, jobs, args, time.monotonic() - start)
     print(args.out.read_text())

@@ -36,8 +36,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench.quality import EmbeddedService, _job_minutes, row_values, run_all  # noqa: E402
 
-PUBLISHED = {"mlp": "MLP 256-128-100 88.33%", "cnn": "2 conv + pooling 91.6%", "resnet": "ResNet-18 94.9%",
-             "human": "human 83.5%", "wrn": "WRN-28-10 95.9%"}
+PUBLISHED = {
+    "mlp": "MLP 256-128-100 88.33%",
+    "cnn": "2 conv + pooling 91.6%",
+    "resnet": "ResNet-18 94.9%",
+    "human": "human 83.5%",
+    "wrn": "WRN-28-10 95.9%",
+}
 KD = {"name": "kd", "temperature": 4.0, "alpha": 0.9}
 
 
@@ -47,32 +52,62 @@ def budgets(profile: str) -> dict:
         return {"teacher_epochs": 1, "student_epochs": 1, "train_fraction": 0.05, "augment": None}
     if profile == "quick":
         return {"teacher_epochs": 2, "student_epochs": 3, "train_fraction": 0.25, "augment": None}
-    return {"teacher_epochs": 40, "student_epochs": 60, "train_fraction": 1.0,
-            "augment": {"crop": "pad", "crop_padding": 2, "flip": True}}
+    return {
+        "teacher_epochs": 40,
+        "student_epochs": 60,
+        "train_fraction": 1.0,
+        "augment": {"crop": "pad", "crop_padding": 2, "flip": True},
+    }
 
 
 def configurations(profile: str, seeds: list[int]) -> list[dict]:
     b = budgets(profile)
-    training = {"epochs": b["student_epochs"], "batch_size": 128, "lr": 0.003,
-                **({"augment": b["augment"]} if b["augment"] else {})}
-    teacher = {"train": {"arch": {"name": "timm", "model": "resnet18"}, "epochs": b["teacher_epochs"],
-                         "patience": 10, "batch_size": 128, "lr": 0.003,
-                         **({"weight_decay": 0.05} if profile == "full" else {})}}
+    training = {
+        "epochs": b["student_epochs"],
+        "batch_size": 128,
+        "lr": 0.003,
+        **({"augment": b["augment"]} if b["augment"] else {}),
+    }
+    teacher = {
+        "train": {
+            "arch": {"name": "timm", "model": "resnet18"},
+            "epochs": b["teacher_epochs"],
+            "patience": 10,
+            "batch_size": 128,
+            "lr": 0.003,
+            **({"weight_decay": 0.05} if profile == "full" else {}),
+        }
+    }
     mlp = {"name": "mlp", "hidden": [256, 128, 100]}
     small_cnn = {"name": "cnn", "channels": [32, 64], "hidden": 128}
     mobile = {"name": "timm", "model": "mobilenetv3_small_100"}
 
     def job(name, student, method, *, baseline=True):
-        dataset = {"name": "fashion_mnist", **({"train_fraction": b["train_fraction"]} if b["train_fraction"] < 1 else {})}
-        return {"name": f"fashion {name}", "dataset": dataset, "teacher": copy.deepcopy(teacher),
-                "student": {"arch": student}, "method": method, "training": copy.deepcopy(training),
-                "seeds": seeds, "baseline": baseline, "export": {"formats": ["onnx"]}}
+        dataset = {
+            "name": "fashion_mnist",
+            **({"train_fraction": b["train_fraction"]} if b["train_fraction"] < 1 else {}),
+        }
+        return {
+            "name": f"fashion {name}",
+            "dataset": dataset,
+            "teacher": copy.deepcopy(teacher),
+            "student": {"arch": student},
+            "method": method,
+            "training": copy.deepcopy(training),
+            "seeds": seeds,
+            "baseline": baseline,
+            "export": {"formats": ["onnx"]},
+        }
 
     kd_mlp = job("mlp kd", mlp, KD)
     kd_cnn = job("cnn kd", small_cnn, KD)
     kd_mobile = job("mobilenetv3 kd", mobile, KD)
-    fit_mobile = job("mobilenetv3 fitnet", mobile, {**KD, "name": "fitnet", "teacher_stage": "layer3",
-                                                    "student_stage": "blocks.3"}, baseline=False)
+    fit_mobile = job(
+        "mobilenetv3 fitnet",
+        mobile,
+        {**KD, "name": "fitnet", "teacher_stage": "layer3", "student_stage": "blocks.3"},
+        baseline=False,
+    )
     rows = [
         ("ResNet-18 teacher (timm, 1 input channel, 28x28)", PUBLISHED["resnet"], "teacher", kd_mlp),
         ("MLP 256-128-100 from scratch", PUBLISHED["mlp"], "baseline", kd_mlp),
@@ -88,21 +123,30 @@ def configurations(profile: str, seeds: list[int]) -> list[dict]:
 
 def write_results(path: Path, configs: list[dict], jobs: dict, args, elapsed: float) -> None:
     b = budgets(args.profile)
-    lines = ["# Fashion-MNIST quality bench", "",
-             f"`bench/quality_fashion.py --profile {args.profile} --seeds {len(args.seeds)}`, "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {elapsed / 60:.1f} min. Teacher at most "
-             f"{b['teacher_epochs']} epochs (all the training set); students and baselines {b['student_epochs']} "
-             f"epochs on {b['train_fraction']:g} of it (stratified), AdamW lr 0.003 "
-             f"cosine, batch 128; augmentation {b['augment'] or 'none'}. Test accuracy in %, mean ± std over "
-             "seeds; the exported seed is chosen on validation.", "",
-             "| configuration | test % | val % | params | seeds | job min | published |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Fashion-MNIST quality bench",
+        "",
+        f"`bench/quality_fashion.py --profile {args.profile} --seeds {len(args.seeds)}`, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {elapsed / 60:.1f} min. Teacher at most "
+        f"{b['teacher_epochs']} epochs (all the training set); students and baselines {b['student_epochs']} "
+        f"epochs on {b['train_fraction']:g} of it (stratified), AdamW lr 0.003 "
+        f"cosine, batch 128; augmentation {b['augment'] or 'none'}. Test accuracy in %, mean ± std over "
+        "seeds; the exported seed is chosen on validation.",
+        "",
+        "| configuration | test % | val % | params | seeds | job min | published |",
+        "|---|---|---|---|---|---|---|",
+    ]
     raw = []
     for c in configs:
         job = jobs.get(c["spec"]["name"])
         v = row_values(c, job)
-        lines.append(f"| {c['row']} | {v['test']} | {v['val']} | {v['params']} | {v['n']} | "
-                     f"{_job_minutes(job) if job else ''} | {c['paper']} |")
-        raw.append({"row": c["row"], "job": c["spec"]["name"], **{k: v.get(k) for k in ("val_mean", "test_mean", "runs")}})
+        lines.append(
+            f"| {c['row']} | {v['test']} | {v['val']} | {v['params']} | {v['n']} | "
+            f"{_job_minutes(job) if job else ''} | {c['paper']} |"
+        )
+        raw.append(
+            {"row": c["row"], "job": c["spec"]["name"], **{k: v.get(k) for k in ("val_mean", "test_mean", "runs")}}
+        )
     lines += ["", "Published (the dataset's README): " + "; ".join(PUBLISHED.values()) + "."]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

@@ -42,7 +42,7 @@ def facts(library: str, name: str) -> dict | None:
                 return None
             stages = zoo.feature_stages(library, net, probe_size=default)
             state = state_facts(library, name, net)
-    except Exception:  # noqa: BLE001 - a model that does not build here is not offered
+    except Exception:
         return None
     return {
         "parameters": sum(p.numel() for p in net.parameters()),
@@ -77,18 +77,25 @@ def versions() -> dict[str, str]:
     import timm
     import torchvision
 
-    return {"torch": torch.__version__.split("+")[0], "timm": timm.__version__,
-            "torchvision": torchvision.__version__.split("+")[0]}
+    return {
+        "torch": torch.__version__.split("+")[0],
+        "timm": timm.__version__,
+        "torchvision": torchvision.__version__.split("+")[0],
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--timm", nargs="*", default=["*"], help="fnmatch patterns of the timm names to "
-                        "offer (default: all); torchvision's classification models are always all offered")
+    parser.add_argument(
+        "--timm",
+        nargs="*",
+        default=["*"],
+        help="fnmatch patterns of the timm names to "
+        "offer (default: all); torchvision's classification models are always all offered",
+    )
     args = parser.parse_args()
-    data: dict = {"versions": versions(), "reference": {"in_chans": 3, "num_classes": 1000},
-                  "timm_patterns": args.timm}
+    data: dict = {"versions": versions(), "reference": {"in_chans": 3, "num_classes": 1000}, "timm_patterns": args.timm}
     for library in zoo.LIBRARIES:
         t0 = time.monotonic()
         found = {}

@@ -14,9 +14,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get(
-    "DISTILL_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+PG_ADMIN_URL = os.environ.get("DISTILL_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DISTILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # Tests drive the API harder than a client would; tests/api/test_tenants.py sets the limits.
 NO_LIMITS = {"DISTILL_RATE_LIMIT_PER_MINUTE": "0", "DISTILL_MAX_CONCURRENT_JOBS": "1000"}

@@ -75,9 +75,12 @@ def test_engine_never_imports_db_celery_or_http():
 
 def test_the_contract_is_pydantic_and_the_standard_library():
     allowed = {"pydantic", "app", "__future__"} | set(sys.stdlib_module_names)
-    bad = [f"{path}: {name}" for path, names in imported_modules(ROOT / "app" / "contract").items()
-           for name in names if name.split(".")[0] not in allowed
-           or (name.split(".")[0] == "app" and not name.startswith("app.contract"))]
+    bad = [
+        f"{path}: {name}"
+        for path, names in imported_modules(ROOT / "app" / "contract").items()
+        for name in names
+        if name.split(".")[0] not in allowed or (name.split(".")[0] == "app" and not name.startswith("app.contract"))
+    ]
     assert bad == []
 
 
@@ -90,6 +93,7 @@ def test_nobody_writes_job_status_outside_the_state_machine():
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Assign | ast.AugAssign):
                     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                    hits += [f"{path}:{node.lineno}" for t in targets
-                             if isinstance(t, ast.Attribute) and t.attr == "status"]
+                    hits += [
+                        f"{path}:{node.lineno}" for t in targets if isinstance(t, ast.Attribute) and t.attr == "status"
+                    ]
     assert hits == []

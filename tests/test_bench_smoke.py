@@ -41,9 +41,23 @@ def test_the_embedded_service_runs_this_tree_with_auth_off(tmp_path, monkeypatch
 def test_quality_bench_smoke(tmp_path):
     out = tmp_path / "quality.md"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "quality.py"), "--smoke", "--out", str(out),
-         "--home", str(tmp_path / "home"), "--data-cache", str(tmp_path / "data"), "--poll", "0.5"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "quality.py"),
+            "--smoke",
+            "--out",
+            str(out),
+            "--home",
+            str(tmp_path / "home"),
+            "--data-cache",
+            str(tmp_path / "data"),
+            "--poll",
+            "0.5",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = out.read_text()

@@ -342,8 +342,14 @@ def test_dockerfile_runs_as_non_root():
 
 
 def test_dockerignore_keeps_code_and_drops_local_state():
-    for path in ("pyproject.toml", "alembic.ini", "app/main.py", "worker/celery_app.py", "migrations/env.py",
-                 "requirements/service.txt"):
+    for path in (
+        "pyproject.toml",
+        "alembic.ini",
+        "app/main.py",
+        "worker/celery_app.py",
+        "migrations/env.py",
+        "requirements/service.txt",
+    ):
         assert not dockerignore_excludes(path), path
     for path in (".git/HEAD", ".venv/bin/python", "app/__pycache__/main.cpython-311.pyc"):
         assert dockerignore_excludes(path), path

@@ -31,8 +31,7 @@ def tenant(session: Session, name: str) -> str:
 
 
 def submit(session: Session, tenant_id: str, n: int = 1) -> list[str]:
-    ids = [jobs.create(session, JobSpec.model_validate(EXAMPLE_SPEC), tenant_id=tenant_id).id
-           for _ in range(n)]
+    ids = [jobs.create(session, JobSpec.model_validate(EXAMPLE_SPEC), tenant_id=tenant_id).id for _ in range(n)]
     session.commit()
     return ids
 

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from app import jobs, tenants
+from app.contract.spec import EXAMPLE_SPEC, JobSpec
 from app.db import make_engine
 from app.models import Job, utcnow
-from app.contract.spec import EXAMPLE_SPEC, JobSpec
 
 
 @pytest.fixture

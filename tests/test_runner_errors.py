@@ -15,8 +15,10 @@ from worker.runner_errors import (
 
 
 def test_paths_are_cut_to_their_file_name_and_messages_to_one_bounded_line():
-    text = ("[ONNXRuntimeError] Load model from /srv/distill/var/artifacts/uploads/ab/cd.onnx failed:\n"
-            "  File \"/work/.venv/lib/python3.11/site-packages/torch/nn/x.py\", line 3")
+    text = (
+        "[ONNXRuntimeError] Load model from /srv/distill/var/artifacts/uploads/ab/cd.onnx failed:\n"
+        '  File "/work/.venv/lib/python3.11/site-packages/torch/nn/x.py", line 3'
+    )
     out = scrub(text)
     assert "/srv" not in out and "/work" not in out and "\n" not in out
     assert "cd.onnx" in out and "x.py" in out

@@ -12,8 +12,7 @@ from worker.distill.teachers import DeadlineSession, TeacherDeadlineExceeded
 
 
 def test_an_endless_batch_is_stopped_at_the_deadline_and_a_quick_one_is_not():
-    session = DeadlineSession(ort.InferenceSession(endless_teacher(), providers=["CPUExecutionProvider"]),
-                              seconds=0.5)
+    session = DeadlineSession(ort.InferenceSession(endless_teacher(), providers=["CPUExecutionProvider"]), seconds=0.5)
     (quick,) = session.run(["logits"], {"x": np.ones((4, 8, 8), np.float32)})
     assert quick.shape == (4, 10)
     with pytest.raises(TeacherDeadlineExceeded, match="0.5 s on one batch"):

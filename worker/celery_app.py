@@ -27,7 +27,7 @@ app.conf.include = ["worker.tasks"]
 
 
 @worker_ready.connect
-def _start(**_kwargs) -> None:  # noqa: ANN003
+def _start(**_kwargs) -> None:
     from worker import runner, sweeper
 
     runner.RUNNER.ensure_started()  # warms up (imports torch) before the first job arrives
@@ -35,7 +35,7 @@ def _start(**_kwargs) -> None:  # noqa: ANN003
 
 
 @worker_shutting_down.connect
-def _hand_jobs_back(sig: str = "", how: str = "", **_kwargs) -> None:  # noqa: ANN003
+def _hand_jobs_back(sig: str = "", how: str = "", **_kwargs) -> None:
     from worker import runner
 
     log.info("%s shutdown: the running job (if any) is handed back", how)
@@ -43,7 +43,7 @@ def _hand_jobs_back(sig: str = "", how: str = "", **_kwargs) -> None:  # noqa: A
 
 
 @worker_shutdown.connect
-def _stop_runner(**_kwargs) -> None:  # noqa: ANN003
+def _stop_runner(**_kwargs) -> None:
     from worker import runner
 
     runner.RUNNER.close()

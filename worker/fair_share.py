@@ -34,11 +34,7 @@ def fairest_queued(session: Session, limit: int = CANDIDATES) -> list[str]:
         .group_by(Job.tenant_id)
         .subquery()
     )
-    served = (
-        select(Job.tenant_id, func.max(Job.started_at).label("at"))
-        .group_by(Job.tenant_id)
-        .subquery()
-    )
+    served = select(Job.tenant_id, func.max(Job.started_at).label("at")).group_by(Job.tenant_id).subquery()
     query = (
         select(Job.id)
         .where(Job.status == jobs.Status.QUEUED.value)

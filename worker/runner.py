@@ -50,7 +50,8 @@ class RunnerProcess:
             self.stop_flag = self._context.Value("i", StopReason.NONE, lock=False)
             self.conn, child_conn = self._context.Pipe()
             self.process = self._context.Process(
-                target=runner_main, args=(child_conn, self.stop_flag, os.getpid()), name="distill-runner")
+                target=runner_main, args=(child_conn, self.stop_flag, os.getpid()), name="distill-runner"
+            )
             self.process.start()
             child_conn.close()
             log.info("runner process %s started", self.process.pid)
@@ -114,9 +115,8 @@ class Supervision:
         """Renew the lease until the job ends (from here: the runner may be stuck)."""
         while not self.finished.wait(self.heartbeat_seconds):
             try:
-                held = in_transaction(
-                    lambda s: jobs.renew_lease(s, self.job_id, self.owner, self.lease_seconds))
-            except Exception:  # noqa: BLE001 - keep beating; the lease may still be ours
+                held = in_transaction(lambda s: jobs.renew_lease(s, self.job_id, self.owner, self.lease_seconds))
+            except Exception:
                 log.exception("heartbeat of job %s failed", self.job_id)
                 continue
             if not held:
@@ -137,7 +137,7 @@ class Supervision:
             try:
                 if in_transaction(lambda s: jobs.cancel_requested(s, self.job_id)):
                     return StopReason.CANCEL
-            except Exception:  # noqa: BLE001 - the database is away; ask again later
+            except Exception:
                 log.warning("job %s: could not read its cancel flag", self.job_id)
         return StopReason.NONE
 
@@ -158,8 +158,7 @@ class Supervision:
                 return
             if done is None:
                 runner.process.join(5)  # reap it: its exit code says how it died
-                log.error("job %s: the runner process died (exit code %s)", self.job_id,
-                          runner.process.exitcode)
+                log.error("job %s: the runner process died (exit code %s)", self.job_id, runner.process.exitcode)
                 end_crashed(self.job_id, self.owner, runner.process.exitcode)
                 self._replace(runner)
                 return
@@ -170,8 +169,12 @@ class Supervision:
                     runner.stop_flag.value = reason
                     asked_at = time.monotonic()
             elif time.monotonic() - asked_at > settings.stop_grace_seconds:
-                log.warning("job %s did not stop within %.0fs (%s): killing its runner process",
-                            self.job_id, settings.stop_grace_seconds, reason.name.lower())
+                log.warning(
+                    "job %s did not stop within %.0fs (%s): killing its runner process",
+                    self.job_id,
+                    settings.stop_grace_seconds,
+                    reason.name.lower(),
+                )
                 runner.kill(settings.kill_grace_seconds)
                 end_stopped(self.job_id, self.owner, reason)
                 self._replace(runner)

@@ -53,7 +53,7 @@ def warm_up() -> None:
     import torch
 
     torch.set_num_threads(torch_threads())
-    import worker.distill.pipeline  # noqa: F401 - the engine and everything it imports
+    import worker.distill.pipeline
     from worker.distill.teachers import OnnxTeacher
 
     OnnxTeacher.batch_seconds = get_settings().teacher_batch_seconds
@@ -87,8 +87,8 @@ def release_memory() -> None:
         gc.collect(1)
 
 
-def _on_sigterm(stop_flag: Any):  # noqa: ANN202 - a signal handler bound to the flag
-    def handler(signum, frame) -> None:  # noqa: ANN001
+def _on_sigterm(stop_flag: Any):
+    def handler(signum, frame) -> None:
         if stop_flag.value == StopReason.NONE:
             stop_flag.value = StopReason.HAND_BACK
 
@@ -99,8 +99,11 @@ def main(conn: Any, stop_flag: Any, parent_pid: int) -> None:
     """The process's whole life: warm up, then ("run", job_id, owner) -> ("done", job_id)
     until the pipe closes."""
     _die_with_parent(parent_pid)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="[%(asctime)s: %(levelname)s/runner %(process)d] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="[%(asctime)s: %(levelname)s/runner %(process)d] %(name)s: %(message)s",
+    )
     signal.signal(signal.SIGTERM, _on_sigterm(stop_flag))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group; the supervisor decides
     started = time.perf_counter()
@@ -120,7 +123,7 @@ def main(conn: Any, stop_flag: Any, parent_pid: int) -> None:
         _, job_id, owner = message
         try:
             run_attempt(job_id, owner, stop_flag)
-        except Exception:  # noqa: BLE001 - the database is gone for good; the lease expires
+        except Exception:
             log.exception("job %s: could not record its end", job_id)
         finally:
             release_memory()

@@ -59,7 +59,7 @@ def hand_back(job_id: str, owner: str, reason: str) -> None:
         try:
             enqueue_job(job_id)
             in_transaction(lambda s: jobs.mark_enqueued(s, job_id))
-        except Exception:  # noqa: BLE001 - the sweeper sends it once the broker is back
+        except Exception:
             log.exception("job %s handed back but not re-sent", job_id)
 
 
@@ -71,9 +71,16 @@ def end_stopped(job_id: str, owner: str, reason: StopReason) -> None:
     elif reason == StopReason.CANCEL:
         in_transaction(lambda s: jobs.mark_cancelled(s, job_id, owner))
     elif reason == StopReason.DEADLINE:
-        in_transaction(lambda s: jobs.fail(s, job_id, jobs.TIME_LIMIT_EXCEEDED, owner=owner,
-                                           code="time_limit_exceeded",
-                                           field="limits.time_limit_seconds"))
+        in_transaction(
+            lambda s: jobs.fail(
+                s,
+                job_id,
+                jobs.TIME_LIMIT_EXCEEDED,
+                owner=owner,
+                code="time_limit_exceeded",
+                field="limits.time_limit_seconds",
+            )
+        )
     else:
         log.warning("job %s: lease lost; the reaper or another worker owns it now", job_id)
 
@@ -88,12 +95,17 @@ def end_crashed(job_id: str, owner: str, exitcode: int | None) -> None:
         if job is None or job.lease_owner != owner:
             return False
         if job.attempts >= job.max_attempts:
-            jobs.fail(s, job_id, f"the process running the job died ({how}, e.g. out of memory) "
-                      f"{job.attempts} times (max_attempts {job.max_attempts}); giving up", owner=owner,
-                      code="worker_lost", field="limits.max_attempts")
+            jobs.fail(
+                s,
+                job_id,
+                f"the process running the job died ({how}, e.g. out of memory) "
+                f"{job.attempts} times (max_attempts {job.max_attempts}); giving up",
+                owner=owner,
+                code="worker_lost",
+                field="limits.max_attempts",
+            )
             return False
         return True
 
     if in_transaction(decide):
-        hand_back(job_id, owner, f"the process running the job died ({how}); it resumes from its "
-                  "last checkpoint")
+        hand_back(job_id, owner, f"the process running the job died ({how}); it resumes from its last checkpoint")

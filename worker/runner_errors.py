@@ -55,11 +55,9 @@ def describe_failure(exc: BaseException) -> Failure:
         field = "teacher.artifact.output" if exc.field == "output" else "teacher.artifact"
         return Failure("teacher_unusable", text, field)
     if isinstance(exc, MemoryError) or name == "OutOfMemoryError":
-        return Failure("out_of_memory", "the job ran out of memory: use a smaller model, batch size "
-                       "or dataset")
+        return Failure("out_of_memory", "the job ran out of memory: use a smaller model, batch size or dataset")
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return Failure("out_of_space", "the worker ran out of disk space; try again later")
     if isinstance(exc, ValueError):
         return Failure("spec_not_runnable", f"the job cannot run as specified: {text}")
-    return Failure("internal_error", f"the worker failed ({name}: {text})" if text else
-                   f"the worker failed ({name})")
+    return Failure("internal_error", f"the worker failed ({name}: {text})" if text else f"the worker failed ({name})")

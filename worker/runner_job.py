@@ -40,18 +40,24 @@ def job_inputs(session: Session, job: Job, spec: JobSpec) -> JobInputs:
     dataset_npz, teachers = None, {}
     for _, artifact_id, kind in artifact_refs(spec):
         artifact = session.get(Artifact, artifact_id)
-        if (artifact is None or artifact.tenant_id != job.tenant_id or artifact.job_id is not None
-                or artifact.kind != kind):
-            raise ArtifactUnavailable(f"{kind} artifact {artifact_id!r} is not an upload of this job's "
-                                      "tenant (it was deleted, or never was one)", kind)
+        if (
+            artifact is None
+            or artifact.tenant_id != job.tenant_id
+            or artifact.job_id is not None
+            or artifact.kind != kind
+        ):
+            raise ArtifactUnavailable(
+                f"{kind} artifact {artifact_id!r} is not an upload of this job's "
+                "tenant (it was deleted, or never was one)",
+                kind,
+            )
         if kind == "dataset":
             path = dataset_npz = storage.path(dataset_arrays_key(artifact.storage_key))
         else:
             path = storage.path(artifact.storage_key)
             teachers[artifact_id] = BroughtTeacher(path, artifact.format, dict(artifact.inspection or {}))
         if not path.is_file():
-            raise ArtifactUnavailable(f"{kind} artifact {artifact_id!r}: its file is missing from the store",
-                                      kind)
+            raise ArtifactUnavailable(f"{kind} artifact {artifact_id!r}: its file is missing from the store", kind)
     return JobInputs(dataset_npz=dataset_npz, teachers=teachers)
 
 
@@ -78,6 +84,7 @@ class JobReporter:
         """A write by this worker, only while it holds the lease. Renewing it first takes
         the job's row lock until commit, so the reaper cannot requeue the job between
         the check and the write."""
+
         def guarded(session: Session) -> None:
             if not jobs.renew_lease(session, self.job_id, self.owner, self.lease_seconds):
                 raise LeaseLost(self.job_id)
@@ -117,24 +124,26 @@ class JobReporter:
         return self.stop_flag.value != StopReason.NONE
 
     # --- endings -------------------------------------------------------------------
-    def store_outputs(self, files) -> None:  # noqa: ANN001 - list of export.OutputFile
+    def store_outputs(self, files) -> None:
         storage = get_storage()
         stored = [(f, storage.put_file(f.path, f"jobs/{self.job_id}/{f.name}")) for f in files]
 
         def write(s: Session) -> None:
             tenant_id = s.get(Job, self.job_id).tenant_id
             for f, st in stored:
-                s.add(Artifact(
-                    tenant_id=tenant_id,
-                    job_id=self.job_id,
-                    kind="report" if f.kind == "report" else "student",
-                    format=f.name.rsplit(".", 1)[-1] if f.kind == "report" else f.kind,
-                    filename=f.name,
-                    media_type=f.media_type,
-                    storage_key=st.key,
-                    size_bytes=st.size_bytes,
-                    sha256=st.sha256,
-                ))
+                s.add(
+                    Artifact(
+                        tenant_id=tenant_id,
+                        job_id=self.job_id,
+                        kind="report" if f.kind == "report" else "student",
+                        format=f.name.rsplit(".", 1)[-1] if f.kind == "report" else f.kind,
+                        filename=f.name,
+                        media_type=f.media_type,
+                        storage_key=st.key,
+                        size_bytes=st.size_bytes,
+                        sha256=st.sha256,
+                    )
+                )
 
         self._write(write)
 
@@ -158,11 +167,12 @@ def run_attempt(job_id: str, owner: str, stop_flag: Any) -> None:
         in_transaction(lambda s: jobs.succeed(s, job_id, owner, outcome.report))
     except (Cancelled, LeaseLost):
         end_stopped(job_id, owner, reporter.stop_reason)
-    except Exception as exc:  # noqa: BLE001 - a job's failure must reach its user
+    except Exception as exc:
         log.exception("job %s failed", job_id)
         failure = describe_failure(exc)
-        in_transaction(lambda s: jobs.fail(s, job_id, failure.message, owner=owner,
-                                           code=failure.code, field=failure.field))
+        in_transaction(
+            lambda s: jobs.fail(s, job_id, failure.message, owner=owner, code=failure.code, field=failure.field)
+        )
     finally:
         shutil.rmtree(reporter.workdir, ignore_errors=True)
         forget_finished_checkpoints(job_id)

@@ -38,8 +38,11 @@ def run_job(job_id: str) -> None:
     lease_seconds = get_settings().lease_seconds
     claimed = in_transaction(lambda s: claim_fairest(s, owner, lease_seconds))
     if claimed is None:
-        log.info("job %s: nothing queued to claim (duplicate delivery, cancelled, finished, or "
-                 "taken by another worker): skipped", job_id)
+        log.info(
+            "job %s: nothing queued to claim (duplicate delivery, cancelled, finished, or "
+            "taken by another worker): skipped",
+            job_id,
+        )
         return
     if claimed != job_id:
         log.info("message for job %s: took job %s (fair share between tenants)", job_id, claimed)

@@ -16,7 +16,9 @@ from app.models import ApiKey, Tenant
 from app.problems import Problem
 
 router = APIRouter(
-    prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)],
+    prefix="/v1/admin",
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
     responses=problems(400, 401, 403, 404, 422, 503),
 )
 
@@ -28,8 +30,13 @@ def _tenant_or_404(session: Session, tenant_id: str) -> Tenant:
     return tenant
 
 
-@router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantOut,
-             summary="Create a tenant", responses=problems(409))
+@router.post(
+    "/tenants",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TenantOut,
+    summary="Create a tenant",
+    responses=problems(409),
+)
 def create_tenant(body: TenantIn) -> Tenant:
     with session_scope() as session:
         try:
@@ -46,8 +53,12 @@ def list_tenants() -> list[Tenant]:
         return list(session.scalars(select(Tenant).order_by(Tenant.created_at)))
 
 
-@router.post("/tenants/{tenant_id}/keys", status_code=status.HTTP_201_CREATED, response_model=NewKeyOut,
-             summary="Create an API key (shown once)")
+@router.post(
+    "/tenants/{tenant_id}/keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=NewKeyOut,
+    summary="Create an API key (shown once)",
+)
 def create_key(tenant_id: str, body: KeyIn) -> NewKeyOut:
     with session_scope() as session:
         new = tenants.create_key(session, _tenant_or_404(session, tenant_id), body.name)

@@ -6,12 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.contract.catalog import DATASETS, entry
-from app.contract.phases import PHASES
 from app.config import get_settings
 from app.contract import standard
 from app.contract.architectures import CNNArch, MLPArch
+from app.contract.catalog import DATASETS, entry
 from app.contract.methods import METHODS
+from app.contract.phases import PHASES
 from app.contract.spec import EXAMPLE_SPEC
 from app.uploads.formats import DATASET_FORMATS, TEACHER_FORMATS
 
@@ -22,9 +22,14 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 def catalog() -> dict[str, Any]:
     return {
         "datasets": {name: info.as_dict() for name, info in DATASETS.items()},
-        "architectures": {"mlp": entry(MLPArch), "cnn": entry(CNNArch),
-                          **{lib: {**entry(cls), **standard.catalogentry(lib)} for lib, cls in
-                             (("timm", standard.TimmArch), ("torchvision", standard.TorchvisionArch))}},
+        "architectures": {
+            "mlp": entry(MLPArch),
+            "cnn": entry(CNNArch),
+            **{
+                lib: {**entry(cls), **standard.catalog_entry(lib)}
+                for lib, cls in (("timm", standard.TimmArch), ("torchvision", standard.TorchvisionArch))
+            },
+        },
         "methods": {name: entry(model) for name, model in METHODS.items()},
         "stages": {
             "mlp": "hidden0 .. hidden{n-1}: the output of each hidden layer, shape (width,)",

@@ -47,12 +47,11 @@ def readyz() -> dict[str, str]:
         with session_scope() as session:
             session.execute(text("SELECT 1"))
         checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"
     checks["broker"] = "ok" if broker_reachable() else "unreachable"
     if any(v != "ok" for v in checks.values()):
-        raise Problem(503, "Not ready", "; ".join(f"{k}: {v}" for k, v in checks.items()),
-                      headers={"Retry-After": "5"})
+        raise Problem(503, "Not ready", "; ".join(f"{k}: {v}" for k, v in checks.items()), headers={"Retry-After": "5"})
     return checks
 
 
@@ -83,8 +82,9 @@ def _holds_metrics_key(request: Request) -> bool:
     if not expected:
         return False
     digest = hashlib.sha256
-    return hmac.compare_digest(digest((presented_key(request) or "").encode()).digest(),
-                               digest(expected.encode()).digest())
+    return hmac.compare_digest(
+        digest((presented_key(request) or "").encode()).digest(), digest(expected.encode()).digest()
+    )
 
 
 def _job_registry(counts: dict[str, int]) -> CollectorRegistry:
@@ -95,9 +95,13 @@ def _job_registry(counts: dict[str, int]) -> CollectorRegistry:
     return registry
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            description="The API process's figures; with the metrics key (DISTILL_METRICS_KEY, "
-            "as Authorization: Bearer) also the jobs by status.")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    description="The API process's figures; with the metrics key (DISTILL_METRICS_KEY, "
+    "as Authorization: Bearer) also the jobs by status.",
+)
 async def metrics(request: Request) -> Response:
     body = generate_latest(_registry)
     if _holds_metrics_key(request):

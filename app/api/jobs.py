@@ -76,8 +76,9 @@ def _artifacts_named(session: Session, caller: Caller, spec: JobSpec) -> dict[st
     ids = {id_ for _, id_, _ in artifact_refs(spec)}
     if not ids:
         return {}
-    rows = session.scalars(select(Artifact).where(
-        Artifact.id.in_(ids), Artifact.tenant_id == caller.tenant_id, Artifact.job_id.is_(None)))
+    rows = session.scalars(
+        select(Artifact).where(Artifact.id.in_(ids), Artifact.tenant_id == caller.tenant_id, Artifact.job_id.is_(None))
+    )
     return {a.id: ArtifactFacts(a.kind, a.format, _inspection(a)) for a in rows}
 
 
@@ -103,8 +104,11 @@ def submit_job(
     caller: CallerDep,
     idempotency_key: Annotated[
         str | None,
-        Header(max_length=200, description="Retry-safe submission: the same key and body "
-               "return the same job; the same key with another body is refused."),
+        Header(
+            max_length=200,
+            description="Retry-safe submission: the same key and body "
+            "return the same job; the same key with another body is refused.",
+        ),
     ] = None,
 ) -> JobOut:
     with session_scope() as session:
@@ -125,15 +129,15 @@ def _admit(session: Session, spec: JobSpec, caller: Caller) -> JobSpec:
     return admission.with_default_time_limit(spec)
 
 
-def _submit(session: Session, spec: JobSpec, response: Response, caller: Caller,
-            idempotency_key: str | None) -> JobOut:
+def _submit(session: Session, spec: JobSpec, response: Response, caller: Caller, idempotency_key: str | None) -> JobOut:
     spec = _admit(session, spec, caller)
     digest = _spec_sha256(spec)
     # Before anything is counted: serialises this tenant's submissions (see tenants.py).
     tenants.lock_for_submission(session, caller.tenant_id)
     if idempotency_key is not None:
-        existing = session.scalars(select(Job).where(
-            Job.tenant_id == caller.tenant_id, Job.idempotency_key == idempotency_key)).first()
+        existing = session.scalars(
+            select(Job).where(Job.tenant_id == caller.tenant_id, Job.idempotency_key == idempotency_key)
+        ).first()
         if existing is not None:
             if existing.request_sha256 != digest:
                 raise Problem(
@@ -149,13 +153,14 @@ def _submit(session: Session, spec: JobSpec, response: Response, caller: Caller,
     if (active := tenants.active_jobs(session, tenant.id)) >= (cap := tenants.job_cap(tenant)):
         session.rollback()
         raise Problem(
-            429, "Too many jobs at once",
+            429,
+            "Too many jobs at once",
             f"This tenant has {active} queued or running jobs, its cap is {cap}: wait for one to "
             "finish (or cancel one), then submit again.",
-            type_="concurrent-job-cap", headers={"Retry-After": "30"},
+            type_="concurrent-job-cap",
+            headers={"Retry-After": "30"},
         )
-    job = jobs.create(session, spec, tenant_id=tenant.id, idempotency_key=idempotency_key,
-                      request_sha256=digest)
+    job = jobs.create(session, spec, tenant_id=tenant.id, idempotency_key=idempotency_key, request_sha256=digest)
     session.commit()  # the row exists before any worker can be told about it
     try:
         enqueue_job(job.id)
@@ -186,8 +191,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), job_id
     except Exception as exc:
         raise invalid_spec(
-            [{"pointer": "/cursor", "in": "query", "detail": "not a cursor this API returned",
-              "type": "value_error"}]
+            [{"pointer": "/cursor", "in": "query", "detail": "not a cursor this API returned", "type": "value_error"}]
         ) from exc
 
 
@@ -205,9 +209,7 @@ def list_jobs(
         query = query.where(Job.status.in_([s.value for s in status_]))
     if cursor:
         created, job_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
-        )
+        query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
     with session_scope(readonly=True) as session:
         page = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
     more = len(page) > limit
@@ -219,7 +221,9 @@ def list_jobs(
 
 
 @router.get(
-    "/jobs/{job_id}", response_model=JobOut, summary="A job's state, progress and result",
+    "/jobs/{job_id}",
+    response_model=JobOut,
+    summary="A job's state, progress and result",
     responses=problems(404),
 )
 def get_job(job_id: str, caller: CallerDep) -> JobOut:
@@ -234,8 +238,10 @@ def get_job(job_id: str, caller: CallerDep) -> JobOut:
     description="A queued job is cancelled at once. A running job is flagged (202) and stops "
     "at the next batch boundary, keeping its metrics so far. A job that already succeeded "
     "or failed cannot be cancelled (409).",
-    responses={202: {"description": "Cancellation requested; the worker will stop.", "model": JobOut},
-               **problems(404, 409)},
+    responses={
+        202: {"description": "Cancellation requested; the worker will stop.", "model": JobOut},
+        **problems(404, 409),
+    },
 )
 def cancel_job(job_id: str, response: Response, caller: CallerDep) -> JobOut:
     with session_scope() as session:
@@ -252,7 +258,9 @@ def cancel_job(job_id: str, response: Response, caller: CallerDep) -> JobOut:
 
 
 @router.get(
-    "/jobs/{job_id}/events", response_model=list[EventOut], summary="A job's events",
+    "/jobs/{job_id}/events",
+    response_model=list[EventOut],
+    summary="A job's events",
     responses=problems(404),
 )
 def job_events(
@@ -271,7 +279,9 @@ def job_events(
 
 
 @router.get(
-    "/jobs/{job_id}/metrics", response_model=MetricsOut, summary="Per-epoch metric series",
+    "/jobs/{job_id}/metrics",
+    response_model=MetricsOut,
+    summary="Per-epoch metric series",
     responses=problems(404),
 )
 def job_metrics(
@@ -281,7 +291,8 @@ def job_metrics(
     name: Annotated[str | None, Query(examples=["val_accuracy"])] = None,
 ) -> MetricsOut:
     query = select(JobMetric.phase, JobMetric.run, JobMetric.name, JobMetric.epoch, JobMetric.value).where(
-        JobMetric.job_id == job_id)
+        JobMetric.job_id == job_id
+    )
     if phase:
         query = query.where(JobMetric.phase == phase)
     if name:
@@ -305,7 +316,9 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
 
 
 @router.get(
-    "/jobs/{job_id}/artifacts", response_model=list[ArtifactOut], summary="A job's output files",
+    "/jobs/{job_id}/artifacts",
+    response_model=list[ArtifactOut],
+    summary="A job's output files",
     responses=problems(404),
 )
 def job_artifacts(job_id: str, caller: CallerDep) -> list[ArtifactOut]:

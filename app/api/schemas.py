@@ -17,12 +17,9 @@ class JobOut(BaseModel):
 
     id: str = Field(description="The job's id.", examples=[JOB_ID_EXAMPLE])
     name: str | None = Field(description="The spec's label.", examples=["mnist1d cnn -> mlp"])
-    status: Status = Field(
-        description="queued, running, succeeded, failed or cancelled.", examples=["running"]
-    )
+    status: Status = Field(description="queued, running, succeeded, failed or cancelled.", examples=["running"])
     phase: str | None = Field(
-        description="What a running job does now: teacher, soft_targets, student, baseline, "
-        "evaluate, export.",
+        description="What a running job does now: teacher, soft_targets, student, baseline, evaluate, export.",
         examples=["student"],
     )
     progress: float = Field(description="Share of the job done, 0..1.", examples=[0.42])
@@ -38,22 +35,21 @@ class JobOut(BaseModel):
     created_at: datetime = Field(description="When the job was submitted (UTC).")
     started_at: datetime | None = Field(description="When a worker first started it.")
     finished_at: datetime | None = Field(description="When it reached a final status.")
-    heartbeat_at: datetime | None = Field(
-        description="Last sign of life from the worker running the job."
-    )
+    heartbeat_at: datetime | None = Field(description="Last sign of life from the worker running the job.")
     error: str | None = Field(description="Why the job failed.", examples=[None])
     error_code: str | None = Field(
-        None, description="What kind of failure: time_limit_exceeded, teacher_deadline_exceeded, "
-        "worker_lost, spec_not_runnable, out_of_memory, internal_error...", examples=[None])
+        None,
+        description="What kind of failure: time_limit_exceeded, teacher_deadline_exceeded, "
+        "worker_lost, spec_not_runnable, out_of_memory, internal_error...",
+        examples=[None],
+    )
     error_field: str | None = Field(
-        None, description="The spec field at fault, when there is one (a dotted path).",
-        examples=[None])
+        None, description="The spec field at fault, when there is one (a dotted path).", examples=[None]
+    )
     latest_metrics: dict[str, Any] | None = Field(
         None,
         description="The last epoch reported: phase, run, epoch and its values.",
-        examples=[
-            {"phase": "student", "run": "seed=0", "epoch": 7, "values": {"val_accuracy": 0.71}}
-        ],
+        examples=[{"phase": "student", "run": "seed=0", "epoch": 7, "values": {"val_accuracy": 0.71}}],
     )
     result: dict[str, Any] | None = Field(
         description="When succeeded: the report (teacher vs student vs scratch baseline, "
@@ -96,20 +92,28 @@ class ArtifactOut(BaseModel):
 
     id: str = Field(examples=["5d41a0c1-77a3-4a8e-b38c-0e3f4cf2b8f7"])
     job_id: str | None = Field(examples=[JOB_ID_EXAMPLE])
-    kind: str = Field(description="A job's output: student or report. An upload: teacher or dataset.",
-                      examples=["student"])
-    format: str = Field(description="onnx, safetensors, json; uploads also npz, csv, parquet, zip.",
-                        examples=["onnx"])
+    kind: str = Field(
+        description="A job's output: student or report. An upload: teacher or dataset.", examples=["student"]
+    )
+    format: str = Field(description="onnx, safetensors, json; uploads also npz, csv, parquet, zip.", examples=["onnx"])
     name: str | None = Field(None, description="An upload's label, as given.", examples=["resnet teacher"])
     filename: str = Field(examples=["student.onnx"])
     media_type: str = Field(examples=["application/onnx"])
     size_bytes: int = Field(examples=[21873])
     sha256: str = Field(examples=["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"])
     inspection: dict[str, Any] | None = Field(
-        None, description="Uploads: what inspection found (teacher: input shape, outputs, classes; "
+        None,
+        description="Uploads: what inspection found (teacher: input shape, outputs, classes; "
         "dataset: rows, columns, input shape, classes). Jobs are checked against it.",
-        examples=[{"format": "onnx", "input_shape": [64], "num_classes": 10, "output": "probabilities",
-                   "output_kind": "probabilities"}],
+        examples=[
+            {
+                "format": "onnx",
+                "input_shape": [64],
+                "num_classes": 10,
+                "output": "probabilities",
+                "output_kind": "probabilities",
+            }
+        ],
     )
     created_at: datetime
 

@@ -28,9 +28,14 @@ class UploadSlots:
         key = caller.key_id or caller.tenant_id
         cap = get_settings().max_concurrent_uploads_per_key
         if self._active[key] >= cap:
-            raise Problem(429, "Too many uploads at once", f"This key is streaming {cap} uploads "
-                          "already (DISTILL_MAX_CONCURRENT_UPLOADS_PER_KEY); wait for one to end.",
-                          type_="concurrent-upload-cap", headers={"Retry-After": "5"})
+            raise Problem(
+                429,
+                "Too many uploads at once",
+                f"This key is streaming {cap} uploads "
+                "already (DISTILL_MAX_CONCURRENT_UPLOADS_PER_KEY); wait for one to end.",
+                type_="concurrent-upload-cap",
+                headers={"Retry-After": "5"},
+            )
         self._active[key] += 1
         try:
             yield
@@ -48,9 +53,14 @@ def disk_full_is_507() -> Iterator[None]:
     except OSError as exc:
         if exc.errno not in DISK_FULL:
             raise
-        raise Problem(507, "Storage full", "The artifact store has no space left for this upload; "
-                      "nothing was kept. Try again later or upload a smaller file.",
-                      type_="insufficient-storage", headers={"Retry-After": "60"}) from None
+        raise Problem(
+            507,
+            "Storage full",
+            "The artifact store has no space left for this upload; "
+            "nothing was kept. Try again later or upload a smaller file.",
+            type_="insufficient-storage",
+            headers={"Retry-After": "60"},
+        ) from None
 
 
 def safetensors_summary(inspection: dict) -> dict:
@@ -58,6 +68,10 @@ def safetensors_summary(inspection: dict) -> dict:
     file beside the upload) nor the free-form metadata."""
     tensors = inspection["tensors"]
     metadata = inspection.get("metadata") or {}
-    return {"format": "safetensors", "tensor_count": len(tensors), "parameters": inspection["parameters"],
-            "dtypes": sorted({t["dtype"] for t in tensors.values()}),
-            "metadata_keys": sorted(metadata)[:MAX_METADATA_KEYS]}
+    return {
+        "format": "safetensors",
+        "tensor_count": len(tensors),
+        "parameters": inspection["parameters"],
+        "dtypes": sorted({t["dtype"] for t in tensors.values()}),
+        "metadata_keys": sorted(metadata)[:MAX_METADATA_KEYS],
+    }

@@ -55,22 +55,38 @@ FIELDS = {"kind", "name", "format", "label_column", "output", "image_size"}
 MAX_FIELD_BYTES = 1000
 MAX_NAME_CHARS = 200  # the column's size
 MEDIA_TYPES = {
-    "onnx": "application/onnx", "safetensors": "application/octet-stream", "npz": "application/octet-stream",
-    "csv": "text/csv", "parquet": "application/vnd.apache.parquet", "zip": "application/zip",
+    "onnx": "application/onnx",
+    "safetensors": "application/octet-stream",
+    "npz": "application/octet-stream",
+    "csv": "text/csv",
+    "parquet": "application/vnd.apache.parquet",
+    "zip": "application/zip",
 }
 UPLOAD_FORM = {
     "required": ["kind", "file"],
     "properties": {
         "kind": {"type": "string", "enum": ["teacher", "dataset"]},
-        "file": {"type": "string", "format": "binary", "description": "ONNX or safetensors (teacher); "
-                 "NPZ, CSV, Parquet or a ZIP of images in class folders (dataset)."},
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "ONNX or safetensors (teacher); "
+            "NPZ, CSV, Parquet or a ZIP of images in class folders (dataset).",
+        },
         "name": {"type": "string", "maxLength": 200, "description": "A label for people."},
-        "format": {"type": "string", "enum": ["onnx", "safetensors", "npz", "csv", "parquet", "zip"],
-                   "description": "Default: from the file name's extension."},
+        "format": {
+            "type": "string",
+            "enum": ["onnx", "safetensors", "npz", "csv", "parquet", "zip"],
+            "description": "Default: from the file name's extension.",
+        },
         "label_column": {"type": "string", "default": "label", "description": "CSV/Parquet: the label column."},
         "output": {"type": "string", "description": "ONNX: the output holding class scores, when it has several."},
-        "image_size": {"type": "integer", "minimum": 1, "maximum": 4096, "description": "ZIP of images: "
-                       "resize every image to image_size x image_size (needed when their sizes differ)."},
+        "image_size": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 4096,
+            "description": "ZIP of images: "
+            "resize every image to image_size x image_size (needed when their sizes differ).",
+        },
     },
 }
 
@@ -80,8 +96,12 @@ def _field_error(field: str, detail: str, type_: str = "value_error") -> Problem
 
 
 def _too_large(cap: int) -> Problem:
-    return Problem(413, "Upload too large", f"The service accepts uploads up to {cap} bytes "
-                   "(DISTILL_MAX_UPLOAD_BYTES); nothing was kept.", type_="upload-too-large")
+    return Problem(
+        413,
+        "Upload too large",
+        f"The service accepts uploads up to {cap} bytes (DISTILL_MAX_UPLOAD_BYTES); nothing was kept.",
+        type_="upload-too-large",
+    )
 
 
 class StreamedForm:
@@ -98,15 +118,18 @@ class StreamedForm:
         self._header_value = bytearray()
         self._disposition: dict[str, str] = {}
         self._value = bytearray()
-        self.parser = MultipartParser(boundary, {
-            "on_part_begin": self._part_begin,
-            "on_header_field": lambda d, s, e: self._header_field.extend(d[s:e]),
-            "on_header_value": lambda d, s, e: self._header_value.extend(d[s:e]),
-            "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-            "on_part_data": self._part_data,
-            "on_part_end": self._part_end,
-        })
+        self.parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._part_begin,
+                "on_header_field": lambda d, s, e: self._header_field.extend(d[s:e]),
+                "on_header_value": lambda d, s, e: self._header_value.extend(d[s:e]),
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+                "on_part_data": self._part_data,
+                "on_part_end": self._part_end,
+            },
+        )
 
     def _part_begin(self) -> None:
         self._disposition, self._value = {}, bytearray()
@@ -126,8 +149,11 @@ class StreamedForm:
             self.filename = self._disposition.get("filename") or ""
             self._out = self._target.open("wb")
         elif name not in FIELDS:
-            raise _field_error(name or "(unnamed)", f"unknown form field {name!r}; the fields are: "
-                               f"file, {', '.join(sorted(FIELDS))}", "extra_forbidden")
+            raise _field_error(
+                name or "(unnamed)",
+                f"unknown form field {name!r}; the fields are: file, {', '.join(sorted(FIELDS))}",
+                "extra_forbidden",
+            )
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -169,10 +195,16 @@ def _safe_filename(filename: str, fmt: str) -> str:
     "files (.pt, .pth, .bin, .pkl), TorchScript and .pt2 are refused: loading them runs code. "
     "201 with what inspection found; 200 with the earlier artifact when this tenant uploaded the "
     "same content with the same options before.",
-    responses={200: {"description": "The same content was uploaded before: that artifact.",
-                     "model": ArtifactOut}, **problems(408, 413, 415, 507)},
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": {"type": "object", **UPLOAD_FORM}}}}},
+    responses={
+        200: {"description": "The same content was uploaded before: that artifact.", "model": ArtifactOut},
+        **problems(408, 413, 415, 507),
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": {"type": "object", **UPLOAD_FORM}}},
+        }
+    },
 )
 async def upload_artifact(request: Request, response: Response, caller: CallerDep) -> ArtifactOut:
     """The caller is known before a byte is read (its dependency); no database session is
@@ -183,8 +215,12 @@ async def upload_artifact(request: Request, response: Response, caller: CallerDe
         raise _too_large(cap)
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
-        raise Problem(415, "Send multipart/form-data", "Upload with multipart/form-data: fields kind "
-                      "and file (e.g. curl -F kind=teacher -F file=@teacher.onnx).", type_="unsupported-media-type")
+        raise Problem(
+            415,
+            "Send multipart/form-data",
+            "Upload with multipart/form-data: fields kind and file (e.g. curl -F kind=teacher -F file=@teacher.onnx).",
+            type_="unsupported-media-type",
+        )
     incoming = get_storage().path(f"{INCOMING}/{uuid.uuid4().hex}")
     with request.app.state.upload_slots.take(caller), disk_full_is_507():
         incoming.parent.mkdir(parents=True, exist_ok=True)
@@ -217,9 +253,13 @@ async def _receive(request: Request, form: StreamedForm) -> None:
             form.parser.write(chunk)
         form.parser.finalize()
     except FormParserError as exc:
-        raise Problem(400, "The multipart body cannot be parsed", f"{exc}. Send multipart/form-data "
-                      "as a client library writes it (e.g. curl -F kind=teacher -F file=@teacher.onnx).",
-                      type_="malformed-multipart") from exc
+        raise Problem(
+            400,
+            "The multipart body cannot be parsed",
+            f"{exc}. Send multipart/form-data "
+            "as a client library writes it (e.g. curl -F kind=teacher -F file=@teacher.onnx).",
+            type_="malformed-multipart",
+        ) from exc
     form.close()
 
 
@@ -255,8 +295,11 @@ def _options_sha256(kind: str, fmt: str, options: dict[str, str]) -> str:
 
 def _sandbox_limits() -> SandboxLimits:
     settings = get_settings()
-    return SandboxLimits(memory_bytes=settings.inspect_memory_bytes, seconds=settings.inspect_seconds,
-                         output_bytes=settings.max_upload_bytes + UploadLimits().max_cells * 8)
+    return SandboxLimits(
+        memory_bytes=settings.inspect_memory_bytes,
+        seconds=settings.inspect_seconds,
+        output_bytes=settings.max_upload_bytes + UploadLimits().max_cells * 8,
+    )
 
 
 async def _accept(caller: Caller, form: StreamedForm, incoming: Path) -> tuple[Artifact, bool]:
@@ -273,19 +316,33 @@ async def _accept(caller: Caller, form: StreamedForm, incoming: Path) -> tuple[A
     existing = await run_in_threadpool(_existing, caller, kind, digest, options_digest)
     if existing is not None:
         return existing, False
-    request = InspectRequest(kind=kind, path=str(upload), fmt=fmt, output=options.get("output"),
-                             label_column=options.get("label_column", "label"), canonical_out=str(arrays),
-                             image_size=options.get("image_size"))
+    request = InspectRequest(
+        kind=kind,
+        path=str(upload),
+        fmt=fmt,
+        output=options.get("output"),
+        label_column=options.get("label_column", "label"),
+        canonical_out=str(arrays),
+        image_size=options.get("image_size"),
+    )
     try:
         inspection = await inspect_isolated(request, _sandbox_limits())
     except InspectionError as exc:
         raise _field_error(exc.field, str(exc), "refused") from exc
     stored = Artifact(
-        tenant_id=caller.tenant_id, job_id=None, kind=kind, format=fmt, name=form.fields.get("name"),
-        filename=_safe_filename(form.filename, fmt), media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"),
-        size_bytes=form.size, sha256=digest, options_sha256=options_digest, inspection=inspection,
-        storage_key=upload_key(caller.tenant_id, f"{digest}-{options_digest[:16]}",
-                               _safe_filename(form.filename, fmt)))
+        tenant_id=caller.tenant_id,
+        job_id=None,
+        kind=kind,
+        format=fmt,
+        name=form.fields.get("name"),
+        filename=_safe_filename(form.filename, fmt),
+        media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"),
+        size_bytes=form.size,
+        sha256=digest,
+        options_sha256=options_digest,
+        inspection=inspection,
+        storage_key=upload_key(caller.tenant_id, f"{digest}-{options_digest[:16]}", _safe_filename(form.filename, fmt)),
+    )
     return await run_in_threadpool(_store, stored, upload, arrays)
 
 
@@ -323,6 +380,12 @@ def _store(artifact: Artifact, upload: Path, arrays: Path) -> tuple[Artifact, bo
 def _existing(caller: Caller | str, kind: str, digest: str, options_digest: str) -> Artifact | None:
     tenant_id = caller if isinstance(caller, str) else caller.tenant_id
     with session_scope(readonly=True) as session:
-        return session.scalars(select(Artifact).where(
-            Artifact.tenant_id == tenant_id, Artifact.kind == kind, Artifact.sha256 == digest,
-            Artifact.options_sha256 == options_digest, Artifact.job_id.is_(None))).first()
+        return session.scalars(
+            select(Artifact).where(
+                Artifact.tenant_id == tenant_id,
+                Artifact.kind == kind,
+                Artifact.sha256 == digest,
+                Artifact.options_sha256 == options_digest,
+                Artifact.job_id.is_(None),
+            )
+        ).first()

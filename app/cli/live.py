@@ -52,16 +52,22 @@ def progress_view(job: Job) -> Table:
         budget = epoch_budget(job.spec, latest.phase, latest.run)
         epoch = f"epoch {latest.epoch}" + (f" of {budget}" if budget else "")
         grid.add_row("phase", f"{job.phase or latest.phase}  run {latest.run}  {epoch}")
-        scores = [_metric(latest.values, "train_loss", "train loss"), _metric(latest.values, "val_loss", "val loss"),
-                  _metric(latest.values, "train_accuracy", "train acc"),
-                  _metric(latest.values, "val_accuracy", "val acc")]
+        scores = [
+            _metric(latest.values, "train_loss", "train loss"),
+            _metric(latest.values, "val_loss", "val loss"),
+            _metric(latest.values, "train_accuracy", "train acc"),
+            _metric(latest.values, "val_accuracy", "val acc"),
+        ]
         grid.add_row("last epoch", "  ".join(s for s in scores if s))
     elif not job.ended:
         waiting = "waiting for a worker" if job.status == "queued" else "-"
         grid.add_row("phase", job.phase or waiting)
     bar = Table.grid(padding=(0, 1))
-    bar.add_row(ProgressBar(total=1.0, completed=job.progress, width=40), f"{100 * job.progress:3.0f}%",
-                f"ETA {_duration(job.eta_seconds)}" if not job.ended else "")
+    bar.add_row(
+        ProgressBar(total=1.0, completed=job.progress, width=40),
+        f"{100 * job.progress:3.0f}%",
+        f"ETA {_duration(job.eta_seconds)}" if not job.ended else "",
+    )
     grid.add_row("progress", bar)
     return grid
 

@@ -22,8 +22,12 @@ from app.cli.live import watch as live_watch
 from app.client import Client, DistillError, Job, SpecError, apply_overrides, load_spec
 from app.client.client import ENV_URL
 
-app = typer.Typer(help="Distillation as a service, from the command line (the HTTP API's client).", no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Distillation as a service, from the command line (the HTTP API's client).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 DETACHED = 130
 WIDTH = 100  # what every table is laid out for
 
@@ -55,8 +59,9 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 def options(
     ctx: typer.Context,
     url: Annotated[str | None, typer.Option(envvar=ENV_URL, help="The API's base URL.")] = None,
-    key: Annotated[str | None, typer.Option(help="API key (else $DISTILL_API_KEY, else "
-                                               "$DISTILL_HOME/api-key).")] = None,
+    key: Annotated[
+        str | None, typer.Option(help="API key (else $DISTILL_API_KEY, else $DISTILL_HOME/api-key).")
+    ] = None,
 ) -> None:
     ctx.obj = {"url": url, "key": key}
 
@@ -71,8 +76,9 @@ def follow_to_the_end(client: Client, job_id: str, every: float) -> Job:
     try:
         job = live_watch(client, job_id, console, every=every)
     except KeyboardInterrupt:
-        err_console().print(f"detached from job {job_id}; it keeps running. Re-attach with: "
-                            f"distill watch {job_id}", highlight=False)
+        err_console().print(
+            f"detached from job {job_id}; it keeps running. Re-attach with: distill watch {job_id}", highlight=False
+        )
         raise typer.Exit(DETACHED) from None
     console.line()
     console.print(tables.job_view(job))
@@ -89,8 +95,9 @@ EVERY = typer.Option(help="Seconds between polls.", min=0.1)
 def submit(
     ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="A job spec, .json or .yaml.")],
-    set_: Annotated[list[str], typer.Option("--set", help="dotted.path=JSON, e.g. training.epochs=20 "
-                                            "or seeds=[0,1]; repeatable.")] = [],  # noqa: B006
+    set_: Annotated[
+        list[str], typer.Option("--set", help="dotted.path=JSON, e.g. training.epochs=20 or seeds=[0,1]; repeatable.")
+    ] = [],  # noqa: B006
     wait: Annotated[bool, typer.Option(help="Watch the job to its end and print the result.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the job id.")] = False,
     every: Annotated[float, EVERY] = 1.0,
@@ -109,8 +116,9 @@ def submit(
 
 @app.command()
 @reports_errors
-def watch(ctx: typer.Context, job: Annotated[str, typer.Argument(help="The job id.")],
-          every: Annotated[float, EVERY] = 1.0) -> None:
+def watch(
+    ctx: typer.Context, job: Annotated[str, typer.Argument(help="The job id.")], every: Annotated[float, EVERY] = 1.0
+) -> None:
     """Live progress of a job until it ends; Ctrl-C detaches, watch again re-attaches."""
     with client_of(ctx) as client:
         follow_to_the_end(client, job, every)
@@ -177,8 +185,11 @@ def events(
 
 @app.command()
 @reports_errors
-def download(ctx: typer.Context, job: Annotated[str, typer.Argument(help="The job id.")],
-             directory: Annotated[Path, typer.Argument(help="Folder to write the files to.")]) -> None:
+def download(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    directory: Annotated[Path, typer.Argument(help="Folder to write the files to.")],
+) -> None:
     """Download a job's files (student, report), each checked against its sha256."""
     console = out_console()
     with client_of(ctx) as client:
@@ -187,8 +198,7 @@ def download(ctx: typer.Context, job: Annotated[str, typer.Argument(help="The jo
             raise DistillError(f"job {job} has no files (yet): `distill show {job}` says where it stands")
         for artifact in artifacts:
             path = client.download(artifact, directory)
-            console.print(f"ok  {path}  {artifact.size_bytes:,} bytes  sha256 {artifact.sha256[:16]}…",
-                          highlight=False)
+            console.print(f"ok  {path}  {artifact.size_bytes:,} bytes  sha256 {artifact.sha256[:16]}…", highlight=False)
 
 
 @app.command()
@@ -206,8 +216,9 @@ def upload(
     if kind not in ("teacher", "dataset"):
         raise typer.BadParameter("teacher or dataset", param_hint="--kind")
     with client_of(ctx) as client:
-        artifact, created = client.upload(file, kind, name=name, format=format, label_column=label_column,
-                                          output=output)
+        artifact, created = client.upload(
+            file, kind, name=name, format=format, label_column=label_column, output=output
+        )
     console = out_console()
     said = "uploaded" if created else "already uploaded (same content)"
     console.print(f"{said}: {artifact.kind} {artifact.id}  {tables.artifact_line(artifact)}", highlight=False)

@@ -42,14 +42,25 @@ def _arch(arch: dict[str, Any] | None) -> str:
 def result_rows(report: Report) -> list[tuple[str, Scores, Scores | None]]:
     """(label, mean, std or None) for the teacher, the student and the scratch baseline."""
     method = report.method.get("name", "?")
-    rows: list[tuple[str, Scores, Scores | None]] = [(f"teacher ({_arch(report.teacher.get('arch'))})",
-                                                      report.teacher, None)]
+    rows: list[tuple[str, Scores, Scores | None]] = [
+        (f"teacher ({_arch(report.teacher.get('arch'))})", report.teacher, None)
+    ]
     several = len(report.student.runs) > 1  # one seed has no spread to show
-    rows.append((f"student ({method}, {_arch(report.student.arch)})", report.student.mean,
-                 report.student.std if several else None))
+    rows.append(
+        (
+            f"student ({method}, {_arch(report.student.arch)})",
+            report.student.mean,
+            report.student.std if several else None,
+        )
+    )
     if report.baseline is not None:
-        rows.append((f"baseline (scratch, {_arch(report.baseline.arch)})", report.baseline.mean,
-                     report.baseline.std if several else None))
+        rows.append(
+            (
+                f"baseline (scratch, {_arch(report.baseline.arch)})",
+                report.baseline.mean,
+                report.baseline.std if several else None,
+            )
+        )
     return rows
 
 
@@ -93,8 +104,10 @@ def summary_lines(report: Report) -> list[str]:
     if s.compression is not None and s.speedup is not None:
         lines.append(f"the student has {s.compression:.1f}x fewer parameters and is {s.speedup:.1f}x faster")
     if (e := report.exported) is not None and e.seed is not None:
-        lines.append(f"exported: the student of seed {e.seed} (best {e.selected_by}), test accuracy "
-                     f"{e.test_accuracy:.3f}: {', '.join(e.files.values())}")
+        lines.append(
+            f"exported: the student of seed {e.seed} (best {e.selected_by}), test accuracy "
+            f"{e.test_accuracy:.3f}: {', '.join(e.files.values())}"
+        )
     return lines
 
 
@@ -145,8 +158,14 @@ def jobs_table(jobs: list[Job]) -> Table:
     table.add_column("submitted", no_wrap=True)
     table.add_column("name", max_width=22, overflow="ellipsis", no_wrap=True)
     for job in jobs:
-        table.add_row(job.id, status_text(job), job.phase or "-", f"{100 * job.progress:.0f}%",
-                      job.created_at.astimezone().strftime("%m-%d %H:%M"), job.name or "")
+        table.add_row(
+            job.id,
+            status_text(job),
+            job.phase or "-",
+            f"{100 * job.progress:.0f}%",
+            job.created_at.astimezone().strftime("%m-%d %H:%M"),
+            job.name or "",
+        )
     return table
 
 
@@ -171,10 +190,16 @@ def catalog_view(catalog: Catalog) -> Group:
     for column in ("name", "input", "classes", "train", "test"):
         datasets.add_column(column, justify="left" if column in ("name", "input") else "right")
     for name, d in catalog.datasets.items():
-        datasets.add_row(name, "x".join(map(str, d.get("input_shape", []))), str(d.get("num_classes", "?")),
-                         f"{d.get('train_size', 0):,}", f"{d.get('test_size', 0):,}")
-    entries = Table(title="architectures and methods (parameter=default)", title_justify="left",
-                    show_edge=False, pad_edge=False)
+        datasets.add_row(
+            name,
+            "x".join(map(str, d.get("input_shape", []))),
+            str(d.get("num_classes", "?")),
+            f"{d.get('train_size', 0):,}",
+            f"{d.get('test_size', 0):,}",
+        )
+    entries = Table(
+        title="architectures and methods (parameter=default)", title_justify="left", show_edge=False, pad_edge=False
+    )
     entries.add_column("kind")
     entries.add_column("name")
     entries.add_column("parameters", overflow="fold")

@@ -1,8 +1,8 @@
 """The Python client of the distill API (no torch, no server packages):
 
-    from app.client import Client
-    job = Client("http://127.0.0.1:8000").submit(spec).wait()
-    print(job.status, job.result.summary)
+from app.client import Client
+job = Client("http://127.0.0.1:8000").submit(spec).wait()
+print(job.status, job.result.summary)
 """
 
 from app.client.client import DEFAULT_URL, Client, JobHandle
@@ -13,7 +13,28 @@ from app.client.models import Artifact, Catalog, Event, Job, JobPage, Metrics, M
 from app.client.specs import SpecError, apply_overrides, load_spec
 
 __all__ = [
-    "DEFAULT_URL", "ApiError", "ApiKey", "Artifact", "AuthError", "Catalog", "ChecksumMismatch", "Client",
-    "DistillError", "Event", "FieldError", "Job", "JobHandle", "JobPage", "JobUpdate", "MetricSeries",
-    "Metrics", "PollingFeed", "Report", "SpecError", "Unreachable", "apply_overrides", "find_key", "load_spec",
+    "DEFAULT_URL",
+    "ApiError",
+    "ApiKey",
+    "Artifact",
+    "AuthError",
+    "Catalog",
+    "ChecksumMismatch",
+    "Client",
+    "DistillError",
+    "Event",
+    "FieldError",
+    "Job",
+    "JobHandle",
+    "JobPage",
+    "JobUpdate",
+    "MetricSeries",
+    "Metrics",
+    "PollingFeed",
+    "Report",
+    "SpecError",
+    "Unreachable",
+    "apply_overrides",
+    "find_key",
+    "load_spec",
 ]

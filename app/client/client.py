@@ -165,14 +165,26 @@ class Client:
     def download_job(self, job_id: str, directory: Path) -> list[Path]:
         return [self.download(a, directory) for a in self.artifacts(job_id)]
 
-    def upload(self, path: Path, kind: str, *, name: str | None = None, format: str | None = None,
-               label_column: str | None = None, output: str | None = None) -> tuple[Artifact, bool]:
+    def upload(
+        self,
+        path: Path,
+        kind: str,
+        *,
+        name: str | None = None,
+        format: str | None = None,
+        label_column: str | None = None,
+        output: str | None = None,
+    ) -> tuple[Artifact, bool]:
         """Upload a teacher or dataset file, streamed from disk. Returns (artifact, created):
         created is False when this tenant had uploaded the same content before."""
         fields = {"kind": kind, "name": name, "format": format, "label_column": label_column, "output": output}
         with path.open("rb") as file:
-            response = self._request("POST", "/v1/artifacts", data={k: v for k, v in fields.items() if v},
-                                     files={"file": (path.name, file, "application/octet-stream")})
+            response = self._request(
+                "POST",
+                "/v1/artifacts",
+                data={k: v for k, v in fields.items() if v},
+                files={"file": (path.name, file, "application/octet-stream")},
+            )
         return Artifact.model_validate(response.json()), response.status_code == 201
 
     # --- the service -------------------------------------------------------------------------

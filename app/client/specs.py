@@ -49,8 +49,10 @@ def apply_override(spec: dict[str, Any], assignment: str) -> dict[str, Any]:
         last = i == len(keys) - 1
         if isinstance(node, list):
             if not key.isdigit() or int(key) >= len(node):
-                raise SpecError(f"--set {assignment!r}: {'.'.join(keys[:i]) or 'the spec'} is a list of "
-                                f"{len(node)}; {key!r} is not an index in it")
+                raise SpecError(
+                    f"--set {assignment!r}: {'.'.join(keys[:i]) or 'the spec'} is a list of "
+                    f"{len(node)}; {key!r} is not an index in it"
+                )
             key = int(key)
         elif not isinstance(node, dict):
             raise SpecError(f"--set {assignment!r}: {'.'.join(keys[:i])} is a value, not an object")

@@ -3,7 +3,7 @@ builds them, app/contract/stages.py knows their stage shapes without torch."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -34,9 +34,7 @@ class CNNArch(Strict):
         examples=[[32, 64, 64]],
     )
     kernel_size: int = Field(3, ge=1, le=15, description="Odd convolution kernel size.")
-    hidden: int = Field(
-        128, ge=0, le=8192, description="Width of the dense layer before the head; 0 for none."
-    )
+    hidden: int = Field(128, ge=0, le=8192, description="Width of the dense layer before the head; 0 for none.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout before the head.")
 
     @field_validator("kernel_size")
@@ -47,5 +45,5 @@ class CNNArch(Strict):
         return v
 
 
-Arch = Annotated[Union[MLPArch, CNNArch, TimmArch, TorchvisionArch], Field(discriminator="name")]
+Arch = Annotated[MLPArch | CNNArch | TimmArch | TorchvisionArch, Field(discriminator="name")]
 """Ours (mlp, cnn) or a standard one by name (timm, torchvision: app/contract/standard.py)."""

@@ -13,13 +13,13 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from app.contract import standard
 from app.contract.architectures import CNNArch, MLPArch
 from app.contract.base import FieldError
 from app.contract.catalog import DATASETS
 from app.contract.methods import METHODS
-from app.contract.spec import JobSpec, TeacherArtifact
-from app.contract import standard
 from app.contract.packaged import PACKAGED
+from app.contract.spec import JobSpec, TeacherArtifact
 from app.contract.stages import state_shapes
 
 
@@ -60,7 +60,7 @@ def data_facts(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts]) -> DataFac
     return DataFacts(tuple(found["input_shape"]), int(found["num_classes"]), int(found.get("unlabeled_rows", 0)))
 
 
-def _shape(shape) -> str:  # noqa: ANN001
+def _shape(shape) -> str:
     return "x".join(map(str, shape)) or "a scalar"
 
 
@@ -68,8 +68,12 @@ def _arch_fit(arch: MLPArch | CNNArch, input_shape: tuple[int, ...], loc: tuple)
     if arch.name in ("timm", "torchvision"):
         return [FieldError(loc=(*loc, where), msg=msg) for where, msg in standard.fit_messages(arch, input_shape)]
     if isinstance(arch, CNNArch) and len(input_shape) > 2:
-        return [FieldError(loc=(*loc, "name"), msg=f"a cnn takes 1-D or 2-D inputs (one channel), "
-                           f"but the input is {_shape(input_shape)}: use an mlp.")]
+        return [
+            FieldError(
+                loc=(*loc, "name"),
+                msg=f"a cnn takes 1-D or 2-D inputs (one channel), but the input is {_shape(input_shape)}: use an mlp.",
+            )
+        ]
     if isinstance(arch, CNNArch):
         spatial = input_shape[-2:] if len(input_shape) >= 2 else input_shape
         need = 2 ** len(arch.channels)
@@ -91,8 +95,13 @@ def _unknown_artifacts(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts]) ->
     for loc, id_, kind in artifact_refs(spec):
         found = artifacts.get(id_)
         if found is None:
-            errors.append(FieldError(loc=loc, msg=f"no {kind} artifact {id_!r} among this tenant's "
-                                     "uploads: upload it first (POST /v1/artifacts) and use the id it returns."))
+            errors.append(
+                FieldError(
+                    loc=loc,
+                    msg=f"no {kind} artifact {id_!r} among this tenant's "
+                    "uploads: upload it first (POST /v1/artifacts) and use the id it returns.",
+                )
+            )
         elif found.kind != kind:
             errors.append(FieldError(loc=loc, msg=f"artifact {id_!r} is a {found.kind}, not a {kind}."))
     return errors
@@ -110,14 +119,22 @@ def _onnx_classes(inspection: dict, output: str) -> int | None:
 
 def _onnx_teacher_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:
     if member.arch is not None:
-        return [FieldError(loc=(*loc, "arch"), msg="arch is for safetensors weights; an ONNX model "
-                           "carries its own graph: leave arch out.")]
-    usable = {o["name"]: o for o in found["outputs"]
-              if o.get("kind") in ("logits", "probabilities", "probability_map")}
+        return [
+            FieldError(
+                loc=(*loc, "arch"),
+                msg="arch is for safetensors weights; an ONNX model carries its own graph: leave arch out.",
+            )
+        ]
+    usable = {o["name"]: o for o in found["outputs"] if o.get("kind") in ("logits", "probabilities", "probability_map")}
     output = member.output or found["output"]
     if output not in usable:
-        return [FieldError(loc=(*loc, "output"), msg=f"the model has no usable output {output!r}; "
-                           f"outputs with class scores: {', '.join(usable) or 'none'}.")]
+        return [
+            FieldError(
+                loc=(*loc, "output"),
+                msg=f"the model has no usable output {output!r}; "
+                f"outputs with class scores: {', '.join(usable) or 'none'}.",
+            )
+        ]
     errors = []
     shape = tuple(found["input_shape"])
     given = data.input_shape
@@ -126,26 +143,45 @@ def _onnx_teacher_errors(member: TeacherArtifact, found: dict, data: DataFacts, 
             return [FieldError(loc=(*loc, "preprocess"), msg=why)]
         given = member.preprocess.output_shape(data.input_shape)
     if shape != given and math.prod(shape) != math.prod(given):
-        errors.append(FieldError(loc=(*loc, "id"), msg=f"the teacher takes inputs of shape "
-                                 f"{_shape(shape)} per example, the dataset's are {_shape(data.input_shape)}"
-                                 + (f" ({_shape(given)} after preprocess)" if given != data.input_shape else "")
-                                 + ": they must match (or differ only by flattening); teacher.artifact.preprocess "
-                                 "can resize (input_size) and reorder (layout) images."))
+        errors.append(
+            FieldError(
+                loc=(*loc, "id"),
+                msg=f"the teacher takes inputs of shape "
+                f"{_shape(shape)} per example, the dataset's are {_shape(data.input_shape)}"
+                + (f" ({_shape(given)} after preprocess)" if given != data.input_shape else "")
+                + ": they must match (or differ only by flattening); teacher.artifact.preprocess "
+                "can resize (input_size) and reorder (layout) images.",
+            )
+        )
     classes = _onnx_classes(found, output)
     if classes is not None and classes != data.num_classes:
-        errors.append(FieldError(loc=(*loc, "id"), msg=f"the teacher's output {output!r} scores "
-                                 f"{classes} classes, the dataset has {data.num_classes}."))
+        errors.append(
+            FieldError(
+                loc=(*loc, "id"),
+                msg=f"the teacher's output {output!r} scores {classes} classes, the dataset has {data.num_classes}.",
+            )
+        )
     return errors
 
 
 def _weights_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:
     """safetensors weights: every key, shape and dtype of the architecture's state dict."""
     if member.preprocess is not None:
-        return [FieldError(loc=(*loc, "preprocess"), msg="preprocess is for ONNX teachers; a model "
-                           "built from weights normalises inside its own graph: leave preprocess out.")]
+        return [
+            FieldError(
+                loc=(*loc, "preprocess"),
+                msg="preprocess is for ONNX teachers; a model "
+                "built from weights normalises inside its own graph: leave preprocess out.",
+            )
+        ]
     if member.arch is None:
-        return [FieldError(loc=(*loc, "arch"), msg="safetensors weights need the architecture they "
-                           "belong to: give teacher.artifact.arch (GET /v1/catalog lists them).")]
+        return [
+            FieldError(
+                loc=(*loc, "arch"),
+                msg="safetensors weights need the architecture they "
+                "belong to: give teacher.artifact.arch (GET /v1/catalog lists them).",
+            )
+        ]
     if errors := _arch_fit(member.arch, data.input_shape, (*loc, "arch")):
         return errors
     if member.arch.name in ("timm", "torchvision"):
@@ -154,18 +190,26 @@ def _weights_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: 
     got = {k: (tuple(v["shape"]), v["dtype"]) for k, v in found["tensors"].items()}
     problems = [f"missing {k} {_shape(v[0])}" for k, v in expected.items() if k not in got]
     problems += [f"unexpected {k}" for k in got if k not in expected]
-    problems += [f"{k} is {_shape(got[k][0])} {got[k][1]}, expected {_shape(v[0])} {v[1]}"
-                 for k, v in expected.items() if k in got and got[k] != v]
+    problems += [
+        f"{k} is {_shape(got[k][0])} {got[k][1]}, expected {_shape(v[0])} {v[1]}"
+        for k, v in expected.items()
+        if k in got and got[k] != v
+    ]
     if not problems:
         return []
     more = f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""
-    return [FieldError(loc=(*loc, "arch"), msg=f"the weights do not fit a {member.arch.name} of this "
-                       f"shape for {_shape(data.input_shape)} inputs and {data.num_classes} classes: "
-                       f"{'; '.join(problems[:6])}{more}. Save the state dict of the model built with "
-                       "this arch (buffers included) with safetensors.")]
+    return [
+        FieldError(
+            loc=(*loc, "arch"),
+            msg=f"the weights do not fit a {member.arch.name} of this "
+            f"shape for {_shape(data.input_shape)} inputs and {data.num_classes} classes: "
+            f"{'; '.join(problems[:6])}{more}. Save the state dict of the model built with "
+            "this arch (buffers included) with safetensors.",
+        )
+    ]
 
 
-def _standard_weights_errors(arch, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:  # noqa: ANN001
+def _standard_weights_errors(arch, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:
     """A timm/torchvision state dict, without torch: its entry count, integer entries and
     floating-point elements against the architecture's for these channels and classes
     (model_names.json's facts). Our own exported students (adapter buffers, `net.` keys) too."""
@@ -177,19 +221,27 @@ def _standard_weights_errors(arch, found: dict, data: DataFacts, loc: tuple) -> 
     got_elements = sum(math.prod(v["shape"]) for v in net.values() if v["dtype"].startswith(("F", "BF")))
     if (len(net), got_integer, got_elements) == (keys, integer, elements):
         return []
-    return [FieldError(loc=(*loc, "arch"), msg=f"the weights do not fit {arch.library} {arch.model} for "
-                       f"{_shape(data.input_shape)} inputs and {data.num_classes} classes: it has {keys} "
-                       f"state-dict entries ({integer} integer) holding {elements:,} floating-point values; "
-                       f"the file has {len(net)} ({got_integer} integer) holding {got_elements:,}. Save "
-                       "the state dict of the model built with this arch (in_chans and num_classes from the "
-                       "data) with safetensors.")]
+    return [
+        FieldError(
+            loc=(*loc, "arch"),
+            msg=f"the weights do not fit {arch.library} {arch.model} for "
+            f"{_shape(data.input_shape)} inputs and {data.num_classes} classes: it has {keys} "
+            f"state-dict entries ({integer} integer) holding {elements:,} floating-point values; "
+            f"the file has {len(net)} ({got_integer} integer) holding {got_elements:,}. Save "
+            "the state dict of the model built with this arch (in_chans and num_classes from the "
+            "data) with safetensors.",
+        )
+    ]
 
 
 def _brought_teacher_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts], data: DataFacts) -> list[FieldError]:
     errors = []
     members = [(("teacher", "artifact"), spec.teacher.artifact)] if spec.teacher.artifact else []
-    members += [(("teacher", "ensemble", i), m) for i, m in enumerate(spec.teacher.ensemble or [])
-                if isinstance(m, TeacherArtifact)]
+    members += [
+        (("teacher", "ensemble", i), m)
+        for i, m in enumerate(spec.teacher.ensemble or [])
+        if isinstance(m, TeacherArtifact)
+    ]
     for loc, member in members:
         found = artifacts[member.id]
         check = _onnx_teacher_errors if found.format == "onnx" else _weights_errors
@@ -225,28 +277,52 @@ def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = No
     transfer = spec.dataset.transfer
     if transfer is not None:
         if transfer.extra_generated is not None and spec.dataset.name != "mnist1d":
-            errors.append(FieldError(loc=("dataset", "transfer", "extra_generated"), msg="extra_generated "
-                                     "needs a dataset with a generator: mnist1d."))
+            errors.append(
+                FieldError(
+                    loc=("dataset", "transfer", "extra_generated"),
+                    msg="extra_generated needs a dataset with a generator: mnist1d.",
+                )
+            )
         if transfer.unlabeled and data.unlabeled_rows == 0:
-            errors.append(FieldError(loc=("dataset", "transfer", "unlabeled"), msg="the dataset has no "
-                                     "unlabeled rows (an uploaded dataset's x_unlabeled, empty labels, or "
-                                     "unlabeled/ folder)."))
+            errors.append(
+                FieldError(
+                    loc=("dataset", "transfer", "unlabeled"),
+                    msg="the dataset has no "
+                    "unlabeled rows (an uploaded dataset's x_unlabeled, empty labels, or "
+                    "unlabeled/ folder).",
+                )
+            )
         if not m.takes_transfer_set:
             suited = " or ".join(name for name, cls in METHODS.items() if cls.takes_transfer_set)
-            errors.append(FieldError(loc=("method", "name"), msg=f"a transfer set has no labels: "
-                                     f"use {suited}, not {m.name}."))
+            errors.append(
+                FieldError(loc=("method", "name"), msg=f"a transfer set has no labels: use {suited}, not {m.name}.")
+            )
     aug = spec.training.augment
     if aug is not None and aug.active() and spec.training.soft_targets == "cached":
-        errors.append(FieldError(loc=("training", "soft_targets"), msg="augmentation changes the "
-                                 "inputs every batch, so the teacher's outputs cannot be cached: use "
-                                 "\"auto\" or \"recomputed\"."))
+        errors.append(
+            FieldError(
+                loc=("training", "soft_targets"),
+                msg="augmentation changes the "
+                "inputs every batch, so the teacher's outputs cannot be cached: use "
+                '"auto" or "recomputed".',
+            )
+        )
     if m.needs_teacher_arch:
         if spec.teacher.ensemble is not None:
-            return errors + [FieldError(loc=("teacher", "ensemble"), msg=f"{m.name} needs a single "
-                                        "teacher (its stages or its architecture): use teacher.train.")]
+            return errors + [
+                FieldError(
+                    loc=("teacher", "ensemble"),
+                    msg=f"{m.name} needs a single teacher (its stages or its architecture): use teacher.train.",
+                )
+            ]
         if spec.teacher.arch is None:
-            return errors + [FieldError(loc=("teacher", "artifact"), msg=f"{m.name} needs the teacher's "
-                                        "architecture (its stages), and an ONNX teacher exposes none: bring "
-                                        "safetensors weights with their arch, or use kd, dkd or adversarial.")]
+            return errors + [
+                FieldError(
+                    loc=("teacher", "artifact"),
+                    msg=f"{m.name} needs the teacher's "
+                    "architecture (its stages), and an ONNX teacher exposes none: bring "
+                    "safetensors weights with their arch, or use kd, dkd or adversarial.",
+                )
+            ]
     errors += m.fit_errors(spec, shape)
     return errors

@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator, model_serializer
 
-from app.contract.architectures import Arch, CNNArch, MLPArch
+from app.contract.architectures import Arch
 from app.contract.base import FieldError, Strict, without_defaults
 from app.contract.stages import is_conv, stage_error, stage_shapes
 
 if TYPE_CHECKING:  # spec.py imports this module
     from app.contract.spec import JobSpec
 
-METHODS: dict[str, type["MethodSpec"]] = {}
+METHODS: dict[str, type[MethodSpec]] = {}
 
 
 class MethodSpec(Strict):
@@ -42,7 +42,7 @@ class MethodSpec(Strict):
         """Architectures the method trains besides teacher and student, with their place in the spec."""
         return []
 
-    def fit_errors(self, spec: "JobSpec", input_shape: tuple[int, ...]) -> list[FieldError]:
+    def fit_errors(self, spec: JobSpec, input_shape: tuple[int, ...]) -> list[FieldError]:
         """The method's own checks against the job's models and data shape."""
         return []
 
@@ -76,19 +76,26 @@ class KDMethod(MethodSpec):
     name: Literal["kd"] = "kd"
     takes_transfer_set: ClassVar[bool] = True
     temperature: float = Field(
-        8.0, gt=0, le=100, description="Softmax temperature T (> 0); 3..10 is typical. The "
-        "default was chosen on MNIST-1D validation accuracy (bench/results/quality.md)."
+        8.0,
+        gt=0,
+        le=100,
+        description="Softmax temperature T (> 0); 3..10 is typical. The "
+        "default was chosen on MNIST-1D validation accuracy (bench/results/quality.md).",
     )
     alpha: float = Field(
-        0.5, ge=0, le=1, description="Weight of the soft-target term; 1 - alpha weighs the labels. "
-        "Default chosen with T on validation (bench/results/quality.md)."
+        0.5,
+        ge=0,
+        le=1,
+        description="Weight of the soft-target term; 1 - alpha weighs the labels. "
+        "Default chosen with T on validation (bench/results/quality.md).",
     )
     temperature_schedule: WarmupSchedule | None = Field(
         None, description="None: T is constant. A linear warm-up from `start` (> 0) to T."
     )
     alpha_schedule: WarmupSchedule | None = Field(
-        None, description="None: alpha is constant. A linear warm-up from `start` to alpha "
-        "(e.g. start 0: labels first, the teacher's weight grows)."
+        None,
+        description="None: alpha is constant. A linear warm-up from `start` to alpha "
+        "(e.g. start 0: labels first, the teacher's weight grows).",
     )
 
     @model_serializer(mode="wrap")
@@ -121,19 +128,20 @@ class DKDMethod(MethodSpec):
     name: Literal["dkd"] = "dkd"
     temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature T.")
     alpha: float = Field(1.0, ge=0, le=100, description="Weight of TCKD (target vs non-target).")
-    beta: float = Field(0.5, ge=0, le=100, description="Weight of NCKD (among non-target classes). The "
-                        "paper's 8 loses 5 points on MNIST-1D validation; 0.5 was best there.")
-    ce_weight: float = Field(1.0, ge=0, le=100, description="Weight of the cross-entropy on labels.")
-    warmup_epochs: int = Field(
-        5, ge=0, le=10_000, description="Epochs of linear warm-up of the KD terms; 0 for none."
+    beta: float = Field(
+        0.5,
+        ge=0,
+        le=100,
+        description="Weight of NCKD (among non-target classes). The "
+        "paper's 8 loses 5 points on MNIST-1D validation; 0.5 was best there.",
     )
+    ce_weight: float = Field(1.0, ge=0, le=100, description="Weight of the cross-entropy on labels.")
+    warmup_epochs: int = Field(5, ge=0, le=10_000, description="Epochs of linear warm-up of the KD terms; 0 for none.")
 
 
 class _KDTerms(MethodSpec):
     temperature: float = Field(8.0, gt=0, le=100, description="Softmax temperature T of the KD term.")
-    alpha: float = Field(
-        0.5, ge=0, le=1, description="Weight of the KD term; 1 - alpha weighs CE on the labels."
-    )
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the KD term; 1 - alpha weighs CE on the labels.")
 
 
 @register
@@ -146,12 +154,14 @@ class FitNetMethod(_KDTerms):
 
     name: Literal["fitnet"] = "fitnet"
     teacher_stage: str | None = Field(
-        None, description="Teacher stage giving the hint; default: the teacher's last stage. "
+        None,
+        description="Teacher stage giving the hint; default: the teacher's last stage. "
         "GET /v1/catalog explains stage names (mlp: hidden0.., cnn: conv0.. and dense).",
         examples=["conv1"],
     )
     student_stage: str | None = Field(
-        None, description="Student stage guided by the hint; default: the student's last stage.",
+        None,
+        description="Student stage guided by the hint; default: the student's last stage.",
         examples=["hidden0"],
     )
     hint_weight: float = Field(1.0, ge=0, le=1e4, description="Weight of the hint (MSE) term.")
@@ -163,16 +173,21 @@ class FitNetMethod(_KDTerms):
         st = self.student_stage or (list(s_shapes)[-1] if s_shapes else "")
         return [t], [st]
 
-    def fit_errors(self, spec: "JobSpec", input_shape: tuple[int, ...]) -> list[FieldError]:
+    def fit_errors(self, spec: JobSpec, input_shape: tuple[int, ...]) -> list[FieldError]:
         t_shapes = stage_shapes(spec.teacher.arch, input_shape)
         s_shapes = stage_shapes(spec.student.arch, input_shape)
         ts, ss = self.stages(t_shapes, s_shapes)
         errors: list[FieldError] = []
-        for loc, which, stage, shapes in (("teacher_stage", "teacher", ts[0], t_shapes),
-                                          ("student_stage", "student", ss[0], s_shapes)):
+        for loc, which, stage, shapes in (
+            ("teacher_stage", "teacher", ts[0], t_shapes),
+            ("student_stage", "student", ss[0], s_shapes),
+        ):
             if not shapes:
-                errors.append(FieldError(loc=("method", loc), msg=f"the {which} has no stages "
-                              "(an mlp with hidden []): a hint needs one."))
+                errors.append(
+                    FieldError(
+                        loc=("method", loc), msg=f"the {which} has no stages (an mlp with hidden []): a hint needs one."
+                    )
+                )
             elif e := stage_error(("method", loc), which, stage, shapes, need_conv=False):
                 errors.append(e)
         return errors
@@ -188,17 +203,27 @@ class AttentionMethod(_KDTerms):
 
     name: Literal["attention"] = "attention"
     teacher_stages: list[str] | None = Field(
-        None, min_length=1, max_length=8,
+        None,
+        min_length=1,
+        max_length=8,
         description="Teacher conv stages; default: as many of the teacher's conv stages as the "
-        "student has, the last ones, in order.", examples=[["conv0", "conv1"]],
+        "student has, the last ones, in order.",
+        examples=[["conv0", "conv1"]],
     )
     student_stages: list[str] | None = Field(
-        None, min_length=1, max_length=8,
+        None,
+        min_length=1,
+        max_length=8,
         description="Student conv stages paired with teacher_stages one to one; default: all "
         "of the student's conv stages (up to the teacher's count, the last ones).",
     )
-    beta: float = Field(10.0, ge=0, le=1e6, description="Weight of the attention term (beta / 2 per pair). "
-                        "The paper's 1000 loses ~14 points on MNIST-1D's short maps; 10 was best on validation.")
+    beta: float = Field(
+        10.0,
+        ge=0,
+        le=1e6,
+        description="Weight of the attention term (beta / 2 per pair). "
+        "The paper's 1000 loses ~14 points on MNIST-1D's short maps; 10 was best on validation.",
+    )
     alpha: float = Field(0.0, ge=0, le=1, description="Weight of an optional KD term; 0: CE + AT only.")
     needs_teacher_arch: ClassVar[bool] = True
 
@@ -207,22 +232,34 @@ class AttentionMethod(_KDTerms):
         t_conv = [k for k, v in t_shapes.items() if is_conv(v)]
         s_conv = [k for k, v in s_shapes.items() if is_conv(v)]
         n = min(len(t_conv), len(s_conv))
-        ts = self.teacher_stages or (t_conv[len(t_conv) - n:] if n else t_conv[-1:])
-        ss = self.student_stages or (s_conv[len(s_conv) - n:] if n else s_conv[-1:])
+        ts = self.teacher_stages or (t_conv[len(t_conv) - n :] if n else t_conv[-1:])
+        ss = self.student_stages or (s_conv[len(s_conv) - n :] if n else s_conv[-1:])
         return list(ts), list(ss)
 
-    def fit_errors(self, spec: "JobSpec", input_shape: tuple[int, ...]) -> list[FieldError]:
+    def fit_errors(self, spec: JobSpec, input_shape: tuple[int, ...]) -> list[FieldError]:
         t_shapes = stage_shapes(spec.teacher.arch, input_shape)
         s_shapes = stage_shapes(spec.student.arch, input_shape)
         ts, ss = self.stages(t_shapes, s_shapes)
         if not ts or not ss:
-            return [FieldError(loc=("method", loc), msg=f"attention transfer needs conv stages, and the "
-                               f"{which} has none (its stages: {', '.join(shapes) or 'none'}); use a cnn {which}.")
-                    for loc, which, shapes, given in (("teacher_stages", "teacher", t_shapes, ts),
-                                                      ("student_stages", "student", s_shapes, ss)) if not given]
+            return [
+                FieldError(
+                    loc=("method", loc),
+                    msg=f"attention transfer needs conv stages, and the "
+                    f"{which} has none (its stages: {', '.join(shapes) or 'none'}); use a cnn {which}.",
+                )
+                for loc, which, shapes, given in (
+                    ("teacher_stages", "teacher", t_shapes, ts),
+                    ("student_stages", "student", s_shapes, ss),
+                )
+                if not given
+            ]
         if len(ts) != len(ss):
-            return [FieldError(loc=("method", "student_stages"), msg=f"{len(ts)} teacher stages but "
-                               f"{len(ss)} student stages: they are paired one to one.")]
+            return [
+                FieldError(
+                    loc=("method", "student_stages"),
+                    msg=f"{len(ts)} teacher stages but {len(ss)} student stages: they are paired one to one.",
+                )
+            ]
         errors = []
         for i, (t, st) in enumerate(zip(ts, ss)):
             if e := stage_error(("method", "teacher_stages", i), "teacher", t, t_shapes, True):
@@ -263,12 +300,17 @@ class BornAgainMethod(_KDTerms):
     recipe: ClassVar[str | None] = "born_again"
     generations: int = Field(3, ge=1, le=10, description="Student generations after the teacher.")
 
-    def fit_errors(self, spec: "JobSpec", input_shape: tuple[int, ...]) -> list[FieldError]:
+    def fit_errors(self, spec: JobSpec, input_shape: tuple[int, ...]) -> list[FieldError]:
         if spec.teacher.arch == spec.student.arch:
             return []
         loc = ("teacher", "train" if spec.teacher.train else "artifact", "arch")
-        return [FieldError(loc=loc, msg="born_again distils a model into its own architecture: "
-                           "the teacher's arch must equal the student's.")]
+        return [
+            FieldError(
+                loc=loc,
+                msg="born_again distils a model into its own architecture: "
+                "the teacher's arch must equal the student's.",
+            )
+        ]
 
 
 @register
@@ -279,7 +321,8 @@ class TeacherAssistantMethod(_KDTerms):
     name: Literal["teacher_assistant"] = "teacher_assistant"
     recipe: ClassVar[str | None] = "teacher_assistant"
     assistants: list[Arch] = Field(
-        min_length=1, max_length=4,
+        min_length=1,
+        max_length=4,
         description="Architectures of the assistants, largest first.",
         examples=[[{"name": "mlp", "hidden": [256, 256]}]],
     )
@@ -289,4 +332,5 @@ class TeacherAssistantMethod(_KDTerms):
 
 
 # The spec's union, in registration order (the order of this file).
-Method = Annotated[Union[tuple(METHODS.values())], Field(discriminator="name")]
+# Union of the registered classes: a runtime tuple, which only typing.Union takes.
+Method = Annotated[Union[tuple(METHODS.values())], Field(discriminator="name")]  # noqa: UP007

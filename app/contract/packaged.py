@@ -27,10 +27,12 @@ class PackagedDataset:
         return [name for name in self.files.values() if not (where / name).is_file()]
 
     def install_hint(self) -> str:
-        return (f"the built-in dataset needs the system package {self.package!r}, which is not "
-                f"installed on this server: its administrator installs it with `apt-get install "
-                f"{self.package}` (scripts/setup.sh does it), or sets {self.env} to a folder holding "
-                "its IDX files.")
+        return (
+            f"the built-in dataset needs the system package {self.package!r}, which is not "
+            f"installed on this server: its administrator installs it with `apt-get install "
+            f"{self.package}` (scripts/setup.sh does it), or sets {self.env} to a folder holding "
+            "its IDX files."
+        )
 
 
 PACKAGED: dict[str, PackagedDataset] = {
@@ -38,8 +40,10 @@ PACKAGED: dict[str, PackagedDataset] = {
         package="dataset-fashion-mnist",
         folder=Path("/usr/share/datasets/fashion-mnist"),
         files={
-            "x_train": "train-images-idx3-ubyte.gz", "y_train": "train-labels-idx1-ubyte.gz",
-            "x_test": "t10k-images-idx3-ubyte.gz", "y_test": "t10k-labels-idx1-ubyte.gz",
+            "x_train": "train-images-idx3-ubyte.gz",
+            "y_train": "train-labels-idx1-ubyte.gz",
+            "x_test": "t10k-images-idx3-ubyte.gz",
+            "y_test": "t10k-labels-idx1-ubyte.gz",
         },
         env="DISTILL_FASHION_MNIST_DIR",
     ),

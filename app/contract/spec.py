@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.contract.architectures import Arch, CNNArch, MLPArch
+from app.contract.architectures import Arch
 from app.contract.base import Strict, without_defaults
 from app.contract.methods import KDMethod, Method
 
@@ -30,18 +30,21 @@ class TransferSpec(Strict):
     """Extra unlabeled inputs for the student (Hinton 2015's transfer set): give one source."""
 
     extra_generated: int | None = Field(
-        None, ge=1, le=100_000,
+        None,
+        ge=1,
+        le=100_000,
         description="mnist1d only: generate this many extra examples with mnist1d's own "
         "generator and another seed (deterministic, cached); their labels are discarded. "
         "The student learns there from the teacher alone (alpha = 1 on those examples).",
     )
     unlabeled: bool = Field(
-        False, description="An uploaded dataset only: use its unlabeled rows (x_unlabeled in an "
+        False,
+        description="An uploaded dataset only: use its unlabeled rows (x_unlabeled in an "
         "NPZ, rows with an empty label in CSV/Parquet, an unlabeled/ folder in a ZIP).",
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> "TransferSpec":
+    def _one_source(self) -> TransferSpec:
         if (self.extra_generated is None) == (not self.unlabeled):
             raise ValueError("give exactly one of extra_generated or unlabeled: true")
         return self
@@ -55,20 +58,24 @@ class DatasetSpec(Strict):
     """A built-in dataset (`name`) or an uploaded one (`artifact`): give exactly one."""
 
     name: Literal["digits", "mnist1d", "fashion_mnist"] | None = Field(
-        None, description="A built-in dataset; GET /v1/catalog lists them with their shapes.",
+        None,
+        description="A built-in dataset; GET /v1/catalog lists them with their shapes.",
         examples=["mnist1d"],
     )
     artifact: str | None = Field(
-        None, max_length=36, description="Id of an uploaded dataset (POST /v1/artifacts, kind "
+        None,
+        max_length=36,
+        description="Id of an uploaded dataset (POST /v1/artifacts, kind "
         "dataset). Without a test split of its own, a stratified test_fraction is held out.",
     )
     test_fraction: float = Field(
-        0.2, gt=0, lt=0.5, description="Uploaded datasets without x_test: share held out for the "
+        0.2,
+        gt=0,
+        lt=0.5,
+        description="Uploaded datasets without x_test: share held out for the "
         "final report (stratified, seeded by split_seed).",
     )
-    split_seed: int = Field(
-        0, ge=0, description="Seed of the train/validation (and, for digits, test) split."
-    )
+    split_seed: int = Field(0, ge=0, description="Seed of the train/validation (and, for digits, test) split.")
     val_fraction: float = Field(
         0.1,
         gt=0,
@@ -89,7 +96,7 @@ class DatasetSpec(Strict):
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DatasetSpec":
+    def _one_source(self) -> DatasetSpec:
         if (self.name is None) == (self.artifact is None):
             raise ValueError("give exactly one of dataset.name (built-in) or dataset.artifact (uploaded)")
         return self
@@ -115,9 +122,7 @@ class OptimSpec(Strict):
 
     epochs: int = Field(30, ge=1, le=10_000, description="Epoch budget.")
     batch_size: int = Field(128, ge=1, le=65_536, description="Examples per step.")
-    optimizer: Literal["adamw", "sgd"] = Field(
-        "adamw", description="adamw, or sgd with Nesterov momentum 0.9."
-    )
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with Nesterov momentum 0.9.")
     lr: float = Field(3e-3, gt=0, le=10, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0, le=1, description="Decoupled weight decay.")
     lr_schedule: Literal["cosine", "constant"] = Field(
@@ -149,17 +154,28 @@ class PreprocessSpec(Strict):
     (x - mean) / std per channel, RGB -> BGR, resize to input_size, NCHW -> NHWC. The student
     never sees this: it takes the raw data (its own normalisation is inside its graph)."""
 
-    scale: float = Field(1.0, gt=0, le=1e6, description="Multiply the raw values first (1/255 for "
-                         "0..1 images from uint8 data).")
-    mean: list[float] = Field(default_factory=lambda: [0.0], min_length=1, max_length=4,
-                              description="Subtracted after scaling: one value, or one per channel.")
-    std: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [1.0], min_length=1, max_length=4,
-                                                     description="Divided by after the mean: one value or one per channel.")
-    channel_order: Literal["RGB", "BGR"] = Field("RGB", description="BGR reverses the 3 channels "
-                                                 "(OpenCV/Caffe-trained models).")
+    scale: float = Field(
+        1.0, gt=0, le=1e6, description="Multiply the raw values first (1/255 for 0..1 images from uint8 data)."
+    )
+    mean: list[float] = Field(
+        default_factory=lambda: [0.0],
+        min_length=1,
+        max_length=4,
+        description="Subtracted after scaling: one value, or one per channel.",
+    )
+    std: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        max_length=4,
+        description="Divided by after the mean: one value or one per channel.",
+    )
+    channel_order: Literal["RGB", "BGR"] = Field(
+        "RGB", description="BGR reverses the 3 channels (OpenCV/Caffe-trained models)."
+    )
     layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="The teacher's input layout.")
-    input_size: int | None = Field(None, ge=1, le=4096, description="Resize (bilinear) to this square "
-                                   "side; default: the data's size.")
+    input_size: int | None = Field(
+        None, ge=1, le=4096, description="Resize (bilinear) to this square side; default: the data's size."
+    )
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The per-example shape the teacher receives for data examples of `input_shape`."""
@@ -190,19 +206,23 @@ class TeacherArtifact(Strict):
 
     id: str = Field(max_length=36, description="Id of an uploaded teacher (POST /v1/artifacts, kind teacher).")
     output: str | None = Field(
-        None, max_length=200, description="ONNX: the output to use; default: the one inspection "
-        "found (the artifact's inspection.output).",
+        None,
+        max_length=200,
+        description="ONNX: the output to use; default: the one inspection found (the artifact's inspection.output).",
     )
     output_kind: Literal["auto", "logits", "probabilities"] = Field(
-        "auto", description="ONNX: what the output holds; auto takes inspection's finding. "
+        "auto",
+        description="ONNX: what the output holds; auto takes inspection's finding. "
         "Probabilities are turned into log-probabilities before the temperature applies.",
     )
     arch: Arch | None = Field(
-        None, description="safetensors: the architecture the weights belong to (its keys, shapes "
+        None,
+        description="safetensors: the architecture the weights belong to (its keys, shapes "
         "and dtypes are checked against it at submission). Not for ONNX.",
     )
     preprocess: PreprocessSpec | None = Field(
-        None, description="ONNX: the preprocessing the model was trained with (scale, mean, std, "
+        None,
+        description="ONNX: the preprocessing the model was trained with (scale, mean, std, "
         "channel order, layout, input size), applied to each batch before it runs; the report "
         "records it. The artifact's inspection shows what the file declares.",
     )
@@ -226,13 +246,15 @@ class TeacherSpec(Strict):
     train: TeacherTrain | None = Field(None, description="Train the teacher in the job.")
     artifact: TeacherArtifact | None = Field(None, description="Use an uploaded teacher.")
     ensemble: list[EnsembleMember] | None = Field(
-        None, min_length=2, max_length=8,
+        None,
+        min_length=2,
+        max_length=8,
         description="Several teachers, each trained in the job (arch, ...) or uploaded (id, ...); "
         "the students learn from their averaged probabilities.",
     )
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "TeacherSpec":
+    def _one_kind(self) -> TeacherSpec:
         if sum(x is not None for x in (self.train, self.artifact, self.ensemble)) != 1:
             raise ValueError("give exactly one of teacher.train, teacher.artifact or teacher.ensemble")
         return self
@@ -247,7 +269,7 @@ class TeacherSpec(Strict):
         return list(self.ensemble) if self.ensemble is not None else [self.train or self.artifact]
 
     @property
-    def arch(self) -> "Arch | None":
+    def arch(self) -> Arch | None:
         """The single teacher's architecture, when it is known (trained, or brought as weights)."""
         single = self.train or self.artifact
         return single.arch if single is not None else None
@@ -263,24 +285,36 @@ class AugmentSpec(Strict):
     are recomputed on every batch (never cached)."""
 
     noise_std: float = Field(0.0, ge=0, le=100, description="Gaussian noise added to the raw inputs.")
-    shift: int = Field(0, ge=0, le=64, description="Circular shift of up to this many samples along "
-                       "each spatial axis (independently per example and axis).")
+    shift: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Circular shift of up to this many samples along "
+        "each spatial axis (independently per example and axis).",
+    )
     scale: float = Field(0.0, ge=0, lt=1, description="Multiply each example by 1 + U(-scale, scale).")
     # Images ((H, W) or (C, H, W)): worker/distill/image_augment.py, each example its own draw.
     crop: Literal["none", "resized", "pad"] = Field(
-        "none", description="Images: 'resized' takes a random box (area share crop_scale..1, aspect "
+        "none",
+        description="Images: 'resized' takes a random box (area share crop_scale..1, aspect "
         "3/4..4/3) resized back to the image's size; 'pad' a random window of the image reflect-padded "
-        "by crop_padding.")
+        "by crop_padding.",
+    )
     crop_padding: int = Field(4, ge=1, le=64, description="Images, crop 'pad': padding in pixels.")
     crop_scale: float = Field(0.35, gt=0, le=1, description="Images, crop 'resized': smallest area share.")
     flip: bool = Field(False, description="Images: horizontal flip with probability 1/2.")
-    color_jitter: float = Field(0.0, ge=0, le=1, description="Images stored as uint8: brightness, contrast "
-                                "and saturation factors U(1 - j, 1 + j) per example.")
+    color_jitter: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Images stored as uint8: brightness, contrast and saturation factors U(1 - j, 1 + j) per example.",
+    )
 
     @model_serializer(mode="wrap")
     def _compact(self, handler):
-        return without_defaults(handler(self), crop="none", crop_padding=4, crop_scale=0.35, flip=False,
-                                color_jitter=0.0)
+        return without_defaults(
+            handler(self), crop="none", crop_padding=4, crop_scale=0.35, flip=False, color_jitter=0.0
+        )
 
     def image_active(self) -> bool:
         return self.crop != "none" or self.flip or self.color_jitter > 0
@@ -355,9 +389,7 @@ EXAMPLE_SPEC = {
 
 
 class JobSpec(Strict):
-    model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"examples": [EXAMPLE_SPEC]}
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [EXAMPLE_SPEC]})
 
     name: str | None = Field(None, max_length=200, description="A label for people.")
     dataset: DatasetSpec

@@ -82,11 +82,15 @@ def stage_error(loc: tuple, which: str, stage: str, shapes: dict, need_conv: boo
         return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items()) or "none"
 
     if stage not in shapes:
-        return FieldError(loc=loc, msg=f"the {which} has no stage {stage!r}; its stages (name and "
-                          f"output shape) are: {listing()}.")
+        return FieldError(
+            loc=loc, msg=f"the {which} has no stage {stage!r}; its stages (name and output shape) are: {listing()}."
+        )
     if need_conv and not is_conv(shapes[stage]):
         conv = [k for k, v in shapes.items() if is_conv(v)]
-        return FieldError(loc=loc, msg=f"attention transfer needs conv stages, but the {which}'s "
-                          f"{stage!r} is flat ({shapes[stage][0]} features); its conv stages are: "
-                          f"{', '.join(conv) or 'none (use a cnn)'}. All stages: {listing()}.")
+        return FieldError(
+            loc=loc,
+            msg=f"attention transfer needs conv stages, but the {which}'s "
+            f"{stage!r} is flat ({shapes[stage][0]} features); its conv stages are: "
+            f"{', '.join(conv) or 'none (use a cnn)'}. All stages: {listing()}.",
+        )
     return None

@@ -54,13 +54,17 @@ class _StandardArch(BaseModel):
 
     model: str = Field(max_length=200, description="The library's model name (GET /v1/catalog lists them).")
     kwargs: dict[str, KwargValue] = Field(
-        default_factory=dict, max_length=32,
+        default_factory=dict,
+        max_length=32,
         description="Extra keyword arguments of the library's constructor (e.g. drop_rate). Input "
         "channels and classes come from the data; weights are never downloaded.",
     )
     pretrained: bool = Field(False, description="Must stay false: " + HOW_TO_BRING_WEIGHTS)
     input_size: int | None = Field(
-        None, ge=1, le=1024, description="Side of the square image the network sees; the input adapter "
+        None,
+        ge=1,
+        le=1024,
+        description="Side of the square image the network sees; the input adapter "
         "resizes every batch to it inside the model (so the exported model takes the data as it is). "
         "Default: the data's own size.",
     )
@@ -72,8 +76,10 @@ class _StandardArch(BaseModel):
         if v not in model_names()[library]:
             close = closest_names(library, v)
             hint = f" Closest: {', '.join(close)}." if close else ""
-            raise ValueError(f"{library} has no classification model {v!r} (in {library} "
-                             f"{model_names()['versions'][library]}).{hint} GET /v1/catalog lists them.")
+            raise ValueError(
+                f"{library} has no classification model {v!r} (in {library} "
+                f"{model_names()['versions'][library]}).{hint} GET /v1/catalog lists them."
+            )
         return v
 
     @field_validator("kwargs")
@@ -81,8 +87,10 @@ class _StandardArch(BaseModel):
     def _allowed(cls, v: dict) -> dict:
         for key in v:
             if key in _RESERVED_KWARGS or any(w in key.lower() for w in _RESERVED_WORDS):
-                raise ValueError(f"kwargs may not set {key!r}: input channels and classes come from the "
-                                 f"data, and {HOW_TO_BRING_WEIGHTS}")
+                raise ValueError(
+                    f"kwargs may not set {key!r}: input channels and classes come from the "
+                    f"data, and {HOW_TO_BRING_WEIGHTS}"
+                )
         return v
 
     @field_validator("pretrained")
@@ -149,18 +157,33 @@ def network_side(arch: StandardArch, input_shape: tuple[int, ...]) -> int:
 def fit_messages(arch: StandardArch, input_shape: tuple[int, ...]) -> list[tuple[str, str]]:
     """(field under the arch, message) for each reason this model cannot run on the data."""
     if image_layout(input_shape) is None:
-        return [("name", f"a {arch.library} model takes images, (H, W) or (C, H, W), but the input is "
-                 f"{'x'.join(map(str, input_shape))}: use an mlp or cnn.")]
+        return [
+            (
+                "name",
+                f"a {arch.library} model takes images, (H, W) or (C, H, W), but the input is "
+                f"{'x'.join(map(str, input_shape))}: use an mlp or cnn.",
+            )
+        ]
     facts = arch.facts
     side = network_side(arch, input_shape)
     if facts["fixed_input_size"] and side != facts["min_input_size"]:
         size = facts["min_input_size"]
-        return [("input_size", f"{arch.model} takes exactly {size}x{size} images, and would see "
-                 f"{side}x{side}: set input_size to {size} (the model resizes its input).")]
+        return [
+            (
+                "input_size",
+                f"{arch.model} takes exactly {size}x{size} images, and would see "
+                f"{side}x{side}: set input_size to {size} (the model resizes its input).",
+            )
+        ]
     if side < facts["min_input_size"]:
         size = facts["min_input_size"]
-        return [("input_size", f"{arch.model} needs images of at least {size}x{size}, and would see "
-                 f"{side}x{side}: set input_size to {size} or more (the model resizes its input).")]
+        return [
+            (
+                "input_size",
+                f"{arch.model} needs images of at least {size}x{size}, and would see "
+                f"{side}x{side}: set input_size to {size} or more (the model resizes its input).",
+            )
+        ]
     return []
 
 
@@ -169,8 +192,7 @@ def stage_shapes(arch: StandardArch, input_shape: tuple[int, ...]) -> dict[str, 
     ceil(side / reduction), which padding-free models miss by a little: the losses pool
     every map adaptively, so only the channels must be exact."""
     side = network_side(arch, input_shape)
-    return {name: (channels, math.ceil(side / r), math.ceil(side / r))
-            for name, channels, r in arch.facts["stages"]}
+    return {name: (channels, math.ceil(side / r), math.ceil(side / r)) for name, channels, r in arch.facts["stages"]}
 
 
 def state_size(arch: StandardArch, input_shape: tuple[int, ...], num_classes: int) -> tuple[int, int, int]:

@@ -69,8 +69,9 @@ def login(request: Request, key: Annotated[str, Form()] = "") -> Response:
             try:
                 count_wrong_key(request)  # as the API does: guessing keys here is as slow
             except Problem as problem:
-                return render(request, "login.html", {"error": problem.detail}, status=problem.status,
-                              headers=problem.headers)
+                return render(
+                    request, "login.html", {"error": problem.detail}, status=problem.status, headers=problem.headers
+                )
         if error:
             return render(request, "login.html", {"error": error}, status=401)
     response = _see_other(f"{PATH}/jobs")
@@ -138,8 +139,7 @@ def job_metrics(job_id: str, caller: DashboardCaller) -> dict:
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel(request: Request, job_id: str, caller: DashboardCaller,
-           csrf: Annotated[str, Form()] = "") -> Response:
+def cancel(request: Request, job_id: str, caller: DashboardCaller, csrf: Annotated[str, Form()] = "") -> Response:
     check_csrf(request, csrf)
     try:
         jobs_api.cancel_job(job_id=job_id, response=Response(), caller=caller)
@@ -152,8 +152,9 @@ def cancel(request: Request, job_id: str, caller: DashboardCaller,
 @router.get("/artifacts")
 def artifacts_page(request: Request, caller: DashboardCaller) -> Response:
     uploads = views.uploads_of(caller)
-    return render(request, "artifacts.html", {"uploads": uploads, "page": "artifacts",
-                                              "inspection": views.inspection_line})
+    return render(
+        request, "artifacts.html", {"uploads": uploads, "page": "artifacts", "inspection": views.inspection_line}
+    )
 
 
 @router.get("/artifacts/{artifact_id}/content")
@@ -178,6 +179,9 @@ async def upload(request: Request, caller: DashboardCaller) -> Response:
     except Problem as problem:
         return render(request, "_upload_result.html", {"problem": problem}, status=problem.status)
     artifact = Artifact.model_validate(stored.model_dump(mode="json"))
-    return render(request, "_upload_result.html", {
-        "artifact": artifact, "again": response.status_code == 200,
-        "inspection": views.inspection_line(artifact)}, status=response.status_code)
+    return render(
+        request,
+        "_upload_result.html",
+        {"artifact": artifact, "again": response.status_code == 200, "inspection": views.inspection_line(artifact)},
+        status=response.status_code,
+    )

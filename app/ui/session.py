@@ -54,14 +54,17 @@ def cookie_value_for(key: str | None) -> str:
 
 def set_login_cookie(request: Request, response: Response, value: str) -> None:
     response.set_cookie(
-        COOKIE, value, path=PATH, httponly=True, samesite="strict",
+        COOKIE,
+        value,
+        path=PATH,
+        httponly=True,
+        samesite="strict",
         secure=request.url.scheme == "https",
     )
 
 
 def clear_login_cookie(request: Request, response: Response) -> None:
-    response.delete_cookie(COOKIE, path=PATH, httponly=True, samesite="strict",
-                           secure=request.url.scheme == "https")
+    response.delete_cookie(COOKIE, path=PATH, httponly=True, samesite="strict", secure=request.url.scheme == "https")
 
 
 def caller_of_key(request: Request, key: str) -> Caller | None:
@@ -109,8 +112,12 @@ def check_same_origin(request: Request) -> None:
     """Refuse a request that a browser says came from another site."""
     origin = request.headers.get("origin")
     if origin and origin != f"{request.url.scheme}://{request.headers.get('host', '')}":
-        raise Problem(403, "Cross-site request refused",
-                      "This form can only be sent from the dashboard's own pages.", type_="csrf")
+        raise Problem(
+            403,
+            "Cross-site request refused",
+            "This form can only be sent from the dashboard's own pages.",
+            type_="csrf",
+        )
 
 
 def check_csrf(request: Request, form_token: str | None = None) -> None:
@@ -119,5 +126,4 @@ def check_csrf(request: Request, form_token: str | None = None) -> None:
     expected = csrf_token(request)
     sent = request.headers.get(CSRF_HEADER) or form_token or ""
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
-        raise Problem(403, "Missing or wrong CSRF token",
-                      "Reload the page and send the form again.", type_="csrf")
+        raise Problem(403, "Missing or wrong CSRF token", "Reload the page and send the form again.", type_="csrf")

@@ -68,10 +68,16 @@ class ResultTable:
 
 def result_table(report: Report) -> ResultTable:
     """The rows of `distill show`'s table: teacher, KD student, scratch baseline (mean ± std)."""
-    rows = [(label, [cell_text(mean, std, key, fmt, spread) for key, _, fmt, spread in RESULT_COLUMNS])
-            for label, mean, std in result_rows(report)]
-    return ResultTable(headers=[header for _, header, _, _ in RESULT_COLUMNS], rows=rows,
-                       notes=summary_lines(report), footnote=footnote(report, len(report.student.runs)))
+    rows = [
+        (label, [cell_text(mean, std, key, fmt, spread) for key, _, fmt, spread in RESULT_COLUMNS])
+        for label, mean, std in result_rows(report)
+    ]
+    return ResultTable(
+        headers=[header for _, header, _, _ in RESULT_COLUMNS],
+        rows=rows,
+        notes=summary_lines(report),
+        footnote=footnote(report, len(report.student.runs)),
+    )
 
 
 @dataclass
@@ -88,7 +94,9 @@ def _words(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict):
-        return str(value.get("message") or value.get("text") or ", ".join(f"{k}: {_words(v)}" for k, v in value.items()))
+        return str(
+            value.get("message") or value.get("text") or ", ".join(f"{k}: {_words(v)}" for k, v in value.items())
+        )
     return str(value)
 
 

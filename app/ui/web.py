@@ -34,11 +34,17 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters.update(when=views.when, size=views.size, duration=views.duration)
 
 
-def render(request: Request, name: str, context: dict[str, Any] | None = None, status: int = 200,
-           headers: dict[str, str] | None = None) -> Response:
+def render(
+    request: Request,
+    name: str,
+    context: dict[str, Any] | None = None,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> Response:
     context = {"csrf": csrf_token(request), "keys_required": keys_required(), "base": PATH, **(context or {})}
-    return templates.TemplateResponse(request, name, context, status_code=status,
-                                      headers={**SECURITY_HEADERS, **(headers or {})})
+    return templates.TemplateResponse(
+        request, name, context, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})}
+    )
 
 
 def login_redirect(request: Request) -> Response:
@@ -47,9 +53,17 @@ def login_redirect(request: Request) -> Response:
     if request.headers.get("hx-request"):
         return Response(status_code=200, headers={"HX-Redirect": LOGIN})
     if "text/html" not in request.headers.get("accept", ""):
-        return JSONResponse({"type": "about:blank", "title": "Log in again", "status": 401,
-                             "detail": f"The dashboard session ended: log in at {LOGIN}.",
-                             "instance": request.url.path}, status_code=401, media_type=PROBLEM_JSON)
+        return JSONResponse(
+            {
+                "type": "about:blank",
+                "title": "Log in again",
+                "status": 401,
+                "detail": f"The dashboard session ended: log in at {LOGIN}.",
+                "instance": request.url.path,
+            },
+            status_code=401,
+            media_type=PROBLEM_JSON,
+        )
     return RedirectResponse(LOGIN, status_code=303, headers=SECURITY_HEADERS)
 
 
@@ -83,5 +97,6 @@ def asset_response(path: str) -> Response:
     media_type = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
     # Vendored files carry their version in their folder name: cache them; ours revalidate.
     cache = "public, max-age=31536000, immutable" if path.startswith("vendor/") else "no-cache"
-    return FileResponse(found, media_type=media_type, headers={"Cache-Control": cache,
-                                                                "X-Content-Type-Options": "nosniff"})
+    return FileResponse(
+        found, media_type=media_type, headers={"Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+    )

@@ -44,8 +44,15 @@ class _Parts:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def inspect_dataset(path: Path, fmt: str, canonical_out: Path, *, label_column: str = "label",
-                    limits: UploadLimits = UploadLimits(), image_size: int | None = None) -> dict:
+def inspect_dataset(
+    path: Path,
+    fmt: str,
+    canonical_out: Path,
+    *,
+    label_column: str = "label",
+    limits: UploadLimits = UploadLimits(),
+    image_size: int | None = None,
+) -> dict:
     """Check the dataset at ``path``, write it to ``canonical_out`` as the canonical npz
     (atomically), and say what it holds: {"format", "rows", "input_shape", "num_classes",
     "classes", "class_counts", "unlabeled_rows", "test_rows"} (+ "columns" for csv and
@@ -56,8 +63,9 @@ def inspect_dataset(path: Path, fmt: str, canonical_out: Path, *, label_column: 
         raise InspectionError(f"The dataset is refused: it is {why}. {HOW_TO_CONVERT}", field="file")
     readers = {"npz": _read_npz, "csv": _read_csv, "parquet": _read_parquet, "zip": _read_image_zip}
     if fmt not in readers:
-        raise InspectionError(f"Unknown dataset format {fmt!r}: use one of {', '.join(DATASET_FORMATS)}.",
-                              field="format")
+        raise InspectionError(
+            f"Unknown dataset format {fmt!r}: use one of {', '.join(DATASET_FORMATS)}.", field="format"
+        )
     if fmt in ("csv", "parquet"):
         parts = readers[fmt](path, limits, label_column)
     elif fmt == "zip":
@@ -76,7 +84,9 @@ def _normalise_labels(values: np.ndarray, what: str, digits_are_ints: bool = Fal
     if values.ndim != 1:
         raise InspectionError(
             f"{what} must be one label per row, shape (n,); it has shape {list(values.shape)}. "
-            "For one-hot labels give their argmax.", field="file")
+            "For one-hot labels give their argmax.",
+            field="file",
+        )
     kind = values.dtype.kind
     if kind in "biu":
         return values.astype(np.int64)
@@ -84,7 +94,9 @@ def _normalise_labels(values: np.ndarray, what: str, digits_are_ints: bool = Fal
         if not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
             raise InspectionError(
                 f"{what} holds non-integer numbers; labels must be classes (integers or strings), "
-                "not regression targets.", field="file")
+                "not regression targets.",
+                field="file",
+            )
         return values.astype(np.int64)
     if kind == "S":
         try:
@@ -102,14 +114,14 @@ def _normalise_labels(values: np.ndarray, what: str, digits_are_ints: bool = Fal
             values = np.array(items, dtype=str) if items else np.array([], dtype="U1")
             kind = "U"
         else:
-            raise InspectionError(f"{what} mixes labels of different types; use all integers or "
-                                  "all strings.", field="file")
+            raise InspectionError(
+                f"{what} mixes labels of different types; use all integers or all strings.", field="file"
+            )
     if kind == "U":
         if digits_are_ints and values.size and all(_INT.match(v) for v in values.tolist()):
             return np.array([int(v) for v in values.tolist()], dtype=np.int64)
         return values.astype(str)
-    raise InspectionError(f"{what} has dtype {values.dtype}; labels must be integers or strings.",
-                          field="file")
+    raise InspectionError(f"{what} has dtype {values.dtype}; labels must be integers or strings.", field="file")
 
 
 def _encode(y: np.ndarray, y_test: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -117,20 +129,22 @@ def _encode(y: np.ndarray, y_test: np.ndarray | None) -> tuple[np.ndarray, np.nd
         if y.dtype.kind == "U":
             y_test = y_test.astype(str)
         else:
-            raise InspectionError("y_test holds strings while y holds integers; use the same labels.",
-                                  field="file")
+            raise InspectionError("y_test holds strings while y holds integers; use the same labels.", field="file")
     classes, codes = np.unique(y, return_inverse=True)
     test_codes = None
     if y_test is not None:
         idx = np.searchsorted(classes, y_test)
         idx_clipped = np.clip(idx, 0, max(len(classes) - 1, 0))
-        unknown = (idx >= len(classes)) | (classes[idx_clipped] != y_test) if len(classes) else np.ones(len(y_test), bool)
+        unknown = (
+            (idx >= len(classes)) | (classes[idx_clipped] != y_test) if len(classes) else np.ones(len(y_test), bool)
+        )
         if np.any(unknown):
             missing = sorted({str(v) for v in y_test[unknown].tolist()})
             raise InspectionError(
                 f"y_test has labels that no training example has: {', '.join(missing[:10])}"
                 f"{' ...' if len(missing) > 10 else ''}. Test classes must be training classes.",
-                field="file")
+                field="file",
+            )
         test_codes = idx.astype(np.int64)
     return classes, codes.reshape(-1).astype(np.int64), test_codes
 
@@ -155,7 +169,9 @@ def refuse_non_finite(x: np.ndarray, what: str) -> None:
     bad = int(np.argmax(~finite.reshape(len(x), -1).all(axis=1)))
     raise InspectionError(
         f"{what} holds NaN or infinite values (or numbers too large for float32), first in row "
-        f"{bad}. Fill or drop those rows.", field="file")
+        f"{bad}. Fill or drop those rows.",
+        field="file",
+    )
 
 
 def _stored_features(x: np.ndarray, what: str) -> np.ndarray:
@@ -188,16 +204,15 @@ def _images_channels_first(parts: _Parts) -> _Parts:
 def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
     if parts.x.ndim < 2:
         raise InspectionError(
-            f"x must be (n, features...), with one row per example; it has shape {list(parts.x.shape)}.",
-            field="file")
+            f"x must be (n, features...), with one row per example; it has shape {list(parts.x.shape)}.", field="file"
+        )
     # uint8 stays uint8 only when every input array is uint8 (one dtype per dataset).
     inputs = [a for a in (parts.x, parts.x_unlabeled, parts.x_test) if a is not None]
     keep = _stored_features if all(a.dtype == np.uint8 for a in inputs) else _features
     x = keep(parts.x, "x")
     n = len(x)
     if len(parts.y) != n:
-        raise InspectionError(f"x has {n} rows but y has {len(parts.y)}; give one label per row.",
-                              field="file")
+        raise InspectionError(f"x has {n} rows but y has {len(parts.y)}; give one label per row.", field="file")
     shape = tuple(x.shape[1:])
     arrays: dict[str, np.ndarray] = {}
     for key in ("x_unlabeled", "x_test"):
@@ -205,31 +220,37 @@ def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
         if value is None:
             continue
         if tuple(value.shape[1:]) != shape or value.ndim != x.ndim:
-            raise InspectionError(f"{key} has examples of shape {list(value.shape[1:])}, x has "
-                                  f"{list(shape)}; they must match.", field="file")
+            raise InspectionError(
+                f"{key} has examples of shape {list(value.shape[1:])}, x has {list(shape)}; they must match.",
+                field="file",
+            )
         arrays[key] = keep(value, key)
     if (parts.x_test is None) != (parts.y_test is None):
         raise InspectionError("Give both x_test and y_test, or neither.", field="file")
     if parts.x_test is not None and len(parts.x_test) == 0:
-        raise InspectionError("x_test has no rows: a test split needs examples to report on. "
-                              "Give some, or leave x_test and y_test out (test_fraction is then held out).",
-                              field="file")
+        raise InspectionError(
+            "x_test has no rows: a test split needs examples to report on. "
+            "Give some, or leave x_test and y_test out (test_fraction is then held out).",
+            field="file",
+        )
     if parts.y_test is not None and len(parts.y_test) != len(parts.x_test):
-        raise InspectionError(f"x_test has {len(parts.x_test)} rows but y_test has "
-                              f"{len(parts.y_test)}.", field="file")
+        raise InspectionError(f"x_test has {len(parts.x_test)} rows but y_test has {len(parts.y_test)}.", field="file")
     classes, y, y_test = _encode(parts.y, parts.y_test)
     names = [str(c) for c in classes.tolist()]
     counts = np.bincount(y, minlength=len(classes)) if n else np.zeros(0, np.int64)
     if len(classes) < 2:
         raise InspectionError(
             f"The dataset has {len(classes)} class{'es' if len(classes) != 1 else ''} among its "
-            f"labelled rows; a classifier needs at least 2.", field="file")
+            f"labelled rows; a classifier needs at least 2.",
+            field="file",
+        )
     few = [(name, int(c)) for name, c in zip(names, counts) if c < 2]
     if few:
         listed = ", ".join(f"{name!r} ({c})" for name, c in few[:10])
         raise InspectionError(
-            f"Every class needs at least 2 examples (the validation split is stratified); these have "
-            f"fewer: {listed}.", field="file")
+            f"Every class needs at least 2 examples (the validation split is stratified); these have fewer: {listed}.",
+            field="file",
+        )
     arrays["x"], arrays["y"] = x, y
     if y_test is not None:
         arrays["y_test"] = y_test
@@ -257,17 +278,22 @@ def _write_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:
 def _too_many_cells(cells: int, limits: UploadLimits) -> InspectionError:
     return InspectionError(
         f"The dataset has more than {limits.max_cells} values (rows x features, {cells} so far); "
-        "upload a smaller sample.", field="file")
+        "upload a smaller sample.",
+        field="file",
+    )
 
 
 def _too_many_rows(rows: int, limits: UploadLimits) -> InspectionError:
-    return InspectionError(f"The dataset has more than {limits.max_rows} rows ({rows} so far); "
-                           "upload a smaller sample.", field="file")
+    return InspectionError(
+        f"The dataset has more than {limits.max_rows} rows ({rows} so far); upload a smaller sample.", field="file"
+    )
 
 
 def _too_many_columns(columns: int, limits: UploadLimits) -> InspectionError:
-    return InspectionError(f"The table has {columns} columns, more than the {limits.max_columns} "
-                           "allowed; keep the features you need.", field="file")
+    return InspectionError(
+        f"The table has {columns} columns, more than the {limits.max_columns} allowed; keep the features you need.",
+        field="file",
+    )
 
 
 # -- npz ---------------------------------------------------------------------------------
@@ -283,8 +309,11 @@ def _read_npy(member: zipsafe.BoundedMember, key: str) -> tuple[tuple[int, ...],
     except InspectionError:
         raise
     except Exception as exc:
-        raise InspectionError(f"{key} in the npz is not a valid .npy array ({exc}). Save the "
-                              "arrays with numpy.savez('data.npz', x=x, y=y).", field="file") from exc
+        raise InspectionError(
+            f"{key} in the npz is not a valid .npy array ({exc}). Save the "
+            "arrays with numpy.savez('data.npz', x=x, y=y).",
+            field="file",
+        ) from exc
 
 
 def _read_npz(path: Path, limits: UploadLimits) -> _Parts:
@@ -299,17 +328,22 @@ def _read_npz(path: Path, limits: UploadLimits) -> _Parts:
             if key not in NPZ_KEYS:
                 raise InspectionError(
                     f"The npz file has an array {key!r}; the allowed keys are {', '.join(NPZ_KEYS)} "
-                    "(x and y required).", field="file")
+                    "(x and y required).",
+                    field="file",
+                )
             with zipsafe.BoundedMember(zf, info, budget) as member:
                 shape, fortran, dtype = _read_npy(member, key)
                 if dtype.hasobject:
                     raise InspectionError(
                         f"{key} in the npz is an object array, which only loads by unpickling "
                         "(running code), so it is refused. Save numbers (and labels as integers or "
-                        "fixed-width strings: np.asarray(labels, dtype=str)).", field="file")
+                        "fixed-width strings: np.asarray(labels, dtype=str)).",
+                        field="file",
+                    )
                 if dtype.names or dtype.kind not in "biufUS":
-                    raise InspectionError(f"{key} in the npz has dtype {dtype}; use numbers "
-                                          "(or strings for labels).", field="file")
+                    raise InspectionError(
+                        f"{key} in the npz has dtype {dtype}; use numbers (or strings for labels).", field="file"
+                    )
                 count = math.prod(shape)
                 cells += count
                 if cells > limits.max_cells:
@@ -317,33 +351,39 @@ def _read_npz(path: Path, limits: UploadLimits) -> _Parts:
                 nbytes = count * dtype.itemsize
                 data = member.read_exactly(nbytes)
                 if len(data) != nbytes or member.read(1):
-                    raise InspectionError(f"{key} in the npz is damaged: its data does not match its "
-                                          f"shape {list(shape)}.", field="file")
+                    raise InspectionError(
+                        f"{key} in the npz is damaged: its data does not match its shape {list(shape)}.", field="file"
+                    )
             array = np.frombuffer(data, dtype=dtype, count=count)
             arrays[key] = array.reshape(shape, order="F" if fortran else "C")
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
-        raise InspectionError(f"The npz file lacks {' and '.join(missing)}; save it with "
-                              "numpy.savez('data.npz', x=x, y=y).", field="file")
+        raise InspectionError(
+            f"The npz file lacks {' and '.join(missing)}; save it with numpy.savez('data.npz', x=x, y=y).", field="file"
+        )
     y_test = arrays.get("y_test")
     return _Parts(
-        x=arrays["x"], y=_normalise_labels(arrays["y"], "y"),
-        x_unlabeled=arrays.get("x_unlabeled"), x_test=arrays.get("x_test"),
-        y_test=None if y_test is None else _normalise_labels(y_test, "y_test"))
+        x=arrays["x"],
+        y=_normalise_labels(arrays["y"], "y"),
+        x_unlabeled=arrays.get("x_unlabeled"),
+        x_test=arrays.get("x_test"),
+        y_test=None if y_test is None else _normalise_labels(y_test, "y_test"),
+    )
 
 
 # -- tables: csv and parquet --------------------------------------------------------------
 def _missing_label(label_column: str, names: list[str]) -> InspectionError:
     return InspectionError(
         f"There is no label column {label_column!r}; the columns are: {', '.join(map(repr, names))}. "
-        "Name the column that holds the classes (label_column).", field="label_column")
+        "Name the column that holds the classes (label_column).",
+        field="label_column",
+    )
 
 
 def _check_names(names: list[str], label_column: str) -> list[str]:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise InspectionError(f"Column names must be unique; repeated: {', '.join(map(repr, dupes))}.",
-                              field="file")
+        raise InspectionError(f"Column names must be unique; repeated: {', '.join(map(repr, dupes))}.", field="file")
     if label_column not in names:
         raise _missing_label(label_column, names)
     features = [n for n in names if n != label_column]
@@ -353,14 +393,21 @@ def _check_names(names: list[str], label_column: str) -> list[str]:
 
 
 def _split_labels(labels: list, features: np.ndarray, digits_are_ints: bool) -> _Parts:
-    missing = np.array([v is None or (isinstance(v, str) and not v.strip())
-                        or (isinstance(v, float) and math.isnan(v)) for v in labels], dtype=bool)
+    missing = np.array(
+        [
+            v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v))
+            for v in labels
+        ],
+        dtype=bool,
+    )
     refuse_non_finite(features, "The table")  # before the split, so the row is the file's
     present = [v.strip() if isinstance(v, str) else v for v, m in zip(labels, missing) if not m]
-    y = _normalise_labels(np.array(present, dtype=object) if present else np.array([], dtype=np.int64),
-                          "The label column", digits_are_ints)
-    return _Parts(x=features[~missing], y=y,
-                  x_unlabeled=features[missing] if missing.any() else None)
+    y = _normalise_labels(
+        np.array(present, dtype=object) if present else np.array([], dtype=np.int64),
+        "The label column",
+        digits_are_ints,
+    )
+    return _Parts(x=features[~missing], y=y, x_unlabeled=features[missing] if missing.any() else None)
 
 
 def _read_csv(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
@@ -371,8 +418,11 @@ def _read_csv(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
         with open(path, newline="", encoding="utf-8-sig") as fp:
             header = fp.readline(limits.max_header_bytes + 1)
         if len(header) > limits.max_header_bytes:
-            raise InspectionError(f"The CSV header is longer than {limits.max_header_bytes} characters; "
-                                  "use fewer or shorter column names.", field="file")
+            raise InspectionError(
+                f"The CSV header is longer than {limits.max_header_bytes} characters; "
+                "use fewer or shorter column names.",
+                field="file",
+            )
         if header.count(",") >= limits.max_columns:  # before the parser sees them
             raise _too_many_columns(header.count(",") + 1, limits)
         names = next(csv.reader([header]), None)
@@ -381,15 +431,15 @@ def _read_csv(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
     except csv.Error as exc:
         raise InspectionError(f"The CSV header cannot be read: {exc}.", field="file") from exc
     if not names:
-        raise InspectionError("The CSV file is empty: it needs a header row naming its columns.",
-                              field="file")
+        raise InspectionError("The CSV file is empty: it needs a header row naming its columns.", field="file")
     names = [n.strip() for n in names]
     features = _check_names(names, label_column)
     types = {n: pa.float64() for n in features}
     types[label_column] = pa.string()
     read = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 20)
-    convert = pacsv.ConvertOptions(column_types=types, null_values=[""], strings_can_be_null=True,
-                                   quoted_strings_can_be_null=True)
+    convert = pacsv.ConvertOptions(
+        column_types=types, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True
+    )
     blocks: list[np.ndarray] = []
     labels: list = []
     cells = rows = 0
@@ -406,8 +456,7 @@ def _read_csv(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
             for name in features:
                 column = batch.column(name)
                 if column.null_count:
-                    raise InspectionError(f"Column {name!r} has empty cells; fill or drop those rows.",
-                                          field="file")
+                    raise InspectionError(f"Column {name!r} has empty cells; fill or drop those rows.", field="file")
                 cols.append(column.to_numpy(zero_copy_only=False))
             blocks.append(np.stack(cols, axis=1) if cols else np.zeros((batch.num_rows, 0)))
             labels.extend(batch.column(label_column).to_pylist())
@@ -418,7 +467,9 @@ def _read_csv(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
             column = names[int(match.group(1))]
             raise InspectionError(
                 f"Column {column!r} is not numeric ({message.split(': ', 1)[-1]}); every column but "
-                f"the label ({label_column!r}) must be a number. Drop or encode it.", field="file") from exc
+                f"the label ({label_column!r}) must be a number. Drop or encode it.",
+                field="file",
+            ) from exc
         raise InspectionError(f"The CSV file cannot be parsed: {message}", field="file") from exc
     x = np.concatenate(blocks) if blocks else np.zeros((0, len(features)))
     parts = _split_labels(labels, x, digits_are_ints=True)
@@ -449,11 +500,17 @@ def _read_parquet(path: Path, limits: UploadLimits, label_column: str) -> _Parts
         kind = schema.field(name).type
         if pa.types.is_dictionary(kind):
             kind = kind.value_type
-        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
-                or pa.types.is_decimal(kind)):
+        if not (
+            pa.types.is_integer(kind)
+            or pa.types.is_floating(kind)
+            or pa.types.is_boolean(kind)
+            or pa.types.is_decimal(kind)
+        ):
             raise InspectionError(
                 f"Column {name!r} is {kind}, not numeric; every column but the label "
-                f"({label_column!r}) must be a number. Drop or encode it.", field="file")
+                f"({label_column!r}) must be a number. Drop or encode it.",
+                field="file",
+            )
     try:
         table = pf.read()
     except Exception as exc:
@@ -462,8 +519,7 @@ def _read_parquet(path: Path, limits: UploadLimits, label_column: str) -> _Parts
     for name in features:
         column = table.column(name)
         if column.null_count:
-            raise InspectionError(f"Column {name!r} has empty cells; fill or drop those rows.",
-                                  field="file")
+            raise InspectionError(f"Column {name!r} has empty cells; fill or drop those rows.", field="file")
         if pa.types.is_dictionary(column.type):
             column = column.cast(column.type.value_type)
         if pa.types.is_decimal(column.type):
@@ -478,8 +534,11 @@ def _read_parquet(path: Path, limits: UploadLimits, label_column: str) -> _Parts
 # -- images in class folders --------------------------------------------------------------
 def _junk(name: str) -> bool:
     parts = PurePosixPath(name).parts
-    return ("__MACOSX" in parts or any(p.startswith(".") for p in parts)
-            or parts[-1].lower() in ("thumbs.db", "desktop.ini"))
+    return (
+        "__MACOSX" in parts
+        or any(p.startswith(".") for p in parts)
+        or parts[-1].lower() in ("thumbs.db", "desktop.ini")
+    )
 
 
 def _decode_image(data: bytes, name: str, limits: UploadLimits, image_size: int | None) -> np.ndarray:
@@ -493,8 +552,9 @@ def _decode_image(data: bytes, name: str, limits: UploadLimits, image_size: int 
             width, height = img.size
             if width * height > limits.max_image_pixels:
                 raise InspectionError(
-                    f"{name!r} is {width}x{height}, more than the "
-                    f"{limits.max_image_pixels} pixels allowed per image.", field="file")
+                    f"{name!r} is {width}x{height}, more than the {limits.max_image_pixels} pixels allowed per image.",
+                    field="file",
+                )
             mode = "L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
             img = img.convert(mode)
             if image_size is not None and img.size != (image_size, image_size):
@@ -502,8 +562,14 @@ def _decode_image(data: bytes, name: str, limits: UploadLimits, image_size: int 
             return np.asarray(img, dtype=np.uint8)
     except InspectionError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
-            SyntaxError, zipfile.BadZipFile) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        ValueError,
+        SyntaxError,
+        zipfile.BadZipFile,
+    ) as exc:
         raise InspectionError(f"{name!r} cannot be read as an image ({exc}).", field="file") from exc
 
 
@@ -518,7 +584,9 @@ def _stack_images(images: list[np.ndarray], names: list[str]) -> np.ndarray:
         raise InspectionError(
             f"The images have {len(sizes)} different sizes: {listed}. Give image_size (a side in "
             "pixels) with the upload to resize them all to image_size x image_size, or resize them "
-            "first.", field="image_size")
+            "first.",
+            field="image_size",
+        )
     if all(image.ndim == 2 for image in images):
         return np.stack(images)
     rgb = [np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image for image in images]
@@ -537,8 +605,9 @@ def _read_image_zip(path: Path, limits: UploadLimits, image_size: int | None = N
     with zipsafe.open_zip(path, limits, what) as zf:
         files = [i for i in zf.infolist() if not i.is_dir() and not _junk(i.filename)]
         if not files:
-            raise InspectionError("The zip holds no images. Put them in one folder per class: "
-                                  "cat/001.png, dog/002.png ...", field="file")
+            raise InspectionError(
+                "The zip holds no images. Put them in one folder per class: cat/001.png, dog/002.png ...", field="file"
+            )
         paths = [PurePosixPath(i.filename).parts for i in files]
         strip = 1 if all(len(p) >= 3 for p in paths) and len({p[0] for p in paths}) == 1 else 0
         budget = zipsafe.ReadBudget(limits, what)
@@ -548,11 +617,14 @@ def _read_image_zip(path: Path, limits: UploadLimits, image_size: int | None = N
                 raise InspectionError(
                     f"{info.filename!r} is not in a class folder. Put the images in one folder per "
                     "class (cat/001.png, dog/002.png; unlabeled/ for unlabelled ones), optionally "
-                    "all under one top folder.", field="file")
+                    "all under one top folder.",
+                    field="file",
+                )
             folder, base = parts
             if PurePosixPath(base).suffix.lower() not in IMAGE_EXTENSIONS:
-                raise InspectionError(f"{info.filename!r} is not an image (allowed: "
-                                      f"{', '.join(IMAGE_EXTENSIONS)}).", field="file")
+                raise InspectionError(
+                    f"{info.filename!r} is not an image (allowed: {', '.join(IMAGE_EXTENSIONS)}).", field="file"
+                )
             image = _decode_image(zipsafe.read_member(zf, info, budget), info.filename, limits, image_size)
             cells += image.size
             if cells > limits.max_cells:
@@ -564,5 +636,7 @@ def _read_image_zip(path: Path, limits: UploadLimits, image_size: int | None = N
     unlabeled = np.array([label is None for label in labels])
     kept = [label for label in labels if label is not None]
     return _Parts(
-        x=x_all[~unlabeled], y=np.array(kept, dtype=str) if kept else np.array([], dtype="U1"),
-        x_unlabeled=x_all[unlabeled] if unlabeled.any() else None)
+        x=x_all[~unlabeled],
+        y=np.array(kept, dtype=str) if kept else np.array([], dtype="U1"),
+        x_unlabeled=x_all[unlabeled] if unlabeled.any() else None,
+    )

@@ -21,12 +21,28 @@ _EXTENSIONS = {
     "teacher": {".onnx": "onnx", ".safetensors": "safetensors"},
     "dataset": {".npz": "npz", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".zip": "zip"},
 }
-PICKLE_EXTENSIONS = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".joblib", ".ckpt", ".pt2",
-                     ".ptl", ".torchscript", ".jit")
+PICKLE_EXTENSIONS = (
+    ".pt",
+    ".pth",
+    ".bin",
+    ".pkl",
+    ".pickle",
+    ".joblib",
+    ".ckpt",
+    ".pt2",
+    ".ptl",
+    ".torchscript",
+    ".jit",
+)
 # Names in a zip that mark a torch archive (torch.save since 1.6, TorchScript, .pt2).
 _PICKLE_MEMBERS = {"data.pkl", "constants.pkl", ".data/serialization_id"}
-_PT2_MEMBERS = {"archive_format", "archive_version", "serialized_exported_program.json",
-                "serialized_state_dict.json", "serialized_state_dict.pt"}
+_PT2_MEMBERS = {
+    "archive_format",
+    "archive_version",
+    "serialized_exported_program.json",
+    "serialized_state_dict.json",
+    "serialized_state_dict.pt",
+}
 # Listing a directory larger than this costs too much memory to look for markers.
 _MAX_LISTED_MEMBERS = 1_000_000
 
@@ -62,7 +78,9 @@ def guess_format(kind: str, filename: str) -> str:
     hint = f" A {suffix} file is a {other} format." if other else ""
     raise InspectionError(
         f"Cannot tell the format of {filename!r} from its name.{hint} A {kind} must be one of: "
-        f"{allowed} (or name the format explicitly).", field="format")
+        f"{allowed} (or name the format explicitly).",
+        field="format",
+    )
 
 
 def pickle_protocol(head: bytes) -> int | None:

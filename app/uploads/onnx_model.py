@@ -19,16 +19,24 @@ from app.uploads.errors import InspectionError
 OUTPUT_KINDS = ("logits", "probabilities", "probability_map")
 PROBE_EXAMPLES = 8
 _TENSOR_DTYPES = {
-    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-    "tensor(bfloat16)": "bfloat16", "tensor(int64)": "int64", "tensor(int32)": "int32",
-    "tensor(int16)": "int16", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
-    "tensor(uint16)": "uint16", "tensor(uint32)": "uint32", "tensor(uint64)": "uint64",
-    "tensor(bool)": "bool", "tensor(string)": "string",
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(bfloat16)": "bfloat16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+    "tensor(string)": "string",
 }
 _FLOATS = {"float32", "float64", "float16"}
 _LABELS = {"int64", "int32", "int16", "int8", "uint8", "uint16", "uint32", "uint64", "string"}
-_SINGLE_FILE = ("Save the model as one file: onnx.save_model(model, 'teacher.onnx', "
-                "save_as_external_data=False).")
+_SINGLE_FILE = "Save the model as one file: onnx.save_model(model, 'teacher.onnx', save_as_external_data=False)."
 
 
 def _dims(shape: Any) -> list[int | None]:
@@ -88,10 +96,14 @@ def check_external_data(model: Any) -> None:
         if _escapes(location):
             raise InspectionError(
                 f"The ONNX model is refused: tensor {tensor.name!r} keeps its data in "
-                f"{location!r}, a path outside the model's folder. {_SINGLE_FILE}", field="file")
+                f"{location!r}, a path outside the model's folder. {_SINGLE_FILE}",
+                field="file",
+            )
         raise InspectionError(
             f"The ONNX model keeps tensor {tensor.name!r} in a separate file ({location!r}), "
-            f"and only the uploaded file is kept. {_SINGLE_FILE}", field="file")
+            f"and only the uploaded file is kept. {_SINGLE_FILE}",
+            field="file",
+        )
 
 
 def load_checked(path: Path) -> Any:
@@ -103,10 +115,15 @@ def load_checked(path: Path) -> Any:
     except Exception as exc:  # DecodeError, and whatever a damaged protobuf raises
         raise InspectionError(
             f"Not an ONNX model ({type(exc).__name__}: {exc}). Export it with "
-            "torch.onnx.export(model, example_input, 'teacher.onnx') or skl2onnx.", field="file") from exc
+            "torch.onnx.export(model, example_input, 'teacher.onnx') or skl2onnx.",
+            field="file",
+        ) from exc
     if not model.graph.node and not model.graph.output:
-        raise InspectionError("Not an ONNX model: it has no graph. Export it again with "
-                              "torch.onnx.export(model, example_input, 'teacher.onnx').", field="file")
+        raise InspectionError(
+            "Not an ONNX model: it has no graph. Export it again with "
+            "torch.onnx.export(model, example_input, 'teacher.onnx').",
+            field="file",
+        )
     check_external_data(model)
     return model
 
@@ -123,7 +140,9 @@ def _session(path: Path, threads: int) -> Any:
     except Exception as exc:
         raise InspectionError(
             f"onnxruntime cannot load the model: {exc}. Use standard ONNX operators (no custom "
-            "ops) and an opset onnxruntime supports.", field="file") from exc
+            "ops) and an opset onnxruntime supports.",
+            field="file",
+        ) from exc
 
 
 def _looks_like_probabilities(p: np.ndarray, tol: float) -> bool:
@@ -139,14 +158,15 @@ def _sort_key(key: Any) -> tuple:
 class OnnxClassifier:
     """An ONNX model that maps one input tensor (N, *input_shape) to class scores."""
 
-    def __init__(self, path: Path, output: str | None = None, output_kind: str = "auto",
-                 *, threads: int = 1) -> None:
+    def __init__(self, path: Path, output: str | None = None, output_kind: str = "auto", *, threads: int = 1) -> None:
         if output_kind != "auto" and output_kind not in OUTPUT_KINDS:
             raise ValueError(f"output_kind must be 'auto' or one of {OUTPUT_KINDS}, not {output_kind!r}")
         self.path = Path(path)
         model = load_checked(self.path)
-        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
-                          max((o.version for o in model.opset_import), default=0))
+        self.opset = next(
+            (o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+            max((o.version for o in model.opset_import), default=0),
+        )
         self.producer = f"{model.producer_name} {model.producer_version}".strip()
         # What the file says of itself (e.g. a converter's mean/std): shown, never acted on.
         self.metadata = {p.key[:100]: p.value[:300] for p in list(model.metadata_props)[:32]}
@@ -158,18 +178,24 @@ class OnnxClassifier:
             listed = ", ".join(f"{i.name} {_dims(i.shape)}" for i in inputs) or "none"
             raise InspectionError(
                 f"The ONNX model must take exactly one input (a batch of examples); it takes "
-                f"{len(inputs)}: {listed}. Export it with a single input tensor.", field="file")
+                f"{len(inputs)}: {listed}. Export it with a single input tensor.",
+                field="file",
+            )
         inp = inputs[0]
         dtype = _TENSOR_DTYPES.get(inp.type, inp.type)
         if dtype not in ("float32", "float64"):
             raise InspectionError(
                 f"The ONNX model's input {inp.name!r} is {dtype}; a teacher must take float32 "
-                "(or float64) features. Export it with a float input.", field="file")
+                "(or float64) features. Export it with a float input.",
+                field="file",
+            )
         dims = _dims(inp.shape)
         if len(dims) < 2:
             raise InspectionError(
                 f"The ONNX model's input {inp.name!r} has shape {dims}; it needs a batch axis "
-                "first and the example's shape after it, e.g. [N, 64].", field="file")
+                "first and the example's shape after it, e.g. [N, 64].",
+                field="file",
+            )
         self.input_name = inp.name
         self.input_dtype = np.dtype(dtype)
         self._fixed_batch = dims[0]
@@ -179,7 +205,9 @@ class OnnxClassifier:
             raise InspectionError(
                 f"The ONNX model's input {inp.name!r} has shape {dims}: only the batch axis may be "
                 "symbolic, the input shape must be fixed. Export it with fixed example dimensions "
-                "(dynamic_axes / dynamic_shapes on the batch axis only).", field="file")
+                "(dynamic_axes / dynamic_shapes on the batch axis only).",
+                field="file",
+            )
         self._probe(output, output_kind)
 
     # -- the probe: which output holds the class scores, and what they are --------------
@@ -194,8 +222,9 @@ class OnnxClassifier:
             raise
         except Exception as exc:
             raise InspectionError(
-                f"The ONNX model fails on a batch of {PROBE_EXAMPLES} inputs of shape "
-                f"{list(self.input_shape)}: {exc}", field="file") from exc
+                f"The ONNX model fails on a batch of {PROBE_EXAMPLES} inputs of shape {list(self.input_shape)}: {exc}",
+                field="file",
+            ) from exc
 
         described: list[dict] = []
         tensors: list[tuple[str, str, int]] = []  # name, kind, classes
@@ -208,7 +237,8 @@ class OnnxClassifier:
                 if arr.ndim == 2 and arr.shape[0] == PROBE_EXAMPLES and arr.shape[1] >= 2:
                     arr = arr.astype(np.float64)
                     probs = _looks_like_probabilities(arr, 1e-3) or (
-                        "prob" in out.name.lower() and _looks_like_probabilities(arr, 1e-2))
+                        "prob" in out.name.lower() and _looks_like_probabilities(arr, 1e-2)
+                    )
                     kind = "probabilities" if probs else "logits"
                     tensors.append((out.name, kind, int(arr.shape[1])))
             elif dtype in _LABELS:
@@ -222,38 +252,52 @@ class OnnxClassifier:
                     if len(keys) >= 2 and all(sorted(r, key=_sort_key) == keys for r in rows):
                         kind = "probability_map"
                         maps.append((out.name, keys))
-            described.append({"name": out.name,
-                              "shape": _dims(out.shape) if out.type.startswith("tensor(") else None,
-                              "dtype": dtype or out.type, "kind": kind})
+            described.append(
+                {
+                    "name": out.name,
+                    "shape": _dims(out.shape) if out.type.startswith("tensor(") else None,
+                    "dtype": dtype or out.type,
+                    "kind": kind,
+                }
+            )
         self.outputs = described
         listed = ", ".join(f"{d['name']} ({d['kind']})" for d in described)
 
         if output is not None:
             if output not in names:
                 raise InspectionError(
-                    f"The ONNX model has no output {output!r}; its outputs are: {listed}.", field="output")
-            chosen = next((d for d in described if d["name"] == output))
+                    f"The ONNX model has no output {output!r}; its outputs are: {listed}.", field="output"
+                )
+            chosen = next(d for d in described if d["name"] == output)
             if chosen["kind"] not in OUTPUT_KINDS:
                 raise InspectionError(
                     f"Output {output!r} is a {chosen['kind']}, not per-class scores (an [N, C] float "
-                    f"tensor or a probability map); the outputs are: {listed}.", field="output")
+                    f"tensor or a probability map); the outputs are: {listed}.",
+                    field="output",
+                )
         elif len(tensors) == 1:
             output = tensors[0][0]
         elif len(tensors) > 1:
             raise InspectionError(
                 f"The ONNX model has several outputs that could be class scores: "
                 f"{', '.join(t[0] for t in tensors)}. Name the one to distill from as "
-                f"`teacher.artifact.output` in the job spec (outputs: {listed}).", field="output")
+                f"`teacher.artifact.output` in the job spec (outputs: {listed}).",
+                field="output",
+            )
         elif len(maps) == 1:
             output = maps[0][0]
         elif len(maps) > 1:
             raise InspectionError(
                 f"The ONNX model has several probability maps: {', '.join(m[0] for m in maps)}. "
-                f"Name one as `teacher.artifact.output` in the job spec.", field="output")
+                f"Name one as `teacher.artifact.output` in the job spec.",
+                field="output",
+            )
         else:
             raise InspectionError(
                 f"No output of the ONNX model gives per-class scores (an [N, C] float tensor with "
-                f"C >= 2, or a probability map); its outputs are: {listed}.", field="file")
+                f"C >= 2, or a probability map); its outputs are: {listed}.",
+                field="file",
+            )
 
         self.output = output
         self._keys: list | None = None
@@ -264,14 +308,12 @@ class OnnxClassifier:
             self.classes = [str(k) for k in self._keys]
             self.num_classes = len(self._keys)
             if output_kind not in ("auto", "probability_map"):
-                raise InspectionError(f"Output {output!r} is a probability map, not {output_kind}.",
-                                      field="output")
+                raise InspectionError(f"Output {output!r} is a probability map, not {output_kind}.", field="output")
             self.output_kind = "probability_map"
         else:
             self.num_classes = dict((t[0], t[2]) for t in tensors)[output]
             if output_kind == "probability_map":
-                raise InspectionError(f"Output {output!r} is a tensor, not a probability map.",
-                                      field="output")
+                raise InspectionError(f"Output {output!r} is a tensor, not a probability map.", field="output")
             self.output_kind = detected if output_kind == "auto" else output_kind
 
     # -- running ------------------------------------------------------------------------
@@ -280,7 +322,7 @@ class OnnxClassifier:
         step = self._fixed_batch or max(1, int(batch_size))
         parts: list[list] = [[] for _ in names]
         for start in range(0, n, step):
-            chunk = x[start:start + step]
+            chunk = x[start : start + step]
             real = chunk.shape[0]
             if self._fixed_batch and real < step:
                 pad = np.zeros((step - real, *chunk.shape[1:]), dtype=chunk.dtype)
@@ -306,8 +348,9 @@ class OnnxClassifier:
         if per != self.input_shape:
             if math.prod(per) != math.prod(self.input_shape):  # type: ignore[arg-type]
                 raise InspectionError(
-                    f"Examples of shape {list(per)} do not fit the model's input "
-                    f"{list(self.input_shape)}.", field="file")
+                    f"Examples of shape {list(per)} do not fit the model's input {list(self.input_shape)}.",
+                    field="file",
+                )
             x = x.reshape((x.shape[0], *self.input_shape))
         return np.ascontiguousarray(x, dtype=self.input_dtype)
 
@@ -324,8 +367,10 @@ class OnnxClassifier:
         else:
             scores = np.asarray(value, dtype=np.float64)
         if scores.ndim != 2 or scores.shape[1] != self.num_classes:
-            raise InspectionError(f"Output {self.output!r} has shape {list(scores.shape)}, expected "
-                                  f"[N, {self.num_classes}].", field="output")
+            raise InspectionError(
+                f"Output {self.output!r} has shape {list(scores.shape)}, expected [N, {self.num_classes}].",
+                field="output",
+            )
         if self.output_kind in ("probabilities", "probability_map"):
             scores = np.log(np.clip(scores, 1e-12, None))
         return scores.astype(np.float32)

@@ -16,10 +16,22 @@ from app.uploads.errors import InspectionError
 # a memory bomb for a JSON parser; the header is parsed in the inspection process anyway.)
 MAX_HEADER_BYTES = 1 << 20
 DTYPE_SIZES = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2,
-    "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-    "U64": 8, "U32": 4, "U16": 2, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U64": 8,
+    "U32": 4,
+    "U16": 2,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
 }
 _HOW = "Save it again with safetensors.torch.save_file(model.state_dict(), 'teacher.safetensors')."
 
@@ -64,7 +76,8 @@ def read_header(path: Path) -> dict:
     data_len = size - 8 - n
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
         raise _bad("__metadata__ must map strings to strings")
     tensors: dict[str, dict] = {}
     spans: list[tuple[int, int, str]] = []
@@ -77,17 +90,17 @@ def read_header(path: Path) -> dict:
             raise _bad(f"tensor {name!r} has an unknown dtype {dtype!r} (known: {', '.join(DTYPE_SIZES)})")
         if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
             raise _bad(f"tensor {name!r} has an invalid shape {shape!r}")
-        if (not isinstance(offsets, list) or len(offsets) != 2
-                or not all(type(o) is int for o in offsets)):
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets):
             raise _bad(f"tensor {name!r} has invalid data_offsets {offsets!r}")
         begin, end = offsets
         if not 0 <= begin <= end <= data_len:
-            raise _bad(f"tensor {name!r} has data_offsets [{begin}, {end}] outside the "
-                       f"{data_len} bytes of data")
+            raise _bad(f"tensor {name!r} has data_offsets [{begin}, {end}] outside the {data_len} bytes of data")
         count = math.prod(shape)
         if end - begin != count * DTYPE_SIZES[dtype]:
-            raise _bad(f"tensor {name!r} of shape {shape} and dtype {dtype} needs "
-                       f"{count * DTYPE_SIZES[dtype]} bytes, its offsets give {end - begin}")
+            raise _bad(
+                f"tensor {name!r} of shape {shape} and dtype {dtype} needs "
+                f"{count * DTYPE_SIZES[dtype]} bytes, its offsets give {end - begin}"
+            )
         spans.append((begin, end, name))
         tensors[name] = {"dtype": dtype, "shape": shape}
         parameters += count
@@ -97,6 +110,5 @@ def read_header(path: Path) -> dict:
             raise _bad(f"tensors {a!r} and {b!r} overlap in the data section")
     used = max((end for _, end, _ in spans), default=0)
     if used != data_len:  # what safetensors' own loader refuses (the worker would fail later)
-        raise _bad(f"its tensors use {used} bytes of data but {data_len} follow the header "
-                   "(trailing bytes)")
+        raise _bad(f"its tensors use {used} bytes of data but {data_len} follow the header (trailing bytes)")
     return {"format": "safetensors", "tensors": tensors, "parameters": parameters, "metadata": metadata}

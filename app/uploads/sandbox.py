@@ -50,14 +50,18 @@ def memory_limit_error(limits: SandboxLimits) -> InspectionError:
     return InspectionError(
         f"Inspecting the file needed more than the {limits.memory_bytes} bytes of memory it may use "
         "(DISTILL_INSPECT_MEMORY_BYTES): the model allocates too much on a small probe batch, or the "
-        "data expands too far. Nothing was kept.", field="file")
+        "data expands too far. Nothing was kept.",
+        field="file",
+    )
 
 
 def time_limit_error(limits: SandboxLimits) -> InspectionError:
     return InspectionError(
         f"Inspecting the file took longer than the {limits.seconds:g} s it may take "
         "(DISTILL_INSPECT_SECONDS): the model does not finish on a small probe batch (an endless "
-        "Loop?), or the data is too slow to decode. Nothing was kept.", field="file")
+        "Loop?), or the data is too slow to decode. Nothing was kept.",
+        field="file",
+    )
 
 
 def _scrub(message: str, request: InspectRequest) -> str:
@@ -71,22 +75,39 @@ def _from_exit(code: int, stderr: bytes, limits: SandboxLimits) -> InspectionErr
     if code in (-signal.SIGKILL, -signal.SIGXCPU):
         return time_limit_error(limits)
     if code == -signal.SIGXFSZ:
-        return InspectionError(f"The dataset converts to more than {limits.output_bytes} bytes "
-                               "of arrays; upload a smaller one. Nothing was kept.", field="file")
+        return InspectionError(
+            f"The dataset converts to more than {limits.output_bytes} bytes "
+            "of arrays; upload a smaller one. Nothing was kept.",
+            field="file",
+        )
     if any(w in stderr.decode(errors="replace").lower() for w in _MEMORY_WORDS) or code == -signal.SIGSEGV:
         return memory_limit_error(limits)
-    return InspectionError("The file could not be inspected (the inspection process failed); "
-                           "check that it is a valid file of its format. Nothing was kept.", field="file")
+    return InspectionError(
+        "The file could not be inspected (the inspection process failed); "
+        "check that it is a valid file of its format. Nothing was kept.",
+        field="file",
+    )
 
 
 async def inspect_isolated(request: InspectRequest, limits: SandboxLimits) -> dict:
     """The inspection of `request`, run in a child process; InspectionError when refused."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(CODE_ROOT), os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(CODE_ROOT), os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
     payload = json.dumps({"request": asdict(request), "limits": asdict(limits)}).encode()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "app.uploads.sandbox", stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
+        sys.executable,
+        "-m",
+        "app.uploads.sandbox",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
     try:
         out, err = await asyncio.wait_for(proc.communicate(payload), limits.seconds)
     except TimeoutError:
@@ -130,8 +151,14 @@ def _inspect(request: InspectRequest) -> dict:
 
     if request.kind == "teacher":
         return inspect_teacher(Path(request.path), request.fmt, output=request.output)
-    return inspect_dataset(Path(request.path), request.fmt, Path(request.canonical_out),
-                           label_column=request.label_column, limits=UploadLimits(), image_size=request.image_size)
+    return inspect_dataset(
+        Path(request.path),
+        request.fmt,
+        Path(request.canonical_out),
+        label_column=request.label_column,
+        limits=UploadLimits(),
+        image_size=request.image_size,
+    )
 
 
 def main() -> None:
@@ -150,10 +177,12 @@ def main() -> None:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         answer = {"error": "no space left for the converted dataset", "limit": "disk"}
-    except Exception as exc:  # noqa: BLE001 - a decoder's own failure: the file is bad
+    except Exception as exc:
         answer = {"limit": "memory"} if _memory_failure(exc) else {}
-        answer |= {"error": _scrub(f"The file cannot be read as {request.fmt} "
-                                   f"({type(exc).__name__}: {exc}).", request), "field": "file"}
+        answer |= {
+            "error": _scrub(f"The file cannot be read as {request.fmt} ({type(exc).__name__}: {exc}).", request),
+            "field": "file",
+        }
     sys.stdout.write(json.dumps(answer))
 
 

@@ -24,8 +24,6 @@ def inspect_teacher(path: Path, fmt: str, *, output: str | None = None) -> dict:
         return OnnxClassifier(path, output=output).describe()
     if fmt == "safetensors":
         if output is not None:
-            raise InspectionError("`output` names an ONNX output; a safetensors teacher has none.",
-                                  field="output")
+            raise InspectionError("`output` names an ONNX output; a safetensors teacher has none.", field="output")
         return read_header(path)
-    raise InspectionError(f"Unknown teacher format {fmt!r}: use one of {', '.join(TEACHER_FORMATS)}.",
-                          field="format")
+    raise InspectionError(f"Unknown teacher format {fmt!r}: use one of {', '.join(TEACHER_FORMATS)}.", field="format")

@@ -78,16 +78,19 @@ def open_zip(path: Path, limits: UploadLimits, what: str = "The zip") -> zipfile
     if count is not None and count > limits.zip_max_members:
         raise InspectionError(
             f"{what} has {count} members, more than the {limits.zip_max_members} allowed. "
-            "Split the data into fewer, larger files.")
+            "Split the data into fewer, larger files."
+        )
     if directory > limits.zip_max_directory_bytes:
         raise InspectionError(
             f"{what} has a file list of {directory} bytes, more than the "
-            f"{limits.zip_max_directory_bytes} allowed (long member names?). Use fewer, shorter names.")
+            f"{limits.zip_max_directory_bytes} allowed (long member names?). Use fewer, shorter names."
+        )
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise InspectionError(f"{what} is not a readable zip archive ({exc}). "
-                              "Create it again, e.g. with `zip -r data.zip folder/`.") from exc
+        raise InspectionError(
+            f"{what} is not a readable zip archive ({exc}). Create it again, e.g. with `zip -r data.zip folder/`."
+        ) from exc
     try:
         check_members(zf, limits, what)
     except BaseException:
@@ -101,38 +104,45 @@ def check_members(zf: zipfile.ZipFile, limits: UploadLimits, what: str = "The zi
     if len(infos) > limits.zip_max_members:
         raise InspectionError(
             f"{what} has {len(infos)} members, more than the {limits.zip_max_members} allowed. "
-            "Split the data into fewer, larger files.")
+            "Split the data into fewer, larger files."
+        )
     seen: set[str] = set()
     total = compressed = 0
     for info in infos:
         name = info.filename
         why = unsafe_name(name) or unsafe_name(info.orig_filename)
         if why:
-            raise InspectionError(f"{what} is refused: member {name!r} {why}. "
-                                  "Put every file under relative folders inside the archive.")
+            raise InspectionError(
+                f"{what} is refused: member {name!r} {why}. Put every file under relative folders inside the archive."
+            )
         if is_symlink(info):
-            raise InspectionError(f"{what} is refused: member {name!r} is a symbolic link. "
-                                  "Zip the files themselves, not links to them.")
+            raise InspectionError(
+                f"{what} is refused: member {name!r} is a symbolic link. Zip the files themselves, not links to them."
+            )
         if info.flag_bits & 0x1:
-            raise InspectionError(f"{what} is refused: member {name!r} is encrypted. "
-                                  "Upload an archive without a password.")
+            raise InspectionError(
+                f"{what} is refused: member {name!r} is encrypted. Upload an archive without a password."
+            )
         if name in seen:
             raise InspectionError(f"{what} is refused: member {name!r} appears twice.")
         seen.add(name)
         if info.file_size > RATIO_FLOOR_BYTES and _ratio(info.file_size, info.compress_size) > limits.zip_max_ratio:
             raise InspectionError(
                 f"{what} is refused: member {name!r} expands from {info.compress_size} to "
-                f"{info.file_size} bytes, a ratio over {limits.zip_max_ratio:g} (a zip bomb?).")
+                f"{info.file_size} bytes, a ratio over {limits.zip_max_ratio:g} (a zip bomb?)."
+            )
         total += info.file_size
         compressed += info.compress_size
     if total > limits.zip_max_total_bytes:
         raise InspectionError(
             f"{what} is refused: it expands to {total} bytes, more than the "
-            f"{limits.zip_max_total_bytes} allowed. Upload less data.")
+            f"{limits.zip_max_total_bytes} allowed. Upload less data."
+        )
     if total > RATIO_FLOOR_BYTES and _ratio(total, compressed) > limits.zip_max_ratio:
         raise InspectionError(
             f"{what} is refused: it expands from {compressed} to {total} bytes, a ratio "
-            f"over {limits.zip_max_ratio:g} (a zip bomb?).")
+            f"over {limits.zip_max_ratio:g} (a zip bomb?)."
+        )
 
 
 class ReadBudget:
@@ -151,7 +161,8 @@ class ReadBudget:
         return InspectionError(
             f"{self.what} is refused: member {info.filename!r} expands to more than {cap} bytes "
             f"while its header declares {info.file_size} (the archive lies about its sizes, "
-            "or is a zip bomb).")
+            "or is a zip bomb)."
+        )
 
 
 class BoundedMember:
@@ -205,7 +216,8 @@ class BoundedMember:
 def corrupt(what: str, info: zipfile.ZipInfo, exc: BaseException) -> InspectionError:
     return InspectionError(
         f"{what} is refused: member {info.filename!r} cannot be read ({exc}); the archive is "
-        "damaged or its headers lie about its sizes. Create it again.")
+        "damaged or its headers lie about its sizes. Create it again."
+    )
 
 
 def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: ReadBudget) -> bytes:

@@ -11,7 +11,7 @@ Create Date: 2026-11-28 00:40:00
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -51,12 +51,14 @@ def upgrade() -> None:
 
     conn = op.get_bind()
     local = None
-    if conn.execute(sa.text("SELECT 1 FROM jobs LIMIT 1")).first() or \
-            conn.execute(sa.text("SELECT 1 FROM artifacts LIMIT 1")).first():
+    if (
+        conn.execute(sa.text("SELECT 1 FROM jobs LIMIT 1")).first()
+        or conn.execute(sa.text("SELECT 1 FROM artifacts LIMIT 1")).first()
+    ):
         local = str(uuid.uuid4())
         conn.execute(
             sa.text("INSERT INTO tenants (id, name, submissions, created_at) VALUES (:id, 'local', 0, :at)"),
-            {"id": local, "at": datetime.now(timezone.utc)},
+            {"id": local, "at": datetime.now(UTC)},
         )
     for table in ("jobs", "artifacts"):
         with op.batch_alter_table(table) as batch:
@@ -75,8 +77,12 @@ def upgrade() -> None:
         batch.add_column(sa.Column("name", sa.String(200), nullable=True))
         batch.add_column(sa.Column("inspection", sa.JSON(), nullable=True))
     op.create_index(
-        "uq_artifacts_upload_content", "artifacts", ["tenant_id", "kind", "sha256"], unique=True,
-        sqlite_where=sa.text("job_id IS NULL"), postgresql_where=sa.text("job_id IS NULL"),
+        "uq_artifacts_upload_content",
+        "artifacts",
+        ["tenant_id", "kind", "sha256"],
+        unique=True,
+        sqlite_where=sa.text("job_id IS NULL"),
+        postgresql_where=sa.text("job_id IS NULL"),
     )
 
 

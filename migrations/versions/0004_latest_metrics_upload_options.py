@@ -22,16 +22,27 @@ branch_labels = None
 depends_on = None
 
 
-def _backfill_latest_metrics(conn) -> None:  # noqa: ANN001
-    last = sa.text("SELECT job_id, phase, run, epoch FROM job_metrics m WHERE id = "
-                   "(SELECT max(id) FROM job_metrics WHERE job_id = m.job_id)")
+def _backfill_latest_metrics(conn) -> None:
+    last = sa.text(
+        "SELECT job_id, phase, run, epoch FROM job_metrics m WHERE id = "
+        "(SELECT max(id) FROM job_metrics WHERE job_id = m.job_id)"
+    )
     for job_id, phase, run, epoch in conn.execute(last).all():
-        values = dict(conn.execute(sa.text(
-            "SELECT name, value FROM job_metrics WHERE job_id = :j AND phase = :p AND run = :r "
-            "AND epoch = :e"), {"j": job_id, "p": phase, "r": run, "e": epoch}).all())
+        values = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT name, value FROM job_metrics WHERE job_id = :j AND phase = :p AND run = :r AND epoch = :e"
+                ),
+                {"j": job_id, "p": phase, "r": run, "e": epoch},
+            ).all()
+        )
         latest = {"phase": phase, "run": run, "epoch": epoch, "values": values}
-        conn.execute(sa.table("jobs", sa.column("id"), sa.column("latest_metrics", sa.JSON))
-                     .update().where(sa.column("id") == job_id).values(latest_metrics=latest))
+        conn.execute(
+            sa.table("jobs", sa.column("id"), sa.column("latest_metrics", sa.JSON))
+            .update()
+            .where(sa.column("id") == job_id)
+            .values(latest_metrics=latest)
+        )
 
 
 def upgrade() -> None:
@@ -46,8 +57,12 @@ def upgrade() -> None:
     with op.batch_alter_table("artifacts") as batch:
         batch.add_column(sa.Column("options_sha256", sa.String(64), nullable=False, server_default=""))
     op.create_index(
-        "uq_artifacts_upload_content", "artifacts", ["tenant_id", "kind", "sha256", "options_sha256"],
-        unique=True, sqlite_where=sa.text("job_id IS NULL"), postgresql_where=sa.text("job_id IS NULL"),
+        "uq_artifacts_upload_content",
+        "artifacts",
+        ["tenant_id", "kind", "sha256", "options_sha256"],
+        unique=True,
+        sqlite_where=sa.text("job_id IS NULL"),
+        postgresql_where=sa.text("job_id IS NULL"),
     )
 
 
@@ -56,8 +71,12 @@ def downgrade() -> None:
     with op.batch_alter_table("artifacts") as batch:
         batch.drop_column("options_sha256")
     op.create_index(
-        "uq_artifacts_upload_content", "artifacts", ["tenant_id", "kind", "sha256"], unique=True,
-        sqlite_where=sa.text("job_id IS NULL"), postgresql_where=sa.text("job_id IS NULL"),
+        "uq_artifacts_upload_content",
+        "artifacts",
+        ["tenant_id", "kind", "sha256"],
+        unique=True,
+        sqlite_where=sa.text("job_id IS NULL"),
+        postgresql_where=sa.text("job_id IS NULL"),
     )
     with op.batch_alter_table("job_metrics") as batch:
         batch.drop_index("ix_job_metrics_job_id_id")

@@ -56,8 +56,10 @@ def _classifier_head(graph_nodes: list, extra: str) -> tuple[list, list]:
     from onnx import helper, numpy_helper
 
     weight = numpy_helper.from_array(np.ones((4, 2), np.float32), "W")
-    nodes = graph_nodes + [helper.make_node("MatMul", ["x", "W"], ["xw"]),
-                           helper.make_node("Add", ["xw", extra], ["logits"])]
+    nodes = graph_nodes + [
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", extra], ["logits"]),
+    ]
     return nodes, [weight]
 
 
@@ -65,8 +67,12 @@ def _model(nodes: list, initializers: list) -> bytes:
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        nodes, "attack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])], initializers)
+        nodes,
+        "attack",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model.SerializeToString()
@@ -96,15 +102,22 @@ def endless_loop(trip_count: int = 2**62) -> bytes:
     body = helper.make_graph(
         [_node("Identity", ["cond_in"], ["cond_out"]), _node("Add", ["v_in", "one"], ["v_out"])],
         "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [])],
-        [numpy_helper.from_array(np.array(1.0, np.float32), "one")])
-    inits = [numpy_helper.from_array(np.array(trip_count, np.int64), "M"),
-             numpy_helper.from_array(np.array(True), "cond"),
-             numpy_helper.from_array(np.array(0.0, np.float32), "v0")]
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_in", TensorProto.FLOAT, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("v_out", TensorProto.FLOAT, []),
+        ],
+        [numpy_helper.from_array(np.array(1.0, np.float32), "one")],
+    )
+    inits = [
+        numpy_helper.from_array(np.array(trip_count, np.int64), "M"),
+        numpy_helper.from_array(np.array(True), "cond"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "v0"),
+    ]
     nodes = [helper.make_node("Loop", ["M", "cond", "v0"], ["v_final"], body=body)]
     nodes, head = _classifier_head(nodes, "v_final")
     return _model(nodes, head + inits)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-from fastapi.testclient import TestClient
 
 from app.contract.spec import EXAMPLE_SPEC
 from tests.api.conftest import keyed_client

@@ -26,9 +26,13 @@ from tests.api.hostile import (
 from tests.conftest import _empty_postgres
 from tests.integration.conftest import wait_for
 
-EXAMPLE = {"dataset": {"name": "digits"}, "teacher": {"train": {"arch": {"name": "mlp", "hidden": [16]},
-           "epochs": 1}}, "student": {"arch": {"name": "mlp", "hidden": [8]}}, "training": {"epochs": 1},
-           "seeds": [0]}
+EXAMPLE = {
+    "dataset": {"name": "digits"},
+    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [16]}, "epochs": 1}},
+    "student": {"arch": {"name": "mlp", "hidden": [8]}},
+    "training": {"epochs": 1},
+    "seeds": [0],
+}
 
 
 @pytest.fixture
@@ -59,11 +63,17 @@ def test_uploads_that_allocate_or_loop_are_refused_naming_the_limit(tmp_path, pg
 
 def _stalled_upload(port: int, key: str) -> socket.socket:
     """An upload that sends its headers and a first part, then nothing."""
-    body = (b"--b\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\nteacher\r\n"
-            b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"t.onnx\"\r\n\r\n" + b"x" * 1000)
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="kind"\r\n\r\nteacher\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="t.onnx"\r\n\r\n' + b"x" * 1000
+    )
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(b"POST /v1/artifacts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key.encode()
-                 + b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n" + body)
+    sock.sendall(
+        b"POST /v1/artifacts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + key.encode()
+        + b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n"
+        + body
+    )
     return sock
 
 
@@ -101,8 +111,10 @@ def test_one_key_streams_a_bounded_number_of_uploads(tmp_path, pg):
 
 def _chunked(port: int, headers: bytes, chunks: list[bytes]) -> int:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Transfer-Encoding: chunked\r\n" + headers + b"\r\n")
+    sock.sendall(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n" + headers + b"\r\n"
+    )
     try:
         for chunk in chunks:
             sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -120,8 +132,9 @@ def test_json_bodies_are_read_after_the_key_and_capped(tmp_path, pg):
         pid = svc.processes[0].pid
         before = rss_bytes(pid)
         big = b'{"name": "' + b"x" * (50 << 20) + b'"}'
-        stranger = httpx.post(f"{svc.url}/v1/jobs", content=big, timeout=60,
-                              headers={"Content-Type": "application/json"})
+        stranger = httpx.post(
+            f"{svc.url}/v1/jobs", content=big, timeout=60, headers={"Content-Type": "application/json"}
+        )
         assert stranger.status_code == 401
         assert api.post("/v1/jobs", content=big, headers={"Content-Type": "application/json"}).status_code == 413
         key = b"Authorization: " + api.headers["Authorization"].encode() + b"\r\n"
@@ -129,8 +142,11 @@ def test_json_bodies_are_read_after_the_key_and_capped(tmp_path, pg):
         assert _chunked(svc.port, b"", [b"x" * (256 << 10)] * 8) == 401
         assert rss_bytes(pid) - before < 100 << 20
         sock = socket.create_connection(("127.0.0.1", svc.port), timeout=30)
-        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + key
-                     + b"Content-Length: 1000\r\n\r\n{\"name\"")
+        sock.sendall(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + key
+            + b'Content-Length: 1000\r\n\r\n{"name"'
+        )
         assert _status_of(sock) == 408
         sock.close()
         assert api.post("/v1/jobs", json=EXAMPLE).status_code == 202
@@ -152,8 +168,10 @@ def test_many_concurrent_readers_get_answers_and_healthz_stays_live(tmp_path, pg
         job = api.post("/v1/jobs", json=EXAMPLE).json()["id"]
         paths = [f"/v1/jobs/{job}", "/v1/jobs", f"/v1/jobs/{job}/events", f"/v1/jobs/{job}/metrics", "/metrics"]
         statuses: list[int] = []
-        clients = [threading.Thread(target=_read_many, args=(svc.url, api.headers["Authorization"][7:],
-                                                             paths, 4, statuses)) for _ in range(64)]
+        clients = [
+            threading.Thread(target=_read_many, args=(svc.url, api.headers["Authorization"][7:], paths, 4, statuses))
+            for _ in range(64)
+        ]
         for t in clients:
             t.start()
         probes = []
@@ -172,8 +190,10 @@ def test_many_concurrent_readers_get_answers_and_healthz_stays_live(tmp_path, pg
 
 def test_wrong_keys_are_rate_limited_per_address(tmp_path, pg):
     with api_process(tmp_path, pg, auth_failures_per_minute="6", auth_failures_burst="3") as svc:
-        wrong = [httpx.get(f"{svc.url}/v1/jobs", headers={"Authorization": f"Bearer dk_guess{i}"}).status_code
-                 for i in range(6)]
+        wrong = [
+            httpx.get(f"{svc.url}/v1/jobs", headers={"Authorization": f"Bearer dk_guess{i}"}).status_code
+            for i in range(6)
+        ]
         assert wrong[:3] == [401] * 3 and 429 in wrong[3:]
         assert svc.client().get("/v1/jobs").status_code == 200  # the right key still works
 
@@ -182,8 +202,9 @@ def test_wrong_keys_are_rate_limited_per_address(tmp_path, pg):
 def test_a_full_store_answers_507_and_keeps_nothing(tmp_path, pg):
     store = tmp_path / "store"
     store.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(store)],
-                             capture_output=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(store)], capture_output=True, check=False
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode()[:200]}")
     try:

@@ -113,8 +113,10 @@ def test_unknown_id_is_404_problem(client, method, path):
             "/student/arch/channels",
         ),
         (
-            {"dataset": {"name": "digits"},
-             "teacher": {"train": {"arch": {"name": "cnn", "channels": [8, 8, 8, 8, 8]}}}},
+            {
+                "dataset": {"name": "digits"},
+                "teacher": {"train": {"arch": {"name": "cnn", "channels": [8, 8, 8, 8, 8]}}},
+            },
             "/teacher/train/arch/channels",
         ),
     ],

@@ -10,13 +10,12 @@ from datetime import timedelta
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
-
 from sqlalchemy import text
 
 from app import jobs
+from app.contract.spec import EXAMPLE_SPEC
 from app.db import get_sessionmaker
 from app.models import Job, utcnow
-from app.contract.spec import EXAMPLE_SPEC
 
 OUTCOMES = ("succeed", "fail", "cancelled", "hand_back", "crash")
 
@@ -102,6 +101,7 @@ def test_no_illegal_transition_is_ever_observed(client):
 
     run_state_machine_as_test(
         Lifecycle,
-        settings=settings(max_examples=15, stateful_step_count=15, deadline=None,
-                          suppress_health_check=list(HealthCheck)),
+        settings=settings(
+            max_examples=15, stateful_step_count=15, deadline=None, suppress_health_check=list(HealthCheck)
+        ),
     )

@@ -35,5 +35,4 @@ def embedded(service_env, tmp_path, monkeypatch) -> str:
 def test_api_matches_its_schema(case, embedded):
     # Schema-valid specs are refused on purpose when they cannot run (a CNN deeper than
     # the input allows) or reuse an Idempotency-Key with another body: 422 by contract.
-    case.call_and_validate(headers={"Authorization": f"Bearer {embedded}"},
-                           excluded_checks=[positive_data_acceptance])
+    case.call_and_validate(headers={"Authorization": f"Bearer {embedded}"}, excluded_checks=[positive_data_acceptance])

@@ -7,9 +7,14 @@ import pytest
 from app.contract.spec import EXAMPLE_SPEC
 
 
-def submit(client, **parts) -> dict:  # noqa: ANN001, ANN003
-    body = {**EXAMPLE_SPEC, "dataset": {"name": "fashion_mnist"}, "seeds": [0],
-            "teacher": {"train": {"arch": {"name": "timm", "model": "resnet18"}, "epochs": 1}}, **parts}
+def submit(client, **parts) -> dict:
+    body = {
+        **EXAMPLE_SPEC,
+        "dataset": {"name": "fashion_mnist"},
+        "seeds": [0],
+        "teacher": {"train": {"arch": {"name": "timm", "model": "resnet18"}, "epochs": 1}},
+        **parts,
+    }
     r = client.post("/v1/jobs", json=body)
     errors = {e["pointer"]: e["detail"] for e in r.json().get("errors", [])} if r.status_code == 422 else {}
     return {"status": r.status_code, "errors": errors, "detail": r.json().get("detail", "")}
@@ -42,7 +47,9 @@ def test_too_small_an_image_gets_the_minimum_size(client):
     r = submit(client, student={"arch": {"name": "timm", "model": "convnext_tiny"}})
     assert r["status"] == 422
     assert "32x32" in r["errors"]["/student/arch/input_size"]
-    assert submit(client, student={"arch": {"name": "timm", "model": "convnext_tiny", "input_size": 32}})["status"] == 202
+    assert (
+        submit(client, student={"arch": {"name": "timm", "model": "convnext_tiny", "input_size": 32}})["status"] == 202
+    )
 
 
 def test_missing_package_is_named(client, monkeypatch, tmp_path):
@@ -65,8 +72,11 @@ def test_safetensors_of_a_timm_arch_are_checked(client, model, fits):
     from tests.api.test_uploads_api import upload
 
     teacher = upload(client, "teacher", f"{model}.safetensors", _weights("timm", model, 1, 10))
-    r = submit(client, teacher={"artifact": {"id": teacher["id"], "arch": {"name": "timm", "model": "test_resnet"}}},
-               student={"arch": {"name": "mlp", "hidden": [8]}})
+    r = submit(
+        client,
+        teacher={"artifact": {"id": teacher["id"], "arch": {"name": "timm", "model": "test_resnet"}}},
+        student={"arch": {"name": "mlp", "hidden": [8]}},
+    )
     if fits:
         assert r["status"] == 202, r
     else:

@@ -14,17 +14,17 @@ import pytest
 from sqlalchemy import select
 
 from app import tenants
+from app.contract.spec import EXAMPLE_SPEC
 from app.db import get_sessionmaker
 from app.main import create_app
 from app.models import ApiKey, Artifact, Job
-from app.contract.spec import EXAMPLE_SPEC
 from app.storage import get_storage
 from tests.conftest import ROOT
 
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
 
 
-def new_tenant(name: str, **kw) -> str:  # noqa: ANN003
+def new_tenant(name: str, **kw) -> str:
     """A tenant and one key, straight in the database; returns the key."""
     with get_sessionmaker()() as session:
         key = tenants.create_key(session, tenants.create_tenant(session, name, **kw)).key
@@ -46,9 +46,18 @@ def npz_upload(seed: int = 0) -> dict:
 def test_every_v1_route_needs_a_key(client):
     no_key = {"Authorization": ""}
     paths = create_app().openapi()["paths"]
-    routes = [(m.upper(), p.replace("{job_id}", str(uuid.uuid4())).replace("{artifact_id}", str(uuid.uuid4()))
-               .replace("{tenant_id}", str(uuid.uuid4())).replace("{key_id}", str(uuid.uuid4())))
-              for p, ops in paths.items() if p.startswith("/v1/") for m in ops]
+    routes = [
+        (
+            m.upper(),
+            p.replace("{job_id}", str(uuid.uuid4()))
+            .replace("{artifact_id}", str(uuid.uuid4()))
+            .replace("{tenant_id}", str(uuid.uuid4()))
+            .replace("{key_id}", str(uuid.uuid4())),
+        )
+        for p, ops in paths.items()
+        if p.startswith("/v1/")
+        for m in ops
+    ]
     assert len(routes) >= 15
     for method, path in routes:
         r = client.request(method, path, headers=no_key)
@@ -58,7 +67,12 @@ def test_every_v1_route_needs_a_key(client):
         assert r.status_code == 403 or r.headers["www-authenticate"].startswith("Bearer")
     r = client.get("/v1/jobs", headers=bearer("dk_" + "x" * 43))
     assert r.status_code == 401 and "unknown or revoked" in r.json()["detail"]
-    assert client.get("/v1/jobs", headers={"Authorization": "", "X-API-Key": client.headers["Authorization"][7:]}).status_code == 200
+    assert (
+        client.get(
+            "/v1/jobs", headers={"Authorization": "", "X-API-Key": client.headers["Authorization"][7:]}
+        ).status_code
+        == 200
+    )
     assert client.get("/healthz", headers=no_key).status_code == 200  # probes need no key
 
 
@@ -77,9 +91,17 @@ def test_another_tenants_ids_answer_404_like_missing_ones_on_every_route(client)
         stored = get_storage().path(f"jobs/{job['id']}/report.json")
         stored.parent.mkdir(parents=True, exist_ok=True)
         stored.write_text("{}")
-        output = Artifact(tenant_id=session.get(Job, job["id"]).tenant_id, job_id=job["id"], kind="report",
-                          format="json", filename="report.json", media_type="application/json",
-                          storage_key=f"jobs/{job['id']}/report.json", size_bytes=2, sha256="0" * 64)
+        output = Artifact(
+            tenant_id=session.get(Job, job["id"]).tenant_id,
+            job_id=job["id"],
+            kind="report",
+            format="json",
+            filename="report.json",
+            media_type="application/json",
+            storage_key=f"jobs/{job['id']}/report.json",
+            size_bytes=2,
+            sha256="0" * 64,
+        )
         session.add(output)
         session.commit()
         output_id = output.id
@@ -173,8 +195,9 @@ def test_admin_routes_are_off_without_an_admin_key(client):
 
 def test_admin_command_creates_and_revokes_keys(client, service_env):
     def admin(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "app.admin", *args], cwd=ROOT, capture_output=True,
-                              text=True, timeout=60, check=True)
+        return subprocess.run(
+            [sys.executable, "-m", "app.admin", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+        )
 
     made = admin("create-key", "cli-tenant", "--name", "laptop")
     key = made.stdout.strip()

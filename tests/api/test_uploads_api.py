@@ -11,7 +11,7 @@ import pytest
 from app.contract.spec import EXAMPLE_SPEC
 
 
-def upload(client, kind: str, filename: str, content: bytes, **fields) -> dict:  # noqa: ANN001, ANN003
+def upload(client, kind: str, filename: str, content: bytes, **fields) -> dict:
     r = client.post("/v1/artifacts", data={"kind": kind, **fields}, files={"file": (filename, content)})
     assert r.status_code in (200, 201), r.text
     return r.json()
@@ -29,7 +29,7 @@ def weights(arch: dict, input_shape: tuple[int, ...], classes: int) -> bytes:
     return save(model.state_dict())
 
 
-def submit(client, **parts) -> dict:  # noqa: ANN001, ANN003
+def submit(client, **parts) -> dict:
     r = client.post("/v1/jobs", json={**EXAMPLE_SPEC, "seeds": [0], **parts})
     return {"status": r.status_code, "errors": {e["pointer"]: e["detail"] for e in r.json().get("errors", [])}}
 
@@ -44,8 +44,10 @@ def test_safetensors_teachers_are_checked_against_their_architecture(client):
     ok = submit(client, teacher={"artifact": {"id": teacher["id"], "arch": arch}})
     assert ok["status"] == 202, ok
     # A feature method can use it: the architecture, hence its stages, is known.
-    assert submit(client, teacher={"artifact": {"id": teacher["id"], "arch": arch}},
-                  method={"name": "fitnet"})["status"] == 202
+    assert (
+        submit(client, teacher={"artifact": {"id": teacher["id"], "arch": arch}}, method={"name": "fitnet"})["status"]
+        == 202
+    )
 
     no_arch = submit(client, teacher={"artifact": {"id": teacher["id"]}})
     assert no_arch["status"] == 422 and "/teacher/artifact/arch" in no_arch["errors"]
@@ -80,8 +82,11 @@ def test_onnx_teachers_must_take_the_data_and_score_its_classes(client):
     rows = "\n".join(",".join([f"{v:.5f}" for v in xi] + [f"c{yi}"]) for xi, yi in zip(x, y))
     header = ",".join([f"f{i}" for i in range(40)] + ["target"])
     data = upload(client, "dataset", "d.csv", f"{header}\n{rows}\n".encode(), label_column="target")
-    assert (data["inspection"]["rows"], data["inspection"]["columns"], data["inspection"]["classes"]) == \
-        (60, 40, ["c0", "c1", "c2"])
+    assert (data["inspection"]["rows"], data["inspection"]["columns"], data["inspection"]["classes"]) == (
+        60,
+        40,
+        ["c0", "c1", "c2"],
+    )
     fits = submit(client, teacher={"artifact": {"id": teacher["id"]}}, dataset={"artifact": data["id"]})
     assert fits["status"] == 202, fits
     # A kind mix-up is named too.
@@ -89,11 +94,14 @@ def test_onnx_teachers_must_take_the_data_and_score_its_classes(client):
     assert set(swapped["errors"]) == {"/dataset/artifact", "/teacher/artifact/id"}
 
 
-@pytest.mark.parametrize("form, pointer", [
-    ({"kind": "model"}, "/kind"),
-    ({"kind": "dataset", "label_column": "nope"}, "/label_column"),
-    ({"kind": "dataset", "colour": "red"}, "/colour"),
-])
+@pytest.mark.parametrize(
+    "form, pointer",
+    [
+        ({"kind": "model"}, "/kind"),
+        ({"kind": "dataset", "label_column": "nope"}, "/label_column"),
+        ({"kind": "dataset", "colour": "red"}, "/colour"),
+    ],
+)
 def test_bad_form_fields_are_named(client, form, pointer):
     buf = io.StringIO("a,label\n1,x\n2,y\n3,x\n4,y\n")
     r = client.post("/v1/artifacts", data=form, files={"file": ("d.csv", buf.getvalue().encode())})

@@ -23,8 +23,18 @@ from app.client.keys import key_file
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_DEPS = {"httpx", "pydantic", "typer", "rich", "pyyaml"}
-SERVER_MODULES = ("fastapi", "starlette", "sqlalchemy", "alembic", "celery", "pydantic_settings", "torch",
-                  "numpy", "onnxruntime", "worker")
+SERVER_MODULES = (
+    "fastapi",
+    "starlette",
+    "sqlalchemy",
+    "alembic",
+    "celery",
+    "pydantic_settings",
+    "torch",
+    "numpy",
+    "onnxruntime",
+    "worker",
+)
 
 
 # --- --set -----------------------------------------------------------------------------------
@@ -32,10 +42,25 @@ SERVER_MODULES = ("fastapi", "starlette", "sqlalchemy", "alembic", "celery", "py
 
 def test_set_parses_dotted_paths_with_json_values():
     spec = {"training": {"epochs": 5}, "seeds": [0]}
-    out = apply_overrides(spec, ["training.epochs=20", "seeds=[0,1]", "method.temperature=4",
-                                 "method.name=kd", "baseline=false", "seeds.1=7", 'name="a=b"'])
-    assert out == {"training": {"epochs": 20}, "seeds": [0, 7], "baseline": False, "name": "a=b",
-                   "method": {"temperature": 4, "name": "kd"}}
+    out = apply_overrides(
+        spec,
+        [
+            "training.epochs=20",
+            "seeds=[0,1]",
+            "method.temperature=4",
+            "method.name=kd",
+            "baseline=false",
+            "seeds.1=7",
+            'name="a=b"',
+        ],
+    )
+    assert out == {
+        "training": {"epochs": 20},
+        "seeds": [0, 7],
+        "baseline": False,
+        "name": "a=b",
+        "method": {"temperature": 4, "name": "kd"},
+    }
     assert spec == {"training": {"epochs": 5}, "seeds": [0]}  # the input is left alone
 
 
@@ -73,8 +98,11 @@ def test_the_key_comes_from_flag_then_env_then_file(tmp_path: Path):
     assert k.value == "dk_file" and k.source == str(tmp_path / "api-key")
     missing = find_key(None, {"DISTILL_HOME": str(tmp_path / "none")})
     assert missing.value is None
-    assert missing.looked_at == ("--key (not given)", "$DISTILL_API_KEY (not set)",
-                                 f"{tmp_path / 'none' / 'api-key'} (No such file or directory)")
+    assert missing.looked_at == (
+        "--key (not given)",
+        "$DISTILL_API_KEY (not set)",
+        f"{tmp_path / 'none' / 'api-key'} (No such file or directory)",
+    )
 
 
 def test_the_key_file_is_where_the_embedded_service_writes_it(tmp_path: Path, monkeypatch):
@@ -94,9 +122,14 @@ def problem(status: int, body: dict) -> httpx.Response:
 
 
 def test_a_problem_becomes_a_typed_error_with_its_fields():
-    body = {"type": "https://distill.dev/problems/invalid-request", "title": "The request is not valid",
-            "status": 422, "detail": "Fix these fields", "instance": "/v1/jobs",
-            "errors": [{"pointer": "/method/temperature", "in": "body", "detail": "must be > 0", "type": "gt"}]}
+    body = {
+        "type": "https://distill.dev/problems/invalid-request",
+        "title": "The request is not valid",
+        "status": 422,
+        "detail": "Fix these fields",
+        "instance": "/v1/jobs",
+        "errors": [{"pointer": "/method/temperature", "in": "body", "detail": "must be > 0", "type": "gt"}],
+    }
     error = ApiError.from_response(problem(422, body), find_key("k"))
     assert (error.status, error.title, error.instance) == (422, "The request is not valid", "/v1/jobs")
     assert error.pointers == ["/method/temperature"]
@@ -119,18 +152,41 @@ def test_a_non_json_error_is_still_an_api_error():
 
 
 def report(seeds: int = 3) -> Report:
-    scores = {"test_accuracy": 0.63212, "train_accuracy": 0.89312, "test_ece": 0.2411,
-              "parameters": 1_234_567, "latency_ms": 12.345}
-    runs = {"runs": [{"seed": s, **scores} for s in range(seeds)], "mean": scores, "std": dict.fromkeys(scores, 0.0123),
-            "arch": {"name": "teacher_assistant_mlp"}}
-    return Report.model_validate({
-        "dataset": {"test_size": 1000}, "method": {"name": "teacher_assistant"}, "seeds": list(range(seeds)),
-        "teacher": {**scores, "arch": {"name": "cnn"}}, "student": runs, "baseline": runs,
-        "exported": {"seed": 1, "selected_by": "validation accuracy", "test_accuracy": 0.64,
-                     "files": {"onnx": "student.onnx"}},
-        "summary": {"student_vs_baseline_test_accuracy": -0.0001, "student_vs_teacher_test_accuracy": -0.3,
-                    "compression": 8.3, "speedup": 6.8},
-    })
+    scores = {
+        "test_accuracy": 0.63212,
+        "train_accuracy": 0.89312,
+        "test_ece": 0.2411,
+        "parameters": 1_234_567,
+        "latency_ms": 12.345,
+    }
+    runs = {
+        "runs": [{"seed": s, **scores} for s in range(seeds)],
+        "mean": scores,
+        "std": dict.fromkeys(scores, 0.0123),
+        "arch": {"name": "teacher_assistant_mlp"},
+    }
+    return Report.model_validate(
+        {
+            "dataset": {"test_size": 1000},
+            "method": {"name": "teacher_assistant"},
+            "seeds": list(range(seeds)),
+            "teacher": {**scores, "arch": {"name": "cnn"}},
+            "student": runs,
+            "baseline": runs,
+            "exported": {
+                "seed": 1,
+                "selected_by": "validation accuracy",
+                "test_accuracy": 0.64,
+                "files": {"onnx": "student.onnx"},
+            },
+            "summary": {
+                "student_vs_baseline_test_accuracy": -0.0001,
+                "student_vs_teacher_test_accuracy": -0.3,
+                "compression": 8.3,
+                "speedup": 6.8,
+            },
+        }
+    )
 
 
 def test_the_result_table_fits_100_columns_and_explains_its_columns():
@@ -177,8 +233,7 @@ def test_the_base_install_is_the_client():
 
 
 def test_the_command_imports_none_of_the_server():
-    code = ("import sys, app.cli, app.client; "
-            f"print([m for m in {SERVER_MODULES!r} if m in sys.modules])")
+    code = f"import sys, app.cli, app.client; print([m for m in {SERVER_MODULES!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -49,11 +49,26 @@ def test_teacher_sees_the_augmented_batch_the_student_sees(digits):
     teacher = Recording(build_model(MLPArch(hidden=[8]), digits.input_shape, 10, seed=1)).eval()
     student = Recording(build_model(MLPArch(hidden=[8]), digits.input_shape, 10, seed=0))
     aug = AugmentSpec(noise_std=0.5, shift=1, scale=0.1)
-    train(student, KD(4.0, 0.9), digits.train, digits.val, OPT, seed=0, device=torch.device("cpu"),
-          reporter=MemoryReporter(checkpoint_dir=None), phase="student", run="s", signal=LiveTeacher(teacher), augment=aug)
+    train(
+        student,
+        KD(4.0, 0.9),
+        digits.train,
+        digits.val,
+        OPT,
+        seed=0,
+        device=torch.device("cpu"),
+        reporter=MemoryReporter(checkpoint_dir=None),
+        phase="student",
+        run="s",
+        signal=LiveTeacher(teacher),
+        augment=aug,
+    )
     n_batches = 2 * -(-len(digits.train) // 256)
-    s_train = student.seen[:n_batches] if len(student.seen) == n_batches else [
-        b for b in student.seen if len(b) in (256, len(digits.train) % 256)][:n_batches]
+    s_train = (
+        student.seen[:n_batches]
+        if len(student.seen) == n_batches
+        else [b for b in student.seen if len(b) in (256, len(digits.train) % 256)][:n_batches]
+    )
     t_seen = [b for b in teacher.seen if len(b) != len(digits.val)]
     assert len(t_seen) == n_batches
     raw = torch.as_tensor(digits.train.x)
@@ -65,16 +80,37 @@ def test_teacher_sees_the_augmented_batch_the_student_sees(digits):
 def test_augmented_training_is_reproducible_and_refuses_cached_logits(digits):
     def run():
         model = build_model(MLPArch(hidden=[8]), digits.input_shape, 10, seed=0)
-        return train(model, KD(4.0, 0.9), digits.train, digits.val, OPT, seed=3, device=torch.device("cpu"),
-                     reporter=MemoryReporter(checkpoint_dir=None), phase="s", run="s",
-                     signal=LiveTeacher(build_model(MLPArch(hidden=[8]), digits.input_shape, 10, seed=1).eval()),
-                     augment=AugmentSpec(noise_std=1.0, shift=1)).history
+        return train(
+            model,
+            KD(4.0, 0.9),
+            digits.train,
+            digits.val,
+            OPT,
+            seed=3,
+            device=torch.device("cpu"),
+            reporter=MemoryReporter(checkpoint_dir=None),
+            phase="s",
+            run="s",
+            signal=LiveTeacher(build_model(MLPArch(hidden=[8]), digits.input_shape, 10, seed=1).eval()),
+            augment=AugmentSpec(noise_std=1.0, shift=1),
+        ).history
+
     assert run() == run()
     with pytest.raises(ValueError, match="cached"):
-        train(build_model(MLPArch(hidden=[8]), digits.input_shape, 10), KD(4.0, 0.9), digits.train, digits.val,
-              OPT, seed=0, device=torch.device("cpu"), reporter=MemoryReporter(checkpoint_dir=None),
-              phase="s", run="s", signal=CachedLogits(torch.zeros(len(digits.train), 10)),
-              augment=AugmentSpec(shift=1))
+        train(
+            build_model(MLPArch(hidden=[8]), digits.input_shape, 10),
+            KD(4.0, 0.9),
+            digits.train,
+            digits.val,
+            OPT,
+            seed=0,
+            device=torch.device("cpu"),
+            reporter=MemoryReporter(checkpoint_dir=None),
+            phase="s",
+            run="s",
+            signal=CachedLogits(torch.zeros(len(digits.train), 10)),
+            augment=AugmentSpec(shift=1),
+        )
 
 
 def test_pipeline_recomputes_soft_targets_and_says_so(tmp_path, data_cache, tiny_spec):

@@ -46,8 +46,9 @@ def sk_teacher(tmp_path_factory, digits):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(_flat(digits.train.x), digits.train.y)
-    onx = convert_sklearn(clf, initial_types=[("x", FloatTensorType([None, 64]))],
-                          options={id(clf): {"zipmap": False}}, target_opset=17)
+    onx = convert_sklearn(
+        clf, initial_types=[("x", FloatTensorType([None, 64]))], options={id(clf): {"zipmap": False}}, target_opset=17
+    )
     path = tmp_path_factory.mktemp("onnx") / "teacher.onnx"
     path.write_bytes(onx.SerializeToString())
     inspection = OnnxClassifier(path).describe()
@@ -62,8 +63,18 @@ def _train_ours(arch, digits, seed=0):
 
     model = build_model(arch, digits.input_shape, digits.num_classes, *input_stats(digits.train.x), seed=seed)
     optim = TeacherTrain(arch=arch.model_dump(), epochs=3, batch_size=64)
-    train(model, CE(), digits.train, digits.val, optim, seed=seed, device=torch.device("cpu"),
-          reporter=MemoryReporter(checkpoint_dir=None), phase="teacher", run="teacher")
+    train(
+        model,
+        CE(),
+        digits.train,
+        digits.val,
+        optim,
+        seed=seed,
+        device=torch.device("cpu"),
+        reporter=MemoryReporter(checkpoint_dir=None),
+        phase="teacher",
+        run="teacher",
+    )
     return model.eval()
 
 
@@ -158,8 +169,9 @@ def test_onnx_teacher_job(sk_teacher, digits, tmp_path, data_cache, tiny_spec, m
     assert r["student"]["runs"][0]["test_accuracy"] > 0.2  # chance is 0.1
 
 
-def test_onnx_teacher_runs_per_batch_under_augmentation(sk_teacher, digits, tmp_path, data_cache, tiny_spec,
-                                                        monkeypatch):
+def test_onnx_teacher_runs_per_batch_under_augmentation(
+    sk_teacher, digits, tmp_path, data_cache, tiny_spec, monkeypatch
+):
     _, brought = sk_teacher
     batches = []
     forward = OnnxTeacher.forward
@@ -169,9 +181,13 @@ def test_onnx_teacher_runs_per_batch_under_augmentation(sk_teacher, digits, tmp_
         return forward(self, x)
 
     monkeypatch.setattr(OnnxTeacher, "forward", counting)
-    spec = tiny_spec(teacher={"artifact": {"id": ONNX_ID, "output_kind": "probabilities"}}, seeds=[0],
-                     baseline=False, method={"name": "dkd"},
-                     training={"epochs": 1, "batch_size": 64, "augment": {"noise_std": 0.5}})
+    spec = tiny_spec(
+        teacher={"artifact": {"id": ONNX_ID, "output_kind": "probabilities"}},
+        seeds=[0],
+        baseline=False,
+        method={"name": "dkd"},
+        training={"epochs": 1, "batch_size": 64, "augment": {"noise_std": 0.5}},
+    )
     result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(teachers={ONNX_ID: brought}))
     assert result.report["soft_targets"] == "recomputed"
     # one onnxruntime call per training batch of the one epoch (then the evaluation's)
@@ -181,8 +197,12 @@ def test_onnx_teacher_runs_per_batch_under_augmentation(sk_teacher, digits, tmp_
 
 def test_safetensors_teacher_job(weights_teachers, digits, tmp_path, data_cache, tiny_spec):
     model, brought = weights_teachers[CNN_ID]
-    spec = tiny_spec(teacher={"artifact": {"id": CNN_ID, "arch": CNN}}, seeds=[0], baseline=False,
-                     training={"epochs": 2, "batch_size": 64})
+    spec = tiny_spec(
+        teacher={"artifact": {"id": CNN_ID, "arch": CNN}},
+        seeds=[0],
+        baseline=False,
+        training={"epochs": 2, "batch_size": 64},
+    )
     result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(teachers={CNN_ID: brought}))
     t = result.report["teacher"]
     assert (t["source"], t["artifact"], t["format"], t["arch"]["name"]) == ("artifact", CNN_ID, "safetensors", "cnn")
@@ -195,10 +215,20 @@ def test_safetensors_teacher_job(weights_teachers, digits, tmp_path, data_cache,
 
 def test_safetensors_teacher_with_born_again_and_fitnet(weights_teachers, tmp_path, data_cache, tiny_spec):
     inputs = JobInputs(teachers={k: b for k, (_, b) in weights_teachers.items()})
-    born = tiny_spec(teacher={"artifact": {"id": MLP_ID, "arch": MLP}}, seeds=[0], baseline=False,
-                     method={"name": "born_again", "generations": 2}, training={"epochs": 1, "batch_size": 64})
-    fitnet = tiny_spec(teacher={"artifact": {"id": CNN_ID, "arch": CNN}}, seeds=[0], baseline=False,
-                       method={"name": "fitnet"}, training={"epochs": 1, "batch_size": 64})
+    born = tiny_spec(
+        teacher={"artifact": {"id": MLP_ID, "arch": MLP}},
+        seeds=[0],
+        baseline=False,
+        method={"name": "born_again", "generations": 2},
+        training={"epochs": 1, "batch_size": 64},
+    )
+    fitnet = tiny_spec(
+        teacher={"artifact": {"id": CNN_ID, "arch": CNN}},
+        seeds=[0],
+        baseline=False,
+        method={"name": "fitnet"},
+        training={"epochs": 1, "batch_size": 64},
+    )
     r, reporter = run_tiny_job(born, tmp_path / "born", data_cache, inputs)
     assert [g["generation"] for g in r.report["generations"]] == [1, 2]
     assert r.report["teacher"]["artifact"] == MLP_ID
@@ -210,8 +240,12 @@ def test_safetensors_teacher_with_born_again_and_fitnet(weights_teachers, tmp_pa
 
 def test_mixed_ensemble_trains_only_its_trained_member(sk_teacher, digits, tmp_path, data_cache, tiny_spec):
     clf, brought = sk_teacher
-    spec = tiny_spec(teacher={"ensemble": [{"arch": MLP, "epochs": 2, "seed": 1}, {"id": ONNX_ID}]},
-                     seeds=[0], baseline=False, training={"epochs": 1, "batch_size": 64})
+    spec = tiny_spec(
+        teacher={"ensemble": [{"arch": MLP, "epochs": 2, "seed": 1}, {"id": ONNX_ID}]},
+        seeds=[0],
+        baseline=False,
+        training={"epochs": 1, "batch_size": 64},
+    )
     result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(teachers={ONNX_ID: brought}))
     assert sorted({(p, run) for p, run, *_ in reporter.metrics if p == "teacher"}) == [("teacher", "member=1")]
     t = result.report["teacher"]
@@ -240,7 +274,7 @@ def _digits_npz(path, *, unlabeled=300, test=True):
     x, y = d.images.astype(np.float32), d.target.astype(np.int64)
     arrays = {"x": x[:1200], "y": y[:1200]}
     if unlabeled:
-        arrays["x_unlabeled"] = x[1200:1200 + unlabeled]
+        arrays["x_unlabeled"] = x[1200 : 1200 + unlabeled]
     if test:
         arrays["x_test"], arrays["y_test"] = x[1500:], y[1500:]
     np.savez(path, **arrays)
@@ -267,8 +301,13 @@ def test_load_uploaded_with_and_without_a_test_split(tmp_path):
     again = load_uploaded(tmp_path / "b.npz", spec)
     assert np.array_equal(again.test.x, s.test.x) and np.array_equal(again.train.x, s.train.x)
     # a class present only in the test split still counts
-    np.savez(tmp_path / "c.npz", x=arrays["x"][:50], y=np.zeros(50, np.int64) + (arrays["y"][:50] % 3),
-             x_test=arrays["x"][:5], y_test=np.array([0, 1, 2, 3, 4]))
+    np.savez(
+        tmp_path / "c.npz",
+        x=arrays["x"][:50],
+        y=np.zeros(50, np.int64) + (arrays["y"][:50] % 3),
+        x_test=arrays["x"][:5],
+        y_test=np.array([0, 1, 2, 3, 4]),
+    )
     assert load_uploaded(tmp_path / "c.npz", DatasetSpec(artifact=DATA_ID)).num_classes == 5
 
 
@@ -276,8 +315,11 @@ def test_uploaded_dataset_with_unlabeled_transfer_set(tmp_path, data_cache, tiny
     from worker.distill.export import load_safetensors
 
     arrays = _digits_npz(tmp_path / "upload.npz")
-    spec = tiny_spec(dataset={"artifact": DATA_ID, "transfer": {"unlabeled": True}}, seeds=[0],
-                     training={"epochs": 2, "batch_size": 64})
+    spec = tiny_spec(
+        dataset={"artifact": DATA_ID, "transfer": {"unlabeled": True}},
+        seeds=[0],
+        training={"epochs": 2, "batch_size": 64},
+    )
     result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(dataset_npz=tmp_path / "upload.npz"))
     d = result.report["dataset"]
     assert (d["name"], d["artifact"]) == (f"artifact {DATA_ID}", DATA_ID)
@@ -287,7 +329,9 @@ def test_uploaded_dataset_with_unlabeled_transfer_set(tmp_path, data_cache, tiny
     # the test split is exactly the upload's: the exported student scores the reported accuracy there
     files = {f.kind: f for f in result.files}
     student = load_safetensors(files["safetensors"].path)
-    assert accuracy(predict_logits(student, arrays["x_test"]), arrays["y_test"]) \
+    assert (
+        accuracy(predict_logits(student, arrays["x_test"]), arrays["y_test"])
         == result.report["exported"]["test_accuracy"]
+    )
     with pytest.raises(ValueError, match="no file"):
         run_tiny_job(spec, tmp_path / "again", data_cache)

@@ -41,7 +41,9 @@ def test_safetensors_and_onnx_roundtrip(model, digits, tmp_path):
     assert torch.equal(predict_logits(again, x), expected)
 
     for batch in (1, 7, len(x)):
-        np.testing.assert_allclose(onnx_logits(tmp_path / "student.onnx", x[:batch]), expected[:batch].numpy(), atol=1e-4)
+        np.testing.assert_allclose(
+            onnx_logits(tmp_path / "student.onnx", x[:batch]), expected[:batch].numpy(), atol=1e-4
+        )
     assert onnx_accuracy(tmp_path / "student.onnx", x, digits.test.y) == accuracy(expected, digits.test.y)
 
     graph = onnx.load(str(tmp_path / "student.onnx"))

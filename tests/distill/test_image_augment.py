@@ -19,8 +19,7 @@ def _images(shape=(16, 3, 12, 12)):
     return torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
 
 
-@pytest.mark.parametrize("aug", [_aug(crop="resized", flip=True, color_jitter=0.4),
-                                 _aug(crop="pad", flip=True)])
+@pytest.mark.parametrize("aug", [_aug(crop="resized", flip=True, color_jitter=0.4), _aug(crop="pad", flip=True)])
 def test_same_seed_same_batch_and_shape_dtype_kept(aug):
     x = _images()
     torch.manual_seed(3)
@@ -51,7 +50,7 @@ def test_pad_crop_is_a_shifted_window_of_each_own():
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
     shifts = []
     for o, p in zip(out, padded):
-        found = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(o, p[:, dy:dy + 10, dx:dx + 10])]
+        found = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(o, p[:, dy : dy + 10, dx : dx + 10])]
         assert found
         shifts.append(found[0])
     assert len(set(shifts)) > 5  # every example its own window
@@ -77,8 +76,14 @@ def test_the_trainer_hook_applies_image_fields_of_the_spec():
     from worker.distill.augment import augment_batch
 
     spec = AugmentSpec(crop="pad", crop_padding=2, flip=True)
-    assert spec.active() and spec.model_dump() == {"noise_std": 0.0, "shift": 0, "scale": 0.0, "crop": "pad",
-                                                   "crop_padding": 2, "flip": True}
+    assert spec.active() and spec.model_dump() == {
+        "noise_std": 0.0,
+        "shift": 0,
+        "scale": 0.0,
+        "crop": "pad",
+        "crop_padding": 2,
+        "flip": True,
+    }
     assert AugmentSpec(noise_std=0.1).model_dump() == {"noise_std": 0.1, "shift": 0, "scale": 0.0}
     x = _images((8, 1, 6, 6))
     torch.manual_seed(0)

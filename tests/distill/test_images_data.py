@@ -43,8 +43,7 @@ def test_images_and_labels_check_sizes_and_classes(tmp_path):
         read_images_and_labels(images, _idx(tmp_path / "y.gz", np.array([0, 0, 1, 1])), rows=4, side=5, classes=3)
     with pytest.raises(ValueError, match="expected"):
         read_images_and_labels(images, _idx(tmp_path / "y2.gz", np.array([0, 1, 2])), rows=4, side=5, classes=3)
-    xs, ys = read_images_and_labels(images, _idx(tmp_path / "y3.gz", np.array([0, 1, 2, 2])), rows=4,
-                                    side=5, classes=3)
+    xs, ys = read_images_and_labels(images, _idx(tmp_path / "y3.gz", np.array([0, 1, 2, 2])), rows=4, side=5, classes=3)
     assert xs.dtype == np.uint8 and ys.dtype == np.int64
 
 

@@ -77,8 +77,8 @@ def test_dkd_decomposes_classical_kd():
     # Zhao et al. eq. (5): KD = TCKD + (1 - p_t^target) * NCKD, per example.
     ps, pt = softmax(S, 2.0), softmax(T_, 2.0)
     for i in range(len(Y)):
-        tck, nck = hand_dkd_terms(S[i:i + 1], T_[i:i + 1], Y[i:i + 1], 2.0)
-        kd = 4.0 * kl(pt[i:i + 1], ps[i:i + 1])
+        tck, nck = hand_dkd_terms(S[i : i + 1], T_[i : i + 1], Y[i : i + 1], 2.0)
+        kd = 4.0 * kl(pt[i : i + 1], ps[i : i + 1])
         assert kd == pytest.approx(tck + (1 - pt[i, Y[i]]) * nck, rel=1e-9)
 
 
@@ -133,8 +133,11 @@ def test_fitnet_conv_hint_pools_then_1x1_conv():
 
 def test_fitnet_flat_student_to_conv_teacher_flattens():
     obj = build_objective(
-        FitNetMethod(teacher_stage="conv0", student_stage="hidden0"), input_shape=(40,), num_classes=10,
-        teacher_arch=CNNArch(channels=[4, 8]), student_arch=MLPArch(hidden=[16]),
+        FitNetMethod(teacher_stage="conv0", student_stage="hidden0"),
+        input_shape=(40,),
+        num_classes=10,
+        teacher_arch=CNNArch(channels=[4, 8]),
+        student_arch=MLPArch(hidden=[16]),
     )
     assert isinstance(obj.regressor, torch.nn.Linear)
     assert tuple(obj.regressor.weight.shape) == (4 * 20, 16)
@@ -165,8 +168,11 @@ def test_attention_matches_hand_computation(alpha):
 
 def test_attention_default_pairs_are_the_last_conv_stages():
     obj = build_objective(
-        AttentionMethod(), input_shape=(8, 8), num_classes=10,
-        teacher_arch=CNNArch(channels=[8, 16, 16]), student_arch=CNNArch(channels=[4, 4], hidden=0),
+        AttentionMethod(),
+        input_shape=(8, 8),
+        num_classes=10,
+        teacher_arch=CNNArch(channels=[8, 16, 16]),
+        student_arch=CNNArch(channels=[4, 4], hidden=0),
     )
     assert obj.pairs == [("conv1", "conv0", (2, 2)), ("conv2", "conv1", (1, 1))]
 
@@ -222,9 +228,15 @@ def test_trainable_parts_are_seeded():
 def test_kd_temperature_and_alpha_follow_their_warmups():
     from app.contract.methods import KDMethod
 
-    m = KDMethod.model_validate({"name": "kd", "temperature": 8.0, "alpha": 0.8,
-                                 "temperature_schedule": {"epochs": 4, "start": 2.0},
-                                 "alpha_schedule": {"epochs": 2}})
+    m = KDMethod.model_validate(
+        {
+            "name": "kd",
+            "temperature": 8.0,
+            "alpha": 0.8,
+            "temperature_schedule": {"epochs": 4, "start": 2.0},
+            "alpha_schedule": {"epochs": 2},
+        }
+    )
     obj = build_objective(m)
     seen = []
     for epoch in (1, 2, 3, 4, 5):

@@ -54,8 +54,16 @@ def test_evaluate_fields(digits):
     teacher_logits = torch.randn(len(digits.test), 10)
     out = evaluate(model, digits, teacher_logits, latency_runs=5)
     assert set(out) == {
-        "test_accuracy", "val_accuracy", "train_accuracy", "generalization_gap", "test_agreement",
-        "test_ece", "test_nll", "parameters", "bytes", "latency_ms",
+        "test_accuracy",
+        "val_accuracy",
+        "train_accuracy",
+        "generalization_gap",
+        "test_agreement",
+        "test_ece",
+        "test_nll",
+        "parameters",
+        "bytes",
+        "latency_ms",
     }
     assert out["generalization_gap"] == pytest.approx(out["train_accuracy"] - out["test_accuracy"])
     assert out["parameters"] == 64 * 8 + 8 + 8 * 10 + 10

@@ -17,14 +17,25 @@ EVIL = '<script>alert("x")</script>'
 
 
 def history(epochs: int, start: float = 0.3):
-    return [{"epoch": e, "train_loss": 2.0 / e, "val_loss": 2.1 / e, "train_accuracy": start + 0.05 * e,
-             "val_accuracy": start + 0.04 * e, "lr": 0.003} for e in range(1, epochs + 1)]
+    return [
+        {
+            "epoch": e,
+            "train_loss": 2.0 / e,
+            "val_loss": 2.1 / e,
+            "train_accuracy": start + 0.05 * e,
+            "val_accuracy": start + 0.04 * e,
+            "lr": 0.003,
+        }
+        for e in range(1, epochs + 1)
+    ]
 
 
 HISTORIES = {
     ("teacher", "teacher"): history(6, 0.5),
-    ("student", "seed=0"): history(4), ("student", "seed=1"): history(4, 0.25),
-    ("baseline", "seed=0"): history(4, 0.2), ("baseline", "seed=1"): history(4, 0.22),
+    ("student", "seed=0"): history(4),
+    ("student", "seed=1"): history(4, 0.25),
+    ("baseline", "seed=0"): history(4, 0.2),
+    ("baseline", "seed=1"): history(4, 0.22),
 }
 
 
@@ -39,10 +50,13 @@ def test_phases_in_job_order():
     assert phases_of(shuffled) == ["teacher", "student", "baseline"]
 
 
-@pytest.mark.parametrize("keys, columns", [
-    ([("teacher", "teacher"), ("student", "seed=0"), ("student", "seed=1"), ("baseline", "seed=0")], 3),
-    ([("student", "seed=0")], 2),  # one phase still leaves room for the caption
-])
+@pytest.mark.parametrize(
+    "keys, columns",
+    [
+        ([("teacher", "teacher"), ("student", "seed=0"), ("student", "seed=1"), ("baseline", "seed=0")], 3),
+        ([("student", "seed=0")], 2),  # one phase still leaves room for the caption
+    ],
+)
 def test_curves_png_opens_at_its_size(keys, columns):
     image = png_of(draw_curves({k: HISTORIES.get(k, history(3)) for k in keys}))
     assert image.format == "PNG"
@@ -87,8 +101,9 @@ def full_report(spec, name=EVIL, dataset=EVIL):
     report = crafted([0.90, 0.91, 0.93], [0.85, 0.855, 0.87], train_size=100)
     report["name"] = name
     report["dataset"]["name"] = dataset
-    report.update({"method": {"name": "kd"}, "seeds": [0, 1, 2],
-                   "exported": {"seed": 2, "selected_by": "validation accuracy"}})
+    report.update(
+        {"method": {"name": "kd"}, "seeds": [0, 1, 2], "exported": {"seed": 2, "selected_by": "validation accuracy"}}
+    )
     report.update(verdict.assess(report, spec, splits(), job_id="job-7"))
     report["reproducibility"]["dataset"]["name"] = dataset
     return report
@@ -110,7 +125,9 @@ def test_report_html_is_self_contained_and_complete(spec, tmp_path):
     report = full_report(spec)
     files = write_report_files(report, HISTORIES, tmp_path)
     assert [(f.name, f.media_type, f.kind) for f in files] == [
-        ("curves.png", "image/png", "report"), ("report.html", "text/html; charset=utf-8", "report")]
+        ("curves.png", "image/png", "report"),
+        ("report.html", "text/html; charset=utf-8", "report"),
+    ]
     html = files[1].path.read_text()
     page = parse(html)
     assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags

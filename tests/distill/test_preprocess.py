@@ -40,8 +40,16 @@ def _colour_data(n: int = 90):
 @pytest.fixture
 def onnx_teacher(tmp_path):
     path = tmp_path / "bgr.onnx"
-    torch.onnx.export(_BGRTeacher(), (torch.zeros(2, 3, 6, 6),), str(path), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "n"}})
+    torch.onnx.export(
+        _BGRTeacher(),
+        (torch.zeros(2, 3, 6, 6),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "n"}},
+    )
     return path, OnnxClassifier(path).describe()
 
 
@@ -70,16 +78,27 @@ def test_resize_and_nhwc():
 
 def _spec(preprocess: dict | None) -> JobSpec:
     artifact = {"id": "t", **({"preprocess": preprocess} if preprocess is not None else {})}
-    return JobSpec.model_validate({
-        "dataset": {"artifact": "d"}, "teacher": {"artifact": artifact},
-        "student": {"arch": {"name": "mlp", "hidden": [8]}}})
+    return JobSpec.model_validate(
+        {
+            "dataset": {"artifact": "d"},
+            "teacher": {"artifact": artifact},
+            "student": {"arch": {"name": "mlp", "hidden": [8]}},
+        }
+    )
 
 
 def test_submission_checks_the_preprocessed_shape():
-    teacher = {"format": "onnx", "input_shape": [16, 16, 3], "num_classes": 3, "output": "logits",
-               "outputs": [{"name": "logits", "kind": "logits", "shape": [None, 3]}]}
-    facts = {"d": ArtifactFacts("dataset", "npz", {"input_shape": [3, 8, 8], "num_classes": 3}),
-             "t": ArtifactFacts("teacher", "onnx", teacher)}
+    teacher = {
+        "format": "onnx",
+        "input_shape": [16, 16, 3],
+        "num_classes": 3,
+        "output": "logits",
+        "outputs": [{"name": "logits", "kind": "logits", "shape": [None, 3]}],
+    }
+    facts = {
+        "d": ArtifactFacts("dataset", "npz", {"input_shape": [3, 8, 8], "num_classes": 3}),
+        "t": ArtifactFacts("teacher", "onnx", teacher),
+    }
     [error] = fit_errors(_spec(None), facts)
     assert error.loc == ("teacher", "artifact", "id") and "preprocess" in error.msg
     assert fit_errors(_spec({"layout": "NHWC", "input_size": 16}), facts) == []

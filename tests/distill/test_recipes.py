@@ -21,8 +21,11 @@ def _runs(reporter):
 def test_born_again_reports_every_generation(tmp_path, data_cache, tiny_spec):
     arch = {"name": "mlp", "hidden": [16]}
     spec = tiny_spec(
-        teacher={"train": {"arch": arch, "epochs": 3}}, student={"arch": arch},
-        method={"name": "born_again", "generations": 3}, seeds=[0, 1], training={"epochs": 1, "batch_size": 64},
+        teacher={"train": {"arch": arch, "epochs": 3}},
+        student={"arch": arch},
+        method={"name": "born_again", "generations": 3},
+        seeds=[0, 1],
+        training={"epochs": 1, "batch_size": 64},
     )
     result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     assert reporter.phases == ["teacher", "soft_targets", "generation", "baseline", "evaluate", "export"]
@@ -45,14 +48,21 @@ def test_born_again_needs_the_student_arch_as_teacher(tiny_spec):
 
 def test_teacher_assistant_chain_reports_every_link(tmp_path, data_cache, tiny_spec):
     spec = tiny_spec(
-        method={"name": "teacher_assistant",
-                "assistants": [{"name": "mlp", "hidden": [32]}, {"name": "mlp", "hidden": [24]}]},
-        seeds=[0], baseline=False,
+        method={
+            "name": "teacher_assistant",
+            "assistants": [{"name": "mlp", "hidden": [32]}, {"name": "mlp", "hidden": [24]}],
+        },
+        seeds=[0],
+        baseline=False,
     )
     result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     assert reporter.phases == ["teacher", "assistant", "soft_targets", "student", "evaluate", "export"]
-    assert _runs(reporter) == [("teacher", "teacher"), ("assistant", "link=1"), ("assistant", "link=2"),
-                               ("student", "seed=0")]
+    assert _runs(reporter) == [
+        ("teacher", "teacher"),
+        ("assistant", "link=1"),
+        ("assistant", "link=2"),
+        ("student", "seed=0"),
+    ]
     links = result.report["assistants"]
     assert [a["link"] for a in links] == [1, 2]
     assert [a["arch"]["hidden"] for a in links] == [[32], [24]]
@@ -60,12 +70,15 @@ def test_teacher_assistant_chain_reports_every_link(tmp_path, data_cache, tiny_s
     assert any("learned from the assistant link=1" in e[1] for e in reporter.events)
 
 
-@pytest.mark.parametrize("method", [
-    {"name": "dkd", "warmup_epochs": 2},
-    {"name": "fitnet", "teacher_stage": "conv0", "student_stage": "hidden0"},
-    {"name": "adversarial"},
-    {"name": "pseudo_label"},
-])
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"name": "dkd", "warmup_epochs": 2},
+        {"name": "fitnet", "teacher_stage": "conv0", "student_stage": "hidden0"},
+        {"name": "adversarial"},
+        {"name": "pseudo_label"},
+    ],
+)
 def test_each_method_runs_a_tiny_job(tmp_path, data_cache, tiny_spec, method):
     spec = tiny_spec(method=method, seeds=[0], baseline=False)
     result, reporter = run_tiny_job(spec, tmp_path, data_cache)
@@ -79,17 +92,24 @@ def test_each_method_runs_a_tiny_job(tmp_path, data_cache, tiny_spec, method):
 
 
 def test_attention_with_a_cnn_student(tmp_path, data_cache, tiny_spec):
-    spec = tiny_spec(method={"name": "attention"}, student={"arch": {"name": "cnn", "channels": [4], "hidden": 0}},
-                     seeds=[0], baseline=False)
+    spec = tiny_spec(
+        method={"name": "attention"},
+        student={"arch": {"name": "cnn", "channels": [4], "hidden": 0}},
+        seeds=[0],
+        baseline=False,
+    )
     result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     assert result.report["soft_targets"] == "recomputed"
     assert any("stage features" in e[1] for e in reporter.events)
 
 
-@pytest.mark.parametrize("method", [
-    {"name": "adversarial"},
-    {"name": "fitnet"},
-])
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"name": "adversarial"},
+        {"name": "fitnet"},
+    ],
+)
 def test_feature_and_adversarial_methods_resume_to_the_same_numbers(tmp_path, data_cache, tiny_spec, method):
     """Killed after the first student epoch and restarted: the same report as an uninterrupted run."""
     spec = tiny_spec(method=method, seeds=[0], baseline=False)
@@ -169,13 +189,19 @@ def test_transfer_set_is_generated_deterministically_and_unlabeled(tmp_path, dat
     spec = tiny_spec(
         dataset={"name": "mnist1d", "transfer": {"extra_generated": 200}, "train_fraction": 0.1},
         teacher={"train": {"arch": {"name": "mlp", "hidden": [32]}, "epochs": 2}},
-        seeds=[0], training={"epochs": 1},
+        seeds=[0],
+        training={"epochs": 1},
     )
     result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     d = result.report["dataset"]
     assert d["transfer_size"] == 200 and d["train_size"] == 360
     assert any("transfer set: 200" in m for _, m in reporter.events)
-    assert [e.loc for e in fit_errors(tiny_spec(dataset={"name": "digits", "transfer": {"extra_generated": 5}}))] \
-        == [("dataset", "transfer", "extra_generated")]
-    assert [e.loc for e in fit_errors(tiny_spec(
-        dataset={"name": "mnist1d", "transfer": {"extra_generated": 5}}, method={"name": "dkd"}))] == [("method", "name")]
+    assert [e.loc for e in fit_errors(tiny_spec(dataset={"name": "digits", "transfer": {"extra_generated": 5}}))] == [
+        ("dataset", "transfer", "extra_generated")
+    ]
+    assert [
+        e.loc
+        for e in fit_errors(
+            tiny_spec(dataset={"name": "mnist1d", "transfer": {"extra_generated": 5}}, method={"name": "dkd"})
+        )
+    ] == [("method", "name")]

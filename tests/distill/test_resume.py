@@ -113,7 +113,9 @@ def test_killed_in_a_student_run_resumes_at_its_last_epoch(tmp_path, data_cache,
 
 
 def test_killed_mid_teacher_resumes_the_teacher(tmp_path, data_cache, tiny_spec, reference):
-    result, (dead, resumed) = _crash_then_resume(tiny_spec(), [("batch", "teacher", "teacher", 1)], tmp_path, data_cache)
+    result, (dead, resumed) = _crash_then_resume(
+        tiny_spec(), [("batch", "teacher", "teacher", 1)], tmp_path, data_cache
+    )
     _assert_same_as_reference(result, [dead, resumed], reference)
     assert _epochs(dead, "teacher", "teacher") == [1]
     assert _epochs(resumed, "teacher", "teacher") == list(range(2, result.report["teacher"]["epochs_run"] + 1))
@@ -171,8 +173,17 @@ def _student(digits):
 
 def _train(model, digits, reporter, optim, objective=None, seed=0, **kw):
     return train(
-        model, objective or CE(), digits.train, digits.val, optim,
-        seed=seed, device=CPU, reporter=reporter, phase="student", run=f"seed={seed}", **kw,
+        model,
+        objective or CE(),
+        digits.train,
+        digits.val,
+        optim,
+        seed=seed,
+        device=CPU,
+        reporter=reporter,
+        phase="student",
+        run=f"seed={seed}",
+        **kw,
     )
 
 
@@ -289,7 +300,9 @@ def test_a_finished_run_is_restored_not_retrained(digits, tmp_path):
     assert again == first and again.resumed_epochs == 3
     assert _same_weights(model, first_model)
     assert reporter.metrics == []
-    assert reporter.events == [("info", "resumed student seed=0 from epoch 3 checkpoint: the run had finished, not retrained")]
+    assert reporter.events == [
+        ("info", "resumed student seed=0 from epoch 3 checkpoint: the run had finished, not retrained")
+    ]
 
 
 def test_checkpoint_file_layout(digits, tmp_path):
@@ -298,7 +311,11 @@ def test_checkpoint_file_layout(digits, tmp_path):
     assert [p.name for p in ck.iterdir()] == ["student-seed=0.pt"]  # no temp file left over
     saved = checkpoint.load(ck / "student-seed=0.pt")
     assert (saved["phase"], saved["run"], saved["epoch"], saved["finished"], saved["stopped_early"]) == (
-        "student", "seed=0", 2, True, False
+        "student",
+        "seed=0",
+        2,
+        True,
+        False,
     )
     assert saved["step"] == 2 * math.ceil(len(digits.train) / 256)
     assert len(saved["history"]) == 2 and saved["best"]["epoch"] in (1, 2)
@@ -369,8 +386,18 @@ def test_cuda_run_saves_and_restores_the_cuda_rng(digits, tmp_path):
 
     def run(reporter):
         model = _student(digits)
-        result = train(model, CE(), digits.train, digits.val, optim, seed=0, device=cuda,
-                       reporter=reporter, phase="student", run="seed=0")
+        result = train(
+            model,
+            CE(),
+            digits.train,
+            digits.val,
+            optim,
+            seed=0,
+            device=cuda,
+            reporter=reporter,
+            phase="student",
+            run="seed=0",
+        )
         return model, result
 
     ref_model, expected = run(MemoryReporter(checkpoint_dir=tmp_path / "ref"))

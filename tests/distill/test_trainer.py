@@ -29,8 +29,17 @@ def _student(splits, seed=0):
 
 def _train(model, splits, reporter, objective=None, optim=OPT, seed=0, **kw):
     return train(
-        model, objective or CE(), splits.train, splits.val, optim,
-        seed=seed, device=CPU, reporter=reporter, phase="student", run=f"seed={seed}", **kw,
+        model,
+        objective or CE(),
+        splits.train,
+        splits.val,
+        optim,
+        seed=seed,
+        device=CPU,
+        reporter=reporter,
+        phase="student",
+        run=f"seed={seed}",
+        **kw,
     )
 
 
@@ -74,8 +83,9 @@ def test_metrics_reported_per_epoch_and_progress_called(digits, reporter):
 def test_cached_and_recomputed_teacher_outputs_agree(digits, reporter, teacher, tmp_path):
     objective = KD(temperature=4.0, alpha=0.9)
     cached_student, live_student = _student(digits), _student(digits)
-    cached = _train(cached_student, digits, reporter, objective,
-                    signal=CachedLogits(predict_logits(teacher, digits.train.x)))
+    cached = _train(
+        cached_student, digits, reporter, objective, signal=CachedLogits(predict_logits(teacher, digits.train.x))
+    )
     live = _train(live_student, digits, _fresh(tmp_path, "live"), objective, signal=LiveTeacher(teacher))
     assert _max_diff(cached_student, live_student) < 1e-4
     for h_cached, h_live in zip(cached.history, live.history, strict=True):

@@ -21,22 +21,58 @@ SEEDS = [0, 1, 2]
 
 
 def _runs(accuracies, **fields):
-    rows = [{"seed": s, "test_accuracy": a, "val_accuracy": a, "test_ece": 0.05, "test_nll": 0.3,
-             "parameters": fields.get("parameters", 1000), "best_epoch": 5, "epochs_run": 10, "stopped_early": False}
-            for s, a in zip(SEEDS, accuracies)]
+    rows = [
+        {
+            "seed": s,
+            "test_accuracy": a,
+            "val_accuracy": a,
+            "test_ece": 0.05,
+            "test_nll": 0.3,
+            "parameters": fields.get("parameters", 1000),
+            "best_epoch": 5,
+            "epochs_run": 10,
+            "stopped_early": False,
+        }
+        for s, a in zip(SEEDS, accuracies)
+    ]
     return {"arch": {"name": "mlp"}, **aggregate(rows)}
 
 
-def crafted(student, baseline=None, *, teacher_acc=0.95, teacher_val=0.95, teacher_params=50_000,
-            student_params=1000, train_size=1000, teacher_train_size=5000, teacher=None):
+def crafted(
+    student,
+    baseline=None,
+    *,
+    teacher_acc=0.95,
+    teacher_val=0.95,
+    teacher_params=50_000,
+    student_params=1000,
+    train_size=1000,
+    teacher_train_size=5000,
+    teacher=None,
+):
     """A report in report.py's shape, with the figures a test chooses."""
     return {
         "name": "crafted",
-        "dataset": {"name": "digits", "num_classes": 10, "train_size": train_size, "teacher_train_size": teacher_train_size,
-                    "transfer_size": 0, "val_size": 100, "test_size": 10},
+        "dataset": {
+            "name": "digits",
+            "num_classes": 10,
+            "train_size": train_size,
+            "teacher_train_size": teacher_train_size,
+            "transfer_size": 0,
+            "val_size": 100,
+            "test_size": 10,
+        },
         "device": "cpu",
-        "teacher": teacher or {"test_accuracy": teacher_acc, "val_accuracy": teacher_val, "test_ece": 0.02,
-                               "parameters": teacher_params, "best_epoch": 8, "epochs_run": 10, "stopped_early": False},
+        "teacher": teacher
+        or {
+            "test_accuracy": teacher_acc,
+            "val_accuracy": teacher_val,
+            "test_ece": 0.02,
+            "parameters": teacher_params,
+            "best_epoch": 8,
+            "epochs_run": 10,
+            "stopped_early": False,
+        },
         "student": _runs(student, parameters=student_params),
         "baseline": _runs(baseline, parameters=student_params) if baseline is not None else None,
     }
@@ -47,10 +83,15 @@ def splits(duplicated: int = 0) -> Splits:
     rng = np.random.default_rng(0)
     train = rng.normal(size=(50, 4)).astype(np.float32)
     test = rng.normal(size=(10, 4)).astype(np.float32)
-    test[:duplicated] = train[5:5 + duplicated]
+    test[:duplicated] = train[5 : 5 + duplicated]
     y10 = np.arange(10, dtype=np.int64)
-    return Splits(ArraySplit(train, np.tile(y10, 5)), ArraySplit(rng.normal(size=(10, 4)).astype(np.float32), y10),
-                  ArraySplit(test, y10), (4,), 10)
+    return Splits(
+        ArraySplit(train, np.tile(y10, 5)),
+        ArraySplit(rng.normal(size=(10, 4)).astype(np.float32), y10),
+        ArraySplit(test, y10),
+        (4,),
+        10,
+    )
 
 
 @pytest.fixture
@@ -116,12 +157,15 @@ def test_calibration_compares_ece_per_seed(spec):
     assert cal["student_ece"]["mean"] == pytest.approx(0.021) and cal["teacher_ece"] == 0.02
 
 
-@pytest.mark.parametrize("case, code", [
-    ({"teacher_val": 0.12}, "teacher_near_chance"),
-    ({"teacher_acc": 0.80}, "teacher_not_better_than_baseline"),
-    ({"student_params": 60_000}, "student_larger_than_teacher"),
-    ({"train_size": 100}, "few_steps_per_epoch"),
-])
+@pytest.mark.parametrize(
+    "case, code",
+    [
+        ({"teacher_val": 0.12}, "teacher_near_chance"),
+        ({"teacher_acc": 0.80}, "teacher_not_better_than_baseline"),
+        ({"student_params": 60_000}, "student_larger_than_teacher"),
+        ({"train_size": 100}, "few_steps_per_epoch"),
+    ],
+)
 def test_each_warning(spec, case, code):
     out = v.assess(crafted([0.9, 0.91, 0.92], [0.85, 0.86, 0.87], **case), spec, splits())["verdict"]
     assert code in codes(out)
@@ -131,14 +175,19 @@ def test_each_warning(spec, case, code):
 
 def test_few_steps_figures(spec):
     out = v.assess(crafted([0.9] * 3, [0.85] * 3, train_size=100), spec, splits())["verdict"]
-    student = next(w for w in out["warnings"] if w["code"] == "few_steps_per_epoch"
-                   and w["figures"]["run"] == "student and baseline")
+    student = next(
+        w
+        for w in out["warnings"]
+        if w["code"] == "few_steps_per_epoch" and w["figures"]["run"] == "student and baseline"
+    )
     assert student["figures"]["steps_per_epoch"] == 2 and student["figures"]["batch_size"] == 64
 
 
 def test_teacher_best_at_first_epoch_each_ensemble_member(spec):
-    members = [{"member": 1, "val_accuracy": 0.9, "best_epoch": 1, "epochs_run": 3, "stopped_early": True},
-               {"member": 2, "val_accuracy": 0.9, "best_epoch": 3, "epochs_run": 3, "stopped_early": False}]
+    members = [
+        {"member": 1, "val_accuracy": 0.9, "best_epoch": 1, "epochs_run": 3, "stopped_early": True},
+        {"member": 2, "val_accuracy": 0.9, "best_epoch": 3, "epochs_run": 3, "stopped_early": False},
+    ]
     teacher = {"test_accuracy": 0.95, "val_accuracy": 0.95, "parameters": 50_000, "members": members}
     out = v.assess(crafted([0.9] * 3, [0.85] * 3, teacher=teacher), spec, splits())["verdict"]
     firsts = [w for w in out["warnings"] if w["code"] == "teacher_best_at_first_epoch"]
@@ -190,8 +239,10 @@ def _histories(metrics):
 
 
 def test_a_real_tiny_digits_job(tmp_path, data_cache, digits, tiny_spec):
-    spec = tiny_spec(training={"epochs": 2, "batch_size": 64},
-                     teacher={"train": {"arch": {"name": "cnn", "channels": [8], "hidden": 16}, "epochs": 2}})
+    spec = tiny_spec(
+        training={"epochs": 2, "batch_size": 64},
+        teacher={"train": {"arch": {"name": "cnn", "channels": [8], "hidden": 16}, "epochs": 2}},
+    )
     reporter = MemoryReporter(checkpoint_dir=None)
     report = run_job(spec, reporter, tmp_path / "work", data_cache).report
     out = report["verdict"]  # the pipeline judged its own report
@@ -199,7 +250,9 @@ def test_a_real_tiny_digits_job(tmp_path, data_cache, digits, tiny_spec):
     added = v.assess(before, spec, digits, job_id="job-1")
     json.dumps(added, allow_nan=False)  # plain JSON, as the report must be
     assert added["verdict"] == out
-    pairs = [(s["test_accuracy"], b["test_accuracy"]) for s, b in zip(report["student"]["runs"], report["baseline"]["runs"])]
+    pairs = [
+        (s["test_accuracy"], b["test_accuracy"]) for s, b in zip(report["student"]["runs"], report["baseline"]["runs"])
+    ]
     assert out["kd_minus_scratch"]["n"] == len(spec.seeds) == 2
     assert out["kd_minus_scratch"]["mean"] == pytest.approx(statistics.fmean(s - b for s, b in pairs))
     assert out["outcome"] in {"helped", "hurt", "within_noise"} and out["summary"]

@@ -18,18 +18,27 @@ def test_names_file_matches_the_installed_libraries():
     import torchvision
 
     names = standard.model_names()
-    assert names["versions"] == {"torch": torch.__version__.split("+")[0], "timm": timm.__version__,
-                                 "torchvision": torchvision.__version__.split("+")[0]}
+    assert names["versions"] == {
+        "torch": torch.__version__.split("+")[0],
+        "timm": timm.__version__,
+        "torchvision": torchvision.__version__.split("+")[0],
+    }
     for library in zoo.LIBRARIES:
         assert set(names[library]) <= set(zoo.model_names(library))
     # the families the bench and the README use are all there
-    for library, model in (("timm", "resnet18"), ("timm", "mobilenetv3_small_100"), ("timm", "efficientnet_b0"),
-                           ("torchvision", "resnet18"), ("torchvision", "mobilenet_v3_small")):
+    for library, model in (
+        ("timm", "resnet18"),
+        ("timm", "mobilenetv3_small_100"),
+        ("timm", "efficientnet_b0"),
+        ("torchvision", "resnet18"),
+        ("torchvision", "mobilenet_v3_small"),
+    ):
         assert model in names[library]
 
 
-@pytest.mark.parametrize("library,model", [("timm", "test_resnet"), ("timm", "test_vit"),
-                                           ("torchvision", "squeezenet1_1")])
+@pytest.mark.parametrize(
+    "library,model", [("timm", "test_resnet"), ("timm", "test_vit"), ("torchvision", "squeezenet1_1")]
+)
 def test_names_file_facts_are_what_the_libraries_build(library, model):
     from scripts.make_model_names import facts
 
@@ -41,10 +50,13 @@ def _arch(library: str, model: str, **extra):
     return cls.model_validate({"name": library, "model": model, **extra})
 
 
-@pytest.mark.parametrize("library,model,shape", [
-    ("timm", "test_resnet", (16, 16)),  # grey, stored (H, W)
-    ("torchvision", "mobilenet_v3_small", (3, 20, 20)),  # colour, stored (C, H, W)
-])
+@pytest.mark.parametrize(
+    "library,model,shape",
+    [
+        ("timm", "test_resnet", (16, 16)),  # grey, stored (H, W)
+        ("torchvision", "mobilenet_v3_small", (3, 20, 20)),  # colour, stored (C, H, W)
+    ],
+)
 def test_standard_model_takes_raw_uint8_and_its_stages_match_the_api(library, model, shape):
     arch = _arch(library, model)
     m = build_model(arch, shape, 5, mean=100.0, std=50.0, seed=0).eval()
@@ -76,8 +88,9 @@ def test_input_adapter_resizes_to_input_size_and_the_seed_decides_the_weights():
     b = model_from_config(a.config())
     assert a.adapter.size == (32, 32)
     assert build_model(arch, (3, 8, 8), 4, seed=3).state_dict().keys() == b.state_dict().keys()
-    assert all(torch.equal(v, build_model(arch, (3, 8, 8), 4, seed=3).state_dict()[k])
-               for k, v in a.state_dict().items())
+    assert all(
+        torch.equal(v, build_model(arch, (3, 8, 8), 4, seed=3).state_dict()[k]) for k, v in a.state_dict().items()
+    )
     x = torch.rand(2, 3, 8, 8) * 255
     a.eval()(x)  # runs: the network sees 32x32
 
@@ -91,12 +104,15 @@ def test_spec_refuses_unknown_names_with_the_closest_ones():
     assert "mobilenet_v3_small" in str(exc.value)
 
 
-@pytest.mark.parametrize("extra,words", [
-    ({"pretrained": True}, "never downloaded"),
-    ({"kwargs": {"checkpoint_path": "/etc/passwd"}}, "checkpoint_path"),
-    ({"kwargs": {"pretrained_cfg_overlay": "x"}}, "pretrained_cfg_overlay"),
-    ({"kwargs": {"num_classes": 3}}, "num_classes"),
-])
+@pytest.mark.parametrize(
+    "extra,words",
+    [
+        ({"pretrained": True}, "never downloaded"),
+        ({"kwargs": {"checkpoint_path": "/etc/passwd"}}, "checkpoint_path"),
+        ({"kwargs": {"pretrained_cfg_overlay": "x"}}, "pretrained_cfg_overlay"),
+        ({"kwargs": {"num_classes": 3}}, "num_classes"),
+    ],
+)
 def test_spec_refuses_downloads_and_what_the_data_decides(extra, words):
     with pytest.raises(ValidationError) as exc:
         _arch("timm", "resnet18", **extra)

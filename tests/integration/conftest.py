@@ -56,24 +56,40 @@ class Service:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.processes.append(proc)
         return proc
 
     def start_api(self) -> None:
-        self._spawn("api", [str(BIN / "uvicorn"), "app.main:app", "--host", "127.0.0.1",
-                            "--port", str(self.port)])
+        self._spawn("api", [str(BIN / "uvicorn"), "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)])
         wait_for(self._ready, timeout=60, what="the API's /readyz")
 
     def start_worker(self, name: str = "worker") -> subprocess.Popen:
-        return self._spawn(name, [
-            str(BIN / "celery"), "-A", "worker.celery_app", "worker",
-            "--queues", self.env["DISTILL_QUEUE"], "--concurrency", "1",
-            "--hostname", f"{name}-{uuid.uuid4().hex[:6]}@%h",
-            "--without-mingle", "--without-gossip", "--loglevel", "INFO",
-        ])
+        return self._spawn(
+            name,
+            [
+                str(BIN / "celery"),
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "--queues",
+                self.env["DISTILL_QUEUE"],
+                "--concurrency",
+                "1",
+                "--hostname",
+                f"{name}-{uuid.uuid4().hex[:6]}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel",
+                "INFO",
+            ],
+        )
 
     def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         """Signal a worker's whole process group (main process and pool child)."""
@@ -157,8 +173,7 @@ def service(request, tmp_path: Path, make_service) -> Service:
     if request.param == "distributed":
         from tests.conftest import _empty_postgres
 
-        env = service_env(tmp_path, _empty_postgres(request.getfixturevalue("postgres_database")),
-                          REDIS_URL)
+        env = service_env(tmp_path, _empty_postgres(request.getfixturevalue("postgres_database")), REDIS_URL)
     else:
         env = service_env(tmp_path, None, "filesystem://")
     svc = make_service(env)

@@ -31,27 +31,30 @@ def sklearn_teacher():
     clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=300, random_state=0).fit(x[train], y[train])
     onnx_model = to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}, target_opset=17)
     return {
-        "onnx": onnx_model.SerializeToString(), "accuracy": float((clf.predict(x[test]) == y[test]).mean()),
-        "x": x[train], "y": y[train], "x_test": x[test], "y_test": y[test],
+        "onnx": onnx_model.SerializeToString(),
+        "accuracy": float((clf.predict(x[test]) == y[test]).mean()),
+        "x": x[train],
+        "y": y[train],
+        "x_test": x[test],
+        "y_test": y[test],
     }
 
 
-def npz_bytes(**arrays) -> bytes:  # noqa: ANN003
+def npz_bytes(**arrays) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return buf.getvalue()
 
 
-def test_an_onnx_teacher_from_another_framework_is_distilled_into_an_mlp(
-    make_service, tmp_path: Path, sklearn_teacher
-):
+def test_an_onnx_teacher_from_another_framework_is_distilled_into_an_mlp(make_service, tmp_path: Path, sklearn_teacher):
     svc: Service = make_service(service_env(tmp_path, None, "filesystem://"))
     svc.start_worker()
     api = svc.client()
     t = sklearn_teacher
 
-    teacher = api.post("/v1/artifacts", data={"kind": "teacher", "name": "sklearn mlp"},
-                       files={"file": ("digits-mlp.onnx", t["onnx"])})
+    teacher = api.post(
+        "/v1/artifacts", data={"kind": "teacher", "name": "sklearn mlp"}, files={"file": ("digits-mlp.onnx", t["onnx"])}
+    )
     assert teacher.status_code == 201, teacher.text
     found = teacher.json()["inspection"]
     assert (found["output_kind"], found["num_classes"], found["input_shape"]) == ("probabilities", 10, [64])
@@ -59,8 +62,11 @@ def test_an_onnx_teacher_from_another_framework_is_distilled_into_an_mlp(
     again = api.post("/v1/artifacts", data={"kind": "teacher"}, files={"file": ("again.onnx", t["onnx"])})
     assert again.status_code == 200 and again.json()["id"] == teacher.json()["id"]  # stored once
 
-    data = api.post("/v1/artifacts", data={"kind": "dataset"}, files={"file": ("digits.npz", npz_bytes(
-        x=t["x"], y=t["y"], x_test=t["x_test"], y_test=t["y_test"]))})
+    data = api.post(
+        "/v1/artifacts",
+        data={"kind": "dataset"},
+        files={"file": ("digits.npz", npz_bytes(x=t["x"], y=t["y"], x_test=t["x_test"], y_test=t["y_test"]))},
+    )
     assert data.status_code == 201, data.text
     assert data.json()["inspection"]["test_rows"] == len(t["y_test"])
 
@@ -105,4 +111,5 @@ def test_an_onnx_teacher_from_another_framework_is_distilled_into_an_mlp(
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     logits = session.run(None, {session.get_inputs()[0].name: t["x_test"]})[0]
     assert float((logits.argmax(1) == t["y_test"]).mean()) == pytest.approx(
-        report["exported"]["test_accuracy"], abs=1e-9)
+        report["exported"]["test_accuracy"], abs=1e-9
+    )

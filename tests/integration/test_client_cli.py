@@ -74,8 +74,9 @@ def finished(svc: Service, tmp_path_factory) -> tuple[str, str]:
     """A job submitted with `distill submit --wait` (overrides with --set): (job id, output)."""
     spec = tmp_path_factory.mktemp("spec") / "job.yaml"
     spec.write_text(SPEC_YAML)
-    result = distill(svc, "submit", str(spec), "--set", "seeds=[0,1]", "--set", "training.epochs=2",
-                     "--wait", "--every", "0.3")
+    result = distill(
+        svc, "submit", str(spec), "--set", "seeds=[0,1]", "--set", "training.epochs=2", "--wait", "--every", "0.3"
+    )
     assert result.exit_code == 0, result.output + svc.dump_logs()
     return re.search(r"submitted job (\S+)", result.output).group(1), result.output
 
@@ -142,10 +143,19 @@ def test_watch_detaches_on_ctrl_c_reattaches_and_cancel_stops_the_job(svc: Servi
     wait_for(lambda: api.get(handle.id).latest_metrics is not None, timeout=60, what="the job to train")
 
     log = tmp_path / "watch.out"
-    env = {**svc.env, "DISTILL_URL": svc.url, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **svc.env,
+        "DISTILL_URL": svc.url,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     with log.open("wb") as out:
-        watcher = subprocess.Popen([sys.executable, "-m", "app.cli", "watch", handle.id, "--every", "0.2"],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "watch", handle.id, "--every", "0.2"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_for(lambda: "phase student started" in log.read_text(), timeout=30, what="watch to attach")
             watcher.send_signal(signal.SIGINT)
@@ -212,8 +222,10 @@ def test_a_401_says_where_the_key_was_looked_for(svc: Service, tmp_path: Path):
 
 def test_a_422_names_the_field(svc: Service, tmp_path: Path):
     spec = tmp_path / "job.json"
-    spec.write_text('{"dataset": {"name": "digits"}, "student": {"arch": {"name": "mlp", "hidden": [8]}}, '
-                    '"teacher": {"train": {"arch": {"name": "mlp", "hidden": [8]}}}, "method": {"name": "kd"}}')
+    spec.write_text(
+        '{"dataset": {"name": "digits"}, "student": {"arch": {"name": "mlp", "hidden": [8]}}, '
+        '"teacher": {"train": {"arch": {"name": "mlp", "hidden": [8]}}}, "method": {"name": "kd"}}'
+    )
     result = distill(svc, "submit", str(spec), "--set", "method.temperature=-1")
     assert result.exit_code == 1
     assert "422" in result.output and "/method/temperature" in result.output

@@ -45,13 +45,18 @@ def test_colour_zip_to_a_deployable_timm_student(tmp_path: Path, make_service):
         "teacher": {"train": {"arch": {"name": "timm", "model": "test_resnet"}, "epochs": 3, "batch_size": 16}},
         "student": {"arch": {"name": "torchvision", "model": "mobilenet_v3_small"}},
         "training": {"epochs": 3, "batch_size": 16, "augment": {"flip": True}},
-        "seeds": [0], "baseline": False,
+        "seeds": [0],
+        "baseline": False,
     }
     r = api.post("/v1/jobs", json=spec)
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
-    job = wait_for(lambda: (j := api.get(f"/v1/jobs/{job_id}").json())["status"] in
-                   ("succeeded", "failed", "cancelled") and j, timeout=300, what="the job", every=0.5)
+    job = wait_for(
+        lambda: (j := api.get(f"/v1/jobs/{job_id}").json())["status"] in ("succeeded", "failed", "cancelled") and j,
+        timeout=300,
+        what="the job",
+        every=0.5,
+    )
     assert job["status"] == "succeeded", (job.get("error"), svc.dump_logs())
     report = job["result"]
     assert report["exported"]["onnx_check"]["argmax_agreement"] == 1.0

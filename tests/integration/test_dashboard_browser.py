@@ -39,14 +39,19 @@ JOB = {
     "baseline": True,
 }
 # Runs until it is cancelled.
-LONG_JOB = {**JOB, "name": "dashboard long", "teacher": {"train": {"arch": {"name": "mlp", "hidden": [8]},
-            "epochs": 1}}, "training": {"epochs": 5000, "patience": None}, "seeds": [0], "baseline": False}
+LONG_JOB = {
+    **JOB,
+    "name": "dashboard long",
+    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [8]}, "epochs": 1}},
+    "training": {"epochs": 5000, "patience": None},
+    "seeds": [0],
+    "baseline": False,
+}
 
 if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     if os.environ.get("CI"):
         raise RuntimeError("CI needs Chromium for the dashboard tests: apt-get install chromium chromium-driver")
-    pytest.skip("no Chromium here: apt-get install -y chromium chromium-driver (.ci/run does)",
-                allow_module_level=True)
+    pytest.skip("no Chromium here: apt-get install -y chromium chromium-driver (.ci/run does)", allow_module_level=True)
 
 from selenium import webdriver  # only once Chromium is known to be there
 from selenium.webdriver.chrome.options import Options
@@ -60,8 +65,9 @@ def svc(tmp_path_factory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("dashboard")
     # The default rate limit (NO_LIMITS turns it off): the pages' polling must stay under it. A JSON
     # cap below the upload's size: the upload form streams past the body guard.
-    service = Service(env=service_env(root, None, "filesystem://", rate_limit_per_minute=600,
-                                      max_json_body_bytes=1024), logs=root)
+    service = Service(
+        env=service_env(root, None, "filesystem://", rate_limit_per_minute=600, max_json_body_bytes=1024), logs=root
+    )
     try:
         service.start_api()
         service.start_worker()
@@ -85,8 +91,14 @@ def client(svc: Service, key: str) -> Iterator[Client]:
 def browser() -> Iterator[webdriver.Chrome]:
     options = Options()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1360,1700", "--lang=en-US"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1360,1700",
+        "--lang=en-US",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(30)
@@ -149,8 +161,12 @@ def test_login_sets_a_scoped_httponly_cookie_and_never_shows_the_key(browser, sv
     browser.delete_all_cookies()
     log_in(browser, svc, key)
     (cookie,) = browser.get_cookies()
-    assert (cookie["name"], cookie["path"], cookie["httpOnly"], cookie["sameSite"]) == ("distill_ui", "/ui", True,
-                                                                                        "Strict")
+    assert (cookie["name"], cookie["path"], cookie["httpOnly"], cookie["sameSite"]) == (
+        "distill_ui",
+        "/ui",
+        True,
+        "Strict",
+    )
     assert key not in browser.page_source and key not in browser.current_url
     assert browser.execute_script("return document.cookie") == ""  # page scripts cannot read it
 
@@ -164,18 +180,25 @@ def test_a_job_page_shows_live_curves_then_the_result_table(browser, svc: Servic
     wait(browser, lambda d: d.current_url.endswith(f"/ui/jobs/{job_id}"), 15, "the job's page")
     wait(browser, lambda d: int(curves_of(d).get_attribute("data-points")) > 0, 60, "the curves' first points")
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-loss canvas")  # uPlot drew it
-    wait(browser, lambda d: d.find_element(By.ID, "panel").get_attribute("data-status") == "succeeded", 90,
-         "the job to succeed, seen by the page")
+    wait(
+        browser,
+        lambda d: d.find_element(By.ID, "panel").get_attribute("data-status") == "succeeded",
+        90,
+        "the job to succeed, seen by the page",
+    )
     wait(browser, lambda d: curves_of(d).get_attribute("data-final") == "true", 15, "the curves' last poll")
 
     labels = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#result tbody th")]
     assert [label.split(" (")[0] for label in labels] == ["teacher", "student", "baseline"]
     assert labels[1].startswith("student (kd") and labels[2].startswith("baseline (scratch")
-    cells = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-             for tr in browser.find_elements(By.CSS_SELECTOR, "#result tbody tr")]
+    cells = [
+        [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#result tbody tr")
+    ]
     result = client.get(job_id).result
-    assert cells[1][0] == (f"{result.student.mean.get('test_accuracy'):.3f} ± "
-                           f"{result.student.std.get('test_accuracy'):.3f}")  # two seeds: mean ± std
+    assert cells[1][0] == (
+        f"{result.student.mean.get('test_accuracy'):.3f} ± {result.student.std.get('test_accuracy'):.3f}"
+    )  # two seeds: mean ± std
     assert "±" in cells[2][0]
     # 2 phases x 2 names per chart for the teacher + 2 seeds of student and baseline: every run drawn.
     legend = browser.find_element(By.CSS_SELECTOR, "#chart-accuracy .u-legend").text
@@ -187,7 +210,8 @@ def test_a_job_page_shows_live_curves_then_the_result_table(browser, svc: Servic
     href = browser.find_element(By.LINK_TEXT, "report.json").get_attribute("href")
     fetched = browser.execute_async_script(
         "const done = arguments[1]; fetch(arguments[0]).then(r => r.json()).then(j => done(j.name), e => done(String(e)))",
-        href)
+        href,
+    )
     assert fetched == JOB["name"]  # the download works with the cookie alone
 
 
@@ -201,8 +225,9 @@ def test_the_upload_form_stores_a_dataset(browser, svc: Service, key: str, clien
     browser.find_element(By.ID, "file").send_keys(str(path))
     browser.find_element(By.ID, "name").send_keys("tiny from the browser")
     browser.find_element(By.ID, "upload").click()
-    ok = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-ok, #upload-error"), 30,
-              "the upload's answer")[0]
+    ok = wait(
+        browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-ok, #upload-error"), 30, "the upload's answer"
+    )[0]
     assert ok.get_attribute("id") == "upload-ok", ok.text
     (stored,) = [a for a in client.uploads(kind="dataset") if a.name == "tiny from the browser"]
     assert stored.id in ok.text and stored.inspection["rows"] == 60
@@ -217,8 +242,11 @@ def test_cancel_from_the_page_and_never_without_the_csrf_token(browser, svc: Ser
     (cookie,) = browser.get_cookies()
     forged = httpx.post(f"{svc.url}/ui/jobs/{job_id}/cancel", cookies={cookie["name"]: cookie["value"]})
     assert forged.status_code == 403  # the cookie alone is not enough
-    cross_site = httpx.post(f"{svc.url}/ui/jobs/{job_id}/cancel", cookies={cookie["name"]: cookie["value"]},
-                            headers={"Origin": "https://evil.example"})
+    cross_site = httpx.post(
+        f"{svc.url}/ui/jobs/{job_id}/cancel",
+        cookies={cookie["name"]: cookie["value"]},
+        headers={"Origin": "https://evil.example"},
+    )
     assert cross_site.status_code == 403
     assert not client.get(job_id).cancel_requested
 
@@ -227,8 +255,12 @@ def test_cancel_from_the_page_and_never_without_the_csrf_token(browser, svc: Ser
     confirm = wait(browser, lambda d: d.switch_to.alert, 10, "the confirmation")
     assert "Cancel this job?" in confirm.text
     confirm.accept()
-    wait(browser, lambda d: d.find_element(By.ID, "panel").get_attribute("data-status") == "cancelled", 60,
-         "the job to be cancelled, seen by the page")
+    wait(
+        browser,
+        lambda d: d.find_element(By.ID, "panel").get_attribute("data-status") == "cancelled",
+        60,
+        "the job to be cancelled, seen by the page",
+    )
     assert client.get(job_id).status == "cancelled"
 
 

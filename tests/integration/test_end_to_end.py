@@ -54,8 +54,7 @@ def test_job_runs_to_a_student_that_matches_its_report(service: Service, tmp_pat
     # Per-epoch series for the teacher and for each seed of student and baseline.
     series = api.get(f"/v1/jobs/{job_id}/metrics", params={"name": "val_accuracy"}).json()["series"]
     runs = {(s["phase"], s["run"]) for s in series}
-    assert {("student", "seed=0"), ("student", "seed=1"), ("baseline", "seed=0"),
-            ("baseline", "seed=1")} <= runs
+    assert {("student", "seed=0"), ("student", "seed=1"), ("baseline", "seed=0"), ("baseline", "seed=1")} <= runs
     assert any(phase == "teacher" for phase, _ in runs)
     student0 = next(s for s in series if (s["phase"], s["run"]) == ("student", "seed=0"))
     assert student0["epochs"] == [1, 2, 3, 4]
@@ -96,8 +95,7 @@ def test_a_running_job_is_cancelled_at_a_batch_and_the_worker_takes_the_next(ser
     api = service.client()
     long_job = {**TINY_JOB, "name": "long", "training": {"epochs": 2000, "batch_size": 8}, "seeds": [0]}
     job_id = api.post("/v1/jobs", json=long_job).json()["id"]
-    wait_for(lambda: api.get(f"/v1/jobs/{job_id}").json()["phase"] == "student",
-             timeout=120, what="the student phase")
+    wait_for(lambda: api.get(f"/v1/jobs/{job_id}").json()["phase"] == "student", timeout=120, what="the student phase")
 
     r = api.post(f"/v1/jobs/{job_id}/cancel")
     assert r.status_code == 202 and r.json()["cancel_requested"]

@@ -67,11 +67,10 @@ def heartbeat(api: httpx.Client, job_id: str) -> datetime:
     return datetime.fromisoformat(job(api, job_id)["heartbeat_at"])
 
 
-def test_the_sweeper_resends_only_lost_messages_not_those_of_jobs_waiting_for_a_busy_worker(
-    make_service, tmp_path
-):
-    fast = dict(sweep_seconds=0.5, resend_after_seconds=1, heartbeat_seconds=0.5,
-                stop_grace_seconds=1, kill_grace_seconds=1)
+def test_the_sweeper_resends_only_lost_messages_not_those_of_jobs_waiting_for_a_busy_worker(make_service, tmp_path):
+    fast = dict(
+        sweep_seconds=0.5, resend_after_seconds=1, heartbeat_seconds=0.5, stop_grace_seconds=1, kill_grace_seconds=1
+    )
     svc = make_service(service_env(tmp_path, None, "filesystem://", **fast))
     svc.start_worker("only")
     api = svc.client()
@@ -83,8 +82,7 @@ def test_the_sweeper_resends_only_lost_messages_not_those_of_jobs_waiting_for_a_
     # Many sweeps later (the running job's heartbeat moved on by 10 sweep intervals), the
     # waiting jobs still have exactly their one message each.
     since = heartbeat(api, blocker)
-    wait_for(lambda: heartbeat(api, blocker) > since + timedelta(seconds=5), timeout=60,
-             what="ten sweeps")
+    wait_for(lambda: heartbeat(api, blocker) > since + timedelta(seconds=5), timeout=60, what="ten sweeps")
     assert len(queued_messages(svc)) == 3
     assert "sweeper sent" not in full_logs(svc)
 

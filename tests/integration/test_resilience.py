@@ -89,8 +89,7 @@ def test_sigkilled_workers_resume_from_checkpoints_until_the_job_succeeds(make_s
     for k in range(kills):
         # Past at least one new epoch checkpoint of the student, then pull the plug.
         target = 2 + 3 * k
-        wait_for(lambda: student_epoch(api, job_id) >= target, timeout=180,
-                 what=f"student epoch {target}")
+        wait_for(lambda: student_epoch(api, job_id) >= target, timeout=180, what=f"student epoch {target}")
         svc.kill(worker, signal.SIGKILL)
         worker = svc.start_worker(f"w{k + 1}")
 
@@ -116,8 +115,12 @@ def test_sigkilled_workers_resume_from_checkpoints_until_the_job_succeeds(make_s
     from worker.distill.reporting import MemoryReporter
 
     scratch = Path(svc.env["DISTILL_HOME"]) / "uninterrupted"
-    clean = run_job(JobSpec.model_validate(SLOW_JOB), MemoryReporter(scratch / "ckpt"), scratch,
-                    Path(svc.env["DISTILL_DATA_CACHE_DIR"])).report
+    clean = run_job(
+        JobSpec.model_validate(SLOW_JOB),
+        MemoryReporter(scratch / "ckpt"),
+        scratch,
+        Path(svc.env["DISTILL_DATA_CACHE_DIR"]),
+    ).report
     got = final["result"]["student"]["runs"][0]
     want = clean["student"]["runs"][0]
     for key in ("test_accuracy", "val_accuracy", "test_nll", "best_epoch"):
@@ -149,8 +152,11 @@ def test_a_job_that_always_kills_its_worker_fails_after_max_attempts(make_servic
     job_id = submit(api, {**SLOW_JOB, "limits": {"max_attempts": 2}})
     for attempt in (1, 2):
         worker = svc.start_worker(f"w{attempt}")
-        wait_for(lambda: job(api, job_id)["attempts"] == attempt and job(api, job_id)["status"] == "running",
-                 timeout=120, what=f"attempt {attempt}")
+        wait_for(
+            lambda: job(api, job_id)["attempts"] == attempt and job(api, job_id)["status"] == "running",
+            timeout=120,
+            what=f"attempt {attempt}",
+        )
         svc.kill(worker, signal.SIGKILL)  # like an out-of-memory kill, every time
     svc.start_worker("reaper")  # a live worker's sweeper notices the lost lease
     final = wait_for(lambda: terminal(api, job_id), timeout=60, what="the job to fail")
@@ -250,8 +256,9 @@ def test_a_job_past_its_time_limit_fails_with_a_clear_error(make_service, distri
     svc = make_service(distributed_env())
     api = api_of(svc)
     svc.start_worker("w0")
-    job_id = submit(api, {**SLOW_JOB, "training": {"epochs": 500, "batch_size": 32},
-                          "limits": {"time_limit_seconds": 8}})
+    job_id = submit(
+        api, {**SLOW_JOB, "training": {"epochs": 500, "batch_size": 32}, "limits": {"time_limit_seconds": 8}}
+    )
     final = wait_for(lambda: terminal(api, job_id), timeout=120, what="the time limit")
     assert final["status"] == "failed"
     assert "time limit exceeded" in final["error"]

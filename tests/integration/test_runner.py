@@ -36,14 +36,13 @@ def endless_teacher(cheap_rows: int = 32) -> bytes:
     instant on the upload's few probe rows, endless on a real batch."""
     from onnx import TensorProto, checker, helper, numpy_helper
 
-    def const(name: str, value, dtype) -> object:  # noqa: ANN001
+    def const(name: str, value, dtype) -> object:
         return numpy_helper.from_array(np.array(value, dtype=dtype), name)
 
     weights = np.random.default_rng(0).standard_normal((64, 10)).astype(np.float32)
     scalar = lambda name, kind: helper.make_tensor_value_info(name, kind, [])  # noqa: E731
     body = helper.make_graph(
-        [helper.make_node("Identity", ["c_in"], ["c_out"]),
-         helper.make_node("Add", ["v_in", "one"], ["v_out"])],
+        [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Add", ["v_in", "one"], ["v_out"])],
         "body",
         [scalar("i", TensorProto.INT64), scalar("c_in", TensorProto.BOOL), scalar("v_in", TensorProto.FLOAT)],
         [scalar("c_out", TensorProto.BOOL), scalar("v_out", TensorProto.FLOAT)],
@@ -62,12 +61,19 @@ def endless_teacher(cheap_rows: int = 32) -> bytes:
         helper.make_node("Add", ["scores", "nothing"], ["logits"]),
     ]
     graph = helper.make_graph(
-        nodes, "endless",
+        nodes,
+        "endless",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(weights, "W"), const("zero", 0, np.int64),
-         const("cheap", cheap_rows, np.int64), const("huge", 1 << 40, np.int64),
-         const("true", True, np.bool_), const("v0", 0.0, np.float32), const("fzero", 0.0, np.float32)],
+        [
+            numpy_helper.from_array(weights, "W"),
+            const("zero", 0, np.int64),
+            const("cheap", cheap_rows, np.int64),
+            const("huge", 1 << 40, np.int64),
+            const("true", True, np.bool_),
+            const("v0", 0.0, np.float32),
+            const("fzero", 0.0, np.float32),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -75,29 +81,32 @@ def endless_teacher(cheap_rows: int = 32) -> bytes:
     return model.SerializeToString()
 
 
-def submit(api, body: dict) -> str:  # noqa: ANN001
+def submit(api, body: dict) -> str:
     r = api.post("/v1/jobs", json=body)
     assert r.status_code == 202, r.text
     return r.json()["id"]
 
 
-def job(api, job_id: str) -> dict:  # noqa: ANN001
+def job(api, job_id: str) -> dict:
     return api.get(f"/v1/jobs/{job_id}").json()
 
 
-def ended(api, job_id: str) -> dict | None:  # noqa: ANN001
+def ended(api, job_id: str) -> dict | None:
     j = job(api, job_id)
     return j if j["status"] in {"succeeded", "failed", "cancelled"} else None
 
 
-def endless_job(api, **limits) -> dict:  # noqa: ANN001, ANN003
-    r = api.post("/v1/artifacts", data={"kind": "teacher", "name": "endless"},
-                 files={"file": ("endless.onnx", endless_teacher())})
+def endless_job(api, **limits) -> dict:
+    r = api.post(
+        "/v1/artifacts",
+        data={"kind": "teacher", "name": "endless"},
+        files={"file": ("endless.onnx", endless_teacher())},
+    )
     assert r.status_code in (200, 201), r.text
     return {**TINY_JOB, "teacher": {"artifact": {"id": r.json()["id"]}}, "limits": limits}
 
 
-def assert_nothing_of_the_server_shows(api, svc: Service, job_id: str) -> None:  # noqa: ANN001
+def assert_nothing_of_the_server_shows(api, svc: Service, job_id: str) -> None:
     home = svc.env["DISTILL_HOME"]
     shown = [job(api, job_id)["error"] or ""]
     shown += [e["message"] for e in api.get(f"/v1/jobs/{job_id}/events").json()]
@@ -110,15 +119,13 @@ def full_logs(svc: Service) -> str:
     return "".join(p.read_text(errors="replace") for p in sorted(svc.logs.glob("*.log")))
 
 
-def start_one_worker(make_service, tmp_path, **settings) -> tuple[Service, object]:  # noqa: ANN001, ANN003
+def start_one_worker(make_service, tmp_path, **settings) -> tuple[Service, object]:
     svc = make_service(service_env(tmp_path, None, "filesystem://", **(QUICK_STOP | settings)))
     worker = svc.start_worker("only")
     return svc, worker
 
 
-def test_an_endless_teacher_is_killed_at_the_time_limit_and_on_cancel_and_the_worker_goes_on(
-    make_service, tmp_path
-):
+def test_an_endless_teacher_is_killed_at_the_time_limit_and_on_cancel_and_the_worker_goes_on(make_service, tmp_path):
     svc, worker = start_one_worker(make_service, tmp_path, teacher_batch_seconds=3600)
     api = svc.client()
     spec = endless_job(api, time_limit_seconds=4)
@@ -129,8 +136,7 @@ def test_an_endless_teacher_is_killed_at_the_time_limit_and_on_cancel_and_the_wo
     assert (final["error_code"], final["error_field"]) == ("time_limit_exceeded", "limits.time_limit_seconds")
 
     cancelled = submit(api, {**spec, "limits": {}})
-    wait_for(lambda: job(api, cancelled)["phase"] == "soft_targets", timeout=120,
-             what="the endless teacher to run")
+    wait_for(lambda: job(api, cancelled)["phase"] == "soft_targets", timeout=120, what="the endless teacher to run")
     r = api.post(f"/v1/jobs/{cancelled}/cancel")
     assert r.status_code == 202, r.text
     final = wait_for(lambda: ended(api, cancelled), timeout=60, what="the cancel to stop the job")
@@ -167,9 +173,7 @@ def runner_pids(svc: Service) -> list[int]:
     return [int(pid) for pid in re.findall(r"runner process (\d+) started", full_logs(svc))]
 
 
-def test_a_runner_process_killed_under_its_job_fails_it_after_max_attempts_and_is_replaced(
-    make_service, tmp_path
-):
+def test_a_runner_process_killed_under_its_job_fails_it_after_max_attempts_and_is_replaced(make_service, tmp_path):
     svc, worker = start_one_worker(make_service, tmp_path, teacher_batch_seconds=3600)
     api = svc.client()
     stuck = submit(api, endless_job(api, max_attempts=1))

@@ -37,10 +37,14 @@ def uploads_dir(svc: Service) -> Path:
 
 def multipart(kind: str, filename: str, content: bytes, boundary: str = "b0undary") -> bytes:
     return (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="kind"\r\n\r\n{kind}\r\n'
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        f"Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + content + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="kind"\r\n\r\n{kind}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + content
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
 
 
 @pytest.fixture
@@ -62,10 +66,9 @@ def test_the_upload_cap_holds_with_and_without_content_length(uploads_service: S
 
     def chunks():
         for i in range(0, len(body), 8192):
-            yield body[i:i + 8192]
+            yield body[i : i + 8192]
 
-    r = api.post("/v1/artifacts", content=chunks(),
-                 headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
+    r = api.post("/v1/artifacts", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
     assert "content-length" not in r.request.headers and r.request.headers["transfer-encoding"] == "chunked"
     assert r.status_code == 413, r.text
     assert files_under(uploads_dir(svc)) == []  # no partial file left behind
@@ -75,8 +78,11 @@ def test_the_upload_cap_holds_with_and_without_content_length(uploads_service: S
     buf = io.BytesIO()
     np.savez(buf, x=np.arange(40, dtype=np.float32).reshape(20, 2), y=np.arange(20) % 2)
     small = multipart("dataset", "small.npz", buf.getvalue())
-    r = api.post("/v1/artifacts", content=iter([small[:100], small[100:]]),
-                 headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
+    r = api.post(
+        "/v1/artifacts",
+        content=iter([small[:100], small[100:]]),
+        headers={"Content-Type": "multipart/form-data; boundary=b0undary"},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["inspection"]["rows"] == 20
     assert len(files_under(uploads_dir(svc))) == 2  # the upload and its canonical arrays
@@ -129,14 +135,13 @@ def test_zip_slip_and_zip_bomb_are_refused(uploads_service: Service):
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-def test_parallel_submissions_at_the_cap_leave_exactly_one_accepted(
-    database, make_service, tmp_path: Path, request
-):
+def test_parallel_submissions_at_the_cap_leave_exactly_one_accepted(database, make_service, tmp_path: Path, request):
     if database == "postgresql":
         from tests.conftest import _empty_postgres
 
-        env = service_env(tmp_path, _empty_postgres(request.getfixturevalue("postgres_database")), REDIS_URL,
-                          max_concurrent_jobs=1)
+        env = service_env(
+            tmp_path, _empty_postgres(request.getfixturevalue("postgres_database")), REDIS_URL, max_concurrent_jobs=1
+        )
     else:
         env = service_env(tmp_path, None, "filesystem://", max_concurrent_jobs=1)
     svc = make_service(env)  # no worker: accepted jobs stay queued

@@ -31,8 +31,13 @@ def tiny_spec(**overrides: Any) -> JobSpec:
     return JobSpec.model_validate(spec)
 
 
-def run_tiny_job(spec: JobSpec, tmp_path: Path, data_cache: Path, inputs: JobInputs | None = None,
-                 reporter: MemoryReporter | None = None) -> tuple[JobResult, MemoryReporter]:
+def run_tiny_job(
+    spec: JobSpec,
+    tmp_path: Path,
+    data_cache: Path,
+    inputs: JobInputs | None = None,
+    reporter: MemoryReporter | None = None,
+) -> tuple[JobResult, MemoryReporter]:
     """Run `spec` in tmp_path (checkpoints in tmp_path/"ck", output in tmp_path/"work")."""
     reporter = reporter or MemoryReporter(checkpoint_dir=Path(tmp_path) / "ck")
     return run_job(spec, reporter, Path(tmp_path) / "work", data_cache, inputs), reporter

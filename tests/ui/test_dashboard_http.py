@@ -16,19 +16,38 @@ from app.client.models import Report
 from app.ui.views import verdict_of
 from tests.conftest import clear_caches, migrate
 
-SPEC = {"name": "ui job", "dataset": {"name": "digits"},
-        "teacher": {"train": {"arch": {"name": "mlp", "hidden": [8]}, "epochs": 1}},
-        "student": {"arch": {"name": "mlp", "hidden": [4]}}, "training": {"epochs": 1}, "seeds": [0, 1]}
+SPEC = {
+    "name": "ui job",
+    "dataset": {"name": "digits"},
+    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [8]}, "epochs": 1}},
+    "student": {"arch": {"name": "mlp", "hidden": [4]}},
+    "training": {"epochs": 1},
+    "seeds": [0, 1],
+}
 REPORT = {
-    "name": "ui job", "dataset": {"test_size": 360}, "method": {"name": "kd"}, "seeds": [0, 1],
+    "name": "ui job",
+    "dataset": {"test_size": 360},
+    "method": {"name": "kd"},
+    "seeds": [0, 1],
     "teacher": {"arch": {"name": "mlp"}, "test_accuracy": 0.9},
-    "student": {"arch": {"name": "mlp"}, "runs": [{}, {}], "mean": {"test_accuracy": 0.8},
-                "std": {"test_accuracy": 0.01}},
-    "baseline": {"arch": {"name": "mlp"}, "runs": [{}, {}], "mean": {"test_accuracy": 0.75},
-                 "std": {"test_accuracy": 0.02}},
+    "student": {
+        "arch": {"name": "mlp"},
+        "runs": [{}, {}],
+        "mean": {"test_accuracy": 0.8},
+        "std": {"test_accuracy": 0.01},
+    },
+    "baseline": {
+        "arch": {"name": "mlp"},
+        "runs": [{}, {}],
+        "mean": {"test_accuracy": 0.75},
+        "std": {"test_accuracy": 0.02},
+    },
     "summary": {"student_vs_baseline_test_accuracy": 0.05},
-    "verdict": {"summary": "Distillation helped: +5.0 points over the scratch baseline.", "helped": True,
-                "warnings": ["the teacher stopped early at epoch 1"]},
+    "verdict": {
+        "summary": "Distillation helped: +5.0 points over the scratch baseline.",
+        "helped": True,
+        "warnings": ["the teacher stopped early at epoch 1"],
+    },
 }
 
 
@@ -126,8 +145,12 @@ def test_state_changing_requests_need_the_csrf_token(web: TestClient):
 def test_the_upload_form_refusal_is_shown_with_its_field(web: TestClient):
     log_in(web)
     token = csrf_of(web.get("/ui/jobs").text)
-    answer = web.post("/ui/upload", headers={"X-CSRF-Token": token}, data={"kind": "dataset"},
-                      files={"file": ("model.pkl", b"\x80\x04pickle")})
+    answer = web.post(
+        "/ui/upload",
+        headers={"X-CSRF-Token": token},
+        data={"kind": "dataset"},
+        files={"file": ("model.pkl", b"\x80\x04pickle")},
+    )
     assert answer.status_code == 422 and 'id="upload-error"' in answer.text and "/file" in answer.text
 
 
@@ -158,8 +181,11 @@ def test_a_finished_job_shows_its_result_table_and_verdict_and_never_the_key(web
     assert page.status_code == 200 and key not in page.text
     assert "hx-trigger" not in page.text.split('id="panel"')[1].split(">")[0]  # ended: no more polling
     rows = re.findall(r'<th scope="row">([^<]+)</th><td class="num">([^<]+)</td>', page.text)
-    assert rows == [("teacher (mlp)", "0.900"), ("student (kd, mlp)", "0.800 ± 0.010"),
-                    ("baseline (scratch, mlp)", "0.750 ± 0.020")]
+    assert rows == [
+        ("teacher (mlp)", "0.900"),
+        ("student (kd, mlp)", "0.800 ± 0.010"),
+        ("baseline (scratch, mlp)", "0.750 ± 0.020"),
+    ]
     assert "Distillation helped: +5.0 points" in page.text and "stopped early at epoch 1" in page.text
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
     assert page.headers["x-frame-options"] == "DENY"
@@ -221,12 +247,20 @@ def test_the_upload_form_streams_past_the_json_body_cap(service_env, monkeypatch
     with _app_client(monkeypatch, tmp_path) as web:
         log_in(web)
         token = csrf_of(web.get("/ui/jobs").text)
-        answer = web.post("/ui/upload", headers={"X-CSRF-Token": token}, data={"kind": "dataset"},
-                          files={"file": ("tiny.npz", buffer.getvalue())})
+        answer = web.post(
+            "/ui/upload",
+            headers={"X-CSRF-Token": token},
+            data={"kind": "dataset"},
+            files={"file": ("tiny.npz", buffer.getvalue())},
+        )
         assert answer.status_code == 201 and 'id="upload-ok"' in answer.text, answer.text
         assert "Already stored" not in answer.text
-        again = web.post("/ui/upload", headers={"X-CSRF-Token": token}, data={"kind": "dataset"},
-                         files={"file": ("tiny.npz", buffer.getvalue())})
+        again = web.post(
+            "/ui/upload",
+            headers={"X-CSRF-Token": token},
+            data={"kind": "dataset"},
+            files={"file": ("tiny.npz", buffer.getvalue())},
+        )
         assert again.status_code == 200 and "Already stored" in again.text
         assert "rows: 60" in web.get("/ui/artifacts").text
         big_login = web.post("/ui/login", data={"key": "k" * 2000})  # other forms keep the cap

@@ -29,8 +29,12 @@ def _to_onnx(clf, path: Path, zipmap: bool) -> Path:
     from skl2onnx.common.data_types import FloatTensorType
 
     options = None if zipmap else {id(clf): {"zipmap": False}}
-    model = convert_sklearn(clf, initial_types=[("input", FloatTensorType([None, 64]))],
-                            options=options, target_opset={"": 17, "ai.onnx.ml": 3})
+    model = convert_sklearn(
+        clf,
+        initial_types=[("input", FloatTensorType([None, 64]))],
+        options=options,
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
     path.write_bytes(model.SerializeToString())
     return path
 

@@ -3,17 +3,16 @@ refused by name and by content, whatever they are called, and never unpickled.""
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from app.uploads import (InspectionError, guess_format, inspect_dataset, inspect_teacher,
-                         refuse_code_carrying)
+from app.uploads import InspectionError, guess_format, inspect_dataset, inspect_teacher, refuse_code_carrying
 from app.uploads.formats import PICKLE_EXTENSIONS
 
 
@@ -103,12 +102,15 @@ def test_a_torch_style_zip_named_npz_is_refused_as_a_dataset(tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("members", [
-    ["model/code/__torch__/model.py", "model/constants.pkl", "model/data/0"],  # TorchScript
-    ["m/code/__torch__/m.py", "m/version"],  # TorchScript code without the pickles
-    ["archive_format", "models/model.json", "data/weights/w0"],  # torch.export .pt2
-    ["nested/weights.pth"],  # a zip carrying a pickle-based file
-])
+@pytest.mark.parametrize(
+    "members",
+    [
+        ["model/code/__torch__/model.py", "model/constants.pkl", "model/data/0"],  # TorchScript
+        ["m/code/__torch__/m.py", "m/version"],  # TorchScript code without the pickles
+        ["archive_format", "models/model.json", "data/weights/w0"],  # torch.export .pt2
+        ["nested/weights.pth"],  # a zip carrying a pickle-based file
+    ],
+)
 def test_torchscript_and_pt2_archives_are_refused(tmp_path, members):
     path = tmp_path / "teacher.onnx"
     with zipfile.ZipFile(path, "w") as zf:

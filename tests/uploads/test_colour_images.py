@@ -15,8 +15,12 @@ from app.uploads.errors import InspectionError
 
 def _png(mode: str, size=(6, 5), value=7) -> bytes:
     buffer = io.BytesIO()
-    colour = {"L": value, "LA": (value, 255), "RGB": (value, 2 * value, 3 * value),
-              "RGBA": (value, 2 * value, 3 * value, 128)}.get(mode, value)
+    colour = {
+        "L": value,
+        "LA": (value, 255),
+        "RGB": (value, 2 * value, 3 * value),
+        "RGBA": (value, 2 * value, 3 * value, 128),
+    }.get(mode, value)
     Image.new(mode, size, colour).save(buffer, "PNG")
     return buffer.getvalue()
 
@@ -42,8 +46,10 @@ def _canonical(path) -> dict[str, np.ndarray]:
 
 
 def test_rgba_and_palette_become_rgb_channels_first(tmp_path):
-    zip_path = _zip(tmp_path / "c.zip", {"a/1.png": _png("RGBA"), "a/2.png": _png("RGB"),
-                                         "b/1.png": _palette_png(), "b/2.png": _png("RGB", value=9)})
+    zip_path = _zip(
+        tmp_path / "c.zip",
+        {"a/1.png": _png("RGBA"), "a/2.png": _png("RGB"), "b/1.png": _palette_png(), "b/2.png": _png("RGB", value=9)},
+    )
     info = inspect_dataset(zip_path, "zip", tmp_path / "out.npz")
     assert info["input_shape"] == [3, 5, 6] and info["dtype"] == "uint8"
     x = _canonical(tmp_path / "out.npz")["x"]
@@ -53,16 +59,22 @@ def test_rgba_and_palette_become_rgb_channels_first(tmp_path):
 
 
 def test_grey_stays_one_channel(tmp_path):
-    zip_path = _zip(tmp_path / "g.zip", {"a/1.png": _png("L"), "a/2.png": _png("LA"),
-                                         "b/1.png": _png("L", value=3), "b/2.png": _png("L", value=4)})
+    zip_path = _zip(
+        tmp_path / "g.zip",
+        {"a/1.png": _png("L"), "a/2.png": _png("LA"), "b/1.png": _png("L", value=3), "b/2.png": _png("L", value=4)},
+    )
     info = inspect_dataset(zip_path, "zip", tmp_path / "out.npz")
     assert info["input_shape"] == [5, 6]
     assert _canonical(tmp_path / "out.npz")["x"].dtype == np.uint8
 
 
 def test_mixed_sizes_are_resized_to_image_size(tmp_path):
-    members = {"a/1.png": _png("RGB", (6, 5)), "a/2.png": _png("RGB", (12, 9)),
-               "b/1.png": _png("L", (3, 3)), "b/2.png": _png("RGB", (6, 5))}
+    members = {
+        "a/1.png": _png("RGB", (6, 5)),
+        "a/2.png": _png("RGB", (12, 9)),
+        "b/1.png": _png("L", (3, 3)),
+        "b/2.png": _png("RGB", (6, 5)),
+    }
     with pytest.raises(InspectionError) as exc:
         inspect_dataset(_zip(tmp_path / "m.zip", members), "zip", tmp_path / "out.npz")
     assert "3 different sizes" in str(exc.value) and "12x9" in str(exc.value)

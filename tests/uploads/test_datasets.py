@@ -38,9 +38,16 @@ def test_npz_round_trip(tmp_path):
     np.savez_compressed(path, x=x, y=y, x_unlabeled=x[:5], x_test=x[:6], y_test=y[:6])
     out = tmp_path / "out" / "canonical.npz"
     info = inspect_dataset(path, "npz", out)
-    assert info == {"format": "npz", "rows": 30, "input_shape": [8, 8], "num_classes": 3,
-                    "classes": ["1", "2", "10"], "class_counts": [10, 10, 10],
-                    "unlabeled_rows": 5, "test_rows": 6}
+    assert info == {
+        "format": "npz",
+        "rows": 30,
+        "input_shape": [8, 8],
+        "num_classes": 3,
+        "classes": ["1", "2", "10"],
+        "class_counts": [10, 10, 10],
+        "unlabeled_rows": 5,
+        "test_rows": 6,
+    }
     data = canonical(out)
     assert set(data) == {"x", "y", "x_unlabeled", "x_test", "y_test"}
     assert data["x"].dtype == np.float32 and data["y"].dtype == np.int64
@@ -54,8 +61,13 @@ def test_npz_round_trip(tmp_path):
 def test_npz_string_labels(tmp_path):
     path = tmp_path / "d.npz"
     y = np.array(["dog", "cat", "bird", "cat", "dog", "bird"])
-    np.savez(path, x=np.arange(12, dtype=np.int32).reshape(6, 2), y=y, x_test=np.zeros((2, 2)),
-             y_test=np.array(["cat", "dog"]))
+    np.savez(
+        path,
+        x=np.arange(12, dtype=np.int32).reshape(6, 2),
+        y=y,
+        x_test=np.zeros((2, 2)),
+        y_test=np.array(["cat", "dog"]),
+    )
     info = inspect_dataset(path, "npz", tmp_path / "out.npz")
     assert info["classes"] == ["bird", "cat", "dog"] and info["class_counts"] == [2, 2, 2]
     data = canonical(tmp_path / "out.npz")
@@ -70,23 +82,33 @@ def test_npz_object_array_is_refused(tmp_path):
     assert "object array" in str(error) and "unpickling" in str(error)
 
 
-@pytest.mark.parametrize("arrays, why", [
-    ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0, 1]), "w": np.zeros(4)}, "allowed keys are x, y"),
-    ({"x": np.zeros((4, 2))}, "lacks y"),
-    ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0])}, "4 rows but y has 3"),
-    ({"x": np.array([[0, np.nan]] * 4), "y": np.array([0, 1, 0, 1])}, "NaN"),
-    ({"x": np.array([[0, 1e300]] * 4), "y": np.array([0, 1, 0, 1])}, "too large for float32"),
-    ({"x": np.zeros(4), "y": np.array([0, 1, 0, 1])}, "one row per example"),
-    ({"x": np.zeros((4, 2)), "y": np.array([0.5, 1, 0, 1])}, "non-integer"),
-    ({"x": np.zeros((4, 2)), "y": np.zeros((4, 3))}, "argmax"),
-    ({"x": np.zeros((4, 2)), "y": np.array([0, 0, 0, 0])}, "1 class"),
-    ({"x": np.zeros((4, 2)), "y": np.array([0, 0, 0, 1])}, "'1' (1)"),
-    ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0, 1]), "x_test": np.zeros((2, 2)),
-      "y_test": np.array([0, 7])}, "no training example has: 7"),
-    ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0, 1]), "x_test": np.zeros((2, 2))}, "both x_test and y_test"),
-    ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0, 1]), "x_unlabeled": np.zeros((2, 3))}, "must match"),
-    ({"x": np.array([["a", "b"]] * 4), "y": np.array([0, 1, 0, 1])}, "features must be numbers"),
-])
+@pytest.mark.parametrize(
+    "arrays, why",
+    [
+        ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0, 1]), "w": np.zeros(4)}, "allowed keys are x, y"),
+        ({"x": np.zeros((4, 2))}, "lacks y"),
+        ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0])}, "4 rows but y has 3"),
+        ({"x": np.array([[0, np.nan]] * 4), "y": np.array([0, 1, 0, 1])}, "NaN"),
+        ({"x": np.array([[0, 1e300]] * 4), "y": np.array([0, 1, 0, 1])}, "too large for float32"),
+        ({"x": np.zeros(4), "y": np.array([0, 1, 0, 1])}, "one row per example"),
+        ({"x": np.zeros((4, 2)), "y": np.array([0.5, 1, 0, 1])}, "non-integer"),
+        ({"x": np.zeros((4, 2)), "y": np.zeros((4, 3))}, "argmax"),
+        ({"x": np.zeros((4, 2)), "y": np.array([0, 0, 0, 0])}, "1 class"),
+        ({"x": np.zeros((4, 2)), "y": np.array([0, 0, 0, 1])}, "'1' (1)"),
+        (
+            {
+                "x": np.zeros((4, 2)),
+                "y": np.array([0, 1, 0, 1]),
+                "x_test": np.zeros((2, 2)),
+                "y_test": np.array([0, 7]),
+            },
+            "no training example has: 7",
+        ),
+        ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0, 1]), "x_test": np.zeros((2, 2))}, "both x_test and y_test"),
+        ({"x": np.zeros((4, 2)), "y": np.array([0, 1, 0, 1]), "x_unlabeled": np.zeros((2, 3))}, "must match"),
+        ({"x": np.array([["a", "b"]] * 4), "y": np.array([0, 1, 0, 1])}, "features must be numbers"),
+    ],
+)
 def test_npz_refusals(tmp_path, arrays, why):
     path = tmp_path / "d.npz"
     np.savez(path, **arrays)
@@ -104,9 +126,17 @@ def test_csv_with_string_labels_and_an_unlabeled_row(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("f0,f1,label\n1,2,cat\n3,4,dog\n5,6,\n7,8.5,cat\n9,10,dog\n")
     info = inspect_dataset(path, "csv", tmp_path / "out.npz")
-    assert info == {"format": "csv", "rows": 4, "input_shape": [2], "num_classes": 2,
-                    "classes": ["cat", "dog"], "class_counts": [2, 2], "unlabeled_rows": 1,
-                    "test_rows": 0, "columns": 2}
+    assert info == {
+        "format": "csv",
+        "rows": 4,
+        "input_shape": [2],
+        "num_classes": 2,
+        "classes": ["cat", "dog"],
+        "class_counts": [2, 2],
+        "unlabeled_rows": 1,
+        "test_rows": 0,
+        "columns": 2,
+    }
     data = canonical(tmp_path / "out.npz")
     np.testing.assert_array_equal(data["x"], np.array([[1, 2], [3, 4], [7, 8.5], [9, 10]], np.float32))
     np.testing.assert_array_equal(data["y"], [0, 1, 0, 1])
@@ -147,13 +177,26 @@ def test_csv_empty_feature_cell_and_ragged_rows_are_refused(tmp_path):
 # -- parquet ------------------------------------------------------------------------------
 def test_parquet(tmp_path):
     path = tmp_path / "d.parquet"
-    table = pa.table({"a": pa.array([1, 2, 3, 4, 5], pa.int32()), "b": [0.5, 1.5, 2.5, 3.5, 4.5],
-                      "label": pa.array(["x", "y", None, "x", "y"]).dictionary_encode()})
+    table = pa.table(
+        {
+            "a": pa.array([1, 2, 3, 4, 5], pa.int32()),
+            "b": [0.5, 1.5, 2.5, 3.5, 4.5],
+            "label": pa.array(["x", "y", None, "x", "y"]).dictionary_encode(),
+        }
+    )
     pq.write_table(table, path)
     info = inspect_dataset(path, "parquet", tmp_path / "out.npz")
-    assert info == {"format": "parquet", "rows": 4, "input_shape": [2], "num_classes": 2,
-                    "classes": ["x", "y"], "class_counts": [2, 2], "unlabeled_rows": 1,
-                    "test_rows": 0, "columns": 2}
+    assert info == {
+        "format": "parquet",
+        "rows": 4,
+        "input_shape": [2],
+        "num_classes": 2,
+        "classes": ["x", "y"],
+        "class_counts": [2, 2],
+        "unlabeled_rows": 1,
+        "test_rows": 0,
+        "columns": 2,
+    }
     data = canonical(tmp_path / "out.npz")
     np.testing.assert_array_equal(data["x"], [[1, 0.5], [2, 1.5], [4, 3.5], [5, 4.5]])
     np.testing.assert_array_equal(data["x_unlabeled"], [[3, 2.5]])
@@ -165,8 +208,7 @@ def test_parquet_refusals(tmp_path):
     error = refused(path, "parquet")
     assert error.field == "label_column" and "'a', 'y'" in str(error)
     assert inspect_dataset(path, "parquet", tmp_path / "ok.npz", label_column="y")["classes"] == ["0", "1"]
-    assert "more than 3 values" in str(refused(path, "parquet", label_column="y",
-                                               limits=UploadLimits(max_cells=3)))
+    assert "more than 3 values" in str(refused(path, "parquet", label_column="y", limits=UploadLimits(max_cells=3)))
     pq.write_table(pa.table({"name": ["a", "b", "c", "d"], "label": [0, 1, 0, 1]}), path)
     error = refused(path, "parquet")
     assert "'name'" in str(error) and "not numeric" in str(error)
@@ -188,16 +230,27 @@ def image_zip(path: Path, members: dict[str, bytes]) -> Path:
 
 @pytest.mark.parametrize("top", ["", "pets/"])
 def test_images_in_class_folders(tmp_path, top):
-    members = {f"{top}{cls}/{i}.png": png(10 * k + i, mode="RGB" if cls == "dog" else "L")
-               for k, cls in enumerate(["cat", "dog", "bird"]) for i in range(3)}
+    members = {
+        f"{top}{cls}/{i}.png": png(10 * k + i, mode="RGB" if cls == "dog" else "L")
+        for k, cls in enumerate(["cat", "dog", "bird"])
+        for i in range(3)
+    }
     members[f"{top}unlabeled/u.png"] = png(200)
     members["__MACOSX/._junk"] = b"junk"
     path = image_zip(tmp_path / "images.zip", members)
     info = inspect_dataset(path, "zip", tmp_path / "out.npz")
     # One colour image makes the whole set RGB, (n, 3, H, W) uint8; grey ones are repeated.
-    assert info == {"format": "zip", "rows": 9, "input_shape": [3, 8, 8], "num_classes": 3,
-                    "classes": ["bird", "cat", "dog"], "class_counts": [3, 3, 3],
-                    "unlabeled_rows": 1, "test_rows": 0, "dtype": "uint8"}
+    assert info == {
+        "format": "zip",
+        "rows": 9,
+        "input_shape": [3, 8, 8],
+        "num_classes": 3,
+        "classes": ["bird", "cat", "dog"],
+        "class_counts": [3, 3, 3],
+        "unlabeled_rows": 1,
+        "test_rows": 0,
+        "dtype": "uint8",
+    }
     data = canonical(tmp_path / "out.npz")
     assert data["x"].shape == (9, 3, 8, 8) and data["x"].dtype == np.uint8
     assert sorted(data["x"][:, 0, 0, 0].tolist()) == [0, 1, 2, 10, 11, 12, 20, 21, 22]  # raw 0..255
@@ -207,8 +260,10 @@ def test_images_in_class_folders(tmp_path, top):
 
 
 def test_images_of_different_sizes_are_refused(tmp_path):
-    path = image_zip(tmp_path / "images.zip", {"a/1.png": png(1), "a/2.png": png(2), "b/1.png": png(3),
-                                                "b/2.png": png(4, size=(8, 9))})
+    path = image_zip(
+        tmp_path / "images.zip",
+        {"a/1.png": png(1), "a/2.png": png(2), "b/1.png": png(3), "b/2.png": png(4, size=(8, 9))},
+    )
     message = str(refused(path, "zip"))
     assert "8x8 (e.g. 'a/1.png')" in message and "8x9 (e.g. 'b/2.png')" in message
     assert "image_size" in message

@@ -13,12 +13,19 @@ from app.uploads import DATASET_FORMATS, TEACHER_FORMATS, InspectionError, guess
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("kind, name, fmt", [
-    ("teacher", "teacher.onnx", "onnx"), ("teacher", "My.Model.ONNX", "onnx"),
-    ("teacher", "w.safetensors", "safetensors"), ("dataset", "d.npz", "npz"),
-    ("dataset", "d.csv", "csv"), ("dataset", "d.parquet", "parquet"), ("dataset", "d.pq", "parquet"),
-    ("dataset", "images.zip", "zip"),
-])
+@pytest.mark.parametrize(
+    "kind, name, fmt",
+    [
+        ("teacher", "teacher.onnx", "onnx"),
+        ("teacher", "My.Model.ONNX", "onnx"),
+        ("teacher", "w.safetensors", "safetensors"),
+        ("dataset", "d.npz", "npz"),
+        ("dataset", "d.csv", "csv"),
+        ("dataset", "d.parquet", "parquet"),
+        ("dataset", "d.pq", "parquet"),
+        ("dataset", "images.zip", "zip"),
+    ],
+)
 def test_known_extensions(kind, name, fmt):
     assert guess_format(kind, name) == fmt
     assert fmt in (TEACHER_FORMATS if kind == "teacher" else DATASET_FORMATS)
@@ -39,8 +46,10 @@ def test_unknown_extensions_name_the_field_and_the_choices():
 
 
 def test_the_package_loads_no_torch_fastapi_or_worker():
-    code = ("import sys, app.uploads; from app.uploads import onnx_model, dataset, zipsafe; "
-            "print(sorted(m for m in ('torch', 'fastapi', 'worker', 'onnx', 'onnxruntime', 'pyarrow', 'PIL') "
-            "if m in sys.modules))")
+    code = (
+        "import sys, app.uploads; from app.uploads import onnx_model, dataset, zipsafe; "
+        "print(sorted(m for m in ('torch', 'fastapi', 'worker', 'onnx', 'onnxruntime', 'pyarrow', 'PIL') "
+        "if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # the heavy readers load on first use

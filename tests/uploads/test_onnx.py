@@ -19,14 +19,20 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def linear_model(path: Path, inputs: int = 4, classes: int = 3, batch: int | str = "N",
-                 extra_output: bool = False, softmax: bool = False, seed: int = 0) -> tuple[Path, np.ndarray, np.ndarray]:
+def linear_model(
+    path: Path,
+    inputs: int = 4,
+    classes: int = 3,
+    batch: int | str = "N",
+    extra_output: bool = False,
+    softmax: bool = False,
+    seed: int = 0,
+) -> tuple[Path, np.ndarray, np.ndarray]:
     """x @ W + b (logits); optionally a second float output, or softmax on top."""
     rng = np.random.default_rng(seed)
     w = rng.standard_normal((inputs, classes)).astype(np.float32)
     b = rng.standard_normal(classes).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]),
-             helper.make_node("Add", ["xw", "B"], ["scores"])]
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "B"], ["scores"])]
     outputs = [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, classes])]
     if softmax:
         nodes.append(helper.make_node("Softmax", ["scores"], ["probs"], axis=1))
@@ -35,8 +41,12 @@ def linear_model(path: Path, inputs: int = 4, classes: int = 3, batch: int | str
         nodes.append(helper.make_node("Relu", ["scores"], ["hidden"]))
         outputs.append(helper.make_tensor_value_info("hidden", TensorProto.FLOAT, [batch, classes]))
     graph = helper.make_graph(
-        nodes, "linear", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, inputs])], outputs,
-        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")])
+        nodes,
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, inputs])],
+        outputs,
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="test")
     model.ir_version = 8
     return save(model, path), w, b
@@ -153,11 +163,14 @@ def test_external_data_beside_the_model_is_refused_too(tmp_path):
 
 def test_inputs_must_be_one_fixed_float_tensor(tmp_path):
     two = helper.make_graph(
-        [helper.make_node("Add", ["a", "b"], ["c"])], "two",
+        [helper.make_node("Add", ["a", "b"], ["c"])],
+        "two",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3]) for n in "ab"],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 3])])
-    path = save(helper.make_model(two, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
-                tmp_path / "two.onnx")
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, ["N", 3])],
+    )
+    path = save(
+        helper.make_model(two, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "two.onnx"
+    )
     with pytest.raises(InspectionError, match="exactly one input.*a \\[None, 3\\], b \\[None, 3\\]"):
         inspect_teacher(path, "onnx")
 

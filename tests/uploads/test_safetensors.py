@@ -31,9 +31,11 @@ def test_a_hand_written_header_is_read_back(tmp_path):
     info = inspect_teacher(path, "safetensors")
     assert info == {
         "format": "safetensors",
-        "tensors": {"fc.weight": {"dtype": "F32", "shape": [2, 3]},
-                    "fc.bias": {"dtype": "F16", "shape": [2]},
-                    "steps": {"dtype": "I64", "shape": []}},
+        "tensors": {
+            "fc.weight": {"dtype": "F32", "shape": [2, 3]},
+            "fc.bias": {"dtype": "F16", "shape": [2]},
+            "steps": {"dtype": "I64", "shape": []},
+        },
         "parameters": 9,
         "metadata": {"format": "pt"},
     }
@@ -42,8 +44,9 @@ def test_a_hand_written_header_is_read_back(tmp_path):
 def test_a_file_written_by_safetensors_is_read_back(tmp_path):
     numpy_io = pytest.importorskip("safetensors.numpy")
     path = tmp_path / "t.safetensors"
-    numpy_io.save_file({"w": np.zeros((4, 5), np.float32), "b": np.ones(5, np.float64)}, str(path),
-                       metadata={"arch": "mlp"})
+    numpy_io.save_file(
+        {"w": np.zeros((4, 5), np.float32), "b": np.ones(5, np.float64)}, str(path), metadata={"arch": "mlp"}
+    )
     info = inspect_teacher(path, "safetensors")
     assert info["tensors"] == {"w": {"dtype": "F32", "shape": [4, 5]}, "b": {"dtype": "F64", "shape": [5]}}
     assert info["parameters"] == 25 and info["metadata"] == {"arch": "mlp"}
@@ -73,23 +76,28 @@ def test_an_oversized_header_is_refused(tmp_path):
     assert "more than the 1048576 allowed" in refused(path)
 
 
-@pytest.mark.parametrize("entry, why", [
-    ({"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 40]}, "outside"),
-    ({"dtype": "F32", "shape": [2, 3], "data_offsets": [-4, 20]}, "outside"),
-    ({"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]}, "needs 24 bytes"),
-    ({"dtype": "F32", "shape": [2, -3], "data_offsets": [0, 24]}, "invalid shape"),
-    ({"dtype": "Q7", "shape": [2, 3], "data_offsets": [0, 24]}, "unknown dtype"),
-    ({"dtype": "F32", "shape": [2, 3], "data_offsets": [0]}, "invalid data_offsets"),
-    ({"dtype": "F32", "shape": [2, 3]}, "exactly dtype, shape and data_offsets"),
-])
+@pytest.mark.parametrize(
+    "entry, why",
+    [
+        ({"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 40]}, "outside"),
+        ({"dtype": "F32", "shape": [2, 3], "data_offsets": [-4, 20]}, "outside"),
+        ({"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]}, "needs 24 bytes"),
+        ({"dtype": "F32", "shape": [2, -3], "data_offsets": [0, 24]}, "invalid shape"),
+        ({"dtype": "Q7", "shape": [2, 3], "data_offsets": [0, 24]}, "unknown dtype"),
+        ({"dtype": "F32", "shape": [2, 3], "data_offsets": [0]}, "invalid data_offsets"),
+        ({"dtype": "F32", "shape": [2, 3]}, "exactly dtype, shape and data_offsets"),
+    ],
+)
 def test_inconsistent_entries_are_refused(tmp_path, entry, why):
     path = write(tmp_path / "bad.safetensors", {"w": entry}, bytes(36))
     assert why in refused(path)
 
 
 def test_overlaps_duplicates_and_bad_json_are_refused(tmp_path):
-    overlap = {"a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]},
-               "b": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]}}
+    overlap = {
+        "a": {"dtype": "U8", "shape": [4], "data_offsets": [0, 4]},
+        "b": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]},
+    }
     assert "overlap" in refused(write(tmp_path / "o.safetensors", overlap, bytes(6)))
     dup = b'{"a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}}'
     assert "twice" in refused(write(tmp_path / "d.safetensors", dup, bytes(1)))

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.uploads import InspectionError, UploadLimits, inspect_dataset
-from app.uploads import zipsafe
+from app.uploads import InspectionError, UploadLimits, inspect_dataset, zipsafe
 
 
 def make_zip(path: Path, members: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> Path:
@@ -31,13 +30,16 @@ def refused(path: Path, fmt: str = "zip", limits: UploadLimits = UploadLimits())
     return str(caught.value)
 
 
-@pytest.mark.parametrize("name, why", [
-    ("../evil.txt", "'..'"),
-    ("cat/../../evil.png", "'..'"),
-    ("/tmp/evil.png", "absolute"),
-    ("C:/evil.png", "drive letter"),
-    ("..\\evil.png", "backslash"),
-])
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("../evil.txt", "'..'"),
+        ("cat/../../evil.png", "'..'"),
+        ("/tmp/evil.png", "absolute"),
+        ("C:/evil.png", "drive letter"),
+        ("..\\evil.png", "backslash"),
+    ],
+)
 @pytest.mark.parametrize("fmt", ["zip", "npz"])
 def test_members_that_climb_out_are_refused(tmp_path, name, why, fmt):
     path = make_zip(tmp_path / f"data.{fmt}", {"cat/001.png": b"x", name: b"evil"})

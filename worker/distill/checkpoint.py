@@ -106,19 +106,32 @@ class RunState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "version": VERSION,
-            "phase": self.phase, "run": self.run, "signature": self.signature,
-            "epoch": self.epoch, "step": self.step,
-            "finished": self.finished, "stopped_early": self.stopped_early,
-            "model": self.model, "objective": self.objective, "optimizer": self.optimizer,
-            "shuffle_rng": self.shuffle_rng, "cpu_rng": self.cpu_rng, "cuda_rng": self.cuda_rng,
-            "best": {"acc": float(self.best.acc), "loss": float(self.best.loss),
-                     "epoch": int(self.best.epoch), "state": self.best.state},
+            "format": FORMAT,
+            "version": VERSION,
+            "phase": self.phase,
+            "run": self.run,
+            "signature": self.signature,
+            "epoch": self.epoch,
+            "step": self.step,
+            "finished": self.finished,
+            "stopped_early": self.stopped_early,
+            "model": self.model,
+            "objective": self.objective,
+            "optimizer": self.optimizer,
+            "shuffle_rng": self.shuffle_rng,
+            "cpu_rng": self.cpu_rng,
+            "cuda_rng": self.cuda_rng,
+            "best": {
+                "acc": float(self.best.acc),
+                "loss": float(self.best.loss),
+                "epoch": int(self.best.epoch),
+                "state": self.best.state,
+            },
             "history": self.history,
         }
 
     @classmethod
-    def from_dict(cls, obj: dict[str, Any]) -> "RunState":
+    def from_dict(cls, obj: dict[str, Any]) -> RunState:
         obj = _check(obj)
         fields = {k: obj[k] for k in _REQUIRED if k not in ("format", "version", "best")}
         return cls(**fields, best=Best(**{k: obj["best"][k] for k in _BEST}))
@@ -127,9 +140,10 @@ class RunState:
         return save(self.to_dict(), path)
 
     @classmethod
-    def read(cls, path: Path) -> "RunState":
+    def read(cls, path: Path) -> RunState:
         """Raises CheckpointError when the file cannot be trusted."""
         return cls.from_dict(load(path))
+
 
 def _check(obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
@@ -153,7 +167,7 @@ def load(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """Read and sanity-check a checkpoint (tensors on the CPU). Never unpickles code."""
     try:
         obj = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:  # noqa: BLE001 - truncated, garbage, or a refused pickle
+    except Exception as exc:
         first_line = (str(exc).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(f"unreadable ({type(exc).__name__}: {first_line})") from exc
     return _check(obj)

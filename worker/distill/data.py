@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -99,12 +99,12 @@ def _mnist1d_args() -> dict:
 
 
 def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
-    from mnist1d.data import make_dataset
-    from mnist1d.utils import ObjectView
-
     # make_dataset reseeds numpy's and random's global generators; put them back
     # so that loading data never changes anyone else's random stream.
     import random
+
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
 
     np_state, py_state = np.random.get_state(), random.getstate()
     try:
@@ -139,8 +139,9 @@ def _load_mnist1d(spec: DatasetSpec, cache_dir: Path) -> tuple[np.ndarray, ...]:
     # hash of the generator's arguments so a change of arguments never hits a stale file.
     args = _mnist1d_args()
     key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
-    arrays = _cached(Path(cache_dir) / f"mnist1d-{key}.npz", ("x", "y", "x_test", "y_test"),
-                     lambda: _generate_mnist1d(args))
+    arrays = _cached(
+        Path(cache_dir) / f"mnist1d-{key}.npz", ("x", "y", "x_test", "y_test"), lambda: _generate_mnist1d(args)
+    )
     return arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"]
 
 
@@ -153,8 +154,9 @@ def mnist1d_transfer(n: int, cache_dir: Path) -> np.ndarray:
     args = _mnist1d_args()
     args.update(seed=TRANSFER_SEED, num_samples=int(n))
     key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()).hexdigest()[:12]
-    arrays = _cached(Path(cache_dir) / f"mnist1d-transfer-{key}.npz", ("x", "y", "x_test", "y_test"),
-                     lambda: _generate_mnist1d(args))
+    arrays = _cached(
+        Path(cache_dir) / f"mnist1d-transfer-{key}.npz", ("x", "y", "x_test", "y_test"), lambda: _generate_mnist1d(args)
+    )
     x = np.concatenate([arrays["x"], arrays["x_test"]])[:n]
     return np.ascontiguousarray(x, dtype=np.float32)
 
@@ -177,10 +179,12 @@ def _load_fashion_mnist(spec: DatasetSpec, cache_dir: Path) -> tuple[np.ndarray,
     if package.missing():
         raise FileNotFoundError(package.install_hint())
     where, files = package.location(), package.files
-    x_tr, y_tr = read_images_and_labels(where / files["x_train"], where / files["y_train"],
-                                        rows=60_000, side=28, classes=10)
-    x_te, y_te = read_images_and_labels(where / files["x_test"], where / files["y_test"],
-                                        rows=10_000, side=28, classes=10)
+    x_tr, y_tr = read_images_and_labels(
+        where / files["x_train"], where / files["y_train"], rows=60_000, side=28, classes=10
+    )
+    x_te, y_te = read_images_and_labels(
+        where / files["x_test"], where / files["y_test"], rows=10_000, side=28, classes=10
+    )
     if set(np.bincount(y_tr)) != {6000} or set(np.bincount(y_te)) != {1000}:
         raise ValueError("fashion_mnist: the label files do not hold 6,000 / 1,000 examples per class")
     return x_tr, y_tr, x_te, y_te
@@ -237,8 +241,7 @@ def _stored_member_memmap(npz_path: Path, key: str) -> np.ndarray | None:
         offset = f.tell()
     if dtype.hasobject:
         return None
-    return np.memmap(npz_path, dtype=dtype, mode="r", offset=offset, shape=shape,
-                     order="F" if fortran else "C")
+    return np.memmap(npz_path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def _uploaded_inputs(f, npz_path: Path, key: str) -> np.ndarray:
@@ -268,8 +271,7 @@ def load_uploaded(npz_path: Path, spec: DatasetSpec) -> Splits:
     else:
         kept, (x_te, y_te) = np.arange(len(y)), test
         if x_te.shape[1:] != x.shape[1:]:
-            raise ValueError(f"uploaded dataset: x_test examples have shape {x_te.shape[1:]}, "
-                             f"x's have {x.shape[1:]}")
+            raise ValueError(f"uploaded dataset: x_test examples have shape {x_te.shape[1:]}, x's have {x.shape[1:]}")
     fit, val = stratified_split(y[kept], spec.val_fraction, spec.split_seed)
     labels = np.concatenate([y.reshape(-1), np.asarray(y_te).reshape(-1)])
     return Splits(

@@ -50,14 +50,18 @@ def _teacher_report(teacher: nn.Module, members: list[Trained], data: JobData) -
     if len(members) == 1:
         out.update(_member_facts(members[0]))
     else:
-        out["members"] = [{"member": i, **metrics.evaluate(t.model, data.splits), **_member_facts(t)}
-                          for i, t in enumerate(members, 1)]
+        out["members"] = [
+            {"member": i, **metrics.evaluate(t.model, data.splits), **_member_facts(t)}
+            for i, t in enumerate(members, 1)
+        ]
     return out
 
 
 def _seeds_report(spec: JobSpec, runs: list[Trained], data: JobData, teacher_logits: torch.Tensor) -> dict:
-    rows = [{"seed": t.run.seed, **metrics.evaluate(t.model, data.labeled, teacher_logits),
-             **_run_fields(t.result)} for t in runs]
+    rows = [
+        {"seed": t.run.seed, **metrics.evaluate(t.model, data.labeled, teacher_logits), **_run_fields(t.result)}
+        for t in runs
+    ]
     return {"arch": spec.student.arch.model_dump(), **aggregate(rows)}
 
 
@@ -71,9 +75,10 @@ def _student_reports(spec, trained, data, teacher_logits) -> tuple[list[Trained]
     generations = _of(trained, GENERATION)
     if generations:  # the last generation is the student: measured once
         n = spec.method.generations
-        per_gen = [generations[g * len(spec.seeds):(g + 1) * len(spec.seeds)] for g in range(n)]
-        extra["generations"] = [{"generation": g, **_seeds_report(spec, runs, data, teacher_logits)}
-                                for g, runs in enumerate(per_gen, 1)]
+        per_gen = [generations[g * len(spec.seeds) : (g + 1) * len(spec.seeds)] for g in range(n)]
+        extra["generations"] = [
+            {"generation": g, **_seeds_report(spec, runs, data, teacher_logits)} for g, runs in enumerate(per_gen, 1)
+        ]
         students = per_gen[-1]
         student = {k: v for k, v in extra["generations"][-1].items() if k != "generation"}
     else:
@@ -81,8 +86,12 @@ def _student_reports(spec, trained, data, teacher_logits) -> tuple[list[Trained]
         student = _seeds_report(spec, students, data, teacher_logits)
     if assistants := _of(trained, ASSISTANT):
         extra["assistants"] = [
-            {"link": i, "arch": t.run.arch.model_dump(),
-             **metrics.evaluate(t.model, data.labeled, teacher_logits), **_run_fields(t.result)}
+            {
+                "link": i,
+                "arch": t.run.arch.model_dump(),
+                **metrics.evaluate(t.model, data.labeled, teacher_logits),
+                **_run_fields(t.result),
+            }
             for i, t in enumerate(assistants, 1)
         ]
     return students, student, extra
@@ -103,8 +112,14 @@ def _dataset(spec: JobSpec, data: JobData) -> dict[str, Any]:
     }
 
 
-def evaluate_job(spec: JobSpec, data: JobData, trained: dict[tuple[str, str], Trained], teacher: nn.Module,
-                 soft_mode: str | None, device: torch.device) -> Evaluation:
+def evaluate_job(
+    spec: JobSpec,
+    data: JobData,
+    trained: dict[tuple[str, str], Trained],
+    teacher: nn.Module,
+    soft_mode: str | None,
+    device: torch.device,
+) -> Evaluation:
     teacher_logits = predict_logits(copy.deepcopy(teacher).to("cpu").float().eval(), data.students.test.x)
     teacher_report = _teacher_report(teacher, _of(trained, TEACHER), data)
     students, student, extra = _student_reports(spec, trained, data, teacher_logits)
@@ -113,9 +128,16 @@ def evaluate_job(spec: JobSpec, data: JobData, trained: dict[tuple[str, str], Tr
     # max() keeps the first of equals, i.e. the earliest seed in spec order.
     best = max(range(len(students)), key=lambda i: student["runs"][i]["val_accuracy"])
     sections = {
-        "name": spec.name, "dataset": _dataset(spec, data), "method": spec.method.model_dump(),
-        "seeds": list(spec.seeds), "device": device.type, "soft_targets": soft_mode,
-        "teacher": teacher_report, "student": student, "baseline": baseline, **extra,
+        "name": spec.name,
+        "dataset": _dataset(spec, data),
+        "method": spec.method.model_dump(),
+        "seeds": list(spec.seeds),
+        "device": device.type,
+        "soft_targets": soft_mode,
+        "teacher": teacher_report,
+        "student": student,
+        "baseline": baseline,
+        **extra,
     }
     return Evaluation(sections, students[best], student["runs"][best])
 
@@ -123,16 +145,18 @@ def evaluate_job(spec: JobSpec, data: JobData, trained: dict[tuple[str, str], Tr
 def job_report(spec: JobSpec, evaluation: Evaluation, files: list[OutputFile]) -> dict[str, Any]:
     """The report as report.json and the API give it: plain JSON."""
     chosen, sections = evaluation.chosen, evaluation.sections
-    return json_safe({
-        **sections,
-        "exported": {
-            "seed": chosen["seed"],
-            "selected_by": "validation accuracy",
-            "val_accuracy": chosen["val_accuracy"],
-            "test_accuracy": chosen["test_accuracy"],
-            "files": {f.kind: f.name for f in files},
-            "onnx_opset": spec.export.onnx_opset if "onnx" in spec.export.formats else None,
-            **{"onnx_check": f.check for f in files if f.check is not None},  # with an ONNX export
-        },
-        "summary": summary(sections["teacher"], sections["student"], sections["baseline"]),
-    })
+    return json_safe(
+        {
+            **sections,
+            "exported": {
+                "seed": chosen["seed"],
+                "selected_by": "validation accuracy",
+                "val_accuracy": chosen["val_accuracy"],
+                "test_accuracy": chosen["test_accuracy"],
+                "files": {f.kind: f.name for f in files},
+                "onnx_opset": spec.export.onnx_opset if "onnx" in spec.export.formats else None,
+                **{"onnx_check": f.check for f in files if f.check is not None},  # with an ONNX export
+            },
+            "summary": summary(sections["teacher"], sections["student"], sections["baseline"]),
+        }
+    )

@@ -9,8 +9,7 @@ from worker.distill.trainer import TrainResult
 
 
 def dataset(label: str, n_train: int, n_val: int, n_test: int, device: str) -> str:
-    return (f"dataset {label}: {n_train} train / {n_val} validation / {n_test} test examples; "
-            f"device {device}")
+    return f"dataset {label}: {n_train} train / {n_val} validation / {n_test} test examples; device {device}"
 
 
 def teacher_loaded(run: Run, description: str) -> str:
@@ -18,20 +17,23 @@ def teacher_loaded(run: Run, description: str) -> str:
 
 
 def ensemble(members: int) -> str:
-    return (f"teacher: an ensemble of {members}; its output is the log of the members' "
-            "mean probabilities, and the temperature applies to that")
+    return (
+        f"teacher: an ensemble of {members}; its output is the log of the members' "
+        "mean probabilities, and the temperature applies to that"
+    )
 
 
-def run_trained(run: Run, model, result: TrainResult) -> str:  # noqa: ANN001 - an nn.Module
+def run_trained(run: Run, model, result: TrainResult) -> str:
     best = f"best validation accuracy {result.best_val_accuracy:.4f} at epoch {result.best_epoch}"
     if run.phase == TEACHER:
         who = "teacher" if run.name == TEACHER else f"teacher {run.name}"
-        return (f"{who}: {best} of {result.epochs_run}"
-                + (" (stopped early)" if result.stopped_early else ""))
+        return f"{who}: {best} of {result.epochs_run}" + (" (stopped early)" if result.stopped_early else "")
     if run.phase == ASSISTANT:
         source = "teacher" if run.source is None else f"assistant {run.source[1]}"
-        return (f"assistant {run.name} ({run.arch.name}, {count_parameters(model)} parameters) learned "
-                f"from the {source}: {best}")
+        return (
+            f"assistant {run.name} ({run.arch.name}, {count_parameters(model)} parameters) learned "
+            f"from the {source}: {best}"
+        )
     return f"{run.phase} {run.name}: {best} of {result.epochs_run}"
 
 
@@ -40,28 +42,34 @@ def students_share(n: int, fraction: float) -> str:
 
 
 def transfer_set(size: int, unlabeled: bool) -> str:
-    what = ("unlabeled rows of the uploaded dataset" if unlabeled
-            else "extra generated mnist1d inputs (labels discarded)")
-    return (f"transfer set: {size} {what}; the "
-            "student learns there from the teacher alone, the baseline never sees them")
+    what = (
+        "unlabeled rows of the uploaded dataset" if unlabeled else "extra generated mnist1d inputs (labels discarded)"
+    )
+    return f"transfer set: {size} {what}; the student learns there from the teacher alone, the baseline never sees them"
 
 
-def soft_targets(mode: str | None, first: Run, n_train: int, features: bool, augmented: bool,
-                 generations: bool, method: str) -> str:
+def soft_targets(
+    mode: str | None, first: Run, n_train: int, features: bool, augmented: bool, generations: bool, method: str
+) -> str:
     if mode == "cached":
         source = "last assistant" if first.learns_from == LearnsFrom.ASSISTANT else "teacher"
-        return (f"soft targets: cached ({source} logits on {n_train} training examples computed once, "
-                "reused every epoch)"
-                + (" for generation 1; each later generation's are computed from the one before"
-                   if generations else ""))
+        return (
+            f"soft targets: cached ({source} logits on {n_train} training examples computed once, "
+            "reused every epoch)"
+            + (" for generation 1; each later generation's are computed from the one before" if generations else "")
+        )
     if mode == "recomputed":
-        return ("soft targets: recomputed (the frozen teacher runs on every batch"
-                + (" because augmentation changes the inputs: it sees the augmented batch the student sees"
-                   if augmented else "")
-                + (", in eval mode, giving the stage features the method needs)" if features else ")"))
+        return (
+            "soft targets: recomputed (the frozen teacher runs on every batch"
+            + (
+                " because augmentation changes the inputs: it sees the augmented batch the student sees"
+                if augmented
+                else ""
+            )
+            + (", in eval mode, giving the stage features the method needs)" if features else ")")
+        )
     return f"method {method}: the student does not use the teacher"
 
 
 def exported(seed: int, val_accuracy: float, files: list[str]) -> str:
-    return (f"exported the seed={seed} student (best validation accuracy "
-            f"{val_accuracy:.4f}): {', '.join(files)}")
+    return f"exported the seed={seed} student (best validation accuracy {val_accuracy:.4f}): {', '.join(files)}"

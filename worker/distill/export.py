@@ -94,8 +94,13 @@ def _make_self_contained(path: Path) -> None:
     graph = onnx.load(str(path), load_external_data=False)
     if not any(uses_external_data(t) for t in graph.graph.initializer):
         return
-    side = {path.parent / e.value for t in graph.graph.initializer if uses_external_data(t)
-            for e in t.external_data if e.key == "location"}
+    side = {
+        path.parent / e.value
+        for t in graph.graph.initializer
+        if uses_external_data(t)
+        for e in t.external_data
+        if e.key == "location"
+    }
     onnx.save(onnx.load(str(path)), str(path), save_as_external_data=False)
     for f in side:
         f.unlink(missing_ok=True)
@@ -109,22 +114,29 @@ def check_onnx(path: Path, model: nn.Module, x: np.ndarray) -> dict:
     expected = predict_logits(_cpu_copy(model), x).numpy()
     got = onnx_logits(path, x)
     if got.shape != expected.shape:
-        raise ExportError(f"the exported ONNX file gives logits of shape {got.shape}, the trained "
-                          f"model {expected.shape}")
+        raise ExportError(
+            f"the exported ONNX file gives logits of shape {got.shape}, the trained model {expected.shape}"
+        )
     diff = float(np.max(np.abs(got - expected))) if len(x) else 0.0
     agreement = float(np.mean(got.argmax(1) == expected.argmax(1))) if len(x) else 1.0
     scale = max(1.0, float(np.max(np.abs(expected)))) if len(x) else 1.0
-    check = {"max_abs_logit_diff": diff, "argmax_agreement": agreement, "examples": int(len(x))}
+    check = {"max_abs_logit_diff": diff, "argmax_agreement": agreement, "examples": len(x)}
     if not np.isfinite(diff) or diff > PARITY_TOLERANCE * scale or agreement < PARITY_AGREEMENT:
         raise ExportError(
             f"the exported ONNX file does not match the trained model on the test split: max abs "
             f"logit difference {diff:.3g} (allowed {PARITY_TOLERANCE * scale:.3g}), argmax agreement "
-            f"{agreement:.4f} (needed {PARITY_AGREEMENT}); the export is refused rather than shipped")
+            f"{agreement:.4f} (needed {PARITY_AGREEMENT}); the export is refused rather than shipped"
+        )
     return check
 
 
 def export_model(
-    model: Classifier, formats: list[str], out_dir: Path, *, stem: str, onnx_opset: int,
+    model: Classifier,
+    formats: list[str],
+    out_dir: Path,
+    *,
+    stem: str,
+    onnx_opset: int,
     check_x: np.ndarray | None = None,
 ) -> list[OutputFile]:
     """Write the model in each format. With `check_x` (the test split's inputs, as the dataset
@@ -154,10 +166,7 @@ def onnx_logits(path: Path, x: np.ndarray, *, batch_size: int = 1024) -> np.ndar
     # uint8 for a graph that takes images as stored; float32 otherwise
     dtype = np.uint8 if session.get_inputs()[0].type == "tensor(uint8)" else np.float32
     x = np.ascontiguousarray(x, dtype=dtype)
-    parts = [
-        session.run(["logits"], {"input": x[i : i + batch_size]})[0]
-        for i in range(0, len(x), batch_size)
-    ]
+    parts = [session.run(["logits"], {"input": x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
     return np.concatenate(parts)
 
 

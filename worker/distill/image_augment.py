@@ -28,8 +28,11 @@ RATIO = (3 / 4, 4 / 3)  # aspect ratios of a random resized crop, as torchvision
 
 
 def image_augment_active(aug) -> bool:
-    return (getattr(aug, "crop", "none") != "none" or bool(getattr(aug, "flip", False))
-            or getattr(aug, "color_jitter", 0.0) > 0)
+    return (
+        getattr(aug, "crop", "none") != "none"
+        or bool(getattr(aug, "flip", False))
+        or getattr(aug, "color_jitter", 0.0) > 0
+    )
 
 
 def _uniform(n: int, lo: float, hi: float, device) -> torch.Tensor:

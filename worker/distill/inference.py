@@ -35,9 +35,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict_logits(
-    model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 1024
-) -> torch.Tensor:
+def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """Eval-mode logits of `model` on `x`, on the model's device, as float32.
 
     Restores the model's train/eval mode afterwards.

@@ -43,7 +43,7 @@ class JobData:
         self.labeled = self.labeled or self.splits
 
     @classmethod
-    def load(cls, spec: JobSpec, inputs: JobInputs, data_cache: Path) -> "JobData":
+    def load(cls, spec: JobSpec, inputs: JobInputs, data_cache: Path) -> JobData:
         if spec.dataset.artifact is not None:
             splits = load_uploaded(uploaded_npz(spec, inputs), spec.dataset)
         else:

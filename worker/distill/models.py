@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -151,8 +151,14 @@ def build_model(
             return StandardClassifier(arch, input_shape, num_classes, mean, std)
         stages, names, head = _BUILDERS[type(arch)](arch, input_shape, num_classes)
         return Classifier(
-            arch=arch, input_shape=input_shape, num_classes=num_classes, mean=mean, std=std,
-            stages=stages, stage_names=names, head=head,
+            arch=arch,
+            input_shape=input_shape,
+            num_classes=num_classes,
+            mean=mean,
+            std=std,
+            stages=stages,
+            stage_names=names,
+            head=head,
         )
 
     if seed is None:
@@ -195,4 +201,3 @@ def plus_external(model: nn.Module, n: int, attribute: str) -> int | None:
 def count_parameters(model: nn.Module) -> int | None:
     """Parameters of the model, a brought ONNX teacher's included (None when unknown)."""
     return plus_external(model, sum(p.numel() for p in model.parameters()), "external_parameters")
-

@@ -46,15 +46,17 @@ class ObjectiveContext:
 
 
 # method name (app.contract.methods.METHODS) -> the objective class its runs train with
-OBJECTIVES: dict[str, type["Objective"]] = {}
+OBJECTIVES: dict[str, type[Objective]] = {}
 
 
 def objective_of(*names: str):
     """Register an objective class for the methods `names`; it builds itself with from_spec."""
-    def register(cls: type["Objective"]) -> type["Objective"]:
+
+    def register(cls: type[Objective]) -> type[Objective]:
         for name in names:
             OBJECTIVES[name] = cls
         return cls
+
     return register
 
 
@@ -86,13 +88,16 @@ def kd_loss(
     if bool(unlabeled.any()):
         # Transfer-set rows (label -1): the teacher alone, alpha = 1 on those rows.
         # Per row: w * T^2 * KL_i + (1 - alpha) * CE_i (CE_i = 0, w = 1 when unlabeled); batch mean.
-        kl = F.kl_div(F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), log_target=True,
-                      reduction="none").sum(1)
+        kl = F.kl_div(F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), log_target=True, reduction="none").sum(
+            1
+        )
         ce = F.cross_entropy(s, labels.clamp_min(0), reduction="none").masked_fill(unlabeled, 0.0)
         w = torch.where(unlabeled, torch.ones_like(kl), torch.full_like(kl, alpha))
         return (w * T * T * kl + (1.0 - alpha) * ce).mean()
     soft = F.kl_div(
-        F.log_softmax(s / T, dim=1), F.log_softmax(t / T, dim=1), log_target=True,
+        F.log_softmax(s / T, dim=1),
+        F.log_softmax(t / T, dim=1),
+        log_target=True,
         reduction="batchmean",
     )
     hard = F.cross_entropy(s, labels)
@@ -138,7 +143,7 @@ class CE(Objective):
     needs_teacher = False
 
     @classmethod
-    def from_spec(cls, method, ctx: ObjectiveContext) -> "CE":
+    def from_spec(cls, method, ctx: ObjectiveContext) -> CE:
         return cls()
 
     def forward(self, student_logits, teacher_logits, labels, features=None):
@@ -150,10 +155,14 @@ class KD(Objective):
     needs_teacher = True
 
     @classmethod
-    def from_spec(cls, method, ctx: ObjectiveContext) -> "KD":
+    def from_spec(cls, method, ctx: ObjectiveContext) -> KD:
         # born_again and teacher_assistant: every link of the chain is a KD run (no schedules).
-        return cls(method.temperature, method.alpha, getattr(method, "temperature_schedule", None),
-                   getattr(method, "alpha_schedule", None))
+        return cls(
+            method.temperature,
+            method.alpha,
+            getattr(method, "temperature_schedule", None),
+            getattr(method, "alpha_schedule", None),
+        )
 
     def __init__(self, temperature: float, alpha: float, temperature_schedule=None, alpha_schedule=None) -> None:
         super().__init__()
@@ -164,8 +173,7 @@ class KD(Objective):
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         ts, als = self.temperature_schedule, self.alpha_schedule
-        self.temperature = (schedule(self.base_temperature, ts.epochs, epoch, ts.start) if ts
-                            else self.base_temperature)
+        self.temperature = schedule(self.base_temperature, ts.epochs, epoch, ts.start) if ts else self.base_temperature
         self.alpha = schedule(self.base_alpha, als.epochs, epoch, als.start) if als else self.base_alpha
 
     def forward(self, student_logits, teacher_logits, labels, features=None):
@@ -181,7 +189,7 @@ class PseudoLabel(Objective):
     needs_teacher = True
 
     @classmethod
-    def from_spec(cls, method, ctx: ObjectiveContext) -> "PseudoLabel":
+    def from_spec(cls, method, ctx: ObjectiveContext) -> PseudoLabel:
         return cls()
 
     def forward(self, student_logits, teacher_logits, labels, features=None):
@@ -213,7 +221,7 @@ class DKD(Objective):
     needs_teacher = True
 
     @classmethod
-    def from_spec(cls, method, ctx: ObjectiveContext) -> "DKD":
+    def from_spec(cls, method, ctx: ObjectiveContext) -> DKD:
         return cls(method.temperature, method.alpha, method.beta, method.ce_weight, method.warmup_epochs)
 
     def __init__(self, temperature, alpha, beta, ce_weight, warmup_epochs) -> None:
@@ -244,14 +252,22 @@ class FitNet(Objective):
     needs_features = True
 
     @classmethod
-    def from_spec(cls, method, ctx: ObjectiveContext) -> "FitNet":
+    def from_spec(cls, method, ctx: ObjectiveContext) -> FitNet:
         t_shapes = stage_shapes(ctx.teacher_arch, ctx.input_shape)
         s_shapes = stage_shapes(ctx.student_arch, ctx.input_shape)
         (ts,), (ss,) = method.stages(t_shapes, s_shapes)
         return cls(method.temperature, method.alpha, method.hint_weight, ts, ss, t_shapes[ts], s_shapes[ss])
 
-    def __init__(self, temperature, alpha, hint_weight, teacher_stage: str, student_stage: str,
-                 teacher_shape: tuple[int, ...], student_shape: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        temperature,
+        alpha,
+        hint_weight,
+        teacher_stage: str,
+        student_stage: str,
+        teacher_shape: tuple[int, ...],
+        student_shape: tuple[int, ...],
+    ) -> None:
         super().__init__()
         self.temperature, self.alpha, self.hint_weight = float(temperature), float(alpha), float(hint_weight)
         self.teacher_stage, self.student_stage = teacher_stage, student_stage
@@ -295,12 +311,11 @@ class Attention(Objective):
     needs_features = True
 
     @classmethod
-    def from_spec(cls, method, ctx: ObjectiveContext) -> "Attention":
+    def from_spec(cls, method, ctx: ObjectiveContext) -> Attention:
         t_shapes = stage_shapes(ctx.teacher_arch, ctx.input_shape)
         s_shapes = stage_shapes(ctx.student_arch, ctx.input_shape)
         ts, ss = method.stages(t_shapes, s_shapes)
-        pairs = [(t, s, tuple(min(a, b) for a, b in zip(t_shapes[t][1:], s_shapes[s][1:])))
-                 for t, s in zip(ts, ss)]
+        pairs = [(t, s, tuple(min(a, b) for a, b in zip(t_shapes[t][1:], s_shapes[s][1:]))) for t, s in zip(ts, ss)]
         return cls(method.temperature, method.alpha, method.beta, pairs)
 
     def __init__(self, temperature, alpha, beta, pairs: list[tuple[str, str, tuple[int, ...]]]) -> None:
@@ -326,9 +341,10 @@ class Adversarial(Objective):
     needs_teacher = True
 
     @classmethod
-    def from_spec(cls, method, ctx: ObjectiveContext) -> "Adversarial":
-        return cls(method.temperature, method.alpha, method.adv_weight, ctx.num_classes,
-                   method.disc_hidden, method.disc_lr)
+    def from_spec(cls, method, ctx: ObjectiveContext) -> Adversarial:
+        return cls(
+            method.temperature, method.alpha, method.adv_weight, ctx.num_classes, method.disc_hidden, method.disc_lr
+        )
 
     def __init__(self, temperature, alpha, adv_weight, num_classes: int, hidden: int, lr: float) -> None:
         super().__init__()
@@ -348,8 +364,9 @@ class Adversarial(Objective):
 
     def disc_loss(self, student_logits, teacher_logits):
         real, fake = self.d(teacher_logits.detach()), self.d(student_logits.detach())
-        return (F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
-                + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)))
+        return F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
+            fake, torch.zeros_like(fake)
+        )
 
     def forward(self, student_logits, teacher_logits, labels, features=None):
         kd = kd_loss(student_logits, teacher_logits, labels, self.temperature, self.alpha)
@@ -371,8 +388,9 @@ class Adversarial(Objective):
         self.disc_opt.load_state_dict(copy.deepcopy(state["disc_opt"]))
 
 
-def build_objective(method, *, seed: int = 0, input_shape=None, num_classes=None,
-                    teacher_arch=None, student_arch=None) -> Objective:
+def build_objective(
+    method, *, seed: int = 0, input_shape=None, num_classes=None, teacher_arch=None, student_arch=None
+) -> Objective:
     """A fresh objective for one run; its trainable parts (if any) initialised from `seed`
     alone.  Feature methods and the discriminator need the shapes in the keyword arguments."""
     try:

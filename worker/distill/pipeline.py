@@ -50,8 +50,8 @@ from worker.distill.report_html import write_report_files
 from worker.distill.reporting import Cancelled, Reporter
 from worker.distill.signals import CachedLogitsOf, NoTeacher, TeacherSignal, choose
 from worker.distill.teachers import EnsembleTeacher, load_brought_teacher
-from worker.distill.verdict import assess
 from worker.distill.trainer import train
+from worker.distill.verdict import assess
 
 STUDENT_STEM = "student"
 REPORT_NAME = "report.json"
@@ -98,13 +98,15 @@ class Job:
         self._phase: str | None = None
         self._cached: CachedLogitsOf | None = None
         splits = self.data.splits
-        reporter.event(events.dataset(spec.dataset.label, len(splits.train), len(splits.val),
-                                      len(splits.test), self.device.type))
+        reporter.event(
+            events.dataset(spec.dataset.label, len(splits.train), len(splits.val), len(splits.test), self.device.type)
+        )
         if reporter.checkpoint_dir is not None:
             Path(reporter.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         self.progress = Progress(reporter, sum(r.epochs for r in self.runs))
-        self.progress.start(sum(checkpoint.epochs_done(reporter.checkpoint_dir, r.phase, r.name, r.epochs)
-                                for r in self.runs))
+        self.progress.start(
+            sum(checkpoint.epochs_done(reporter.checkpoint_dir, r.phase, r.name, r.epochs) for r in self.runs)
+        )
 
     def enter(self, phase: str) -> None:
         # Phases without batches (soft targets, evaluate, export) honour a cancel here.
@@ -127,8 +129,17 @@ class Job:
         model = build_model(run.arch, splits.input_shape, splits.num_classes, *self.data.stats, seed=run.seed)
         objective = self.objective(run)
         result = train(
-            model, objective, splits.train, splits.val, run.optim, seed=run.seed, device=self.device,
-            reporter=self.reporter, phase=run.phase, run=run.name, on_epoch=self.progress.run(run.epochs),
+            model,
+            objective,
+            splits.train,
+            splits.val,
+            run.optim,
+            seed=run.seed,
+            device=self.device,
+            reporter=self.reporter,
+            phase=run.phase,
+            run=run.name,
+            on_epoch=self.progress.run(run.epochs),
             augment=None if run.phase == TEACHER else self.spec.training.augment,
             signal=self.signal(run, objective),
         )
@@ -168,8 +179,12 @@ class Job:
             return CE()
         splits = self.data.students
         return build_objective(
-            self.spec.method, seed=run.seed, input_shape=splits.input_shape, num_classes=splits.num_classes,
-            teacher_arch=self.spec.teacher.members[0].arch, student_arch=self.spec.student.arch,
+            self.spec.method,
+            seed=run.seed,
+            input_shape=splits.input_shape,
+            num_classes=splits.num_classes,
+            teacher_arch=self.spec.teacher.members[0].arch,
+            student_arch=self.spec.student.arch,
         )
 
     def signal(self, run: Run, objective: Objective) -> TeacherSignal:
@@ -185,18 +200,30 @@ class Job:
         objective = self.objective(first)
         self.soft_mode = self.signal(first, objective).mode
         augment = self.spec.training.augment
-        self.reporter.event(events.soft_targets(
-            self.soft_mode, first, len(self.data.students.train), objective.needs_features,
-            augment is not None and augment.active(), first.phase == GENERATION, self.spec.method.name,
-        ))
+        self.reporter.event(
+            events.soft_targets(
+                self.soft_mode,
+                first,
+                len(self.data.students.train),
+                objective.needs_features,
+                augment is not None and augment.active(),
+                first.phase == GENERATION,
+                self.spec.method.name,
+            )
+        )
 
     def histories(self) -> dict[tuple[str, str], list[dict[str, float]]]:
         return {key: t.result.history for key, t in self.trained.items() if t.result is not None}
 
     def export(self, evaluation: Evaluation, out_dir: Path) -> JobResult:
-        files = export_model(evaluation.best.model, list(self.spec.export.formats), out_dir,
-                             stem=STUDENT_STEM, onnx_opset=self.spec.export.onnx_opset,
-                             check_x=self.data.splits.test.x)
+        files = export_model(
+            evaluation.best.model,
+            list(self.spec.export.formats),
+            out_dir,
+            stem=STUDENT_STEM,
+            onnx_opset=self.spec.export.onnx_opset,
+            check_x=self.data.splits.test.x,
+        )
         chosen = evaluation.chosen
         self.reporter.event(events.exported(chosen["seed"], chosen["val_accuracy"], [f.name for f in files]))
         report = job_report(self.spec, evaluation, files)

@@ -74,8 +74,10 @@ def teacher_runs(spec: JobSpec) -> list[Run]:
 def baseline_runs(spec: JobSpec) -> list[Run]:
     if not spec.baseline:
         return []
-    return [Run(BASELINE, seed_run(seed), seed, spec.training.epochs, spec.student.arch, spec.training)
-            for seed in spec.seeds]
+    return [
+        Run(BASELINE, seed_run(seed), seed, spec.training.epochs, spec.student.arch, spec.training)
+        for seed in spec.seeds
+    ]
 
 
 def plan(spec: JobSpec) -> list[Run]:

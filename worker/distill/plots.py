@@ -22,10 +22,17 @@ from app.contract.phases import PHASES
 Histories = Mapping[tuple[str, str], Sequence[Mapping[str, float]]]
 
 COLUMN_INCHES, HEIGHT_INCHES, DPI = 4.2, 6.4, 100
-CAPTION = ("solid: validation (loss = cross-entropy on the labels, comparable across phases)    "
-           "dashed: training (loss = the phase's own objective, e.g. the distillation loss for the student)")
-TITLES = {"teacher": "Teacher", "assistant": "Teacher assistants", "generation": "Born-again generations",
-          "student": "Distilled student", "baseline": "Scratch baseline (no teacher)"}
+CAPTION = (
+    "solid: validation (loss = cross-entropy on the labels, comparable across phases)    "
+    "dashed: training (loss = the phase's own objective, e.g. the distillation loss for the student)"
+)
+TITLES = {
+    "teacher": "Teacher",
+    "assistant": "Teacher assistants",
+    "generation": "Born-again generations",
+    "student": "Distilled student",
+    "baseline": "Scratch baseline (no teacher)",
+}
 
 
 def phases_of(histories: Histories) -> list[str]:
@@ -45,8 +52,15 @@ def _draw_run(ax_loss, ax_acc, epochs: Sequence[Mapping[str, float]], colour) ->
         for split, style in (("val", "-"), ("train", "--")):
             key = f"{split}_{metric}"
             if all(key in e for e in epochs):
-                ax.plot(x, [e[key] for e in epochs], style, color=colour, linewidth=1.6,
-                        marker="o" if len(x) <= 12 else None, markersize=3)
+                ax.plot(
+                    x,
+                    [e[key] for e in epochs],
+                    style,
+                    color=colour,
+                    linewidth=1.6,
+                    marker="o" if len(x) <= 12 else None,
+                    markersize=3,
+                )
 
 
 def _run_colours(histories: Histories) -> dict[str, tuple]:
@@ -78,8 +92,10 @@ def draw_curves(histories: Histories) -> bytes:
             ax.grid(True, alpha=0.3)
             ax.xaxis.get_major_locator().set_params(integer=True)
         handles = [Line2D([], [], color=colours[run], linewidth=2, label=run) for run, _ in runs]
-        handles += [Line2D([], [], color="0.3", linestyle="-", label="validation"),
-                    Line2D([], [], color="0.3", linestyle="--", label="training")]
+        handles += [
+            Line2D([], [], color="0.3", linestyle="-", label="validation"),
+            Line2D([], [], color="0.3", linestyle="--", label="training"),
+        ]
         ax_acc.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.85)
     if not phases:
         axes[0][0].text(0.5, 0.5, "no training runs", ha="center", va="center", transform=axes[0][0].transAxes)
@@ -89,4 +105,3 @@ def draw_curves(histories: Histories) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
-

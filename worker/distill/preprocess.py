@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 
 class Preprocess:
-    def __init__(self, spec) -> None:  # noqa: ANN001 - app.contract.spec.PreprocessSpec
+    def __init__(self, spec) -> None:
         self.spec = spec
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ per seed, learning from the job's teacher."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from app.contract.phases import (
     ASSISTANT,
@@ -25,10 +25,11 @@ def recipe(name: str) -> Callable[[Recipe], Recipe]:
     def register(build: Recipe) -> Recipe:
         RECIPES[name] = build
         return build
+
     return register
 
 
-def recipe_for(method) -> Recipe:  # noqa: ANN001 - an app.contract.methods.MethodSpec
+def recipe_for(method) -> Recipe:
     return RECIPES[method.recipe or "students"]
 
 
@@ -37,11 +38,21 @@ def _signal(spec: JobSpec) -> LearnsFrom:
 
 
 @recipe("students")
-def students(spec: JobSpec, learns_from: LearnsFrom | None = None,
-             source: tuple[str, str] | None = None) -> list[Run]:
+def students(spec: JobSpec, learns_from: LearnsFrom | None = None, source: tuple[str, str] | None = None) -> list[Run]:
     """One student per seed."""
-    return [Run(STUDENT, seed_run(seed), seed, spec.training.epochs, spec.student.arch, spec.training,
-                learns_from or _signal(spec), source) for seed in spec.seeds]
+    return [
+        Run(
+            STUDENT,
+            seed_run(seed),
+            seed,
+            spec.training.epochs,
+            spec.student.arch,
+            spec.training,
+            learns_from or _signal(spec),
+            source,
+        )
+        for seed in spec.seeds
+    ]
 
 
 @recipe("teacher_assistant")
@@ -51,8 +62,9 @@ def assistant_chain(spec: JobSpec) -> list[Run]:
     links = []
     for i, arch in enumerate(spec.method.assistants, 1):
         learns, source = (job_teacher(spec), None) if i == 1 else (LearnsFrom.ASSISTANT, (ASSISTANT, links[-1].name))
-        links.append(Run(ASSISTANT, link_run(i), teacher_seed(spec), spec.training.epochs, arch,
-                         spec.training, learns, source))
+        links.append(
+            Run(ASSISTANT, link_run(i), teacher_seed(spec), spec.training.epochs, arch, spec.training, learns, source)
+        )
     return links + students(spec, LearnsFrom.ASSISTANT, (ASSISTANT, links[-1].name))
 
 
@@ -63,8 +75,21 @@ def generations(spec: JobSpec) -> list[Run]:
     runs = []
     for g in range(1, spec.method.generations + 1):
         for seed in spec.seeds:
-            learns, source = ((job_teacher(spec), None) if g == 1
-                              else (LearnsFrom.GENERATION, (GENERATION, generation_run(g - 1, seed))))
-            runs.append(Run(GENERATION, generation_run(g, seed), seed, spec.training.epochs,
-                            spec.student.arch, spec.training, learns, source))
+            learns, source = (
+                (job_teacher(spec), None)
+                if g == 1
+                else (LearnsFrom.GENERATION, (GENERATION, generation_run(g - 1, seed)))
+            )
+            runs.append(
+                Run(
+                    GENERATION,
+                    generation_run(g, seed),
+                    seed,
+                    spec.training.epochs,
+                    spec.student.arch,
+                    spec.training,
+                    learns,
+                    source,
+                )
+            )
     return runs

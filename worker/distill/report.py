@@ -24,7 +24,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     std is the sample standard deviation (ddof=1), 0.0 for a single run.
     """
     keys = [
-        k for k, v in runs[0].items()
+        k
+        for k, v in runs[0].items()
         if k not in _NOT_AVERAGED and isinstance(v, (int, float)) and not isinstance(v, bool)
     ]
     mean = {k: statistics.fmean(r[k] for r in runs) for k in keys}

@@ -23,8 +23,12 @@ from worker.distill.plots import Histories, draw_curves
 CURVES_NAME = "curves.png"
 HTML_NAME = "report.html"
 
-_env = Environment(loader=PackageLoader("worker.distill", "templates"), autoescape=select_autoescape(["html"]),
-                   trim_blocks=True, lstrip_blocks=True)
+_env = Environment(
+    loader=PackageLoader("worker.distill", "templates"),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 # (column title, report key, how to show it)
 COLUMNS = (
@@ -49,7 +53,7 @@ def _show(value: float | None, how: str) -> str:
     if how == "int":
         return f"{value:,.0f}"
     if how == "bytes":
-        return f"{value / 1024:,.1f} KiB" if value < 1024 ** 2 else f"{value / 1024 ** 2:,.2f} MiB"
+        return f"{value / 1024:,.1f} KiB" if value < 1024**2 else f"{value / 1024**2:,.2f} MiB"
     return f"{value:.3f} ms"
 
 
@@ -68,13 +72,16 @@ def result_rows(report: dict) -> list[dict[str, Any]]:
     """The result table: teacher, assistants, generations, student, baseline."""
     sections = [("teacher", "Teacher", report["teacher"])]
     sections += [("assistant", f"Teacher assistant {a['link']}", a) for a in report.get("assistants") or []]
-    sections += [("generation", f"Born-again generation {g['generation']}", g)
-                 for g in (report.get("generations") or [])[:-1]]
+    sections += [
+        ("generation", f"Born-again generation {g['generation']}", g) for g in (report.get("generations") or [])[:-1]
+    ]
     sections.append(("student", "Distilled student", report["student"]))
     if report.get("baseline"):
         sections.append(("baseline", "Scratch baseline", report["baseline"]))
-    return [{"kind": kind, "label": label, "cells": [_cell(section, key, how) for _, key, how in COLUMNS]}
-            for kind, label, section in sections]
+    return [
+        {"kind": kind, "label": label, "cells": [_cell(section, key, how) for _, key, how in COLUMNS]}
+        for kind, label, section in sections
+    ]
 
 
 def seed_rows(report: dict) -> list[dict[str, str]]:
@@ -84,9 +91,15 @@ def seed_rows(report: dict) -> list[dict[str, str]]:
         return []
     student = {r["seed"]: r["test_accuracy"] for r in report["student"]["runs"]}
     baseline = {r["seed"]: r["test_accuracy"] for r in report["baseline"]["runs"]}
-    return [{"seed": d["seed"], "student": _show(student[d["seed"]], "pct"),
-             "baseline": _show(baseline[d["seed"]], "pct"), "difference": f"{d['difference'] * 100:+.2f} points"}
-            for d in diff["per_seed"]]
+    return [
+        {
+            "seed": d["seed"],
+            "student": _show(student[d["seed"]], "pct"),
+            "baseline": _show(baseline[d["seed"]], "pct"),
+            "difference": f"{d['difference'] * 100:+.2f} points",
+        }
+        for d in diff["per_seed"]
+    ]
 
 
 def render(report: dict, curves_png: bytes) -> str:
@@ -113,5 +126,7 @@ def write_report_files(report: dict, histories: Histories, out_dir: Path) -> lis
     curves = atomic_write(Path(out_dir) / CURVES_NAME, lambda f: f.write(png))
     html = render(report, png).encode()
     page = atomic_write(Path(out_dir) / HTML_NAME, lambda f: f.write(html))
-    return [OutputFile(CURVES_NAME, curves, "image/png", "report"),
-            OutputFile(HTML_NAME, page, "text/html; charset=utf-8", "report")]
+    return [
+        OutputFile(CURVES_NAME, curves, "image/png", "report"),
+        OutputFile(HTML_NAME, page, "text/html; charset=utf-8", "report"),
+    ]

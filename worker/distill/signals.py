@@ -103,8 +103,9 @@ class CachedLogitsOf:
         return self._logits[key]
 
 
-def choose(objective: Objective, teacher: nn.Module, training: TrainingSpec,
-           cached_logits: CachedLogitsOf) -> TeacherSignal:
+def choose(
+    objective: Objective, teacher: nn.Module, training: TrainingSpec, cached_logits: CachedLogitsOf
+) -> TeacherSignal:
     """A run's signal: features when the objective takes them, the live teacher when the spec
     asks for it or augmentation changes the inputs, else cached logits."""
     if objective.needs_features:

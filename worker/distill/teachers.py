@@ -41,7 +41,7 @@ def onnx_size(path: Path) -> tuple[int | None, int | None]:
             if dtype.kind == "f":
                 params += n
         return params, size
-    except Exception:  # noqa: BLE001 - a size is a nicety; the report says null
+    except Exception:
         return None, None
 
 
@@ -69,7 +69,8 @@ class DeadlineSession:
             if options.terminate:
                 raise TeacherDeadlineExceeded(
                     f"the brought ONNX teacher took more than {self.seconds:g} s on one batch "
-                    "(the worker's teacher_batch_seconds); use a faster teacher") from exc
+                    "(the worker's teacher_batch_seconds); use a faster teacher"
+                ) from exc
             raise
         finally:
             timer.cancel()
@@ -92,8 +93,14 @@ class OnnxTeacher(nn.Module):
     batch_seconds: float = 60.0
 
     def __init__(
-        self, path: Path, *, output: str | None = None, output_kind: str = "auto",
-        input_shape: tuple[int, ...] | None = None, num_classes: int | None = None, preprocess=None,
+        self,
+        path: Path,
+        *,
+        output: str | None = None,
+        output_kind: str = "auto",
+        input_shape: tuple[int, ...] | None = None,
+        num_classes: int | None = None,
+        preprocess=None,
     ) -> None:
         super().__init__()
         self.path = Path(path)
@@ -107,19 +114,20 @@ class OnnxTeacher(nn.Module):
         self.input_shape = tuple(input_shape) if input_shape is not None else tuple(clf.input_shape)
         self.num_classes = int(clf.num_classes)
         if num_classes is not None and int(num_classes) != self.num_classes:
-            raise ValueError(f"the ONNX teacher's output {self.output!r} scores {self.num_classes} "
-                             f"classes, the dataset has {num_classes}")
+            raise ValueError(
+                f"the ONNX teacher's output {self.output!r} scores {self.num_classes} "
+                f"classes, the dataset has {num_classes}"
+            )
         # Read by count_parameters and metrics.state_bytes: the weights live in the graph.
         self.external_parameters, self.external_bytes = onnx_size(self.path)
 
     @property
-    def classifier(self):  # noqa: ANN201 - app.uploads.onnx_model.OnnxClassifier
+    def classifier(self):
         if self._clf is None:
             from app.uploads.onnx_model import OnnxClassifier
 
             output, kind = self._requested
-            clf = OnnxClassifier(self.path, output=output, output_kind=kind,
-                                 threads=max(1, torch.get_num_threads()))
+            clf = OnnxClassifier(self.path, output=output, output_kind=kind, threads=max(1, torch.get_num_threads()))
             clf.session = DeadlineSession(clf.session, self.batch_seconds)
             self._clf = clf
         return self._clf
@@ -136,11 +144,13 @@ class OnnxTeacher(nn.Module):
             out = self.classifier.logits(x.detach().cpu().float().numpy(), batch_size=max(1, len(x)))
         return torch.from_numpy(out).to(x.device)
 
-    def forward_features(self, x: torch.Tensor):  # noqa: ANN201
-        raise TypeError("an ONNX teacher exposes no stage features: feature methods need a teacher "
-                        "of our architectures (trained in the job, or safetensors weights with arch)")
+    def forward_features(self, x: torch.Tensor):
+        raise TypeError(
+            "an ONNX teacher exposes no stage features: feature methods need a teacher "
+            "of our architectures (trained in the job, or safetensors weights with arch)"
+        )
 
-    def __deepcopy__(self, memo: dict) -> "OnnxTeacher":
+    def __deepcopy__(self, memo: dict) -> OnnxTeacher:
         new = self.__class__.__new__(self.__class__)
         memo[id(self)] = new
         for k, v in self.__dict__.items():
@@ -211,17 +221,23 @@ def load_brought_teacher(
     facts: dict[str, Any] = {"source": "artifact", "artifact": member.id, "format": brought.format}
     if brought.format == "onnx":
         model = OnnxTeacher(
-            brought.path, output=member.output, output_kind=_onnx_output_kind(member, dict(brought.inspection)),
-            input_shape=input_shape, num_classes=num_classes, preprocess=member.preprocess,
+            brought.path,
+            output=member.output,
+            output_kind=_onnx_output_kind(member, dict(brought.inspection)),
+            input_shape=input_shape,
+            num_classes=num_classes,
+            preprocess=member.preprocess,
         ).eval()
         facts.update(arch=None, output=model.output, output_kind=model.output_kind)
         if member.preprocess is not None:  # what the worker applied before every run of the model
             facts["preprocess"] = member.preprocess.model_dump()
-        used = ("probabilities, used as log-probabilities" if model.log_probabilities
-                else "logits, used as they are")
+        used = "probabilities, used as log-probabilities" if model.log_probabilities else "logits, used as they are"
         n = model.external_parameters
-        description = (f"an ONNX model (output {model.output!r}: {used}; {model.num_classes} classes"
-                       + (f", {n:,} parameters" if n is not None else "") + ")")
+        description = (
+            f"an ONNX model (output {model.output!r}: {used}; {model.num_classes} classes"
+            + (f", {n:,} parameters" if n is not None else "")
+            + ")"
+        )
     elif brought.format == "safetensors":
         if member.arch is None:
             raise ValueError(f"teacher artifact {member.id!r}: safetensors weights need their arch")
@@ -229,6 +245,8 @@ def load_brought_teacher(
         facts.update(arch=member.arch.model_dump())
         description = f"safetensors weights of a {member.arch.name} ({count_parameters(model):,} parameters)"
     else:
-        raise ValueError(f"teacher artifact {member.id!r} has format {brought.format!r}: "
-                         "a teacher is an ONNX model or safetensors weights")
+        raise ValueError(
+            f"teacher artifact {member.id!r} has format {brought.format!r}: "
+            "a teacher is an ONNX model or safetensors weights"
+        )
     return LoadedTeacher(model, facts, f"brought teacher {member.id}: {description}; loaded, not trained")

@@ -35,9 +35,9 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -74,9 +74,7 @@ def _optimizer(params: list[nn.Parameter], optim: OptimSpec) -> torch.optim.Opti
     if optim.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
     if optim.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=optim.lr, momentum=0.9, nesterov=True, weight_decay=optim.weight_decay
-        )
+        return torch.optim.SGD(params, lr=optim.lr, momentum=0.9, nesterov=True, weight_decay=optim.weight_decay)
     raise ValueError(f"unknown optimizer {optim.optimizer!r}")
 
 
@@ -108,8 +106,7 @@ def _label(phase: str, run: str) -> str:
 
 def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
     # Extra state (an objective's own optimizer) is not a tensor: deep-copied.
-    return {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v)
-            for k, v in module.state_dict().items()}
+    return {k: v.detach().clone() if torch.is_tensor(v) else copy.deepcopy(v) for k, v in module.state_dict().items()}
 
 
 # --- callbacks: what happens at step and epoch boundaries besides training ------------------
@@ -118,10 +115,10 @@ def _clone_state(module: nn.Module) -> dict[str, torch.Tensor]:
 class Callback:
     """Hooks of the loop, called in list order."""
 
-    def on_batch(self, loop: "Loop") -> None:
+    def on_batch(self, loop: Loop) -> None:
         """Before every step, and once after an epoch's last one."""
 
-    def on_epoch_end(self, loop: "Loop", values: dict[str, float]) -> None:
+    def on_epoch_end(self, loop: Loop, values: dict[str, float]) -> None:
         """After an epoch, its state (history, best, finished) already updated."""
 
 
@@ -129,7 +126,7 @@ class CancelCheck(Callback):
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
 
-    def on_batch(self, loop: "Loop") -> None:
+    def on_batch(self, loop: Loop) -> None:
         if self.reporter.should_stop():
             raise Cancelled("cancellation requested")
 
@@ -138,7 +135,7 @@ class ReportMetrics(Callback):
     def __init__(self, reporter: Reporter, phase: str, run: str) -> None:
         self.reporter, self.phase, self.run = reporter, phase, run
 
-    def on_epoch_end(self, loop: "Loop", values: dict[str, float]) -> None:
+    def on_epoch_end(self, loop: Loop, values: dict[str, float]) -> None:
         self.reporter.metric(self.phase, self.run, loop.state.epoch, values)
 
 
@@ -149,7 +146,7 @@ class SaveCheckpoint(Callback):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def on_epoch_end(self, loop: "Loop", values: dict[str, float]) -> None:
+    def on_epoch_end(self, loop: Loop, values: dict[str, float]) -> None:
         loop.capture().save(self.path)
 
 
@@ -157,7 +154,7 @@ class ReportProgress(Callback):
     def __init__(self, on_epoch: EpochCallback) -> None:
         self.on_epoch = on_epoch
 
-    def on_epoch_end(self, loop: "Loop", values: dict[str, float]) -> None:
+    def on_epoch_end(self, loop: Loop, values: dict[str, float]) -> None:
         self.on_epoch(loop.state.epoch)
 
 
@@ -167,9 +164,20 @@ class ReportProgress(Callback):
 class Loop:
     """One run's training: fit (epochs until the budget or patience ends), epoch, step."""
 
-    def __init__(self, model: nn.Module, objective: Objective, train_split: ArraySplit, val_split: ArraySplit,
-                 optim: OptimSpec, *, seed: int, device: torch.device, signal: TeacherSignal,
-                 augment: AugmentSpec | None, callbacks: list[Callback] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        train_split: ArraySplit,
+        val_split: ArraySplit,
+        optim: OptimSpec,
+        *,
+        seed: int,
+        device: torch.device,
+        signal: TeacherSignal,
+        augment: AugmentSpec | None,
+        callbacks: list[Callback] | None = None,
+    ) -> None:
         self.model, self.objective, self.optim = model.to(device), objective.to(device), optim
         self.seed, self.device, self.callbacks = seed, device, list(callbacks or [])
         self.n = len(train_split)
@@ -190,18 +198,21 @@ class Loop:
 
     def signature(self) -> str:
         """What a checkpoint must have been written for to be resumed by this run."""
-        return json.dumps({
-            "seed": self.seed,
-            "optim": self.optim.model_dump(mode="json"),
-            "train_size": self.n,
-            "val_size": self.n_val,
-            "objective": type(self.objective).__name__,
-            "model": [[k, list(v.shape)] for k, v in self.model.state_dict().items()],
-            "objective_state": [
-                [k, list(v.shape) if torch.is_tensor(v) else type(v).__name__]
-                for k, v in self.objective.state_dict().items()
-            ],
-        }, sort_keys=True)
+        return json.dumps(
+            {
+                "seed": self.seed,
+                "optim": self.optim.model_dump(mode="json"),
+                "train_size": self.n,
+                "val_size": self.n_val,
+                "objective": type(self.objective).__name__,
+                "model": [[k, list(v.shape)] for k, v in self.model.state_dict().items()],
+                "objective_state": [
+                    [k, list(v.shape) if torch.is_tensor(v) else type(v).__name__]
+                    for k, v in self.objective.state_dict().items()
+                ],
+            },
+            sort_keys=True,
+        )
 
     def capture(self) -> RunState:
         """The run state with the live objects' states in it, ready to save."""
@@ -232,8 +243,12 @@ class Loop:
         self.model.load_state_dict(state.best.state)
         self.model.eval()
         return TrainResult(
-            best_epoch=state.best.epoch, epochs_run=len(state.history), best_val_accuracy=state.best.acc,
-            best_val_loss=state.best.loss, stopped_early=state.stopped_early, history=state.history,
+            best_epoch=state.best.epoch,
+            epochs_run=len(state.history),
+            best_val_accuracy=state.best.acc,
+            best_val_loss=state.best.loss,
+            stopped_early=state.stopped_early,
+            history=state.history,
             resumed_epochs=start,
         )
 
@@ -336,14 +351,15 @@ def _restore(loop: Loop, state: RunState, reporter: Reporter, label: str) -> boo
                 raise ValueError("optimizer state does not fit the parameters")
         shuffle.set_state(state.shuffle_rng)
         torch.Generator().set_state(state.cpu_rng)  # checks its size and type before use
-    except Exception as exc:  # noqa: BLE001 - ours, readable, but not this run's shapes
+    except Exception as exc:
         model.load_state_dict(initial[0])
         objective.load_state_dict(initial[1])
         opt.load_state_dict(initial[2])
         shuffle.set_state(initial[3])
         reporter.event(
             f"checkpoint of {label} not used: it does not fit this run ({type(exc).__name__}); "
-            f"restarting {label} from scratch", "warning",
+            f"restarting {label} from scratch",
+            "warning",
         )
         return False
     state.best.state = {k: v.to(loop.device) for k, v in state.best.state.items()}
@@ -359,8 +375,11 @@ def resume(loop: Loop, path: Path, phase: str, run: str, reporter: Reporter) -> 
     state.history = [dict(h) for h in state.history]
     reporter.event(
         f"resumed {label} from epoch {state.epoch} checkpoint"
-        + (": the run had finished, not retrained" if state.finished else
-           f", continuing at epoch {state.epoch + 1} of {loop.optim.epochs}")
+        + (
+            ": the run had finished, not retrained"
+            if state.finished
+            else f", continuing at epoch {state.epoch + 1} of {loop.optim.epochs}"
+        )
     )
     return state
 
@@ -390,9 +409,18 @@ def train(
     drawing from the run's forked RNG (checkpointed, so a resumed run draws what an
     uninterrupted one would); it rules out cached teacher logits.
     """
-    loop = Loop(model, objective, train_split, val_split, optim, seed=seed, device=device,
-                signal=signal or NoTeacher(), augment=augment,
-                callbacks=[CancelCheck(reporter), ReportMetrics(reporter, phase, run)])
+    loop = Loop(
+        model,
+        objective,
+        train_split,
+        val_split,
+        optim,
+        seed=seed,
+        device=device,
+        signal=signal or NoTeacher(),
+        augment=augment,
+        callbacks=[CancelCheck(reporter), ReportMetrics(reporter, phase, run)],
+    )
     state = None
     if reporter.checkpoint_dir is not None:
         path = checkpoint.checkpoint_path(reporter.checkpoint_dir, phase, run)

@@ -59,8 +59,14 @@ def paired_difference(student: dict, baseline: dict, key: str = "test_accuracy")
         p_value = 1.0 if mean == 0 else 0.0  # every seed moved by exactly the same amount
     elif n > 1:
         p_value = float(stats.ttest_1samp(diffs, 0.0).pvalue)
-    return {"mean": mean, "std": std, "n": n, "per_seed": per_seed, "p_value": p_value,
-            "beyond_noise": None if p_value is None else p_value < SIGNIFICANCE}
+    return {
+        "mean": mean,
+        "std": std,
+        "n": n,
+        "per_seed": per_seed,
+        "p_value": p_value,
+        "beyond_noise": None if p_value is None else p_value < SIGNIFICANCE,
+    }
 
 
 def outcome(diff: dict[str, Any]) -> str:
@@ -89,12 +95,14 @@ def _mean_std(section: dict | None, key: str) -> dict[str, float | None] | None:
 def calibration(report: dict) -> dict[str, Any]:
     """Expected calibration error and NLL on the test split (lower is better), student vs baseline."""
     student, baseline = report["student"], report.get("baseline")
-    out: dict[str, Any] = {"teacher_ece": report["teacher"].get("test_ece"),
-                           "student_ece": _mean_std(student, "test_ece"),
-                           "baseline_ece": _mean_std(baseline, "test_ece"),
-                           "student_nll": _mean_std(student, "test_nll"),
-                           "baseline_nll": _mean_std(baseline, "test_nll"),
-                           "better_calibrated": None}
+    out: dict[str, Any] = {
+        "teacher_ece": report["teacher"].get("test_ece"),
+        "student_ece": _mean_std(student, "test_ece"),
+        "baseline_ece": _mean_std(baseline, "test_ece"),
+        "student_nll": _mean_std(student, "test_nll"),
+        "baseline_nll": _mean_std(baseline, "test_nll"),
+        "better_calibrated": None,
+    }
     if baseline is not None:
         ece = paired_difference(student, baseline, "test_ece")
         out["ece_student_minus_baseline"] = {"mean": ece["mean"], "std": ece["std"]}
@@ -123,20 +131,30 @@ def teacher_findings(report: dict, splits: Splits) -> list[Finding]:
     for label, facts in _teacher_runs(report["teacher"]):
         acc = facts.get("val_accuracy")
         if acc is not None and acc < threshold:
-            findings.append(Finding(
-                "teacher_near_chance",
-                f"the {label} reaches {acc:.1%} validation accuracy, near chance ({chance:.1%}): it has learned "
-                "little, so its soft targets carry little; train it longer, with a higher learning rate or a "
-                "bigger architecture",
-                {"run": label, "val_accuracy": acc, "chance": chance, "threshold": threshold}))
+            findings.append(
+                Finding(
+                    "teacher_near_chance",
+                    f"the {label} reaches {acc:.1%} validation accuracy, near chance ({chance:.1%}): it has learned "
+                    "little, so its soft targets carry little; train it longer, with a higher learning rate or a "
+                    "bigger architecture",
+                    {"run": label, "val_accuracy": acc, "chance": chance, "threshold": threshold},
+                )
+            )
         if facts.get("best_epoch") == 1 and (facts.get("epochs_run") or 0) > 1:
-            findings.append(Finding(
-                "teacher_best_at_first_epoch",
-                f"the {label}'s validation accuracy never improved after epoch 1 (of {facts['epochs_run']} run"
-                + (", stopped early" if facts.get("stopped_early") else "")
-                + "): its learning rate may be too high, or patience too short",
-                {"run": label, "best_epoch": 1, "epochs_run": facts["epochs_run"],
-                 "stopped_early": facts.get("stopped_early")}))
+            findings.append(
+                Finding(
+                    "teacher_best_at_first_epoch",
+                    f"the {label}'s validation accuracy never improved after epoch 1 (of {facts['epochs_run']} run"
+                    + (", stopped early" if facts.get("stopped_early") else "")
+                    + "): its learning rate may be too high, or patience too short",
+                    {
+                        "run": label,
+                        "best_epoch": 1,
+                        "epochs_run": facts["epochs_run"],
+                        "stopped_early": facts.get("stopped_early"),
+                    },
+                )
+            )
     return findings
 
 
@@ -145,27 +163,43 @@ def comparison_findings(report: dict, diff: dict[str, Any] | None) -> list[Findi
     teacher_acc = report["teacher"].get("test_accuracy")
     baseline = report.get("baseline")
     if diff is not None and diff["mean"] is not None and diff["mean"] < 0:
-        noise = {True: "beyond the seeds' spread", False: "within the seeds' spread",
-                 None: "with one seed, no spread to judge by"}[diff["beyond_noise"]]
-        findings.append(Finding(
-            "student_worse_than_baseline",
-            f"the distilled student is {-diff['mean'] * 100:.2f} points below the same student trained without "
-            f"a teacher ({noise}): distillation did not pay off with these settings",
-            {"kd_minus_scratch_mean": diff["mean"], "kd_minus_scratch_std": diff["std"],
-             "p_value": diff["p_value"], "seeds": diff["n"]}))
+        noise = {
+            True: "beyond the seeds' spread",
+            False: "within the seeds' spread",
+            None: "with one seed, no spread to judge by",
+        }[diff["beyond_noise"]]
+        findings.append(
+            Finding(
+                "student_worse_than_baseline",
+                f"the distilled student is {-diff['mean'] * 100:.2f} points below the same student trained without "
+                f"a teacher ({noise}): distillation did not pay off with these settings",
+                {
+                    "kd_minus_scratch_mean": diff["mean"],
+                    "kd_minus_scratch_std": diff["std"],
+                    "p_value": diff["p_value"],
+                    "seeds": diff["n"],
+                },
+            )
+        )
     if baseline is not None and teacher_acc is not None and teacher_acc <= baseline["mean"]["test_accuracy"]:
-        findings.append(Finding(
-            "teacher_not_better_than_baseline",
-            f"the teacher ({teacher_acc:.1%} test accuracy) is no better than the student trained from scratch "
-            f"({baseline['mean']['test_accuracy']:.1%}): there is no gap for distillation to close",
-            {"teacher_test_accuracy": teacher_acc, "baseline_test_accuracy": baseline["mean"]["test_accuracy"]}))
+        findings.append(
+            Finding(
+                "teacher_not_better_than_baseline",
+                f"the teacher ({teacher_acc:.1%} test accuracy) is no better than the student trained from scratch "
+                f"({baseline['mean']['test_accuracy']:.1%}): there is no gap for distillation to close",
+                {"teacher_test_accuracy": teacher_acc, "baseline_test_accuracy": baseline["mean"]["test_accuracy"]},
+            )
+        )
     t_params, s_params = report["teacher"].get("parameters"), report["student"]["mean"].get("parameters")
     if t_params is not None and s_params is not None and s_params > t_params:
-        findings.append(Finding(
-            "student_larger_than_teacher",
-            f"the student has more parameters ({s_params:,.0f}) than its teacher ({t_params:,.0f}): this is not "
-            "compression; pick a smaller student architecture",
-            {"student_parameters": s_params, "teacher_parameters": t_params}))
+        findings.append(
+            Finding(
+                "student_larger_than_teacher",
+                f"the student has more parameters ({s_params:,.0f}) than its teacher ({t_params:,.0f}): this is not "
+                "compression; pick a smaller student architecture",
+                {"student_parameters": s_params, "teacher_parameters": t_params},
+            )
+        )
     return findings
 
 
@@ -173,25 +207,35 @@ def steps_findings(report: dict, spec: JobSpec) -> list[Finding]:
     """Fewer than MIN_STEPS_PER_EPOCH optimizer steps per epoch: the epoch budget buys few updates."""
     data = report["dataset"]
     runs = [("student and baseline", data["train_size"] + data.get("transfer_size", 0), spec.training.batch_size)]
-    runs += [(label, data["teacher_train_size"], member.batch_size)
-             for label, member in _trained_members(spec)]
+    runs += [(label, data["teacher_train_size"], member.batch_size) for label, member in _trained_members(spec)]
     findings = []
     for label, rows, batch_size in runs:
         steps = math.ceil(rows / batch_size)
         if steps < MIN_STEPS_PER_EPOCH:
-            findings.append(Finding(
-                "few_steps_per_epoch",
-                f"the {label} take only {steps} optimizer step{'s' if steps != 1 else ''} per epoch ({rows} "
-                f"training examples, batch size {batch_size}): lower the batch size or raise the epochs",
-                {"run": label, "steps_per_epoch": steps, "train_size": rows, "batch_size": batch_size,
-                 "minimum": MIN_STEPS_PER_EPOCH}))
+            findings.append(
+                Finding(
+                    "few_steps_per_epoch",
+                    f"the {label} take only {steps} optimizer step{'s' if steps != 1 else ''} per epoch ({rows} "
+                    f"training examples, batch size {batch_size}): lower the batch size or raise the epochs",
+                    {
+                        "run": label,
+                        "steps_per_epoch": steps,
+                        "train_size": rows,
+                        "batch_size": batch_size,
+                        "minimum": MIN_STEPS_PER_EPOCH,
+                    },
+                )
+            )
     return findings
 
 
 def _trained_members(spec: JobSpec) -> list[tuple[str, Any]]:
     members = spec.teacher.members
-    return [("teacher" if len(members) == 1 else f"teacher member={i}", m)
-            for i, m in enumerate(members, 1) if hasattr(m, "batch_size")]  # brought ones are not trained
+    return [
+        ("teacher" if len(members) == 1 else f"teacher member={i}", m)
+        for i, m in enumerate(members, 1)
+        if hasattr(m, "batch_size")
+    ]  # brought ones are not trained
 
 
 def row_digests(x: np.ndarray) -> list[bytes]:
@@ -210,11 +254,14 @@ def duplicate_rows(train: ArraySplit, test: ArraySplit) -> dict[str, Any]:
 def duplicate_findings(duplicates: dict[str, Any]) -> list[Finding]:
     if duplicates["count"] == 0:
         return []
-    return [Finding(
-        "test_rows_in_train",
-        f"{duplicates['count']} of the {duplicates['test_size']} test rows ({duplicates['fraction']:.1%}) are "
-        "identical to training rows: test accuracy overstates how the model does on new data",
-        dict(duplicates))]
+    return [
+        Finding(
+            "test_rows_in_train",
+            f"{duplicates['count']} of the {duplicates['test_size']} test rows ({duplicates['fraction']:.1%}) are "
+            "identical to training rows: test accuracy overstates how the model does on new data",
+            dict(duplicates),
+        )
+    ]
 
 
 # --------------------------------------------------------------------------- words
@@ -227,12 +274,16 @@ def summary_text(verdict: dict[str, Any]) -> str:
         return "No scratch baseline was trained (baseline: false), so the job cannot say whether distillation helped."
     points = f"{diff['mean'] * 100:+.2f} points"
     if verdict["outcome"] == "undetermined":
-        return (f"The student is {points} against its scratch baseline with one seed: run 3 or more seeds to tell "
-                "an effect from noise.")
+        return (
+            f"The student is {points} against its scratch baseline with one seed: run 3 or more seeds to tell "
+            "an effect from noise."
+        )
     lead = {"helped": "Distillation helped", "hurt": "Distillation hurt", "within_noise": "No clear effect"}
     where = "within" if verdict["outcome"] == "within_noise" else "beyond"
-    text = (f"{lead[verdict['outcome']]}: the student is {points} ± {diff['std'] * 100:.2f} against its scratch "
-            f"baseline over {diff['n']} seeds, {where} the seeds' spread (paired t-test p = {diff['p_value']:.3g}).")
+    text = (
+        f"{lead[verdict['outcome']]}: the student is {points} ± {diff['std'] * 100:.2f} against its scratch "
+        f"baseline over {diff['n']} seeds, {where} the seeds' spread (paired t-test p = {diff['p_value']:.3g})."
+    )
     if verdict["gap_closed"] is not None and verdict["gap_closed"] >= 0:
         text += f" It closed {verdict['gap_closed']:.0%} of the gap between the scratch student and the teacher."
     return text
@@ -267,8 +318,11 @@ def reproducibility(spec: JobSpec, report: dict, splits: Splits, job_id: str | N
         "spec": spec.model_dump(mode="json"),
         "seeds": list(spec.seeds),
         "device": report.get("device"),
-        "software": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES},
-                     "platform": platform.platform()},
+        "software": {
+            "python": platform.python_version(),
+            **{p: _version(p) for p in PACKAGES},
+            "platform": platform.platform(),
+        },
         "dataset": {
             "name": report["dataset"]["name"],
             "artifact": report["dataset"].get("artifact"),
@@ -286,8 +340,12 @@ def judge(report: dict, spec: JobSpec, splits: Splits) -> dict[str, Any]:
     student, baseline, teacher = report["student"], report.get("baseline"), report["teacher"]
     diff = paired_difference(student, baseline) if baseline is not None else None
     duplicates = duplicate_rows(splits.train, splits.test)
-    findings = (teacher_findings(report, splits) + comparison_findings(report, diff)
-                + duplicate_findings(duplicates) + steps_findings(report, spec))
+    findings = (
+        teacher_findings(report, splits)
+        + comparison_findings(report, diff)
+        + duplicate_findings(duplicates)
+        + steps_findings(report, spec)
+    )
     result = outcome(diff) if diff is not None else "undetermined"
     verdict: dict[str, Any] = {
         "helped": {"helped": True, "hurt": False}.get(result),
@@ -296,8 +354,13 @@ def judge(report: dict, spec: JobSpec, splits: Splits) -> dict[str, Any]:
         "student_test_accuracy": _mean_std(student, "test_accuracy"),
         "baseline_test_accuracy": _mean_std(baseline, "test_accuracy"),
         "teacher_test_accuracy": teacher.get("test_accuracy"),
-        "gap_closed": (gap_closed(teacher.get("test_accuracy"), student["mean"]["test_accuracy"],
-                                  baseline["mean"]["test_accuracy"]) if baseline is not None else None),
+        "gap_closed": (
+            gap_closed(
+                teacher.get("test_accuracy"), student["mean"]["test_accuracy"], baseline["mean"]["test_accuracy"]
+            )
+            if baseline is not None
+            else None
+        ),
         "calibration": calibration(report),
         "duplicates": duplicates,
         "significance": SIGNIFICANCE,

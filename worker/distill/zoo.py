@@ -10,8 +10,9 @@ pinned library versions, to app/contract/model_names.json, which the API reads w
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -43,8 +44,9 @@ def model_names(library: str) -> list[str]:
     return sorted(tvm.list_models(module=tvm))
 
 
-def create_network(library: str, model: str, *, in_chans: int, num_classes: int,
-                   kwargs: Mapping[str, Any] | None = None) -> nn.Module:
+def create_network(
+    library: str, model: str, *, in_chans: int, num_classes: int, kwargs: Mapping[str, Any] | None = None
+) -> nn.Module:
     """The bare network, randomly initialised (pretrained weights are never fetched)."""
     kwargs = dict(kwargs or {})
     if library == "timm":
@@ -54,8 +56,9 @@ def create_network(library: str, model: str, *, in_chans: int, num_classes: int,
     if library == "torchvision":
         import torchvision.models as tvm
 
-        net = tvm.get_model(model, weights=None, num_classes=num_classes,
-                            **{**_TORCHVISION_DEFAULTS.get(model, {}), **kwargs})
+        net = tvm.get_model(
+            model, weights=None, num_classes=num_classes, **{**_TORCHVISION_DEFAULTS.get(model, {}), **kwargs}
+        )
         if in_chans != 3:
             _set_input_channels(net, in_chans)
         return net
@@ -68,9 +71,18 @@ def _set_input_channels(net: nn.Module, in_chans: int) -> None:
         if isinstance(module, nn.Conv2d):
             parent_name, _, attr = name.rpartition(".")
             parent = net.get_submodule(parent_name) if parent_name else net
-            conv = nn.Conv2d(in_chans, module.out_channels, module.kernel_size, module.stride,
-                             module.padding, module.dilation, module.groups, module.bias is not None,
-                             module.padding_mode, device=module.weight.device)
+            conv = nn.Conv2d(
+                in_chans,
+                module.out_channels,
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.groups,
+                module.bias is not None,
+                module.padding_mode,
+                device=module.weight.device,
+            )
             setattr(parent, attr, conv)
             return
     raise ValueError("the network has no 2-D convolution to take the input channels")
@@ -88,9 +100,12 @@ def logits_of(output: Any) -> torch.Tensor:
 def _trace_shapes(net: nn.Module, names: list[str], x: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
     """(name, output shape) of the named modules, in the order they run on `x`."""
     seen: list[tuple[str, tuple[int, ...]]] = []
-    handles = [net.get_submodule(n).register_forward_hook(
-        lambda _m, _i, out, n=n: seen.append((n, tuple(out.shape))) if torch.is_tensor(out) else None)
-        for n in names]
+    handles = [
+        net.get_submodule(n).register_forward_hook(
+            lambda _m, _i, out, n=n: seen.append((n, tuple(out.shape))) if torch.is_tensor(out) else None
+        )
+        for n in names
+    ]
     was_training = net.training
     try:
         with torch.no_grad():
@@ -153,7 +168,7 @@ def runs_at(net: nn.Module, size: int, in_chans: int) -> bool:
         with torch.no_grad():
             net.eval()(torch.zeros(1, in_chans, size, size, device=device))
         return True
-    except Exception:  # noqa: BLE001 - any failure means "not at this size"
+    except Exception:
         return False
     finally:
         net.train(was_training)

@@ -41,19 +41,22 @@ class InputAdapter(nn.Module):
 
 
 class StandardClassifier(nn.Module):
-    def __init__(self, arch: StandardArch, input_shape: tuple[int, ...], num_classes: int,
-                 mean: float = 0.0, std: float = 1.0) -> None:
+    def __init__(
+        self, arch: StandardArch, input_shape: tuple[int, ...], num_classes: int, mean: float = 0.0, std: float = 1.0
+    ) -> None:
         super().__init__()
         self.arch = arch
         self.input_shape = tuple(input_shape)
         self.num_classes = int(num_classes)
         side = network_side(arch, self.input_shape)
         self.adapter = InputAdapter(self.input_shape, side, mean, std)
-        self.net = zoo.create_network(arch.library, arch.model, in_chans=self.adapter.channels,
-                                      num_classes=self.num_classes, kwargs=arch.kwargs)
+        self.net = zoo.create_network(
+            arch.library, arch.model, in_chans=self.adapter.channels, num_classes=self.num_classes, kwargs=arch.kwargs
+        )
         if not zoo.runs_at(self.net, side, self.adapter.channels):
-            raise ValueError(f"{arch.library} {arch.model} does not run on {side}x{side} images: "
-                             "choose another input_size")
+            raise ValueError(
+                f"{arch.library} {arch.model} does not run on {side}x{side} images: choose another input_size"
+            )
         # The stages the API listed (model_names.json, pinned to the library by a test).
         self.stage_names = [name for name, _, _ in arch.facts["stages"]]
 
@@ -62,8 +65,12 @@ class StandardClassifier(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         captured: dict[str, torch.Tensor] = {}
-        handles = [self.net.get_submodule(name).register_forward_hook(
-            lambda _m, _i, out, name=name: captured.__setitem__(name, out)) for name in self.stage_names]
+        handles = [
+            self.net.get_submodule(name).register_forward_hook(
+                lambda _m, _i, out, name=name: captured.__setitem__(name, out)
+            )
+            for name in self.stage_names
+        ]
         try:
             logits = self.forward(x)
         finally:
@@ -73,8 +80,7 @@ class StandardClassifier(nn.Module):
 
     def config(self) -> dict:
         """What models.build_model needs to rebuild this model (mean/std travel as buffers)."""
-        return {"arch": self.arch.model_dump(), "input_shape": list(self.input_shape),
-                "num_classes": self.num_classes}
+        return {"arch": self.arch.model_dump(), "input_shape": list(self.input_shape), "num_classes": self.num_classes}
 
     def load_network_state(self, state: dict[str, torch.Tensor]) -> None:
         """Weights of the bare network (what a user saves from timm/torchvision), or of this

@@ -52,25 +52,64 @@ CASES = [
     Case("kd", {"seeds": [0, 1], "baseline": True}),
     Case("dkd", {"method": {"name": "dkd", "warmup_epochs": 1}}),
     Case("fitnet", {"method": {"name": "fitnet"}}),
-    Case("attention", {"method": {"name": "attention"},
-                       "student": {"arch": {"name": "cnn", "channels": [4], "hidden": 0}}}),
+    Case(
+        "attention",
+        {"method": {"name": "attention"}, "student": {"arch": {"name": "cnn", "channels": [4], "hidden": 0}}},
+    ),
     Case("adversarial", {"method": {"name": "adversarial"}}),
-    Case("born-again", {"teacher": {"train": {"arch": MLP, "epochs": 2}},
-                        "method": {"name": "born_again", "generations": 2}, "seeds": [0, 1]}),
-    Case("teacher-assistant", {"method": {"name": "teacher_assistant", "assistants": [
-        {"name": "mlp", "hidden": [32]}, {"name": "mlp", "hidden": [24]}]}, "baseline": True}),
-    Case("ensemble", {"teacher": {"ensemble": [{"arch": MLP, "epochs": 2, "seed": 1},
-                                               {"arch": CNN, "epochs": 2, "seed": 2}]}}),
-    Case("transfer-set", {"dataset": {"name": "mnist1d", "train_fraction": 0.5,
-                                      "transfer": {"extra_generated": 400}},
-                          "teacher": {"train": {"arch": {"name": "mlp", "hidden": [32]}, "epochs": 2}},
-                          "baseline": True}),
-    Case("augmented", {"training": {"epochs": 2, "batch_size": 64, "lr_schedule": "constant",
-                                    "augment": {"noise_std": 0.1, "shift": 1, "scale": 0.1}}}),
-    Case("pseudo-label", {"method": {"name": "pseudo_label"}, "training": {
-        "epochs": 2, "batch_size": 64, "optimizer": "sgd", "lr": 0.05}}),
-    Case("onnx-teacher", {"teacher": {"artifact": {"id": ONNX_ID}}, "baseline": True,
-                          "export": {"formats": ["safetensors", "onnx"]}}, onnx_teacher=True),
+    Case(
+        "born-again",
+        {
+            "teacher": {"train": {"arch": MLP, "epochs": 2}},
+            "method": {"name": "born_again", "generations": 2},
+            "seeds": [0, 1],
+        },
+    ),
+    Case(
+        "teacher-assistant",
+        {
+            "method": {
+                "name": "teacher_assistant",
+                "assistants": [{"name": "mlp", "hidden": [32]}, {"name": "mlp", "hidden": [24]}],
+            },
+            "baseline": True,
+        },
+    ),
+    Case(
+        "ensemble",
+        {"teacher": {"ensemble": [{"arch": MLP, "epochs": 2, "seed": 1}, {"arch": CNN, "epochs": 2, "seed": 2}]}},
+    ),
+    Case(
+        "transfer-set",
+        {
+            "dataset": {"name": "mnist1d", "train_fraction": 0.5, "transfer": {"extra_generated": 400}},
+            "teacher": {"train": {"arch": {"name": "mlp", "hidden": [32]}, "epochs": 2}},
+            "baseline": True,
+        },
+    ),
+    Case(
+        "augmented",
+        {
+            "training": {
+                "epochs": 2,
+                "batch_size": 64,
+                "lr_schedule": "constant",
+                "augment": {"noise_std": 0.1, "shift": 1, "scale": 0.1},
+            }
+        },
+    ),
+    Case(
+        "pseudo-label",
+        {
+            "method": {"name": "pseudo_label"},
+            "training": {"epochs": 2, "batch_size": 64, "optimizer": "sgd", "lr": 0.05},
+        },
+    ),
+    Case(
+        "onnx-teacher",
+        {"teacher": {"artifact": {"id": ONNX_ID}}, "baseline": True, "export": {"formats": ["safetensors", "onnx"]}},
+        onnx_teacher=True,
+    ),
     Case("resumed", {"seeds": [0, 1], "baseline": True}, crash_at=("batch", "student", "seed=1", 1)),
 ]
 
@@ -98,8 +137,11 @@ def outcome(case: Case, tmp: Path, data_cache: Path) -> dict[str, Any]:
             raise AssertionError(f"{case.name}: the crash at {case.crash_at} never came")
     reporter = MemoryReporter(checkpoint_dir=tmp / "ck")
     result = run_job(spec, reporter, tmp / "work", data_cache, _inputs(case))
-    shown = {"report": without_later_additions(without_timing(result.report)), **_shown(reporter),
-             "files": sorted(f.name for f in result.files if f.name not in ADDED_FILES)}
+    shown = {
+        "report": without_later_additions(without_timing(result.report)),
+        **_shown(reporter),
+        "files": sorted(f.name for f in result.files if f.name not in ADDED_FILES),
+    }
     if attempts:
         shown["crashed_attempt"] = attempts[0]
     return json.loads(json.dumps(shown))  # tuples -> lists, as the recorded file has them
@@ -119,8 +161,7 @@ def without_later_additions(report: dict[str, Any]) -> dict[str, Any]:
 
 def _shown(reporter: MemoryReporter) -> dict[str, Any]:
     events = [e for e in reporter.events if not e[1].startswith(ADDED_EVENTS)]  # (level, message)
-    return {"phases": reporter.phases, "metrics": reporter.metrics, "events": events,
-            "progress": reporter.progresses}
+    return {"phases": reporter.phases, "metrics": reporter.metrics, "events": events, "progress": reporter.progresses}
 
 
 def recorded_path(case: Case) -> Path:

@@ -32,8 +32,9 @@ def make_onnx_teacher(data_cache: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(digits.train.x.reshape(len(digits.train.x), -1), digits.train.y)
-    onx = convert_sklearn(clf, initial_types=[("x", FloatTensorType([None, 64]))],
-                          options={id(clf): {"zipmap": False}}, target_opset=17)
+    onx = convert_sklearn(
+        clf, initial_types=[("x", FloatTensorType([None, 64]))], options={id(clf): {"zipmap": False}}, target_opset=17
+    )
     (HERE / "teacher.onnx").write_bytes(onx.SerializeToString())
     inspection = OnnxClassifier(HERE / "teacher.onnx").describe()
     (HERE / "teacher.inspection.json").write_text(json.dumps(inspection, indent=1, sort_keys=True) + "\n")
