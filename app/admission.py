@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import get_settings
-from app.contract.architectures import CNNArch, MLPArch
+from app.contract import standard
+from app.contract.architectures import Arch
 from app.contract.catalog import DATASETS
 from app.contract.fit import ArtifactFacts, DataFacts, data_facts
 from app.contract.spec import JobSpec, TeacherTrain
@@ -74,11 +75,13 @@ def with_default_time_limit(spec: JobSpec) -> JobSpec:
     return spec.model_copy(update={"limits": limits})
 
 
-def _parameters(arch: MLPArch | CNNArch, data: DataFacts) -> int:
+def _parameters(arch: Arch, data: DataFacts) -> int:
+    if arch.name in ("timm", "torchvision"):  # the names file's facts: no torch in the API
+        return standard.state_size(arch, data.input_shape, data.num_classes)[2]
     return sum(math.prod(shape) for shape, _ in state_shapes(arch, data.input_shape, data.num_classes).values())
 
 
-def _batch_bytes(arch: MLPArch | CNNArch, data: DataFacts, batch_size: int) -> int:
+def _batch_bytes(arch: Arch, data: DataFacts, batch_size: int) -> int:
     per_example = (
         math.prod(data.input_shape)
         + sum(math.prod(s) for s in stage_shapes(arch, data.input_shape).values())
