@@ -46,6 +46,8 @@ def artifact_refs(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str, str]]
         refs.append((("dataset", "artifact"), spec.dataset.artifact, "dataset"))
     if spec.teacher.artifact is not None:
         refs.append((("teacher", "artifact", "id"), spec.teacher.artifact.id, "teacher"))
+    if spec.student.init is not None:  # model files are uploaded as kind teacher
+        refs.append((("student", "init", "artifact"), spec.student.init.artifact, "teacher"))
     for i, member in enumerate(spec.teacher.ensemble or []):
         if isinstance(member, TeacherArtifact):
             refs.append((("teacher", "ensemble", i, "id"), member.id, "teacher"))
@@ -184,9 +186,14 @@ def _weights_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: 
         ]
     if errors := _arch_fit(member.arch, data.input_shape, (*loc, "arch")):
         return errors
-    if member.arch.name in ("timm", "torchvision"):
-        return _standard_weights_errors(member.arch, found, data, loc)
-    expected = state_shapes(member.arch, data.input_shape, data.num_classes)
+    return _state_errors(member.arch, found, data, (*loc, "arch"))
+
+
+def _state_errors(arch, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:
+    """A safetensors file's tensors against the state dict of `arch` for this data (an error at `loc`)."""
+    if arch.name in ("timm", "torchvision"):
+        return _standard_weights_errors(arch, found, data, loc)
+    expected = state_shapes(arch, data.input_shape, data.num_classes)
     got = {k: (tuple(v["shape"]), v["dtype"]) for k, v in found["tensors"].items()}
     problems = [f"missing {k} {_shape(v[0])}" for k, v in expected.items() if k not in got]
     problems += [f"unexpected {k}" for k in got if k not in expected]
@@ -200,8 +207,8 @@ def _weights_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: 
     more = f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""
     return [
         FieldError(
-            loc=(*loc, "arch"),
-            msg=f"the weights do not fit a {member.arch.name} of this "
+            loc=loc,
+            msg=f"the weights do not fit a {arch.name} of this "
             f"shape for {_shape(data.input_shape)} inputs and {data.num_classes} classes: "
             f"{'; '.join(problems[:6])}{more}. Save the state dict of the model built with "
             "this arch (buffers included) with safetensors.",
@@ -223,7 +230,7 @@ def _standard_weights_errors(arch, found: dict, data: DataFacts, loc: tuple) -> 
         return []
     return [
         FieldError(
-            loc=(*loc, "arch"),
+            loc=loc,
             msg=f"the weights do not fit {arch.library} {arch.model} for "
             f"{_shape(data.input_shape)} inputs and {data.num_classes} classes: it has {keys} "
             f"state-dict entries ({integer} integer) holding {elements:,} floating-point values; "
@@ -249,6 +256,23 @@ def _brought_teacher_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts
     return errors
 
 
+def _student_init_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts], data: DataFacts) -> list[FieldError]:
+    """student.init: safetensors weights of the student's own arch, checked as brought teacher weights are."""
+    if spec.student.init is None:
+        return []
+    loc = ("student", "init", "artifact")
+    found = artifacts[spec.student.init.artifact]
+    if found.format != "safetensors":
+        return [
+            FieldError(
+                loc=loc,
+                msg=f"a student starts from safetensors weights of its arch, not from a {found.format} "
+                "file: save the state dict with safetensors and upload that.",
+            )
+        ]
+    return _state_errors(spec.student.arch, found.inspection, data, loc)
+
+
 def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = None) -> list[FieldError]:
     """Everything that must hold before a worker sees the job: the uploaded artifacts it names
     exist and are of the right kind (`artifacts`: what the caller found for artifact_refs);
@@ -263,6 +287,7 @@ def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = No
     data = data_facts(spec, artifacts)
     shape = data.input_shape
     errors = _arch_fit(spec.student.arch, shape, ("student", "arch"))
+    errors = errors or _student_init_errors(spec, artifacts, data)
     if spec.teacher.train is not None:
         errors += _arch_fit(spec.teacher.train.arch, shape, ("teacher", "train", "arch"))
     for i, member in enumerate(spec.teacher.ensemble or []):

@@ -275,8 +275,29 @@ class TeacherSpec(Strict):
         return single.arch if single is not None else None
 
 
+class StudentInit(Strict):
+    """The student's starting point: an uploaded safetensors file of its own architecture."""
+
+    artifact: str = Field(
+        max_length=36,
+        description="Id of uploaded safetensors weights (POST /v1/artifacts, kind teacher: the kind of "
+        "every model upload) of the student's arch: a timm/torchvision state dict, or one of ours "
+        "(a job's student.safetensors included). Keys, shapes and dtypes are checked at submission.",
+    )
+
+
 class StudentSpec(Strict):
     arch: Arch = Field(description="The student's architecture (the baseline uses it too).")
+    init: StudentInit | None = Field(
+        None,
+        description="Start every student run from these weights instead of a seeded random "
+        "initialisation; the baseline starts from them too, so the comparison stays 'the same "
+        "student with and without a teacher'. Without it, each seed initialises the student afresh.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        return without_defaults(handler(self), init=None)
 
 
 class AugmentSpec(Strict):

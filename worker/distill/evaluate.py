@@ -62,7 +62,8 @@ def _seeds_report(spec: JobSpec, runs: list[Trained], data: JobData, teacher_log
         {"seed": t.run.seed, **metrics.evaluate(t.model, data.labeled, teacher_logits), **_run_fields(t.result)}
         for t in runs
     ]
-    return {"arch": spec.student.arch.model_dump(), **aggregate(rows)}
+    init = {"init": {"artifact": spec.student.init.artifact, "format": "safetensors"}} if spec.student.init else {}
+    return {"arch": spec.student.arch.model_dump(), **init, **aggregate(rows)}
 
 
 def _of(trained: dict[tuple[str, str], Trained], phase: str) -> list[Trained]:

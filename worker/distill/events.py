@@ -16,6 +16,12 @@ def teacher_loaded(run: Run, description: str) -> str:
     return ("teacher: " if run.name == TEACHER else f"teacher {run.name}: ") + description
 
 
+def student_init(artifact: str, baseline: bool) -> str:
+    return f"students start from the uploaded weights {artifact} (student.init)" + (
+        ", and so does the baseline: both begin from the same weights" if baseline else ""
+    )
+
+
 def ensemble(members: int) -> str:
     return (
         f"teacher: an ensemble of {members}; its output is the log of the members' "

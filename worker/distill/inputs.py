@@ -24,4 +24,5 @@ class BroughtTeacher:
 @dataclass(frozen=True)
 class JobInputs:
     dataset_npz: Path | None = None  # an uploaded dataset's canonical arrays (x, y, x_unlabeled?, x_test?, y_test?)
-    teachers: Mapping[str, BroughtTeacher] = field(default_factory=dict)  # artifact id -> file
+    # artifact id -> file: model uploads (teachers, and the weights student.init names)
+    teachers: Mapping[str, BroughtTeacher] = field(default_factory=dict)

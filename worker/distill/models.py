@@ -187,6 +187,16 @@ def model_from_state(config: Mapping, state: Mapping[str, torch.Tensor]) -> Clas
     return model.eval()
 
 
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Weights from a safetensors file into a built model, every key matched (strict): ours with
+    their mean/std buffers; a timm/torchvision model's bare network state dict, or our own export
+    of it (adapter buffers and `net.` keys)."""
+    if hasattr(model, "load_network_state"):
+        model.load_network_state(dict(state))
+    else:
+        model.load_state_dict(dict(state), strict=True)
+
+
 def plus_external(model: nn.Module, n: int, attribute: str) -> int | None:
     """n plus what submodules keep outside torch under `attribute` (a brought ONNX teacher's
     initializers: external_parameters, external_bytes); None when one of those is unknown."""

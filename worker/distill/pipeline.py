@@ -49,6 +49,7 @@ from worker.distill.report import write_json
 from worker.distill.report_html import write_report_files
 from worker.distill.reporting import Cancelled, Reporter
 from worker.distill.signals import CachedLogitsOf, NoTeacher, TeacherSignal, choose
+from worker.distill.student_init import STARTS_FROM_INIT, StudentStart
 from worker.distill.teachers import EnsembleTeacher, load_brought_teacher
 from worker.distill.trainer import train
 from worker.distill.verdict import assess
@@ -92,6 +93,7 @@ class Job:
         self.device = resolve_device(spec.training.device)
         self.data = JobData.load(spec, inputs, data_cache)
         self.runs = plan(spec)
+        self.start = StudentStart.of(spec, self.inputs)  # student.init: where student runs start
         self.trained: dict[tuple[str, str], Trained] = {}
         self.teacher: nn.Module | None = None
         self.soft_mode: str | None = None
@@ -101,6 +103,8 @@ class Job:
         reporter.event(
             events.dataset(spec.dataset.label, len(splits.train), len(splits.val), len(splits.test), self.device.type)
         )
+        if self.start is not None:
+            reporter.event(events.student_init(self.start.artifact, spec.baseline))
         if reporter.checkpoint_dir is not None:
             Path(reporter.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         self.progress = Progress(reporter, sum(r.epochs for r in self.runs))
@@ -127,6 +131,8 @@ class Job:
     def _train(self, run: Run) -> None:
         splits = self.data.for_phase(run.phase)
         model = build_model(run.arch, splits.input_shape, splits.num_classes, *self.data.stats, seed=run.seed)
+        if self.start is not None and run.phase in STARTS_FROM_INIT:
+            self.start.load_into(model)
         objective = self.objective(run)
         result = train(
             model,

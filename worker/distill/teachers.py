@@ -21,7 +21,7 @@ from torch import nn
 
 from app.contract.spec import TeacherArtifact
 from worker.distill.inputs import BroughtTeacher
-from worker.distill.models import ArchSpec, Classifier, build_model, count_parameters
+from worker.distill.models import ArchSpec, Classifier, build_model, count_parameters, load_weights
 from worker.distill.preprocess import Preprocess
 
 
@@ -172,10 +172,7 @@ def load_weights_teacher(path: Path, arch: ArchSpec, input_shape: tuple[int, ...
     from safetensors.torch import load_file
 
     model = build_model(arch, tuple(input_shape), int(num_classes))
-    if hasattr(model, "load_network_state"):  # timm/torchvision: the bare network's state dict too
-        model.load_network_state(load_file(str(path)))
-    else:
-        model.load_state_dict(load_file(str(path)), strict=True)
+    load_weights(model, load_file(str(path)))
     return model.eval().requires_grad_(False)
 
 
