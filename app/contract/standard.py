@@ -30,7 +30,8 @@ _RESERVED_WORDS = ("pretrained", "weight", "checkpoint", "path", "file", "cache"
 HOW_TO_BRING_WEIGHTS = (
     "weights are never downloaded (the worker has no network). To start from trained weights, "
     "save the network's state dict with safetensors.torch.save_file, upload it (POST /v1/artifacts, "
-    "kind teacher) and name it as teacher.artifact with this arch; or export the model to ONNX."
+    "kind teacher) and name it as teacher.artifact with this arch, or as student.init to start the "
+    "student from it; or export the model to ONNX."
 )
 KwargValue = Union[bool, int, float, str, None]
 
