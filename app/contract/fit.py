@@ -277,7 +277,8 @@ def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = No
     """Everything that must hold before a worker sees the job: the uploaded artifacts it names
     exist and are of the right kind (`artifacts`: what the caller found for artifact_refs);
     each model fits the data's shape; a brought teacher takes the data's inputs and scores its
-    classes; a student's starting weights (student.init) fit its arch; a feature method's stages exist on both models and can be matched."""
+    classes; a student's starting weights (student.init) fit its arch; a feature method's
+    stages exist on both models and can be matched."""
     artifacts = artifacts or {}
     if errors := _unknown_artifacts(spec, artifacts):
         return errors
