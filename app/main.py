@@ -74,6 +74,7 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyGuard)
     for module in (jobs, uploads, artifacts, catalog):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
+    app.include_router(jobs.polled)  # checks the key in the route's own unit of work
     app.include_router(admin.router)  # the admin key, not a tenant's
     app.include_router(health.router)
     app.include_router(ui.router)  # the dashboard, /ui: its own login cookie (app/ui/session.py)
