@@ -72,9 +72,11 @@ def create_app() -> FastAPI:
     app.state.upload_slots = UploadSlots()
     problems.install(app)
     app.add_middleware(BodyGuard)
+    # First: the route clients poll is matched before all others. It checks the key in its own
+    # unit of work (app/api/jobs.py), so it does not take the authenticate dependency.
+    app.include_router(jobs.polled)
     for module in (jobs, uploads, artifacts, catalog):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
-    app.include_router(jobs.polled)  # checks the key in the route's own unit of work
     app.include_router(admin.router)  # the admin key, not a tenant's
     app.include_router(health.router)
     app.include_router(ui.router)  # the dashboard, /ui: its own login cookie (app/ui/session.py)
