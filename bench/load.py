@@ -2,13 +2,15 @@
 how long /healthz takes while (and right after) each load runs.
 
     PYTHONPATH=$PWD .venv/bin/python bench/load.py --code DIR --label after \
-        [--connections 8,64,256] [--seconds 5] [--metric-rows 300000]
+        [--connections 8,64,256] [--seconds 5] [--metric-rows 300000] [--workers 2]
 
 `--code DIR` is the checkout whose API is measured (e.g. an export of main for "before"),
 run as `uvicorn app.main:app` over a fresh PostgreSQL database migrated with that
 checkout's migrations. The load generator is a small asyncio HTTP/1.1 keep-alive client
 (no dependency): every connection sends its next request as soon as the answer arrived.
-A request unanswered after --timeout seconds counts as an error (a jam)."""
+A request unanswered after --timeout seconds counts as an error (a jam). Each row also gives
+the API processes' CPU time per request (from /proc): on a shared machine, where req/s and
+latencies move with everything else running, the figure that holds still."""
 
 from __future__ import annotations
 
