@@ -12,22 +12,26 @@ import hmac
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from app.config import get_settings
-from app.db import session_scope
+from app.db import read_retrying, session_scope
 from app.problems import Problem
 from app.tenants import (
     LOCAL_TENANT,
     find_tenant,
+    key_owner,
     key_sha256,
     local_tenant,
-    tenant_of_key,
 )
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,26 +102,46 @@ def count_wrong_key(request: Request) -> None:
 def check_key(request: Request) -> Caller:
     """The caller of a request, from its key: its own short session, closed before the
     route runs (see app/db.py). Blocking: call it from a thread."""
-    settings = get_settings()
-    with session_scope(readonly=settings.auth == "keys") as session:
-        if settings.auth == "off":
+    if get_settings().auth == "off":
+        with session_scope() as session:
             tenant = find_tenant(session, LOCAL_TENANT) or local_tenant(session)
             session.commit()
             return Caller(tenant.id, None)
-        key = presented_key(request)
-        if key is None:
-            raise _unauthorized(
-                "Send your API key as 'Authorization: Bearer <key>' (or X-API-Key). "
-                "An admin creates keys: python -m app.admin create-key TENANT."
-            )
-        found = tenant_of_key(session, key)
-    if found is None:
-        count_wrong_key(request)
-        raise _unauthorized("This API key is unknown or revoked. Ask an admin for a new one.")
-    caller = Caller(found[0].id, found[1].id)
-    key_cache.put(key, caller)
+    return read_retrying(caller_of_key_in, request)
+
+
+def caller_of_key_in(connection: Connection, request: Request) -> Caller:
+    """The caller of a request's key (auth=keys), looked up on the given connection: a
+    route that checks the key in its own unit of work needs one thread and one connection."""
+    key = presented_key(request)
+    if key is None:
+        raise _unauthorized(
+            "Send your API key as 'Authorization: Bearer <key>' (or X-API-Key). "
+            "An admin creates keys: python -m app.admin create-key TENANT."
+        )
+    caller = key_cache.get(key)
+    if caller is None:
+        owner = key_owner(connection, key)
+        if owner is None:
+            count_wrong_key(request)
+            raise _unauthorized("This API key is unknown or revoked. Ask an admin for a new one.")
+        caller = Caller(owner.tenant_id, owner.key_id)
+        key_cache.put(key, caller)
     rate_limited(request, caller)
     return caller
+
+
+def read_as_caller(request: Request, work: Callable[..., T], *args: object) -> T:
+    """`work(connection, caller, *args)` for the caller of the request, the key checked on
+    the same read connection (one thread, one checkout): for the routes that clients poll,
+    which do not take the `authenticate` dependency. Blocking: call it from a thread."""
+    if get_settings().auth == "off":
+        return read_retrying(work, check_key(request), *args)
+    return read_retrying(_read_as_key, request, work, *args)
+
+
+def _read_as_key(connection: Connection, request: Request, work: Callable[..., T], *args: object) -> T:
+    return work(connection, caller_of_key_in(connection, request), *args)
 
 
 class KeyCache:

@@ -72,6 +72,9 @@ def create_app() -> FastAPI:
     app.state.upload_slots = UploadSlots()
     problems.install(app)
     app.add_middleware(BodyGuard)
+    # First: the route clients poll is matched before all others. It checks the key in its own
+    # unit of work (app/api/jobs.py), so it does not take the authenticate dependency.
+    app.include_router(jobs.polled)
     for module in (jobs, uploads, artifacts, catalog):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.include_router(admin.router)  # the admin key, not a tenant's

@@ -2,13 +2,15 @@
 how long /healthz takes while (and right after) each load runs.
 
     PYTHONPATH=$PWD .venv/bin/python bench/load.py --code DIR --label after \
-        [--connections 8,64,256] [--seconds 5] [--metric-rows 300000]
+        [--connections 8,64,256] [--seconds 5] [--metric-rows 300000] [--workers 2]
 
 `--code DIR` is the checkout whose API is measured (e.g. an export of main for "before"),
 run as `uvicorn app.main:app` over a fresh PostgreSQL database migrated with that
 checkout's migrations. The load generator is a small asyncio HTTP/1.1 keep-alive client
 (no dependency): every connection sends its next request as soon as the answer arrived.
-A request unanswered after --timeout seconds counts as an error (a jam)."""
+A request unanswered after --timeout seconds counts as an error (a jam). Each row also gives
+the API processes' CPU time per request (from /proc): on a shared machine, where req/s and
+latencies move with everything else running, the figure that holds still."""
 
 from __future__ import annotations
 
@@ -103,6 +105,21 @@ async def probe_healthz(port: int, until: float, worst: list[float]) -> None:
         await asyncio.sleep(0.2)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of the API: the process and its children (uvicorn --workers), from /proc.
+    Per request, it is what a route costs whatever else the machine is doing."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):  # fields[1]: the parent's pid
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return total
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -110,14 +127,18 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(port: int, path: str, headers: str, connections: int, seconds: float, timeout: float) -> dict:
+async def measure(
+    port: int, path: str, headers: str, connections: int, seconds: float, timeout: float, server_pid: int
+) -> dict:
     load = Load(port, path, headers, timeout)
+    cpu_before = _cpu_seconds(server_pid)
     during: list[float] = []
     after: list[float] = []
     start = time.monotonic()
     until = start + seconds
     await asyncio.gather(probe_healthz(port, until, during), *(load.connection(until) for _ in range(connections)))
     elapsed = time.monotonic() - start
+    cpu = _cpu_seconds(server_pid) - cpu_before
     await probe_healthz(port, time.monotonic() + 1.0, after)
     recovered = time.monotonic()
     while max(after[-1:], default=0) > 1.0 and time.monotonic() - recovered < 10:
@@ -129,6 +150,7 @@ async def measure(port: int, path: str, headers: str, connections: int, seconds:
         "errors": load.errors,
         "p50_ms": round(1000 * _pct(load.latencies, 0.5), 1),
         "p99_ms": round(1000 * _pct(load.latencies, 0.99), 1),
+        "server_cpu_ms_per_request": round(1000 * cpu / max(1, len(load.latencies)), 3),
         "healthz_worst_during_s": round(max(during, default=0), 2),
         "healthz_worst_after_s": round(max(after, default=0), 2),
         "recovery_s": round(time.monotonic() - recovered, 1),
@@ -177,7 +199,7 @@ def _seed_metrics(url: str, env: dict, code: Path, job_id: str, rows: int) -> No
     )
 
 
-def _serve(code: Path, env: dict, port: int, log: Path) -> subprocess.Popen:
+def _serve(code: Path, env: dict, port: int, log: Path, workers: int) -> subprocess.Popen:
     import socket
 
     with socket.socket() as probe:  # an old server on the port would answer for this one
@@ -195,6 +217,9 @@ def _serve(code: Path, env: dict, port: int, log: Path) -> subprocess.Popen:
             str(port),
             "--log-level",
             "warning",
+            "--no-access-log",
+            "--workers",
+            str(workers),
         ],
         cwd=code,
         env=env,
@@ -224,6 +249,7 @@ def run(
     port: int,
     routes: list[str],
     extra_env: list[str],
+    workers: int = 1,
 ) -> list[dict]:
     import httpx
 
@@ -243,7 +269,7 @@ def run(
         [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=code, env=env, check=True, capture_output=True
     )
     home.mkdir(parents=True)
-    proc = _serve(code, env, port, home / "api.log")
+    proc = _serve(code, env, port, home / "api.log", workers)
     results = []
     try:
         key = (home / "api-key").read_text().strip()
@@ -258,15 +284,15 @@ def run(
         for route in routes:
             path = _paths(job_id)[route]
             for n in connections:
-                row = asyncio.run(measure(port, path, headers, n, seconds, timeout))
-                row |= {"label": label, "route": route, "metric_rows": metric_rows}
+                row = asyncio.run(measure(port, path, headers, n, seconds, timeout, proc.pid))
+                row |= {"label": label, "route": route, "metric_rows": metric_rows, "workers": workers}
                 print(json.dumps(row), flush=True)
                 results.append(row)
                 if row["healthz_worst_after_s"] > 1.0:  # jammed: the next figure gets a fresh server
                     proc.kill()
                     proc.wait(timeout=30)
                     time.sleep(0.5)  # the port is free once the killed server's socket is closed
-                    proc = _serve(code, env, port, home / "api.log")
+                    proc = _serve(code, env, port, home / "api.log", workers)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -319,6 +345,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="append the rows as JSON lines here")
     parser.add_argument("--routes", default=",".join(ROUTES))
     parser.add_argument("--env", action="append", default=[], help="DISTILL_X=value for the API")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn --workers (API processes)")
     parser.add_argument("--report", type=Path, help="print the markdown tables of these JSON lines")
     args = parser.parse_args()
     if args.report:
@@ -334,6 +361,7 @@ def main() -> None:
         args.port,
         args.routes.split(","),
         args.env,
+        args.workers,
     )
     if args.out:
         with args.out.open("a") as f:

@@ -30,7 +30,7 @@ from app.auth import Caller, check_key, key_cache, rate_limited
 from app.config import get_settings
 from app.db import session_scope
 from app.problems import Problem
-from app.tenants import tenant_of_key
+from app.tenants import key_owner
 
 COOKIE = "distill_ui"
 PATH = "/ui"
@@ -74,10 +74,10 @@ def caller_of_key(request: Request, key: str) -> Caller | None:
     caller = key_cache.get(key)
     if caller is None:
         with session_scope(readonly=True) as session:
-            found = tenant_of_key(session, key)
-        if found is None:
+            owner = key_owner(session, key)
+        if owner is None:
             return None
-        caller = Caller(found[0].id, found[1].id)
+        caller = Caller(owner.tenant_id, owner.key_id)
         key_cache.put(key, caller)
     rate_limited(request, caller)
     return caller

@@ -35,7 +35,7 @@ def jobs_of(caller: Caller, cursor: str | None = None) -> tuple[list[Job], str |
 
 
 def job_of(caller: Caller, job_id: str) -> Job:
-    return as_job(jobs_api.get_job(job_id=job_id, caller=caller))
+    return as_job(jobs_api.read_job(caller, job_id))
 
 
 def events_of(caller: Caller, job_id: str) -> list[Event]:
