@@ -16,6 +16,16 @@ def teacher_loaded(run: Run, description: str) -> str:
     return ("teacher: " if run.name == TEACHER else f"teacher {run.name}: ") + description
 
 
+def teacher_reused(run: Run, trained_by: dict) -> str:
+    who = "teacher" if run.name == TEACHER else f"teacher {run.name}"
+    job = trained_by.get("job")
+    return (
+        f"{who}: reused (the same teacher spec, data and seed was trained before"
+        + (f" by job {job}" if job else "")
+        + "); the teacher phase is skipped. teacher.train.reuse: false trains a new one"
+    )
+
+
 def ensemble(members: int) -> str:
     return (
         f"teacher: an ensemble of {members}; its output is the log of the members' "

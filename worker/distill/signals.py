@@ -13,11 +13,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from app.contract.spec import TrainingSpec
-from worker.distill.inference import predict_logits
 from worker.distill.objectives import Objective
 
 Features = dict[str, torch.Tensor]
@@ -89,22 +90,8 @@ def check(signal: TeacherSignal, objective: Objective) -> None:
         raise ValueError("the objective needs the teacher's outputs: give a teacher signal")
 
 
-class CachedLogitsOf:
-    """Cached logits per teaching model, computed once each (students of one teacher share them)."""
-
-    def __init__(self, x_train: torch.Tensor) -> None:
-        self._x = x_train
-        self._logits: dict[int, torch.Tensor] = {}
-
-    def __call__(self, teacher: nn.Module) -> torch.Tensor:
-        key = id(teacher)
-        if key not in self._logits:
-            self._logits[key] = predict_logits(teacher, self._x)
-        return self._logits[key]
-
-
 def choose(
-    objective: Objective, teacher: nn.Module, training: TrainingSpec, cached_logits: CachedLogitsOf
+    objective: Objective, teacher: nn.Module, training: TrainingSpec, cached_logits: Callable[[nn.Module], torch.Tensor]
 ) -> TeacherSignal:
     """A run's signal: features when the objective takes them, the live teacher when the spec
     asks for it or augmentation changes the inputs, else cached logits."""
