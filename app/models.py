@@ -234,4 +234,5 @@ class TeacherCacheStats(Base):
     misses: Mapped[int] = mapped_column(BigInteger, default=0)
     corrupt: Mapped[int] = mapped_column(BigInteger, default=0)
     evictions: Mapped[int] = mapped_column(BigInteger, default=0)
+    bypassed: Mapped[int] = mapped_column(BigInteger, default=0)  # runs that augmentation kept off the cache
     teachers_reused: Mapped[int] = mapped_column(BigInteger, default=0)

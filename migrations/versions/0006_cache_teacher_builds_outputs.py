@@ -45,7 +45,7 @@ def upgrade() -> None:
         _tenant(),
         *(
             sa.Column(name, sa.BigInteger(), nullable=False)
-            for name in ("hits", "misses", "corrupt", "evictions", "teachers_reused")
+            for name in ("hits", "misses", "corrupt", "evictions", "bypassed", "teachers_reused")
         ),
     )
 
