@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.integration.conftest import service_env, wait_for
@@ -45,7 +46,8 @@ def kept_teacher_id(api, job_id: str) -> str:
 
 def test_teachers_are_trained_once_per_tenant_and_their_outputs_cached(make_service, tmp_path):
     admin_key = "admin-" + uuid.uuid4().hex
-    svc = make_service(service_env(tmp_path, None, "filesystem://", admin_key=admin_key))
+    metrics_key = "metrics-" + uuid.uuid4().hex
+    svc = make_service(service_env(tmp_path, None, "filesystem://", admin_key=admin_key, metrics_key=metrics_key))
     svc.start_worker("one")
     svc.start_worker("two")
     api = svc.client()
@@ -92,5 +94,11 @@ def test_teachers_are_trained_once_per_tenant_and_their_outputs_cached(make_serv
     finished(other, theirs)
     assert teacher_epochs(other, theirs) > 0
     assert not any("read from the cache (hit" in m for m in events(other, theirs))
+    shown = httpx.get(f"{svc.url}/metrics", headers={"Authorization": f"Bearer {metrics_key}"}).text
+    figures = dict(line.rsplit(" ", 1) for line in shown.splitlines() if line.startswith("distill_teacher_cache"))
+    assert float(figures["distill_teacher_cache_hits_total"]) >= 1
+    assert float(figures["distill_teacher_cache_corrupt_total"]) == 1
+    assert float(figures["distill_teacher_cache_teachers_reused_total"]) >= 3
+    assert float(figures["distill_teacher_cache_bytes"]) > 0
     refused = other.post("/v1/jobs", json={**SPEC, "teacher": {"artifact": {"id": kept, "arch": TEACHER["arch"]}}})
     assert refused.status_code == 422, refused.text
