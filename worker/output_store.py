@@ -19,9 +19,10 @@ from worker.teacher_builds import count
 class OutputStore:
     def __init__(self, tenant_id: str, cap_bytes: int) -> None:
         self.tenant_id, self.cap_bytes = tenant_id, cap_bytes
+        self.max_features_bytes = cap_bytes // 2  # one file never pushes out everything else
 
     def _key(self, key: str) -> str:
-        return f"teacher-outputs/{self.tenant_id}/{key}.npy"
+        return f"teacher-outputs/{self.tenant_id}/{key}.npz"
 
     def lookup(self, key: str) -> CachedFile | None:
         def find(s: Session) -> CachedFile | None:

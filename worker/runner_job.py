@@ -98,7 +98,6 @@ class JobReporter:
         self.workdir = settings.home.resolve() / "work" / job_id / uuid.uuid4().hex[:8]
         self.deadline = None  # limits.time_limit_seconds, known once the job is read
         self.claimed: dict[int, str] = {}  # teachers this job trains for the tenant (member -> key)
-        self.kept: set[str] = set()  # files stored already (the kept teachers), by name
         self._phase: str | None = None
 
     @property
@@ -153,7 +152,6 @@ class JobReporter:
         claimed its key, published for the tenant's later jobs."""
         storage = get_storage()
         stored = [(f, storage.put_file(f.path, f"jobs/{self.job_id}/{f.name}")) for f in files]
-        self.kept.update(f.name for f in files)
 
         def write(s: Session) -> None:
             tenant_id = s.get(Job, self.job_id).tenant_id
@@ -183,7 +181,6 @@ class JobReporter:
     # --- endings -------------------------------------------------------------------
     def store_outputs(self, files) -> None:
         storage = get_storage()
-        files = [f for f in files if f.name not in self.kept]
         stored = [(f, storage.put_file(f.path, f"jobs/{self.job_id}/{f.name}")) for f in files]
 
         def write(s: Session) -> None:

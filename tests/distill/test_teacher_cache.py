@@ -9,7 +9,7 @@ import pytest
 from app.contract.spec import JobSpec
 from app.models import Tenant
 from tests.conftest import clear_caches
-from tests.support.engine import run_tiny_job, tiny_spec
+from tests.support.engine import run_tiny_job, tiny_spec, without_timing
 from worker.distill.cache import teacher_key
 from worker.distill.inputs import JobInputs
 from worker.output_store import OutputStore
@@ -65,3 +65,29 @@ def test_the_teacher_key_changes_with_any_teacher_field_but_not_with_reuse():
     assert key() == key(reuse=False)
     assert key() != key(lr=0.001) != key(seed=1)
     assert key() != key(epochs=5)
+
+
+def test_a_feature_method_reads_its_teachers_stage_features_from_the_cache(store_env, tmp_path, data_cache):
+    spec = tiny_spec(seeds=[0], baseline=False, method={"name": "fitnet"})
+    store = OutputStore("a", 10**9)
+    first, miss = run_tiny_job(spec, tmp_path / "1", data_cache, JobInputs(outputs=store))
+    again, hit = run_tiny_job(spec, tmp_path / "2", data_cache, JobInputs(outputs=store))
+    assert "stage features" in cached_events(miss)[0] and "(miss" in cached_events(miss)[0]
+    assert "stage features" in cached_events(hit)[0] and "(hit" in cached_events(hit)[0]
+    assert first.report["soft_targets"] == again.report["soft_targets"] == "cached"
+    same = without_timing(first.report["student"]["mean"]) == without_timing(again.report["student"]["mean"])
+    assert same  # the same features, read back
+    live, _ = run_tiny_job(spec, tmp_path / "3", data_cache)  # no cache: the teacher runs every batch
+    assert live.report["soft_targets"] == "recomputed"
+    assert (
+        abs(live.report["student"]["mean"]["test_accuracy"] - first.report["student"]["mean"]["test_accuracy"]) < 0.05
+    )
+
+
+def test_stage_features_past_the_cap_are_not_cached(store_env, tmp_path, data_cache):
+    spec = tiny_spec(seeds=[0], baseline=False, method={"name": "fitnet"})
+    store = OutputStore("a", 10**9)
+    store.max_features_bytes = 1_000
+    result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(outputs=store))
+    assert "pass the cache's cap" in cached_events(reporter)[0]
+    assert result.report["soft_targets"] == "recomputed"

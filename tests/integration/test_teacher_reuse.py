@@ -76,7 +76,7 @@ def test_teachers_are_trained_once_per_tenant_and_their_outputs_cached(make_serv
         assert teacher_epochs(api, j) > 0
 
     # A cached-logit file altered on disk: detected, recomputed, said.
-    for path in (Path(svc.env["DISTILL_HOME"]) / "artifacts" / "teacher-outputs").rglob("*.npy"):
+    for path in (Path(svc.env["DISTILL_HOME"]) / "artifacts" / "teacher-outputs").rglob("*.npz"):
         path.write_bytes(path.read_bytes()[:-16])
     damaged = submit(api, {**SPEC, "name": "after damage"})
     finished(api, damaged)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from app.contract.spec import DatasetSpec, TeacherTrain
-from worker.distill.inference import predict_logits
+from worker.distill.inference import autocast, model_device, predict_logits
 from worker.distill.reporting import Reporter
 
 # Bump when a change of the engine changes what the same teacher spec trains to.
@@ -112,16 +113,51 @@ class OutputStore(Protocol):
     def bypassed(self) -> None:
         """Augmentation made a run skip the cache."""
 
+    # Stage features larger than this are not cached: the teacher runs on every batch.
+    max_features_bytes: int
 
-def _read(found: CachedFile, rows: int) -> np.ndarray | None:
-    """The cached array, or None when the file is missing, altered, truncated or not the shape."""
+
+def _read(found: CachedFile, rows: int) -> dict[str, np.ndarray] | None:
+    """The cached arrays ("logits", and "stage:<name>" for features), or None when the file is
+    missing, altered, truncated or not the shape."""
     try:
         if _file_sha256(found.path) != found.sha256:
             return None
-        array = np.load(found.path, allow_pickle=False)
-    except (OSError, ValueError):
+        with np.load(found.path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile):
         return None
-    return array if array.ndim >= 2 and len(array) == rows else None
+    fits = "logits" in arrays and all(a.ndim >= 2 and len(a) == rows for a in arrays.values())
+    return arrays if fits else None
+
+
+def _write(arrays: dict[str, torch.Tensor], folder: Path) -> Path:
+    path = folder / "outputs.npz"
+    np.savez(path, **{k: v.detach().cpu().float().numpy() for k, v in arrays.items()})
+    return path
+
+
+@torch.no_grad()
+def predict_features(teacher: nn.Module, x: torch.Tensor, max_bytes: int, batch_size: int = 1024):
+    """(logits, {stage: features}) of the frozen teacher over x in eval mode, or None as soon as
+    the features would pass `max_bytes`."""
+    device = model_device(teacher)
+    was_training = teacher.training
+    teacher.eval()
+    logits, stages, held = [], {name: [] for name in teacher.stage_names}, 0
+    try:
+        for i in range(0, len(x), batch_size):
+            with autocast(device):
+                out, feats = teacher.forward_features(torch.as_tensor(x[i : i + batch_size]).to(device))
+            logits.append(out.float())
+            for name, f in zip(teacher.stage_names, feats, strict=True):
+                stages[name].append(f.float())
+                held += f.numel() * 4
+            if held * len(x) / min(len(x), i + batch_size) > max_bytes:
+                return None
+    finally:
+        teacher.train(was_training)
+    return torch.cat(logits), {name: torch.cat(parts) for name, parts in stages.items()}
 
 
 class TeacherOutputs:
@@ -133,11 +169,68 @@ class TeacherOutputs:
         self._x_sha: str | None = None
         self._store, self._reporter = store, reporter
         self._logits: dict[int, torch.Tensor] = {}
+        self._features: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]] | None] = {}
 
     def __call__(self, teacher: nn.Module) -> torch.Tensor:
         if id(teacher) not in self._logits:
             self._logits[id(teacher)] = self._from_store(teacher) if self._store else predict_logits(teacher, self._x)
         return self._logits[id(teacher)]
+
+    def features(self, teacher: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+        """The teacher's logits and stage features over the training set, once per job and tenant;
+        None (the teacher then runs every batch) without a store or past its cap."""
+        if self._store is None:
+            return None
+        if id(teacher) not in self._features:
+            self._features[id(teacher)] = self._features_from_store(teacher)
+        return self._features[id(teacher)]
+
+    def _features_from_store(self, teacher: nn.Module):
+        key = self.key(teacher, "features")
+        arrays = self._cached(key, "stage features")
+        if arrays is not None:
+            stages = {k.removeprefix("stage:"): torch.from_numpy(v) for k, v in arrays.items() if k != "logits"}
+            return torch.from_numpy(arrays["logits"]), stages
+        cap = self._store.max_features_bytes
+        found = predict_features(teacher, self._x, cap)
+        if found is None:
+            self._reporter.event(
+                f"teacher outputs: the stage features pass the cache's cap ({cap:,} bytes): "
+                "the teacher runs on every batch"
+            )
+            return None
+        logits, stages = found
+        self._put(key, {"logits": logits, **{f"stage:{k}": v for k, v in stages.items()}}, "stage features")
+        return found
+
+    def _cached(self, key: str, what: str) -> dict[str, np.ndarray] | None:
+        """The store's arrays for `key` after their check, or None (a miss; a file that fails the
+        check is dropped and said)."""
+        found = self._store.lookup(key)
+        if found is None:
+            return None
+        arrays = _read(found, len(self._x))
+        if arrays is not None:
+            self._reporter.event(
+                f"teacher outputs: {what} of {len(self._x)} training examples read from the cache "
+                f"(hit, {found.path.stat().st_size:,} bytes); the teacher did not run over them"
+            )
+            return arrays
+        self._store.discard(key)
+        self._reporter.event(
+            f"teacher outputs: the cached {what} failed their check (altered or truncated): recomputed", "warning"
+        )
+        return None
+
+    def _put(self, key: str, arrays: dict[str, torch.Tensor], what: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = _write(arrays, Path(tmp))
+            size = path.stat().st_size
+            held = self._store.store(key, path)
+        self._reporter.event(
+            f"teacher outputs: {what} of {len(self._x)} training examples computed and cached "
+            f"(miss, {size:,} bytes; the tenant's cache holds {held:,} bytes)"
+        )
 
     def key(self, teacher: nn.Module, what: str = "logits", split: str = "students.train") -> str:
         if self._x_sha is None:
@@ -151,27 +244,9 @@ class TeacherOutputs:
 
     def _from_store(self, teacher: nn.Module) -> torch.Tensor:
         key = self.key(teacher)
-        found = self._store.lookup(key)
-        if found is not None:
-            array = _read(found, len(self._x))
-            if array is not None:
-                self._reporter.event(
-                    f"teacher outputs: logits of {len(array)} training examples read from the cache "
-                    f"(hit, {found.path.stat().st_size:,} bytes); the teacher did not run over them"
-                )
-                return torch.from_numpy(array).float()
-            self._store.discard(key)
-            self._reporter.event(
-                "teacher outputs: the cached logits failed their check (altered or truncated): recomputed", "warning"
-            )
+        arrays = self._cached(key, "logits")
+        if arrays is not None:
+            return torch.from_numpy(arrays["logits"]).float()
         logits = predict_logits(teacher, self._x)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "logits.npy"
-            np.save(path, logits.detach().cpu().numpy().astype(np.float32), allow_pickle=False)
-            size = path.stat().st_size
-            held = self._store.store(key, path)
-        self._reporter.event(
-            f"teacher outputs: logits of {len(logits)} training examples computed and cached "
-            f"(miss, {size:,} bytes; the tenant's cache holds {held:,} bytes)"
-        )
+        self._put(key, {"logits": logits}, "logits")
         return logits

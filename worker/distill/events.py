@@ -63,8 +63,9 @@ def soft_targets(
 ) -> str:
     if mode == "cached":
         source = "last assistant" if first.learns_from == LearnsFrom.ASSISTANT else "teacher"
+        what = "logits and stage features" if features else "logits"
         return (
-            f"soft targets: cached ({source} logits on {n_train} training examples computed once, "
+            f"soft targets: cached ({source} {what} on {n_train} training examples computed once, "
             "reused every epoch)"
             + (" for generation 1; each later generation's are computed from the one before" if generations else "")
         )

@@ -18,7 +18,7 @@ report of an uninterrupted run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,8 @@ FROZEN = (TEACHER, ASSISTANT, GENERATION)  # phases whose models teach another r
 @dataclass(frozen=True)
 class JobResult:
     report: dict[str, Any]  # JSON-serialisable; also written to out/report.json
-    files: list[OutputFile]  # everything under workdir/"out", report.json last
+    files: list[OutputFile]  # the student's files and the report's, report.json last
+    kept: list[OutputFile] = field(default_factory=list)  # the trained teachers' and assistants' files
 
 
 def run_job(
@@ -272,10 +273,9 @@ class Job:
         reused = [t.run.name for t in self.trained.values() if t.run.reused]
         if reused:
             report["teacher_reused"] = reused
-        files += self.kept
         report |= assess(report, self.spec, self.data.splits, reporter=self.reporter, job_id=self.reporter.job_id)
         files += write_report_files(report, self.histories(), out_dir)
         path = write_json(report, out_dir / REPORT_NAME)
         files.append(OutputFile(REPORT_NAME, path, "application/json", "report"))
         self.progress.tail(1.0)
-        return JobResult(report=report, files=files)
+        return JobResult(report=report, files=files, kept=self.kept)
