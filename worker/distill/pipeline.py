@@ -38,7 +38,7 @@ from app.contract.spec import JobSpec
 from worker.distill import checkpoint, events, metrics
 from worker.distill.cache import TeacherOutputs
 from worker.distill.evaluate import Evaluation, Trained, evaluate_job, job_report
-from worker.distill.export import OutputFile, export_model
+from worker.distill.export import ExportError, OutputFile, export_model
 from worker.distill.inference import resolve_device
 from worker.distill.inputs import JobInputs
 from worker.distill.jobdata import JobData
@@ -168,14 +168,18 @@ class Job:
     def keep(self, run: Run, model: nn.Module, splits) -> None:
         """A trained teacher or assistant is a job artifact (safetensors + ONNX + its facts);
         a teacher the tenant may reuse is published as soon as it is trained."""
-        files = export_model(
-            model,
-            ["safetensors", "onnx"],
-            self.out_dir,
-            stem=kept_stem(run),
-            onnx_opset=self.spec.export.onnx_opset,
-            check_x=splits.test.x,
-        )
+        try:
+            files = export_model(
+                model,
+                ["safetensors", "onnx"],
+                self.out_dir,
+                stem=kept_stem(run),
+                onnx_opset=self.spec.export.onnx_opset,
+                check_x=splits.test.x,
+            )
+        except ExportError as exc:  # the job goes on: only the teacher's files are missing
+            self.reporter.event(f"{run.phase} {run.name} not kept as an artifact: {exc}", "warning")
+            return
         facts = {"phase": run.phase, "run": run.name, "arch": run.arch.model_dump(mode="json")}
         facts |= {"data": self.spec.dataset.label, **metrics.evaluate(model, self.data.splits)}
         self.kept += files
