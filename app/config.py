@@ -177,6 +177,12 @@ class Settings(BaseSettings):
     metrics_cache_seconds: float = Field(
         5.0, ge=0, description="/metrics reads job counts from the database at most this often."
     )
+    teacher_cache_bytes: int = Field(
+        1 << 30,
+        ge=0,
+        description="Each tenant's cache of teacher outputs (logits) holds at most this many bytes; "
+        "the least recently used files go first. 0 turns the cache off.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

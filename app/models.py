@@ -193,3 +193,46 @@ class Artifact(Base):
             postgresql_where=text("job_id IS NULL"),
         ),
     )
+
+
+class TeacherBuild(Base):
+    """A teacher trained for a tenant, by the content hash of its training config and data
+    (worker/distill/cache.py teacher_key): claimed by the job that trains it (a conditional
+    insert, so two jobs never both train it), then `ready` with its weights as an artifact."""
+
+    __tablename__ = "teacher_builds"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # training | ready
+    job_id: Mapped[str | None] = mapped_column(String(36))  # the job training it, or that trained it
+    artifact_id: Mapped[str | None] = mapped_column(String(36))  # the safetensors weights, once ready
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TeacherOutput(Base):
+    """A cached teacher output file (logits or stage features over one split), per tenant,
+    keyed by (teacher sha256, data sha256, preprocessing, split); least recently used first out."""
+
+    __tablename__ = "teacher_outputs"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    storage_key: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class TeacherCacheStats(Base):
+    """Counters of the teacher-output cache per tenant, for /metrics."""
+
+    __tablename__ = "teacher_cache_stats"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    hits: Mapped[int] = mapped_column(BigInteger, default=0)
+    misses: Mapped[int] = mapped_column(BigInteger, default=0)
+    corrupt: Mapped[int] = mapped_column(BigInteger, default=0)
+    evictions: Mapped[int] = mapped_column(BigInteger, default=0)
+    bypassed: Mapped[int] = mapped_column(BigInteger, default=0)  # runs that augmentation kept off the cache
+    teachers_reused: Mapped[int] = mapped_column(BigInteger, default=0)

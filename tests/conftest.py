@@ -18,7 +18,17 @@ PG_ADMIN_URL = os.environ.get("DISTILL_TEST_PG_ADMIN_URL", "postgresql+psycopg:/
 REDIS_URL = os.environ.get("DISTILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # Tests drive the API harder than a client would; tests/api/test_tenants.py sets the limits.
 NO_LIMITS = {"DISTILL_RATE_LIMIT_PER_MINUTE": "0", "DISTILL_MAX_CONCURRENT_JOBS": "1000"}
-TABLES = ("artifacts", "job_metrics", "job_events", "jobs", "api_keys", "tenants")
+TABLES = (
+    "teacher_cache_stats",
+    "teacher_outputs",
+    "teacher_builds",
+    "artifacts",
+    "job_metrics",
+    "job_events",
+    "jobs",
+    "api_keys",
+    "tenants",
+)
 
 
 def migrate(url: str) -> None:

@@ -12,6 +12,7 @@ import logging
 import shutil
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -22,9 +23,13 @@ from app.contract.fit import artifact_refs
 from app.contract.spec import JobSpec
 from app.models import Artifact, Job, utcnow
 from app.storage import dataset_arrays_key, get_storage
+from app.uploads.safetensors_header import read_header
 from worker.distill.inputs import BroughtTeacher, JobInputs
+from worker.distill.report import json_safe
+from worker.output_store import OutputStore
 from worker.runner_db import StopReason, end_stopped, in_transaction
 from worker.runner_errors import ArtifactUnavailable, describe_failure, without_paths
+from worker.teacher_builds import publish, resolve_teachers
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +42,13 @@ def job_inputs(session: Session, job: Job, spec: JobSpec) -> JobInputs:
     """The uploaded files the spec names, as paths in the artifact store. Each must be an
     upload (not a job's output) of the job's own tenant, of the kind the spec uses it as."""
     storage = get_storage()
-    dataset_npz, teachers = None, {}
+    dataset_npz, dataset_sha256, teachers = None, None, {}
     for _, artifact_id, kind in artifact_refs(spec):
         artifact = session.get(Artifact, artifact_id)
         if (
             artifact is None
             or artifact.tenant_id != job.tenant_id
-            or artifact.job_id is not None
+            or (artifact.job_id is not None and kind != "teacher")  # a job's kept teacher may teach again
             or artifact.kind != kind
         ):
             raise ArtifactUnavailable(
@@ -53,12 +58,30 @@ def job_inputs(session: Session, job: Job, spec: JobSpec) -> JobInputs:
             )
         if kind == "dataset":
             path = dataset_npz = storage.path(dataset_arrays_key(artifact.storage_key))
+            dataset_sha256 = f"{artifact.sha256}:{artifact.options_sha256}"
         else:
             path = storage.path(artifact.storage_key)
             teachers[artifact_id] = BroughtTeacher(path, artifact.format, dict(artifact.inspection or {}))
         if not path.is_file():
             raise ArtifactUnavailable(f"{kind} artifact {artifact_id!r}: its file is missing from the store", kind)
-    return JobInputs(dataset_npz=dataset_npz, teachers=teachers)
+    return JobInputs(dataset_npz=dataset_npz, teachers=teachers, dataset_sha256=dataset_sha256)
+
+
+def kept_teacher(session: Session, artifact_id: str) -> BroughtTeacher:
+    artifact = session.get(Artifact, artifact_id)
+    return BroughtTeacher(get_storage().path(artifact.storage_key), "safetensors", dict(artifact.inspection or {}))
+
+
+def with_teachers(job: Job, spec: JobSpec, inputs: JobInputs, reporter: JobReporter) -> JobInputs:
+    """The inputs, with the tenant's earlier teachers this job reuses (waiting for one that another
+    job trains now) and its cache of teacher outputs."""
+    found = resolve_teachers(job, spec, inputs.dataset_sha256, reporter.should_stop, reporter.event)
+    reporter.claimed = found.claimed
+    reused = in_transaction(lambda s: {i: kept_teacher(s, a) for i, a in found.reused.items()})
+    teachers = {**inputs.teachers, **{found.reused[i]: t for i, t in reused.items()}}
+    cap = get_settings().teacher_cache_bytes
+    outputs = OutputStore(job.tenant_id, cap) if cap > 0 else None
+    return replace(inputs, teachers=teachers, reused=found.reused, teacher_keys=found.claimed, outputs=outputs)
 
 
 class JobReporter:
@@ -74,6 +97,7 @@ class JobReporter:
         self.checkpoint_dir = get_storage().path(f"checkpoints/{job_id}")
         self.workdir = settings.home.resolve() / "work" / job_id / uuid.uuid4().hex[:8]
         self.deadline = None  # limits.time_limit_seconds, known once the job is read
+        self.claimed: dict[int, str] = {}  # teachers this job trains for the tenant (member -> key)
         self._phase: str | None = None
 
     @property
@@ -123,6 +147,37 @@ class JobReporter:
             self.stop_flag.value = StopReason.DEADLINE
         return self.stop_flag.value != StopReason.NONE
 
+    def keep_teacher(self, files, facts: dict, key: str | None) -> None:
+        """A trained teacher (or assistant): stored now as the job's artifacts, and, when this job
+        claimed its key, published for the tenant's later jobs."""
+        storage = get_storage()
+        stored = [(f, storage.put_file(f.path, f"jobs/{self.job_id}/{f.name}")) for f in files]
+
+        def write(s: Session) -> None:
+            tenant_id = s.get(Job, self.job_id).tenant_id
+            for f, st in stored:
+                inspection = {**facts, "trained_by": {"job": self.job_id, "key": key}}
+                if f.kind == "safetensors":
+                    inspection |= read_header(f.path)
+                artifact = Artifact(
+                    tenant_id=tenant_id,
+                    job_id=self.job_id,
+                    kind="teacher",
+                    format=f.kind,
+                    filename=f.name,
+                    media_type=f.media_type,
+                    storage_key=st.key,
+                    size_bytes=st.size_bytes,
+                    sha256=st.sha256,
+                    inspection=json_safe(inspection),
+                )
+                s.add(artifact)
+                s.flush()
+                if key is not None and f.kind == "safetensors":
+                    publish(s, tenant_id, self.job_id, key, artifact.id)
+
+        self._write(write)
+
     # --- endings -------------------------------------------------------------------
     def store_outputs(self, files) -> None:
         storage = get_storage()
@@ -162,6 +217,9 @@ def run_attempt(job_id: str, owner: str, stop_flag: Any) -> None:
         spec = JobSpec.model_validate(job.spec)
         reporter.deadline = job.deadline_at
         inputs = in_transaction(lambda s: job_inputs(s, job, spec))
+        inputs = with_teachers(job, spec, inputs, reporter)
+        if reporter.should_stop():
+            raise Cancelled("stopped while waiting for another job's teacher")
         outcome = run_pipeline(spec, reporter, reporter.workdir, settings.resolved_data_cache_dir, inputs)
         reporter.store_outputs(outcome.files)
         in_transaction(lambda s: jobs.succeed(s, job_id, owner, outcome.report))

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
     Gauge,
     ProcessCollector,
     generate_latest,
@@ -28,7 +29,7 @@ from app.auth import presented_key
 from app.config import get_settings
 from app.db import session_scope
 from app.jobs import Status
-from app.models import Job
+from app.models import Job, TeacherCacheStats, TeacherOutput
 from app.problems import Problem
 from app.queue import broker_reachable
 
@@ -55,21 +56,30 @@ def readyz() -> dict[str, str]:
     return checks
 
 
+CACHE_COUNTERS = ("hits", "misses", "corrupt", "evictions", "bypassed", "teachers_reused")
+
+
 class JobCounts:
-    """Jobs by status, all tenants together, read at most every `metrics_cache_seconds`."""
+    """Jobs by status and the teacher cache's totals, all tenants together, read at most every
+    `metrics_cache_seconds`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._at = float("-inf")
         self._counts: dict[str, int] = {}
+        self._cache: dict[str, int] = {}
 
-    def get(self) -> dict[str, int]:
+    def get(self) -> tuple[dict[str, int], dict[str, int]]:
         with self._lock:
             if time.monotonic() - self._at >= get_settings().metrics_cache_seconds:
                 with session_scope() as session:
                     rows = session.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+                    sums = [func.coalesce(func.sum(getattr(TeacherCacheStats, c)), 0) for c in CACHE_COUNTERS]
+                    totals = session.execute(select(*sums)).one()
+                    held = session.scalar(select(func.coalesce(func.sum(TeacherOutput.size_bytes), 0)))
                 self._counts, self._at = dict(rows), time.monotonic()
-            return self._counts
+                self._cache = {**dict(zip(CACHE_COUNTERS, map(int, totals), strict=True)), "bytes": int(held)}
+            return self._counts, self._cache
 
 
 _registry = CollectorRegistry()
@@ -87,11 +97,18 @@ def _holds_metrics_key(request: Request) -> bool:
     )
 
 
-def _job_registry(counts: dict[str, int]) -> CollectorRegistry:
+def _job_registry(counts: tuple[dict[str, int], dict[str, int]]) -> CollectorRegistry:
+    jobs, cache = counts
     registry = CollectorRegistry()
     gauge = Gauge("distill_jobs", "Jobs by status (all tenants)", ["status"], registry=registry)
     for s in Status:
-        gauge.labels(status=s.value).set(counts.get(s.value, 0))
+        gauge.labels(status=s.value).set(jobs.get(s.value, 0))
+    for name in CACHE_COUNTERS:
+        counter = Counter(f"distill_teacher_cache_{name}", f"Teacher cache: {name} (all tenants)", registry=registry)
+        counter.inc(cache.get(name, 0))
+    Gauge("distill_teacher_cache_bytes", "Teacher cache: bytes held (all tenants)", registry=registry).set(
+        cache.get("bytes", 0)
+    )
     return registry
 
 

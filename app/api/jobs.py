@@ -82,7 +82,12 @@ def _artifacts_named(session: Session, caller: Caller, spec: JobSpec) -> dict[st
     if not ids:
         return {}
     rows = session.scalars(
-        select(Artifact).where(Artifact.id.in_(ids), Artifact.tenant_id == caller.tenant_id, Artifact.job_id.is_(None))
+        select(Artifact).where(
+            Artifact.id.in_(ids),
+            Artifact.tenant_id == caller.tenant_id,
+            # uploads, and the teachers jobs trained and kept (issue 12)
+            or_(Artifact.job_id.is_(None), Artifact.kind == "teacher"),
+        )
     )
     return {a.id: ArtifactFacts(a.kind, a.format, _inspection(a)) for a in rows}
 

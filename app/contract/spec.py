@@ -146,6 +146,19 @@ class TeacherTrain(OptimSpec):
         "convergence); the best validation epoch's weights are kept.",
     )
     epochs: int = Field(100, ge=1, le=10_000, description="Upper bound on epochs.")
+    reuse: bool = Field(
+        True,
+        description="Reuse a teacher this tenant already trained with the same training config, "
+        "data and seed (a content hash) instead of training it again; false forces a new one.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler):
+        return without_defaults(handler(self), reuse=True)
+
+    def training_config(self) -> dict:
+        """What the trained weights depend on (everything but whether to reuse them)."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if k != "reuse"}
 
 
 class PreprocessSpec(Strict):

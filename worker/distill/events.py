@@ -22,6 +22,16 @@ def student_init(artifact: str, baseline: bool) -> str:
     )
 
 
+def teacher_reused(run: Run, trained_by: dict) -> str:
+    who = "teacher" if run.name == TEACHER else f"teacher {run.name}"
+    job = trained_by.get("job")
+    return (
+        f"{who}: reused (the same teacher spec, data and seed was trained before"
+        + (f" by job {job}" if job else "")
+        + "); the teacher phase is skipped. teacher.train.reuse: false trains a new one"
+    )
+
+
 def ensemble(members: int) -> str:
     return (
         f"teacher: an ensemble of {members}; its output is the log of the members' "
@@ -59,8 +69,9 @@ def soft_targets(
 ) -> str:
     if mode == "cached":
         source = "last assistant" if first.learns_from == LearnsFrom.ASSISTANT else "teacher"
+        what = "logits and stage features" if features else "logits"
         return (
-            f"soft targets: cached ({source} logits on {n_train} training examples computed once, "
+            f"soft targets: cached ({source} {what} on {n_train} training examples computed once, "
             "reused every epoch)"
             + (" for generation 1; each later generation's are computed from the one before" if generations else "")
         )

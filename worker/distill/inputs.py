@@ -26,3 +26,9 @@ class JobInputs:
     dataset_npz: Path | None = None  # an uploaded dataset's canonical arrays (x, y, x_unlabeled?, x_test?, y_test?)
     # artifact id -> file: model uploads (teachers, and the weights student.init names)
     teachers: Mapping[str, BroughtTeacher] = field(default_factory=dict)
+    dataset_sha256: str | None = None  # an uploaded dataset's content hash (teacher keys)
+    # Trained teachers this tenant already has: member index -> artifact id (in `teachers`).
+    reused: Mapping[int, str] = field(default_factory=dict)
+    # Teachers this job trains and publishes when done: member index -> teacher key.
+    teacher_keys: Mapping[int, str] = field(default_factory=dict)
+    outputs: Any = None  # the tenant's teacher-output cache (worker/distill/cache.py OutputStore), or None

@@ -5,8 +5,8 @@ hint regressor, an adversarial discriminator).  The interface the trainer uses:
 
 - `loss = objective(student_logits, teacher_logits, labels)`, plus
   `features=(student_features, teacher_features)` (dicts stage name -> output)
-  when `needs_features`: the trainer then runs the frozen teacher's
-  `forward_features` on every batch in eval mode (features are never cached);
+  when `needs_features`: the trainer then gets the frozen teacher's eval-mode
+  `forward_features`, cached or run on every batch (worker/distill/signals.py);
 - `student_parameters()`: what the student's optimizer trains with the model
   (default: all of the objective's parameters, e.g. a hint regressor);
 - `set_epoch(epoch)`: called before every epoch (1-based), for warm-ups and

@@ -18,7 +18,7 @@ report of an uninterrupted run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,10 @@ from app.contract.phases import (
     TEACHER,
 )
 from app.contract.spec import JobSpec
-from worker.distill import checkpoint, events
+from worker.distill import checkpoint, events, metrics
+from worker.distill.cache import TeacherOutputs
 from worker.distill.evaluate import Evaluation, Trained, evaluate_job, job_report
-from worker.distill.export import OutputFile, export_model
+from worker.distill.export import ExportError, OutputFile, export_model
 from worker.distill.inference import resolve_device
 from worker.distill.inputs import JobInputs
 from worker.distill.jobdata import JobData
@@ -45,10 +46,10 @@ from worker.distill.models import build_model
 from worker.distill.objectives import CE, Objective, build_objective
 from worker.distill.plan import LearnsFrom, Run, plan, runs_of
 from worker.distill.progress import Progress
-from worker.distill.report import write_json
+from worker.distill.report import json_safe, write_json
 from worker.distill.report_html import write_report_files
 from worker.distill.reporting import Cancelled, Reporter
-from worker.distill.signals import CachedLogitsOf, NoTeacher, TeacherSignal, choose
+from worker.distill.signals import NoTeacher, TeacherSignal, choose
 from worker.distill.student_init import STARTS_FROM_INIT, StudentStart
 from worker.distill.teachers import EnsembleTeacher, load_brought_teacher
 from worker.distill.trainer import train
@@ -62,7 +63,8 @@ FROZEN = (TEACHER, ASSISTANT, GENERATION)  # phases whose models teach another r
 @dataclass(frozen=True)
 class JobResult:
     report: dict[str, Any]  # JSON-serialisable; also written to out/report.json
-    files: list[OutputFile]  # everything under workdir/"out", report.json last
+    files: list[OutputFile]  # the student's files and the report's, report.json last
+    kept: list[OutputFile] = field(default_factory=list)  # the trained teachers' and assistants' files
 
 
 def run_job(
@@ -70,7 +72,7 @@ def run_job(
 ) -> JobResult:
     """Run one job. `inputs` carries the uploaded files the spec names (dataset.artifact, brought
     teachers), resolved by the caller; built-in datasets and trained teachers need none."""
-    job = Job(spec, reporter, inputs or JobInputs(), Path(data_cache))
+    job = Job(spec, reporter, inputs or JobInputs(), Path(data_cache), Path(workdir) / "out")
     job.train(runs_of(job.runs, TEACHER))
     job.combine_teachers()
     job.prepare_student_data()
@@ -82,23 +84,34 @@ def run_job(
     evaluation = evaluate_job(spec, job.data, job.trained, job.teacher, job.soft_mode, job.device)
     job.progress.tail(0.5)
     job.enter(EXPORT)
-    return job.export(evaluation, Path(workdir) / "out")
+    return job.export(evaluation)
+
+
+def kept_stem(run: Run) -> str:
+    """teacher, teacher-member1, assistant-link1: the kept model's file names."""
+    return run.phase if run.name == TEACHER else f"{run.phase}-{run.name.replace('=', '')}"
+
+
+def member_index(run: Run) -> int:
+    """The teacher run's index in spec.teacher.members."""
+    return int(run.name.split("=")[1]) - 1 if "=" in run.name else 0
 
 
 class Job:
     """One job's state as it runs: its plan, data, device, progress and the trained models."""
 
-    def __init__(self, spec: JobSpec, reporter: Reporter, inputs: JobInputs, data_cache: Path) -> None:
-        self.spec, self.reporter, self.inputs = spec, reporter, inputs
+    def __init__(self, spec: JobSpec, reporter: Reporter, inputs: JobInputs, data_cache: Path, out_dir: Path) -> None:
+        self.spec, self.reporter, self.inputs, self.out_dir = spec, reporter, inputs, out_dir
         self.device = resolve_device(spec.training.device)
         self.data = JobData.load(spec, inputs, data_cache)
-        self.runs = plan(spec)
+        self.runs = plan(spec, inputs.reused)
         self.start = StudentStart.of(spec, self.inputs)  # student.init: where student runs start
+        self.kept: list[OutputFile] = []  # the trained teachers' and assistants' files
         self.trained: dict[tuple[str, str], Trained] = {}
         self.teacher: nn.Module | None = None
         self.soft_mode: str | None = None
         self._phase: str | None = None
-        self._cached: CachedLogitsOf | None = None
+        self._cached: TeacherOutputs | None = None
         splits = self.data.splits
         reporter.event(
             events.dataset(spec.dataset.label, len(splits.train), len(splits.val), len(splits.test), self.device.type)
@@ -155,6 +168,31 @@ class Job:
         if result.resumed_epochs != result.epochs_run:  # else an earlier attempt said so already
             self.reporter.event(events.run_trained(run, model, result))
         self.trained[(run.phase, run.name)] = Trained(run, model, result)
+        if run.phase in (TEACHER, ASSISTANT):
+            self.keep(run, model, splits)
+
+    def keep(self, run: Run, model: nn.Module, splits) -> None:
+        """A trained teacher or assistant is a job artifact (safetensors + ONNX + its facts);
+        a teacher the tenant may reuse is published as soon as it is trained."""
+        try:
+            files = export_model(
+                model,
+                ["safetensors", "onnx"],
+                self.out_dir,
+                stem=kept_stem(run),
+                onnx_opset=self.spec.export.onnx_opset,
+                check_x=splits.test.x,
+            )
+        except ExportError as exc:  # the job goes on: only the teacher's files are missing
+            self.reporter.event(f"{run.phase} {run.name} not kept as an artifact: {exc}", "warning")
+            return
+        facts = {"phase": run.phase, "run": run.name, "arch": run.arch.model_dump(mode="json")}
+        facts |= {"data": self.spec.dataset.label, **metrics.evaluate(model, self.data.splits)}
+        self.kept += files
+        publish = getattr(self.reporter, "keep_teacher", None)
+        if publish is not None:
+            key = self.inputs.teacher_keys.get(member_index(run)) if run.phase == TEACHER else None
+            publish(files, json_safe(facts), key)
 
     def _load(self, run: Run) -> None:
         brought = self.inputs.teachers.get(run.brought.id)
@@ -162,8 +200,13 @@ class Job:
             raise ValueError(f"teacher artifact {run.brought.id!r}: the job was given no file for it")
         splits = self.data.splits
         loaded = load_brought_teacher(run.brought, brought, splits.input_shape, splits.num_classes)
-        self.reporter.event(events.teacher_loaded(run, loaded.description))
-        self.trained[(run.phase, run.name)] = Trained(run, loaded.model.to(self.device), None, loaded.facts)
+        facts = loaded.facts
+        if run.reused:
+            facts = {**facts, "source": "reused", "reused_from": dict(brought.inspection.get("trained_by") or {})}
+            self.reporter.event(events.teacher_reused(run, brought.inspection.get("trained_by") or {}))
+        else:
+            self.reporter.event(events.teacher_loaded(run, loaded.description))
+        self.trained[(run.phase, run.name)] = Trained(run, loaded.model.to(self.device), None, facts)
 
     def combine_teachers(self) -> None:
         members = [t.model for t in self.trained.values() if t.run.phase == TEACHER]
@@ -177,7 +220,7 @@ class Job:
         """The students' training set (a share of the teacher's, a transfer set), said in events."""
         for message in self.data.prepare_students(self.spec, self.inputs):
             self.reporter.event(message)
-        self._cached = CachedLogitsOf(self.data.students.train.x)
+        self._cached = TeacherOutputs(self.data.students.train.x, self.inputs.outputs, self.reporter)
 
     def objective(self, run: Run) -> Objective:
         """A fresh objective per run: labels alone for teachers and baselines."""
@@ -206,6 +249,9 @@ class Job:
         objective = self.objective(first)
         self.soft_mode = self.signal(first, objective).mode
         augment = self.spec.training.augment
+        augmented = augment is not None and augment.active()
+        if augmented and self.soft_mode == "recomputed":
+            self._cached.bypass("augmentation changes the inputs, so the teacher must see each augmented batch")
         self.reporter.event(
             events.soft_targets(
                 self.soft_mode,
@@ -221,7 +267,8 @@ class Job:
     def histories(self) -> dict[tuple[str, str], list[dict[str, float]]]:
         return {key: t.result.history for key, t in self.trained.items() if t.result is not None}
 
-    def export(self, evaluation: Evaluation, out_dir: Path) -> JobResult:
+    def export(self, evaluation: Evaluation) -> JobResult:
+        out_dir = self.out_dir
         files = export_model(
             evaluation.best.model,
             list(self.spec.export.formats),
@@ -233,9 +280,12 @@ class Job:
         chosen = evaluation.chosen
         self.reporter.event(events.exported(chosen["seed"], chosen["val_accuracy"], [f.name for f in files]))
         report = job_report(self.spec, evaluation, files)
+        reused = [t.run.name for t in self.trained.values() if t.run.reused]
+        if reused:
+            report["teacher_reused"] = reused
         report |= assess(report, self.spec, self.data.splits, reporter=self.reporter, job_id=self.reporter.job_id)
         files += write_report_files(report, self.histories(), out_dir)
         path = write_json(report, out_dir / REPORT_NAME)
         files.append(OutputFile(REPORT_NAME, path, "application/json", "report"))
         self.progress.tail(1.0)
-        return JobResult(report=report, files=files)
+        return JobResult(report=report, files=files, kept=self.kept)

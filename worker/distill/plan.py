@@ -8,6 +8,7 @@ first and the baselines last, whatever the method.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -38,6 +39,7 @@ class Run:
     learns_from: LearnsFrom = LearnsFrom.NONE
     source: tuple[str, str] | None = None  # (phase, name) of the run whose model teaches it; None: the job's teacher
     brought: TeacherArtifact | None = None  # a teacher the job was given
+    reused: bool = False  # brought because this tenant trained the same teacher before
 
     @property
     def trained(self) -> bool:
@@ -59,12 +61,17 @@ def teacher_seed(spec: JobSpec) -> int:
     return first.seed if isinstance(first, TeacherTrain) else spec.seeds[0]
 
 
-def teacher_runs(spec: JobSpec) -> list[Run]:
-    members = spec.teacher.members
+def teacher_runs(spec: JobSpec, reused: Mapping[int, str] | None = None) -> list[Run]:
+    """One run per teacher; a trained member whose weights this tenant already has (`reused`:
+    member index -> artifact id, worker/teacher_builds.py) is brought, not trained."""
+    members, reused = spec.teacher.members, reused or {}
     runs = []
     for i, member in enumerate(members, 1):
         name = member_run(i, len(members))
-        if isinstance(member, TeacherArtifact):
+        if i - 1 in reused:
+            artifact = TeacherArtifact(id=reused[i - 1], arch=member.arch)
+            runs.append(Run(TEACHER, name, member.seed, 0, member.arch, member, brought=artifact, reused=True))
+        elif isinstance(member, TeacherArtifact):
             runs.append(Run(TEACHER, name, spec.seeds[0], 0, member.arch, spec.training, brought=member))
         else:
             runs.append(Run(TEACHER, name, member.seed, member.epochs, member.arch, member))
@@ -80,11 +87,11 @@ def baseline_runs(spec: JobSpec) -> list[Run]:
     ]
 
 
-def plan(spec: JobSpec) -> list[Run]:
+def plan(spec: JobSpec, reused: Mapping[int, str] | None = None) -> list[Run]:
     """Every run of the job, in the order they run."""
     from worker.distill.recipes import recipe_for
 
-    return teacher_runs(spec) + recipe_for(spec.method)(spec) + baseline_runs(spec)
+    return teacher_runs(spec, reused) + recipe_for(spec.method)(spec) + baseline_runs(spec)
 
 
 def runs_of(runs: list[Run], phase: str) -> list[Run]:

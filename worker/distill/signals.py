@@ -6,7 +6,8 @@
 - LiveTeacher: the frozen teacher runs on every batch, in eval mode ("recomputed"): it sees
   the augmented batch the student sees;
 - LiveFeatures: like LiveTeacher, and its stage features too (FitNets, attention transfer);
-  features are never cached.
+- CachedFeatures: the logits and stage features computed once, when the job's teacher-output
+  cache is on, no augmentation changes the inputs and they fit the cache's cap.
 
 `choose` picks one for a run from what its objective needs and the spec says.
 """
@@ -17,7 +18,6 @@ import torch
 from torch import nn
 
 from app.contract.spec import TrainingSpec
-from worker.distill.inference import predict_logits
 from worker.distill.objectives import Objective
 
 Features = dict[str, torch.Tensor]
@@ -81,38 +81,48 @@ class LiveFeatures(LiveTeacher):
         return logits, dict(zip(self.teacher.stage_names, feats))
 
 
+class CachedFeatures(TeacherSignal):
+    """The frozen teacher's logits and stage features over the training set, computed once (in
+    eval mode, as LiveFeatures gives them): row i is training row i. Valid without augmentation."""
+
+    mode = "cached"
+    features = True
+
+    def __init__(self, logits: torch.Tensor, features: Features) -> None:
+        self.logits, self.stage_features = logits, features
+
+    def prepare(self, device: torch.device, n_train: int, augmented: bool) -> None:
+        if augmented:
+            raise ValueError("augmented batches need the teacher itself: cached features would not match")
+        self.logits = self.logits.to(device=device, dtype=torch.float32)
+        self.stage_features = {k: v.to(device=device, dtype=torch.float32) for k, v in self.stage_features.items()}
+        if len(self.logits) != n_train:
+            raise ValueError(f"cached features have {len(self.logits)} rows, train has {n_train}")
+
+    def outputs(self, xb, idx):
+        return self.logits[idx], {k: v[idx] for k, v in self.stage_features.items()}
+
+
 def check(signal: TeacherSignal, objective: Objective) -> None:
     """The signal gives what the objective needs."""
     if objective.needs_features and not signal.features:
-        raise ValueError("a feature objective needs the teacher itself (features are not cached)")
+        raise ValueError("a feature objective needs the teacher's stage features (live or cached)")
     if objective.needs_teacher and isinstance(signal, NoTeacher):
         raise ValueError("the objective needs the teacher's outputs: give a teacher signal")
 
 
-class CachedLogitsOf:
-    """Cached logits per teaching model, computed once each (students of one teacher share them)."""
-
-    def __init__(self, x_train: torch.Tensor) -> None:
-        self._x = x_train
-        self._logits: dict[int, torch.Tensor] = {}
-
-    def __call__(self, teacher: nn.Module) -> torch.Tensor:
-        key = id(teacher)
-        if key not in self._logits:
-            self._logits[key] = predict_logits(teacher, self._x)
-        return self._logits[key]
-
-
-def choose(
-    objective: Objective, teacher: nn.Module, training: TrainingSpec, cached_logits: CachedLogitsOf
-) -> TeacherSignal:
-    """A run's signal: features when the objective takes them, the live teacher when the spec
-    asks for it or augmentation changes the inputs, else cached logits."""
+def choose(objective: Objective, teacher: nn.Module, training: TrainingSpec, cached) -> TeacherSignal:
+    """A run's signal: the live teacher when the spec asks for it or augmentation changes the
+    inputs, else cached logits, and for a feature objective cached features when `cached` (the
+    job's TeacherOutputs, worker/distill/cache.py) has them (the cache is on and they fit its cap),
+    else the live teacher's features."""
+    augmented = training.augment is not None and training.augment.active()
+    live = training.soft_targets == "recomputed" or augmented
     if objective.needs_features:
-        return LiveFeatures(teacher)
+        found = None if live else cached.features(teacher)
+        return LiveFeatures(teacher) if found is None else CachedFeatures(*found)
     if not objective.needs_teacher:
         return NoTeacher()
-    augmented = training.augment is not None and training.augment.active()
-    if training.soft_targets == "recomputed" or augmented:
+    if live:
         return LiveTeacher(teacher)
-    return CachedLogits(cached_logits(teacher))
+    return CachedLogits(cached(teacher))

@@ -1,0 +1,104 @@
+"""Teachers trained once (issue 12), with real processes: an API and two Celery workers on
+SQLite and the filesystem broker. Reuse by content hash, two identical jobs at once (one
+teacher training), a changed teacher field or reuse: false (a new one), a kept teacher named
+by id, another tenant (no reuse, 422), and the teacher-output cache (hit, corrupted file)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.conftest import service_env, wait_for
+from tests.integration.test_queue_fairness import tenant_client
+from tests.integration.test_runner import TINY_JOB, ended, submit
+
+pytestmark = pytest.mark.integration
+
+TEACHER = {"arch": {"name": "mlp", "hidden": [16]}, "epochs": 2}
+SPEC = {**TINY_JOB, "teacher": {"train": TEACHER}}
+
+
+def finished(api, job_id: str) -> dict:
+    final = wait_for(lambda: ended(api, job_id), timeout=300, what=f"job {job_id}")
+    assert final["status"] == "succeeded", final["error"]
+    return final
+
+
+def teacher_epochs(api, job_id: str) -> int:
+    points = api.get(f"/v1/jobs/{job_id}/metrics", params={"phase": "teacher"}).json()
+    return len(points["series"]) if isinstance(points, dict) and "series" in points else len(points)
+
+
+def events(api, job_id: str) -> list[str]:
+    body = api.get(f"/v1/jobs/{job_id}/events").json()
+    items = body["items"] if isinstance(body, dict) else body
+    return [e["message"] for e in items]
+
+
+def kept_teacher_id(api, job_id: str) -> str:
+    body = api.get(f"/v1/jobs/{job_id}/artifacts").json()
+    items = body["items"] if isinstance(body, dict) else body
+    return next(a["id"] for a in items if a["filename"] == "teacher.safetensors")
+
+
+def test_teachers_are_trained_once_per_tenant_and_their_outputs_cached(make_service, tmp_path):
+    admin_key = "admin-" + uuid.uuid4().hex
+    metrics_key = "metrics-" + uuid.uuid4().hex
+    svc = make_service(service_env(tmp_path, None, "filesystem://", admin_key=admin_key, metrics_key=metrics_key))
+    svc.start_worker("one")
+    svc.start_worker("two")
+    api = svc.client()
+
+    # Two identical jobs at once, on two workers: the teacher is trained by one of them.
+    pair = [submit(api, {**SPEC, "name": f"same {i}"}) for i in range(2)]
+    for j in pair:
+        finished(api, j)
+    trained = [teacher_epochs(api, j) > 0 for j in pair]
+    assert sorted(trained) == [False, True]
+    reuser = pair[trained.index(False)]
+    assert any("reused" in m for m in events(api, reuser))
+    assert api.get(f"/v1/jobs/{reuser}").json()["result"]["teacher_reused"] == ["teacher"]
+
+    # The same spec later: reused, and the teacher's logits come from the cache.
+    later = submit(api, {**SPEC, "name": "later"})
+    finished(api, later)
+    assert teacher_epochs(api, later) == 0
+    assert any("read from the cache (hit" in m for m in events(api, later))
+
+    # One teacher field changed, or reuse: false: a teacher of its own.
+    changed = submit(api, {**SPEC, "teacher": {"train": {**TEACHER, "lr": 0.001}}})
+    forced = submit(api, {**SPEC, "teacher": {"train": {**TEACHER, "reuse": False}}})
+    for j in (changed, forced):
+        finished(api, j)
+        assert teacher_epochs(api, j) > 0
+
+    # A cached-logit file altered on disk: detected, recomputed, said.
+    for path in (Path(svc.env["DISTILL_HOME"]) / "artifacts" / "teacher-outputs").rglob("*.npz"):
+        path.write_bytes(path.read_bytes()[:-16])
+    damaged = submit(api, {**SPEC, "name": "after damage"})
+    finished(api, damaged)
+    assert any("failed their check" in m for m in events(api, damaged))
+
+    # A kept teacher named by id, like an upload.
+    kept = kept_teacher_id(api, pair[trained.index(True)])
+    named = submit(api, {**SPEC, "teacher": {"artifact": {"id": kept, "arch": TEACHER["arch"]}}})
+    finished(api, named)
+    assert teacher_epochs(api, named) == 0
+
+    # Another tenant: its own teacher, and the first tenant's kept teacher is not found.
+    other = tenant_client(svc, admin_key, "other")
+    theirs = submit(other, {**SPEC, "name": "other tenant"})
+    finished(other, theirs)
+    assert teacher_epochs(other, theirs) > 0
+    assert not any("read from the cache (hit" in m for m in events(other, theirs))
+    shown = httpx.get(f"{svc.url}/metrics", headers={"Authorization": f"Bearer {metrics_key}"}).text
+    figures = dict(line.rsplit(" ", 1) for line in shown.splitlines() if line.startswith("distill_teacher_cache"))
+    assert float(figures["distill_teacher_cache_hits_total"]) >= 1
+    assert float(figures["distill_teacher_cache_corrupt_total"]) == 1
+    assert float(figures["distill_teacher_cache_teachers_reused_total"]) >= 3
+    assert float(figures["distill_teacher_cache_bytes"]) > 0
+    refused = other.post("/v1/jobs", json={**SPEC, "teacher": {"artifact": {"id": kept, "arch": TEACHER["arch"]}}})
+    assert refused.status_code == 422, refused.text

@@ -1,0 +1,113 @@
+"""Trained teachers by content hash, per tenant: a job reuses a teacher the tenant already has,
+or claims the right to train it (one conditional insert: two jobs at once never both train it;
+the second waits for the first, or takes the claim over once the first has ended without it).
+
+Runs in the runner process, before the engine plans the job (worker/runner_job.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from app import jobs
+from app.contract.spec import JobSpec, TeacherTrain
+from app.models import Artifact, Job, TeacherBuild, TeacherCacheStats, utcnow
+from app.storage import get_storage
+from worker.distill.cache import teacher_key
+from worker.runner_db import in_transaction
+
+POLL_SECONDS = 0.5
+READY, TRAINING = "ready", "training"
+
+
+@dataclass
+class TeacherPlan:
+    reused: dict[int, str] = field(default_factory=dict)  # member index -> kept safetensors artifact id
+    claimed: dict[int, str] = field(default_factory=dict)  # member index -> key this job publishes
+
+
+def insert_ignoring_conflict(session: Session, table, **values) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING; True when this call inserted the row."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return session.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
+
+
+def _usable(session: Session, tenant_id: str, artifact_id: str | None) -> bool:
+    artifact = session.get(Artifact, artifact_id) if artifact_id else None
+    return (
+        artifact is not None
+        and artifact.tenant_id == tenant_id
+        and artifact.kind == "teacher"
+        and get_storage().path(artifact.storage_key).is_file()
+    )
+
+
+def _claim_or_find(session: Session, job: Job, key: str) -> tuple[str, str | None]:
+    """('reuse', artifact id) | ('train', None) | ('wait', holder job id)."""
+    tenant = job.tenant_id
+    if insert_ignoring_conflict(
+        session, TeacherBuild, tenant_id=tenant, key=key, status=TRAINING, job_id=job.id, updated_at=utcnow()
+    ):
+        return "train", None
+    row = session.scalars(select(TeacherBuild).where(TeacherBuild.tenant_id == tenant, TeacherBuild.key == key)).one()
+    if row.status == READY and _usable(session, tenant, row.artifact_id):
+        return "reuse", row.artifact_id
+    holder = session.get(Job, row.job_id) if row.job_id else None
+    if row.job_id == job.id or row.status == READY or holder is None or holder.status in jobs.TERMINAL:
+        taken = session.execute(
+            update(TeacherBuild)
+            .where(TeacherBuild.tenant_id == tenant, TeacherBuild.key == key, TeacherBuild.job_id == row.job_id)
+            .where(TeacherBuild.status == row.status)
+            .values(status=TRAINING, job_id=job.id, artifact_id=None, updated_at=utcnow())
+        )
+        return ("train", None) if taken.rowcount == 1 else ("wait", row.job_id)
+    return "wait", row.job_id
+
+
+def resolve_teachers(
+    job: Job, spec: JobSpec, dataset_sha256: str | None, should_stop: Callable[[], bool], say: Callable[[str], None]
+) -> TeacherPlan:
+    """Which trained teachers of the spec this tenant already has, and which this job trains."""
+    found = TeacherPlan()
+    for i, member in enumerate(spec.teacher.members):
+        if not isinstance(member, TeacherTrain) or not member.reuse:
+            continue
+        key = teacher_key(member, spec.dataset, dataset_sha256)
+        said = False
+        while not should_stop():
+            action, value = in_transaction(lambda s, key=key: _claim_or_find(s, job, key))
+            if action == "reuse":
+                found.reused[i] = value
+                in_transaction(lambda s: count(s, job.tenant_id, teachers_reused=1))
+                break
+            if action == "train":
+                found.claimed[i] = key
+                break
+            if not said:
+                say(f"teacher: job {value} is training the same teacher; waiting for it instead of training it twice")
+                said = True
+            time.sleep(POLL_SECONDS)  # another job's training: nothing to wake us but its row
+    return found
+
+
+def publish(session: Session, tenant_id: str, job_id: str, key: str, artifact_id: str) -> None:
+    """The teacher this job claimed is trained: later jobs of the tenant reuse it."""
+    session.execute(
+        update(TeacherBuild)
+        .where(TeacherBuild.tenant_id == tenant_id, TeacherBuild.key == key, TeacherBuild.job_id == job_id)
+        .values(status=READY, artifact_id=artifact_id, updated_at=utcnow())
+    )
+
+
+def count(session: Session, tenant_id: str, **increments: int) -> None:
+    """Add to the tenant's cache counters (teacher_cache_stats), creating the row once."""
+    zero = {"hits": 0, "misses": 0, "corrupt": 0, "evictions": 0, "bypassed": 0, "teachers_reused": 0}
+    insert_ignoring_conflict(session, TeacherCacheStats, tenant_id=tenant_id, **zero)
+    values = {name: getattr(TeacherCacheStats, name) + n for name, n in increments.items()}
+    session.execute(update(TeacherCacheStats).where(TeacherCacheStats.tenant_id == tenant_id).values(**values))
