@@ -9,9 +9,11 @@ What it guarantees:
 - the weights of the best validation-accuracy epoch are restored at the end,
   whether or not early stopping fired (ties keep the earlier epoch).
 - cancellation is honoured at every batch boundary (raises Cancelled).
-- resumable: at every epoch end the whole run state (model, objective, optimizer,
-  step, both RNG streams, best-so-far, history) is written atomically to
-  `reporter.checkpoint_dir / "<phase>-<run>.pt"` (see checkpoint.py).  A later
+- resumable: at an epoch end once `reporter.checkpoint_seconds` have passed since the
+  last checkpoint (0: every epoch), and at the run's end, the run state (model, objective,
+  optimizer, step, both RNG streams, best-so-far; the history appended) is written
+  atomically to `reporter.checkpoint_dir / "<phase>-<run>.pt"` (see checkpoint.py); a
+  crash loses at most the epochs since then.  A later
   `train` of the same (phase, run) continues after the last completed epoch and
   ends with exactly the numbers of an uninterrupted run (bit for bit on the CPU);
   a run whose checkpoint says it finished is restored, not retrained.  Epochs
@@ -35,6 +37,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,14 +143,20 @@ class ReportMetrics(Callback):
 
 
 class SaveCheckpoint(Callback):
-    """After the metric: a crash between the two re-runs and re-reports this epoch (at least
-    once) rather than leaving a hole in the series."""
+    """Every `every_seconds` (at an epoch end) and at the run's end. After the metrics, which
+    the reporter flushes first: a crash between the two re-runs and re-reports the epochs since
+    the last checkpoint (at least once) rather than leaving a hole in the series."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, reporter: Reporter, every_seconds: float) -> None:
+        self.path, self.reporter, self.every = path, reporter, every_seconds
+        self.last = time.monotonic()
 
     def on_epoch_end(self, loop: Loop, values: dict[str, float]) -> None:
-        loop.capture().save(self.path)
+        now = time.monotonic()
+        if loop.state.finished or now - self.last >= self.every:
+            self.reporter.flush()
+            loop.capture().save(self.path)
+            self.last = time.monotonic()
 
 
 class ReportProgress(Callback):
@@ -292,7 +301,7 @@ class Loop:
             if self.objective.needs_features:
                 logits, s_feats = self.model.forward_features(xb)
                 t, t_feats = self.signal.outputs(xb, idx)
-                extra["features"] = (dict(zip(self.model.stage_names, s_feats)), t_feats)
+                extra["features"] = (dict(zip(self.model.stage_names, s_feats, strict=False)), t_feats)
             else:
                 logits = self.model(xb)
                 t, _ = self.signal.outputs(xb, idx)
@@ -327,9 +336,7 @@ def _trusted(path: Path, signature: str, reporter: Reporter, label: str) -> RunS
     if not path.is_file():
         return None
     try:
-        state = RunState.read(path)
-        if state.signature != signature:
-            raise checkpoint.CheckpointError("it was written for a different run configuration")
+        state = RunState.read(path, signature)
     except checkpoint.CheckpointError as exc:
         reporter.event(f"checkpoint of {label} not used: {exc}; restarting {label} from scratch", "warning")
         return None
@@ -425,7 +432,7 @@ def train(
     if reporter.checkpoint_dir is not None:
         path = checkpoint.checkpoint_path(reporter.checkpoint_dir, phase, run)
         state = resume(loop, path, phase, run, reporter)
-        loop.callbacks.append(SaveCheckpoint(path))
+        loop.callbacks.append(SaveCheckpoint(path, reporter, reporter.checkpoint_seconds))
     if on_epoch is not None:
         loop.callbacks.append(ReportProgress(on_epoch))
         if state is not None:
