@@ -51,7 +51,7 @@ from worker.distill import checkpoint, signals
 from worker.distill.augment import augment_batch
 from worker.distill.checkpoint import Best, RunState
 from worker.distill.data import ArraySplit
-from worker.distill.inference import autocast, predict_logits
+from worker.distill.inference import as_layout, autocast, predict_logits, use_channels_last
 from worker.distill.objectives import Objective
 from worker.distill.reporting import Cancelled, Reporter
 from worker.distill.signals import NoTeacher, TeacherSignal
@@ -186,8 +186,14 @@ class Loop:
         signal: TeacherSignal,
         augment: AugmentSpec | None,
         callbacks: list[Callback] | None = None,
+        bf16: bool | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         self.model, self.objective, self.optim = model.to(device), objective.to(device), optim
+        # GPU speed (inference.py): bf16 autocast and channels-last conv nets on CUDA by default;
+        # either may be asked for on the CPU (tests of those paths).
+        self.bf16 = bf16
+        self.channels_last = use_channels_last(self.model, device, channels_last)
         self.seed, self.device, self.callbacks = seed, device, list(callbacks or [])
         self.n = len(train_split)
         # The batch as stored (float32 today, uint8 images later): the model converts it.
@@ -294,10 +300,11 @@ class Loop:
         xb, yb = self.x[idx], self.y[idx]
         if self.augment is not None:
             xb = augment_batch(xb, self.augment)
+        xb = as_layout(xb, self.channels_last)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.state.step, self.total_steps, self.optim)
         extra = {}
-        with autocast(self.device):
+        with autocast(self.device, self.bf16):
             if self.objective.needs_features:
                 logits, s_feats = self.model.forward_features(xb)
                 t, t_feats = self.signal.outputs(xb, idx)
@@ -406,6 +413,8 @@ def train(
     signal: TeacherSignal | None = None,
     on_epoch: EpochCallback | None = None,
     augment: AugmentSpec | None = None,
+    bf16: bool | None = None,
+    channels_last: bool | None = None,
 ) -> TrainResult:
     """Train `model` in place on `train_split`, select on `val_split`.
 
@@ -415,6 +424,8 @@ def train(
     `augment` changes every training batch before the student AND the teacher see it,
     drawing from the run's forked RNG (checkpointed, so a resumed run draws what an
     uninterrupted one would); it rules out cached teacher logits.
+
+    `bf16` / `channels_last`: None is the device's default (both on CUDA, neither on the CPU).
     """
     loop = Loop(
         model,
@@ -427,6 +438,8 @@ def train(
         signal=signal or NoTeacher(),
         augment=augment,
         callbacks=[CancelCheck(reporter), ReportMetrics(reporter, phase, run)],
+        bf16=bf16,
+        channels_last=channels_last,
     )
     state = None
     if reporter.checkpoint_dir is not None:
