@@ -101,7 +101,9 @@ def onnx_latency_ms(model: nn.Module, runs: int = LATENCY_MAX_RUNS) -> float | N
 
     from worker.distill.export import export_onnx
 
-    if not isinstance(model, Classifier):
+    from worker.distill.zoo_model import StandardClassifier
+
+    if not isinstance(model, (Classifier, StandardClassifier)):
         return None
     with tempfile.TemporaryDirectory(prefix="latency-") as folder:
         path = export_onnx(model, Path(folder) / "model.onnx", opset=ONNX_OPSET)
