@@ -100,7 +100,6 @@ def onnx_latency_ms(model: nn.Module, runs: int = LATENCY_MAX_RUNS) -> float | N
     import onnxruntime as ort
 
     from worker.distill.export import export_onnx
-
     from worker.distill.zoo_model import StandardClassifier
 
     if not isinstance(model, (Classifier, StandardClassifier)):
