@@ -66,6 +66,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads torch uses in a worker; 0: the CPUs the worker may run on (os.sched_getaffinity).",
     )
+    checkpoint_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="At least this long between two checkpoints of a training run (and one at each "
+        "run's end); 0: every epoch. A killed worker loses at most this, plus the epoch under way.",
+    )
+    report_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="A running job's metrics and progress are buffered and written to the database "
+        "this often, by one thread, off the training loop.",
+    )
     broker_poll_seconds: float = Field(
         0.05,
         gt=0,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -86,7 +87,13 @@ def with_teachers(job: Job, spec: JobSpec, inputs: JobInputs, reporter: JobRepor
 
 class JobReporter:
     """The engine's Reporter for one attempt: writes under the supervisor's lease, and
-    stops when the supervisor says so (a shared flag: no database read per batch)."""
+    stops when the supervisor says so (a shared flag: no database read per batch).
+
+    Metrics and progress are buffered and written by one thread every `report_seconds`
+    (one transaction for all of them), never by the training loop; phases, events, a
+    checkpoint (`flush`) and the ending deliver what is buffered first, so the order holds.
+    A write that fails in the thread puts its rows back and is raised in the loop at its
+    next report."""
 
     def __init__(self, job_id: str, owner: str, stop_flag: Any) -> None:  # stop_flag: mp.Value
         settings = get_settings()
@@ -95,10 +102,21 @@ class JobReporter:
         self.stop_flag = stop_flag
         self.lease_seconds = settings.lease_seconds
         self.checkpoint_dir = get_storage().path(f"checkpoints/{job_id}")
+        self.checkpoint_seconds = settings.checkpoint_seconds
         self.workdir = settings.home.resolve() / "work" / job_id / uuid.uuid4().hex[:8]
         self.deadline = None  # limits.time_limit_seconds, known once the job is read
         self.claimed: dict[int, str] = {}  # teachers this job trains for the tenant (member -> key)
         self._phase: str | None = None
+        self._lock = threading.Lock()  # guards the buffer
+        self._flushing = threading.Lock()  # one flush at a time: rows reach the DB in order
+        self._metrics: list[tuple[str, str, int, dict[str, float]]] = []
+        self._progress: float | None = None
+        self._error: BaseException | None = None
+        self._stopped = threading.Event()
+        self._flusher = threading.Thread(
+            target=self._flush_every, args=(settings.report_seconds,), name=f"report-{job_id}", daemon=True
+        )
+        self._flusher.start()
 
     @property
     def stop_reason(self) -> StopReason:
@@ -120,8 +138,53 @@ class JobReporter:
             self.stop_flag.value = StopReason.LOST
             raise
 
+    # --- the buffer ----------------------------------------------------------------
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def flush(self) -> None:
+        """Write what is buffered, in one transaction; on failure the rows go back."""
+        with self._flushing:
+            with self._lock:
+                rows, fraction = self._metrics, self._progress
+                self._metrics, self._progress = [], None
+            if not rows and fraction is None:
+                return
+            try:
+                self._write(lambda s: self._write_buffered(s, rows, fraction))
+            except BaseException:
+                with self._lock:
+                    self._metrics[:0] = rows
+                    self._progress = self._progress if self._progress is not None else fraction
+                raise
+
+    def _write_buffered(self, session: Session, rows, fraction: float | None) -> None:
+        for phase, run, epoch, values in rows:
+            jobs.add_metrics(session, self.job_id, phase, run, epoch, values)
+        if fraction is not None:
+            jobs.report_progress(session, self.job_id, self.owner, progress=fraction)
+
+    def _flush_every(self, seconds: float) -> None:
+        while not self._stopped.wait(seconds):
+            try:
+                self.flush()
+            except LeaseLost:
+                return  # the stop flag says so; the loop stops at its next batch
+            except BaseException as exc:
+                self._error = exc
+                return
+
+    def close(self, *, flush: bool) -> None:
+        """Stop the writer thread; with `flush`, deliver what is left (unless the lease is lost)."""
+        self._stopped.set()
+        self._flusher.join()
+        if flush and self.stop_reason != StopReason.LOST:
+            self.flush()
+
     # --- the engine's Reporter ---------------------------------------------------
     def phase(self, name: str) -> None:
+        self.flush()
         self._phase = name
 
         def write(s: Session) -> None:
@@ -131,12 +194,17 @@ class JobReporter:
         self._write(write)
 
     def progress(self, fraction: float) -> None:
-        self._write(lambda s: jobs.report_progress(s, self.job_id, self.owner, progress=fraction))
+        self._raise_error()
+        with self._lock:
+            self._progress = fraction
 
     def metric(self, phase: str, run: str, epoch: int, values: dict[str, float]) -> None:
-        self._write(lambda s: jobs.add_metrics(s, self.job_id, phase, run, epoch, values))
+        self._raise_error()
+        with self._lock:
+            self._metrics.append((phase, run, epoch, dict(values)))
 
     def event(self, message: str, level: str = "info") -> None:
+        self.flush()
         # The engine's messages may quote an exception (a checkpoint not used...): no paths.
         text = without_paths(message)
         self._write(lambda s: jobs.add_event(s, self.job_id, text, phase=self._phase, level=level))
@@ -221,19 +289,31 @@ def run_attempt(job_id: str, owner: str, stop_flag: Any) -> None:
         if reporter.should_stop():
             raise Cancelled("stopped while waiting for another job's teacher")
         outcome = run_pipeline(spec, reporter, reporter.workdir, settings.resolved_data_cache_dir, inputs)
+        reporter.close(flush=True)
         reporter.store_outputs(outcome.files)
         in_transaction(lambda s: jobs.succeed(s, job_id, owner, outcome.report))
     except (Cancelled, LeaseLost):
+        _close_quietly(reporter)  # a cancelled job keeps its metrics so far
         end_stopped(job_id, owner, reporter.stop_reason)
     except Exception as exc:
         log.exception("job %s failed", job_id)
+        _close_quietly(reporter)
         failure = describe_failure(exc)
         in_transaction(
             lambda s: jobs.fail(s, job_id, failure.message, owner=owner, code=failure.code, field=failure.field)
         )
     finally:
+        reporter.close(flush=False)  # the writer thread never outlives its attempt
         shutil.rmtree(reporter.workdir, ignore_errors=True)
         forget_finished_checkpoints(job_id)
+
+
+def _close_quietly(reporter: JobReporter) -> None:
+    """The buffered metrics of a job that is ending anyway: delivered if they can be."""
+    try:
+        reporter.close(flush=True)
+    except Exception:
+        log.warning("job %s: its last buffered metrics could not be written", reporter.job_id, exc_info=True)
 
 
 def forget_finished_checkpoints(job_id: str) -> None:

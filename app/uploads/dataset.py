@@ -154,7 +154,7 @@ def _features(x: np.ndarray, what: str) -> np.ndarray:
     if x.dtype.kind not in "biuf" or x.dtype.names:
         raise InspectionError(f"{what} has dtype {x.dtype}; features must be numbers.", field="file")
     with np.errstate(over="ignore", invalid="ignore"):
-        out = x.astype(np.float32)
+        out = x.astype(np.float32, copy=False)  # float32 already: not copied
     refuse_non_finite(out, what)
     return out
 
@@ -162,11 +162,15 @@ def _features(x: np.ndarray, what: str) -> np.ndarray:
 def refuse_non_finite(x: np.ndarray, what: str) -> None:
     """NaN or infinity anywhere: refused, naming the first row that holds one (counted from
     0 in the order of the file, the header not counted)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        finite = np.isfinite(x.astype(np.float32, copy=False))
-    if finite.all():
+    rows = max(1, (1 << 24) // max(1, math.prod(x.shape[1:])))  # ~16 M values at a time, not a full mask
+    for start in range(0, len(x), rows):
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(x[start : start + rows].astype(np.float32, copy=False))
+        if not finite.all():
+            break
+    else:
         return
-    bad = int(np.argmax(~finite.reshape(len(x), -1).all(axis=1)))
+    bad = start + int(np.argmax(~finite.reshape(len(finite), -1).all(axis=1)))
     raise InspectionError(
         f"{what} holds NaN or infinite values (or numbers too large for float32), first in row "
         f"{bad}. Fill or drop those rows.",
@@ -348,14 +352,12 @@ def _read_npz(path: Path, limits: UploadLimits) -> _Parts:
                 cells += count
                 if cells > limits.max_cells:
                     raise _too_many_cells(cells, limits)
-                nbytes = count * dtype.itemsize
-                data = member.read_exactly(nbytes)
-                if len(data) != nbytes or member.read(1):
+                data = np.empty(count * dtype.itemsize, dtype=np.uint8)  # read straight into the array
+                if member.read_into(memoryview(data)) != len(data) or member.read(1):
                     raise InspectionError(
                         f"{key} in the npz is damaged: its data does not match its shape {list(shape)}.", field="file"
                     )
-            array = np.frombuffer(data, dtype=dtype, count=count)
-            arrays[key] = array.reshape(shape, order="F" if fortran else "C")
+            arrays[key] = data.view(dtype).reshape(shape, order="F" if fortran else "C")
     missing = [k for k in ("x", "y") if k not in arrays]
     if missing:
         raise InspectionError(

@@ -194,6 +194,18 @@ class BoundedMember:
             raise self.budget.over(self.info, self.cap)
         return bytes(out)
 
+    def read_into(self, buffer: memoryview) -> int:
+        """Fill `buffer` (bytes) from the member in chunks, without a second copy of it; the
+        number of bytes read (fewer at the member's end)."""
+        filled = 0
+        while filled < len(buffer):
+            chunk = self.read(min(len(buffer) - filled, 1 << 20))
+            if not chunk:
+                break
+            buffer[filled : filled + len(chunk)] = chunk
+            filled += len(chunk)
+        return filled
+
     def read_exactly(self, n: int) -> bytes:
         out = bytearray()
         while len(out) < n:

@@ -64,10 +64,19 @@ def test_evaluate_fields(digits):
         "parameters",
         "bytes",
         "latency_ms",
+        "latency_onnx_ms",
+        "latency_onnx_threads",
     }
     assert out["generalization_gap"] == pytest.approx(out["train_accuracy"] - out["test_accuracy"])
     assert out["parameters"] == 64 * 8 + 8 + 8 * 10 + 10
     assert out["bytes"] == state_bytes(model) == 4 * (out["parameters"] + 2)  # + mean, std
-    assert out["latency_ms"] > 0
+    assert out["latency_ms"] > 0 and out["latency_onnx_ms"] > 0  # PyTorch, and the deployed runtime
+    assert out["latency_onnx_threads"] == 1
     assert "test_agreement" not in evaluate(model, digits, latency_runs=1)
     assert all(np.isfinite(v) for v in out.values())
+
+
+def test_onnx_latency_is_only_for_models_we_export():
+    from worker.distill.metrics import onnx_latency_ms
+
+    assert onnx_latency_ms(torch.nn.Linear(3, 2)) is None  # not a Classifier (an ONNX teacher, an ensemble)

@@ -26,6 +26,8 @@ METRICS = {
     "parameters",
     "bytes",
     "latency_ms",
+    "latency_onnx_ms",
+    "latency_onnx_threads",
     "epochs_run",
     "best_epoch",
     "stopped_early",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.engine import run_tiny_job
+from tests.support.engine import TIMING, run_tiny_job
 from worker.distill.reporting import MemoryReporter
 
 CNN_TEACHER = {"train": {"arch": {"name": "cnn", "channels": [8], "hidden": 16}, "epochs": 3, "patience": 2}}
@@ -129,7 +129,7 @@ def test_feature_and_adversarial_methods_resume_to_the_same_numbers(tmp_path, da
         run_tiny_job(spec, tmp_path / "b", data_cache, reporter=Crashing(checkpoint_dir=ck))
     resumed, reporter = run_tiny_job(spec, tmp_path / "b", data_cache, reporter=MemoryReporter(checkpoint_dir=ck))
     assert any("resumed student seed=0" in e[1] for e in reporter.events)
-    strip = lambda r: {k: v for k, v in r.items() if k != "latency_ms"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k not in TIMING}  # noqa: E731
     assert [strip(r) for r in resumed.report["student"]["runs"]] == [strip(r) for r in whole.report["student"]["runs"]]
 
 

@@ -8,6 +8,7 @@ process there: nothing after that point runs, what was already written stays.
 from __future__ import annotations
 
 import ast
+import json
 import math
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def _crash_then_resume(spec, crashes, tmp_path, data_cache):
         attempts.append(reporter)
     final = MemoryReporter(checkpoint_dir=ck)
     result = run_job(spec, final, tmp_path / "work", data_cache)
-    return result, attempts + [final]
+    return result, [*attempts, final]
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +309,10 @@ def test_a_finished_run_is_restored_not_retrained(digits, tmp_path):
 def test_checkpoint_file_layout(digits, tmp_path):
     ck = tmp_path / "new" / "folder"  # created when missing
     _train(_student(digits), digits, MemoryReporter(checkpoint_dir=ck), OptimSpec(epochs=2, batch_size=256))
-    assert [p.name for p in ck.iterdir()] == ["student-seed=0.pt"]  # no temp file left over
+    # no temp file left over; the history beside the checkpoint, not inside it
+    assert sorted(p.name for p in ck.iterdir()) == ["student-seed=0.pt", "student-seed=0.pt.history"]
+    raw = torch.load(ck / "student-seed=0.pt", weights_only=True)
+    assert "history" not in raw and raw["history_bytes"] == (ck / "student-seed=0.pt.history").stat().st_size
     saved = checkpoint.load(ck / "student-seed=0.pt")
     assert (saved["phase"], saved["run"], saved["epoch"], saved["finished"], saved["stopped_early"]) == (
         "student",
@@ -355,7 +359,53 @@ def test_a_crash_while_writing_keeps_the_previous_checkpoint(digits, tmp_path, m
     model, reporter = _student(digits), MemoryReporter(checkpoint_dir=tmp_path / "ck")
     assert _train(model, digits, reporter, optim) == expected and _same_weights(model, ref_model)
     assert [m[2] for m in reporter.metrics] == [3, 4]
-    assert [p.name for p in (tmp_path / "ck").iterdir()] == ["student-seed=0.pt"]
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["student-seed=0.pt", "student-seed=0.pt.history"]
+    # epoch 3's history line, appended before the write that died, was cut off, not doubled
+    history = (tmp_path / "ck" / "student-seed=0.pt.history").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in history] == [1, 2, 3, 4]
+
+
+def test_checkpoints_are_written_by_time_and_at_the_end(digits, tmp_path, monkeypatch):
+    optim = OptimSpec(epochs=4, batch_size=128)
+    ref_model = _student(digits)
+    expected = _train(ref_model, digits, MemoryReporter(checkpoint_dir=tmp_path / "ref"), optim)
+    real_save, saved_epochs = torch.save, []
+
+    def counting_save(obj, f):
+        saved_epochs.append(obj["epoch"])
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint.torch, "save", counting_save)
+    hourly = MemoryReporter(checkpoint_dir=tmp_path / "ck", checkpoint_seconds=3600)
+    assert _train(_student(digits), digits, hourly, optim) == expected
+    assert saved_epochs == [4]  # not one per epoch: only the run's end
+
+    # A crash before the first checkpoint is due loses the epochs so far, never the result.
+    dying = DiesAt(tmp_path / "ck2", ("batch", "student", "seed=0", 2))
+    dying.checkpoint_seconds = 3600
+    with pytest.raises(Killed):
+        _train(_student(digits), digits, dying, optim)
+    model, reporter = _student(digits), MemoryReporter(checkpoint_dir=tmp_path / "ck2")
+    result = _train(model, digits, reporter, optim)
+    assert result == expected and result.resumed_epochs == 0 and _same_weights(model, ref_model)
+
+
+def test_a_version_1_checkpoint_with_its_history_inside_is_resumed(digits, tmp_path):
+    optim = OptimSpec(epochs=3, batch_size=128)
+    ref_model = _student(digits)
+    expected = _train(ref_model, digits, MemoryReporter(checkpoint_dir=tmp_path / "ref"), optim)
+    ck = tmp_path / "ck"
+    with pytest.raises(Killed):
+        _train(_student(digits), digits, DiesAt(ck, ("batch", "student", "seed=0", 2)), optim)
+    path = ck / "student-seed=0.pt"
+    old = checkpoint.load(path)  # what version 1 held: the history inside
+    old["version"] = 1
+    del old["history_bytes"]
+    torch.save(old, path)
+    (ck / "student-seed=0.pt.history").unlink()
+    model, reporter = _student(digits), MemoryReporter(checkpoint_dir=ck)
+    result = _train(model, digits, reporter, optim)
+    assert result == expected and result.resumed_epochs == 2 and _same_weights(model, ref_model)
 
 
 def test_checkpoints_are_only_loaded_with_weights_only():
@@ -400,11 +450,11 @@ def test_cuda_run_saves_and_restores_the_cuda_rng(digits, tmp_path):
         )
         return model, result
 
-    ref_model, expected = run(MemoryReporter(checkpoint_dir=tmp_path / "ref"))
+    _ref_model, expected = run(MemoryReporter(checkpoint_dir=tmp_path / "ref"))
     assert checkpoint.load(tmp_path / "ref" / "student-seed=0.pt")["cuda_rng"] is not None
     with pytest.raises(Killed):
         run(DiesAt(tmp_path / "ck", ("batch", "student", "seed=0", 1)))
-    model, result = run(MemoryReporter(checkpoint_dir=tmp_path / "ck"))
+    _model, result = run(MemoryReporter(checkpoint_dir=tmp_path / "ck"))
     assert result.resumed_epochs == 1 and result.epochs_run == expected.epochs_run
     for got, want in zip(result.history, expected.history, strict=True):
         assert got["val_loss"] == pytest.approx(want["val_loss"], abs=1e-3)

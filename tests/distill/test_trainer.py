@@ -142,3 +142,44 @@ def test_lr_schedules():
     assert lr_at(50, 100, cos) == pytest.approx(0.05)
     assert lr_at(100, 100, cos) == pytest.approx(0.0, abs=1e-12)
     assert lr_at(73, 100, OptimSpec(lr=0.1, lr_schedule="constant")) == 0.1
+
+
+# --- the GPU paths, on the CPU --------------------------------------------------------------------
+
+
+def _cnn(splits):
+    return build_model(CNNArch(channels=[4], hidden=8), splits.input_shape, 10, *input_stats(splits.train.x), seed=1)
+
+
+def test_bf16_autocast_trains_on_the_cpu_when_asked(digits):
+    from worker.distill.inference import autocast
+
+    model = _cnn(digits)
+    with autocast(CPU, True):
+        assert model(torch.as_tensor(digits.train.x[:4])).dtype == torch.bfloat16
+    with autocast(CPU):
+        assert model(torch.as_tensor(digits.train.x[:4])).dtype == torch.float32  # the CPU default
+    reporter = MemoryReporter(checkpoint_dir=None)
+    bf16 = _train(model, digits, reporter, optim=OptimSpec(epochs=2, batch_size=64), bf16=True)
+    fp32 = _train(_cnn(digits), digits, reporter, optim=OptimSpec(epochs=2, batch_size=64))
+    assert all(math.isfinite(h["train_loss"]) for h in bf16.history)
+    assert bf16.history != fp32.history  # the bf16 path ran ...
+    assert abs(bf16.best_val_accuracy - fp32.best_val_accuracy) < 0.1  # ... and learns as fp32 does
+
+
+def test_channels_last_conv_nets_train_alike_on_the_cpu(digits):
+    from worker.distill.inference import as_layout, use_channels_last
+
+    images = torch.zeros((2, 3, 8, 8), dtype=torch.uint8)
+    assert as_layout(images, True).is_contiguous(memory_format=torch.channels_last)
+    one = images[0]
+    assert as_layout(images, False) is images and as_layout(one, True) is one  # 4-d batches only
+    assert not use_channels_last(_cnn(digits), CPU)  # the CPU default: off
+    model = _cnn(digits)
+    optim = OptimSpec(epochs=2, batch_size=64)
+    result = _train(model, digits, MemoryReporter(checkpoint_dir=None), optim=optim, channels_last=True)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    reference = _train(_cnn(digits), digits, MemoryReporter(checkpoint_dir=None), optim=optim)
+    for got, want in zip(result.history, reference.history, strict=True):
+        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-4)

@@ -121,6 +121,25 @@ def test_npz_cells_are_capped_before_the_data_is_read(tmp_path):
     assert "more than 500 values" in str(refused(path, "npz", limits=UploadLimits(max_cells=500)))
 
 
+def test_an_mnist_sized_dataset_is_accepted_under_the_default_caps(tmp_path):
+    # 70,000 x 784 = 55 M values: above the old 50 M cap, well inside the memory it protects.
+    x = np.zeros((70_000, 784), dtype=np.uint8)
+    x[:, 0] = np.arange(70_000) % 251
+    path = tmp_path / "mnist.npz"
+    np.savez(path, x=x, y=np.arange(70_000) % 10)
+    found = inspect_dataset(path, "npz", tmp_path / "out.npz")
+    assert (found["rows"], found["input_shape"], found["dtype"]) == (70_000, [784], "uint8")
+    assert np.array_equal(canonical(tmp_path / "out.npz")["x"], x)
+
+
+def test_a_non_finite_value_is_found_in_a_later_chunk(tmp_path):
+    x = np.zeros((30_000, 784), dtype=np.float32)  # more rows than one check's chunk
+    x[25_000, 3] = np.nan
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, y=np.arange(30_000) % 2)
+    assert "first in row 25000" in str(refused(path, "npz"))
+
+
 # -- csv ----------------------------------------------------------------------------------
 def test_csv_with_string_labels_and_an_unlabeled_row(tmp_path):
     path = tmp_path / "d.csv"

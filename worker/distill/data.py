@@ -245,10 +245,10 @@ def _stored_member_memmap(npz_path: Path, key: str) -> np.ndarray | None:
 
 
 def _uploaded_inputs(f, npz_path: Path, key: str) -> np.ndarray:
-    """uint8 images memory-mapped from the file (read page by page, never whole in memory);
-    anything else loaded as before."""
+    """uint8 images and float32 features memory-mapped from the file (read page by page, never
+    whole in memory: the splits are the only copy); anything else loaded as before."""
     mapped = _stored_member_memmap(npz_path, key)
-    if mapped is not None and mapped.dtype == np.uint8:
+    if mapped is not None and mapped.dtype in (np.uint8, np.float32):
         return mapped
     return f[key]
 

@@ -18,11 +18,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (no loss scaling needed); plain fp32 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, bf16: bool | None = None):
+    """bf16 autocast (no loss scaling needed): by default on CUDA only, plain fp32 on the CPU;
+    `bf16=True` asks for it on the CPU too (how the GPU path's numerics are tested without one)."""
+    if bf16 if bf16 is not None else device.type == "cuda":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def has_conv2d(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def use_channels_last(model: nn.Module, device: torch.device, wanted: bool | None = None) -> bool:
+    """Channels-last (NHWC) memory for a conv net: by default on CUDA, where its convolutions
+    (cuDNN, tensor cores) run fastest that way; `wanted` overrides. Converts the model's 4-d
+    weights in place when it applies; the batches follow with `as_layout`."""
+    apply = wanted if wanted is not None else device.type == "cuda" and has_conv2d(model)
+    if apply:
+        model.to(memory_format=torch.channels_last)
+    return apply
+
+
+def as_layout(xb: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """A batch of images (N, C, H, W) in channels-last memory when the model is."""
+    if channels_last and xb.ndim == 4:
+        return xb.contiguous(memory_format=torch.channels_last)
+    return xb
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -21,6 +21,9 @@ class Reporter(Protocol):
     # missing.  The same folder on a later attempt resumes the job; the caller owns it
     # (deletes it once the job has ended).  None turns checkpoints off (tests, bench).
     checkpoint_dir: Path
+    # At least this long between two checkpoints of a run (each run's end is always one);
+    # 0: one at every epoch end.  A crash loses at most this (plus the epoch under way).
+    checkpoint_seconds: float
     # The job's id where there is one (the report's provenance names it); None in tests and bench.
     job_id: str | None
 
@@ -37,13 +40,18 @@ class Reporter(Protocol):
         """Something a person watching the job should read."""
 
     def should_stop(self) -> bool:
-        """True once cancellation was requested; checked at batch boundaries."""
+        """True once cancellation was requested; checked at batch boundaries (keep it cheap)."""
+
+    def flush(self) -> None:
+        """Deliver what metric/progress buffered: called before every checkpoint, so the
+        epochs a checkpoint accounts for are never lost to a crash."""
 
 
 @dataclass
 class MemoryReporter:
     checkpoint_dir: Path | None
     job_id: str | None = None
+    checkpoint_seconds: float = 0.0
     phases: list[str] = field(default_factory=list)
     progresses: list[float] = field(default_factory=list)
     metrics: list[tuple[str, str, int, dict[str, float]]] = field(default_factory=list)
@@ -64,3 +72,6 @@ class MemoryReporter:
 
     def should_stop(self) -> bool:
         return self.stop_requested
+
+    def flush(self) -> None:
+        """Nothing is buffered."""

@@ -9,9 +9,11 @@ What it guarantees:
 - the weights of the best validation-accuracy epoch are restored at the end,
   whether or not early stopping fired (ties keep the earlier epoch).
 - cancellation is honoured at every batch boundary (raises Cancelled).
-- resumable: at every epoch end the whole run state (model, objective, optimizer,
-  step, both RNG streams, best-so-far, history) is written atomically to
-  `reporter.checkpoint_dir / "<phase>-<run>.pt"` (see checkpoint.py).  A later
+- resumable: at an epoch end once `reporter.checkpoint_seconds` have passed since the
+  last checkpoint (0: every epoch), and at the run's end, the run state (model, objective,
+  optimizer, step, both RNG streams, best-so-far; the history appended) is written
+  atomically to `reporter.checkpoint_dir / "<phase>-<run>.pt"` (see checkpoint.py); a
+  crash loses at most the epochs since then.  A later
   `train` of the same (phase, run) continues after the last completed epoch and
   ends with exactly the numbers of an uninterrupted run (bit for bit on the CPU);
   a run whose checkpoint says it finished is restored, not retrained.  Epochs
@@ -35,6 +37,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +51,7 @@ from worker.distill import checkpoint, signals
 from worker.distill.augment import augment_batch
 from worker.distill.checkpoint import Best, RunState
 from worker.distill.data import ArraySplit
-from worker.distill.inference import autocast, predict_logits
+from worker.distill.inference import as_layout, autocast, predict_logits, use_channels_last
 from worker.distill.objectives import Objective
 from worker.distill.reporting import Cancelled, Reporter
 from worker.distill.signals import NoTeacher, TeacherSignal
@@ -140,14 +143,20 @@ class ReportMetrics(Callback):
 
 
 class SaveCheckpoint(Callback):
-    """After the metric: a crash between the two re-runs and re-reports this epoch (at least
-    once) rather than leaving a hole in the series."""
+    """Every `every_seconds` (at an epoch end) and at the run's end. After the metrics, which
+    the reporter flushes first: a crash between the two re-runs and re-reports the epochs since
+    the last checkpoint (at least once) rather than leaving a hole in the series."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, reporter: Reporter, every_seconds: float) -> None:
+        self.path, self.reporter, self.every = path, reporter, every_seconds
+        self.last = time.monotonic()
 
     def on_epoch_end(self, loop: Loop, values: dict[str, float]) -> None:
-        loop.capture().save(self.path)
+        now = time.monotonic()
+        if loop.state.finished or now - self.last >= self.every:
+            self.reporter.flush()
+            loop.capture().save(self.path)
+            self.last = time.monotonic()
 
 
 class ReportProgress(Callback):
@@ -177,8 +186,14 @@ class Loop:
         signal: TeacherSignal,
         augment: AugmentSpec | None,
         callbacks: list[Callback] | None = None,
+        bf16: bool | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         self.model, self.objective, self.optim = model.to(device), objective.to(device), optim
+        # GPU speed (inference.py): bf16 autocast and channels-last conv nets on CUDA by default;
+        # either may be asked for on the CPU (tests of those paths).
+        self.bf16 = bf16
+        self.channels_last = use_channels_last(self.model, device, channels_last)
         self.seed, self.device, self.callbacks = seed, device, list(callbacks or [])
         self.n = len(train_split)
         # The batch as stored (float32 today, uint8 images later): the model converts it.
@@ -285,14 +300,15 @@ class Loop:
         xb, yb = self.x[idx], self.y[idx]
         if self.augment is not None:
             xb = augment_batch(xb, self.augment)
+        xb = as_layout(xb, self.channels_last)
         for group in self.opt.param_groups:
             group["lr"] = lr_at(self.state.step, self.total_steps, self.optim)
         extra = {}
-        with autocast(self.device):
+        with autocast(self.device, self.bf16):
             if self.objective.needs_features:
                 logits, s_feats = self.model.forward_features(xb)
                 t, t_feats = self.signal.outputs(xb, idx)
-                extra["features"] = (dict(zip(self.model.stage_names, s_feats)), t_feats)
+                extra["features"] = (dict(zip(self.model.stage_names, s_feats, strict=False)), t_feats)
             else:
                 logits = self.model(xb)
                 t, _ = self.signal.outputs(xb, idx)
@@ -327,9 +343,7 @@ def _trusted(path: Path, signature: str, reporter: Reporter, label: str) -> RunS
     if not path.is_file():
         return None
     try:
-        state = RunState.read(path)
-        if state.signature != signature:
-            raise checkpoint.CheckpointError("it was written for a different run configuration")
+        state = RunState.read(path, signature)
     except checkpoint.CheckpointError as exc:
         reporter.event(f"checkpoint of {label} not used: {exc}; restarting {label} from scratch", "warning")
         return None
@@ -399,6 +413,8 @@ def train(
     signal: TeacherSignal | None = None,
     on_epoch: EpochCallback | None = None,
     augment: AugmentSpec | None = None,
+    bf16: bool | None = None,
+    channels_last: bool | None = None,
 ) -> TrainResult:
     """Train `model` in place on `train_split`, select on `val_split`.
 
@@ -408,6 +424,8 @@ def train(
     `augment` changes every training batch before the student AND the teacher see it,
     drawing from the run's forked RNG (checkpointed, so a resumed run draws what an
     uninterrupted one would); it rules out cached teacher logits.
+
+    `bf16` / `channels_last`: None is the device's default (both on CUDA, neither on the CPU).
     """
     loop = Loop(
         model,
@@ -420,12 +438,14 @@ def train(
         signal=signal or NoTeacher(),
         augment=augment,
         callbacks=[CancelCheck(reporter), ReportMetrics(reporter, phase, run)],
+        bf16=bf16,
+        channels_last=channels_last,
     )
     state = None
     if reporter.checkpoint_dir is not None:
         path = checkpoint.checkpoint_path(reporter.checkpoint_dir, phase, run)
         state = resume(loop, path, phase, run, reporter)
-        loop.callbacks.append(SaveCheckpoint(path))
+        loop.callbacks.append(SaveCheckpoint(path, reporter, reporter.checkpoint_seconds))
     if on_epoch is not None:
         loop.callbacks.append(ReportProgress(on_epoch))
         if state is not None:

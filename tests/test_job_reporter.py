@@ -1,0 +1,103 @@
+"""The runner's JobReporter on a real database: metrics and progress are buffered off the
+training loop and written by one thread; phases, events and checkpoints (flush) deliver
+them first; a lost lease stops the job and writes nothing more."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import jobs
+from app.contract.spec import EXAMPLE_SPEC, JobSpec
+from app.db import make_engine
+from app.models import Job, JobEvent, JobMetric, Tenant
+from tests.conftest import clear_caches
+from worker.runner_db import StopReason
+from worker.runner_job import JobReporter, LeaseLost
+
+OWNER = "w:test"
+
+
+@pytest.fixture
+def claimed(service_env, database_url, monkeypatch):
+    """A job claimed by OWNER, and a session on its database."""
+    monkeypatch.setenv("DISTILL_DATABASE_URL", database_url)
+    monkeypatch.setenv("DISTILL_REPORT_SECONDS", "0.05")
+    clear_caches()
+    engine = make_engine(database_url)
+    with Session(engine, expire_on_commit=False) as s:
+        tenant = Tenant(name="t")
+        s.add(tenant)
+        s.flush()
+        job_id = jobs.create(s, JobSpec.model_validate(EXAMPLE_SPEC), tenant_id=tenant.id).id
+        s.commit()
+        assert jobs.claim(s, job_id, OWNER, 60.0)
+        s.commit()
+        yield job_id, s
+    engine.dispose()
+
+
+def _epochs(session: Session, job_id: str) -> list[int]:
+    session.expire_all()
+    rows = session.scalars(select(JobMetric).where(JobMetric.job_id == job_id, JobMetric.name == "loss"))
+    return sorted(m.epoch for m in rows)
+
+
+def _poll(check, seconds: float = 10.0):
+    deadline = time.monotonic() + seconds
+    while not (result := check()):
+        assert time.monotonic() < deadline, "not written in time"
+        time.sleep(0.01)
+    return result
+
+
+def test_metrics_are_buffered_and_written_by_the_thread(claimed):
+    job_id, s = claimed
+    reporter = JobReporter(job_id, OWNER, mp.Value("i", StopReason.NONE))
+    try:
+        for epoch in range(1, 201):
+            reporter.metric("student", "seed=0", epoch, {"loss": 1.0 / epoch})
+        reporter.progress(0.5)
+        _poll(lambda: _epochs(s, job_id) == list(range(1, 201)))
+        _poll(lambda: (s.expire_all(), s.get(Job, job_id).progress == 0.5)[1])
+    finally:
+        reporter.close(flush=True)
+
+
+def test_a_phase_and_a_flush_deliver_the_buffer_first(claimed, monkeypatch):
+    job_id, s = claimed
+    monkeypatch.setenv("DISTILL_REPORT_SECONDS", "3600")  # the thread never gets to it
+    clear_caches()
+    reporter = JobReporter(job_id, OWNER, mp.Value("i", StopReason.NONE))
+    try:
+        reporter.metric("teacher", "teacher", 1, {"loss": 0.5})
+        assert _epochs(s, job_id) == []  # buffered
+        reporter.phase("student")
+        assert _epochs(s, job_id) == [1]
+        reporter.metric("student", "seed=0", 2, {"loss": 0.4})
+        reporter.flush()  # what the trainer calls before a checkpoint
+        assert _epochs(s, job_id) == [1, 2]
+        events = s.scalars(select(JobEvent.message).where(JobEvent.job_id == job_id)).all()
+        assert "phase student started" in events
+    finally:
+        reporter.close(flush=False)
+
+
+def test_a_lost_lease_stops_the_job_and_writes_nothing(claimed):
+    job_id, s = claimed
+    flag = mp.Value("i", StopReason.NONE)
+    reporter = JobReporter(job_id, OWNER, flag)
+    # Another worker holds it now (ours expired and the reaper requeued it).
+    assert jobs.hand_back(s, job_id, OWNER, "test") and jobs.claim(s, job_id, "w:other", 60.0)
+    s.commit()
+    reporter.metric("student", "seed=0", 1, {"loss": 0.5})
+    _poll(lambda: flag.value == StopReason.LOST)  # found by the writer thread
+    assert reporter.should_stop()
+    reporter.close(flush=True)  # nothing is written for a lease that is gone
+    with pytest.raises(LeaseLost):
+        reporter.flush()
+    assert _epochs(s, job_id) == []
