@@ -54,6 +54,7 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     pytest.skip("no Chromium here: apt-get install -y chromium chromium-driver (.ci/run does)", allow_module_level=True)
 
 from selenium import webdriver  # only once Chromium is known to be there
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
@@ -128,7 +129,12 @@ def screenshots(request, browser: webdriver.Chrome, svc: Service) -> Iterator[No
 
 
 def wait(driver: webdriver.Chrome, condition, timeout: float, what: str):
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message=f"waiting for {what}")
+    return WebDriverWait(
+        driver,
+        timeout,
+        poll_frequency=0.2,
+        ignored_exceptions=[StaleElementReferenceException],  # htmx swapped it
+    ).until(condition, message=f"waiting for {what}")
 
 
 def curves_of(driver: webdriver.Chrome):
