@@ -181,6 +181,16 @@ class Settings(BaseSettings):
         description="Estimated floating-point operations of a whole job (6 x parameters x "
         "examples x epochs over every run); a tenant's own max_job_flops wins.",
     )
+    stream_poll_seconds: float = Field(
+        1.0, gt=0, description="How often an open /stream looks for news (a short read, no session held between)."
+    )
+    stream_heartbeat_seconds: float = Field(
+        15.0, gt=0, description="A comment line on a quiet /stream this often, so proxies keep it open."
+    )
+    stream_max_seconds: float = Field(
+        3600.0, gt=0, description="A /stream ends after this long; the client resumes it with Last-Event-ID."
+    )
+    max_streams: int = Field(256, ge=1, description="Open /stream connections per API process; more get 503.")
     metrics_key: SecretStr = Field(
         SecretStr(""),
         description="Key of /metrics' job counts (Authorization: Bearer); without "

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import problems, tenants, ui
-from app.api import admin, artifacts, catalog, health, jobs, uploads
+from app.api import admin, artifacts, catalog, health, jobs, stream, uploads
 from app.api.upload_limits import UploadSlots
 from app.auth import RateLimiter, authenticate
 from app.bodies import BodyGuard
@@ -70,12 +70,13 @@ def create_app() -> FastAPI:
     )
     app.state.rate_limiter = RateLimiter()
     app.state.upload_slots = UploadSlots()
+    app.state.stream_slots = stream.StreamSlots()
     problems.install(app)
     app.add_middleware(BodyGuard)
     # First: the route clients poll is matched before all others. It checks the key in its own
     # unit of work (app/api/jobs.py), so it does not take the authenticate dependency.
     app.include_router(jobs.polled)
-    for module in (jobs, uploads, artifacts, catalog):
+    for module in (jobs, stream, uploads, artifacts, catalog):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.include_router(admin.router)  # the admin key, not a tenant's
     app.include_router(health.router)

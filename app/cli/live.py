@@ -72,12 +72,12 @@ def progress_view(job: Job) -> Table:
     return grid
 
 
-def watch(client: Client, job_id: str, console: Console, *, every: float = 1.0) -> Job:
+def watch(client: Client, job_id: str, console: Console, *, every: float = 1.0, poll: bool = False) -> Job:
     """Follow the job until it ends; events print above the live block. Ctrl-C (KeyboardInterrupt)
     leaves the job running and propagates to the caller, which says how to re-attach."""
     job = client.get(job_id)
     with Live(progress_view(job), console=console, refresh_per_second=4, transient=False) as live:
-        for update in client.follow(job_id, every=every):
+        for update in client.follow(job_id, every=every, poll=poll):
             for event in update.events:
                 live.console.print(event_line(event))
             job = update.job

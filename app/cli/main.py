@@ -70,11 +70,11 @@ def client_of(ctx: typer.Context) -> Client:
     return Client(ctx.obj["url"], ctx.obj["key"])
 
 
-def follow_to_the_end(client: Client, job_id: str, every: float) -> Job:
+def follow_to_the_end(client: Client, job_id: str, every: float, poll: bool = False) -> Job:
     """Watch the job; at its end print the result. Ctrl-C detaches (exit 130)."""
     console = out_console()
     try:
-        job = live_watch(client, job_id, console, every=every)
+        job = live_watch(client, job_id, console, every=every, poll=poll)
     except KeyboardInterrupt:
         err_console().print(
             f"detached from job {job_id}; it keeps running. Re-attach with: distill watch {job_id}", highlight=False
@@ -87,7 +87,8 @@ def follow_to_the_end(client: Client, job_id: str, every: float) -> Job:
     return job
 
 
-EVERY = typer.Option(help="Seconds between polls.", min=0.1)
+EVERY = typer.Option(help="Seconds between polls (with --poll).", min=0.1)
+POLL = typer.Option("--poll", help="Ask every few seconds instead of following the job's live stream.")
 
 
 @app.command()
@@ -101,6 +102,7 @@ def submit(
     wait: Annotated[bool, typer.Option(help="Watch the job to its end and print the result.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the job id.")] = False,
     every: Annotated[float, EVERY] = 1.0,
+    poll: Annotated[bool, POLL] = False,
 ) -> None:
     """Submit a job spec (overrides with --set)."""
     body = apply_overrides(load_spec(spec), set_)
@@ -111,17 +113,20 @@ def submit(
         else:
             out_console().print(f"submitted job {handle.id} ({handle.submitted.status})", highlight=False)
         if wait:
-            follow_to_the_end(client, handle.id, every)
+            follow_to_the_end(client, handle.id, every, poll)
 
 
 @app.command()
 @reports_errors
 def watch(
-    ctx: typer.Context, job: Annotated[str, typer.Argument(help="The job id.")], every: Annotated[float, EVERY] = 1.0
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    every: Annotated[float, EVERY] = 1.0,
+    poll: Annotated[bool, POLL] = False,
 ) -> None:
     """Live progress of a job until it ends; Ctrl-C detaches, watch again re-attaches."""
     with client_of(ctx) as client:
-        follow_to_the_end(client, job, every)
+        follow_to_the_end(client, job, every, poll)
 
 
 @app.command("list")
@@ -167,6 +172,7 @@ def events(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
     after: Annotated[int | None, typer.Option(help="Only events after this id.")] = None,
     every: Annotated[float, EVERY] = 1.0,
+    poll: Annotated[bool, POLL] = False,
 ) -> None:
     """A job's events (phases, early stops, warnings)."""
     console = out_console()
@@ -176,7 +182,7 @@ def events(
                 console.print(tables.event_line(event))
             return
         try:
-            for update in client.follow(job, every=every, after=after):
+            for update in client.follow(job, every=every, after=after, poll=poll):
                 for event in update.events:
                     console.print(tables.event_line(event))
         except KeyboardInterrupt:

@@ -9,6 +9,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -16,7 +17,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter
 
 from app.client.errors import ApiError, ChecksumMismatch, Unreachable
-from app.client.feed import JobUpdate, PollingFeed
+from app.client.feed import JobUpdate, PollingFeed, StreamFeed
 from app.client.keys import ApiKey, find_key
 from app.client.models import Artifact, Catalog, Event, Job, JobPage, Metrics
 
@@ -36,10 +37,10 @@ class JobHandle:
     def __init__(self, client: Client, submitted: Job) -> None:
         self.client, self.submitted, self.id = client, submitted, submitted.id
 
-    def wait(self, *, every: float = 1.0, timeout: float | None = None) -> Job:
-        """Poll until the job ends (succeeded, failed or cancelled) and return it."""
+    def wait(self, *, every: float = 1.0, timeout: float | None = None, poll: bool = False) -> Job:
+        """Follow the job until it ends (succeeded, failed or cancelled) and return it."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        for update in self.client.follow(self.id, every=every):
+        for update in self.client.follow(self.id, every=every, poll=poll):
             if update.job.ended:
                 return update.job
             if deadline is not None and time.monotonic() > deadline:
@@ -80,6 +81,19 @@ class Client:
             raise ApiError.from_response(response, self.key)
         return response
 
+    @contextmanager
+    def stream(self, path: str, *, last_event_id: str | None = None) -> Iterator[Iterator[str]]:
+        """The lines of a text/event-stream; a connection that fails (at once or midway) is Unreachable."""
+        headers = {"Accept": "text/event-stream"} | ({"Last-Event-ID": last_event_id} if last_event_id else {})
+        try:
+            with self._http.stream("GET", path, headers=headers) as response:
+                if response.is_error:
+                    response.read()
+                    raise ApiError.from_response(response, self.key)
+                yield response.iter_lines()
+        except httpx.TransportError as exc:
+            raise Unreachable(self.url, exc) from exc
+
     # --- jobs --------------------------------------------------------------------------------
 
     def submit(self, spec: Mapping[str, Any] | BaseModel, *, idempotency_key: str | None = None) -> JobHandle:
@@ -118,9 +132,14 @@ class Client:
         params: dict[str, Any] = {"limit": limit} | ({"after": after} if after is not None else {})
         return _EVENTS.validate_python(self._request("GET", f"/v1/jobs/{job_id}/events", params=params).json())
 
-    def follow(self, job_id: str, *, every: float = 1.0, after: int | None = None) -> Iterator[JobUpdate]:
-        """The job and its new events until it ends (polling today; see app.client.feed)."""
-        return iter(PollingFeed(self, job_id, every=every, after=after))
+    def follow(
+        self, job_id: str, *, every: float = 1.0, after: int | None = None, poll: bool = False
+    ) -> Iterator[JobUpdate]:
+        """The job and its new events until it ends: from its live stream, or with poll=True by asking
+        every `every` seconds (see app.client.feed)."""
+        if poll:
+            return iter(PollingFeed(self, job_id, every=every, after=after))
+        return iter(StreamFeed(self, job_id, after=after))
 
     def metrics(self, job_id: str, *, phase: str | None = None, name: str | None = None) -> Metrics:
         params = {k: v for k, v in {"phase": phase, "name": name}.items() if v}

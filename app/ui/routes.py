@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import RedirectResponse
 
 from app.api import artifacts as artifacts_api
 from app.api import jobs as jobs_api
+from app.api import stream as stream_api
 from app.api import uploads as uploads_api
 from app.auth import Caller, count_wrong_key
 from app.client.models import Artifact
@@ -136,6 +138,13 @@ def job_metrics(job_id: str, caller: DashboardCaller) -> dict:
     job = views.job_of(caller, job_id)
     metrics = views.metrics_of(caller, job_id)
     return {"status": job.status, "ended": job.ended, **metrics.model_dump(mode="json")}
+
+
+@router.get("/jobs/{job_id}/stream")
+async def job_stream(request: Request, job_id: str, caller: DashboardCaller) -> Response:
+    """The job's live stream for the curves script and the panel (the API's, with the cookie's caller)."""
+    await to_thread.run_sync(stream_api.check_job, caller, job_id)
+    return stream_api.open_stream(request, caller, job_id, request.headers.get("last-event-id"))
 
 
 @router.post("/jobs/{job_id}/cancel")

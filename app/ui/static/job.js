@@ -1,5 +1,8 @@
-// A job's live curves: polls the dashboard's metrics route and draws loss and accuracy with uPlot,
-// one line per phase, run and split (validation solid, training dashed). Stops once the job ended.
+// A job's live curves: loads the dashboard's metrics route once, then follows the job's stream
+// (server-sent events: a metric message per point, a job message per change) and draws loss and
+// accuracy with uPlot, one line per phase, run and split (validation solid, training dashed).
+// Each job message also fires `job-changed` on the body, which refreshes the panel (htmx).
+// Without EventSource, or when the stream fails, it polls the metrics route as before.
 "use strict";
 
 const POLL_MS = 1500;
@@ -86,6 +89,39 @@ class Curves {
     return points;
   }
 
+  // The stream from the point the metrics route covered: a metric message appends one point.
+  follow(body) {
+    this.series = body.series;
+    const source = new EventSource(this.root.dataset.streamUrl);
+    source.addEventListener("metric", (message) => this.addPoint(JSON.parse(message.data)));
+    source.addEventListener("job", () => document.body.dispatchEvent(new Event("job-changed")));
+    source.addEventListener("end", () => {
+      source.close();
+      this.root.dataset.final = "true";
+      document.body.dispatchEvent(new Event("job-changed"));
+    });
+    source.onerror = () => {
+      if (source.readyState === EventSource.CLOSED) setTimeout(() => this.poll(), POLL_MS);
+    };
+  }
+
+  addPoint(m) {
+    let s = this.series.find((x) => x.phase === m.phase && x.run === m.run && x.name === m.name);
+    if (!s) this.series.push((s = { phase: m.phase, run: m.run, name: m.name, epochs: [], values: [] }));
+    if (s.epochs.includes(m.epoch)) return; // already loaded by the metrics route
+    s.epochs.push(m.epoch);
+    s.values.push(m.value);
+    this.show({ series: this.series, ended: false });
+  }
+
+  show(body) {
+    const points = CHARTS.reduce((n, spec) => n + this.draw(spec, body.series), 0);
+    this.root.dataset.points = String(points);
+    this.root.dataset.series = String(body.series.length);
+    document.getElementById("curves-empty").hidden = points > 0;
+    return points;
+  }
+
   async poll() {
     let body;
     try {
@@ -98,13 +134,15 @@ class Curves {
       setTimeout(() => this.poll(), POLL_MS * 2);
       return;
     }
-    const points = CHARTS.reduce((n, spec) => n + this.draw(spec, body.series), 0);
-    this.root.dataset.points = String(points);
-    this.root.dataset.series = String(body.series.length);
-    document.getElementById("curves-empty").hidden = points > 0;
+    const points = this.show(body);
     if (body.ended) {
       this.root.dataset.final = "true";
       if (points === 0) document.getElementById("curves-empty").textContent = "This job reported no epochs.";
+      return;
+    }
+    if (window.EventSource && this.root.dataset.streamUrl && !this.polling) {
+      this.polling = true; // one stream per page; after it fails, polling goes on
+      this.follow(body);
       return;
     }
     setTimeout(() => this.poll(), POLL_MS);
