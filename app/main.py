@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import problems, tenants, ui
-from app.api import admin, artifacts, catalog, health, jobs, uploads
+from app.api import admin, artifacts, catalog, health, jobs, sweeps, uploads
 from app.api.upload_limits import UploadSlots
 from app.auth import RateLimiter, authenticate
 from app.bodies import BodyGuard
@@ -72,7 +72,7 @@ def create_app() -> FastAPI:
     app.state.upload_slots = UploadSlots()
     problems.install(app)
     app.add_middleware(BodyGuard)
-    for module in (jobs, uploads, artifacts, catalog):
+    for module in (jobs, sweeps, uploads, artifacts, catalog):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.include_router(admin.router)  # the admin key, not a tenant's
     app.include_router(health.router)
