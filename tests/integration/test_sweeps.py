@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from app.contract.spec import TeacherTrain
+from app.client import Client
 from tests.integration.conftest import Service, service_env, wait_for
+from tests.integration.test_client_cli import distill
 from tests.integration.test_resilience import FAST, SLOW_JOB, distributed_env, student_epoch  # noqa: F401
 
 pytestmark = pytest.mark.integration
@@ -84,6 +86,14 @@ def test_a_tiny_grid_ends_with_a_leaderboard_and_a_winner_chosen_on_validation(e
     first = next(j for j in jobs if j["id"] == sweep["trials"][0]["job_id"])
     assert all(j["created_at"] >= first["finished_at"] for j in jobs if j is not first)  # teacher trial first
     assert result["teacher_trainings"] == (1 if CACHE_REUSES_TEACHERS else 4)
+
+    # The same sweep through the Python client and the `distill sweep` command.
+    key = api.headers["Authorization"].removeprefix("Bearer ")
+    assert Client(embedded.url, key).wait_sweep(sweep_id, timeout=30).result["winner"] == result["winner"]
+    shown = distill(embedded, "sweep", "show", sweep_id)
+    assert shown.exit_code == 0, shown.output
+    assert f"winner (on validation): trial {result['winner']['trial']}" in shown.output
+    assert "4/4 done" in shown.output
 
     png = api.get(result["pareto_png_url"])
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
