@@ -90,3 +90,34 @@ def test_another_tenants_sweep_answers_404(client):
         assert r.json()["title"] == "Sweep not found"
     assert client.get("/v1/sweeps", headers=other).json() == []
     assert client.get(f"/v1/sweeps/{sweep['id']}").json()["status"] == "running"
+
+
+def test_the_median_rule_stops_a_trial_below_the_median_at_its_fraction(client):
+    from sqlalchemy import update
+
+    from app import jobs
+    from app.models import Sweep
+    from app.sweeps import state
+
+    body = {**GRID, "max_parallel": 4, "early_stop": {"fraction": 0.5, "min_trials": 2}}
+    sweep_id = client.post("/v1/sweeps", json=body).json()["id"]
+    with get_sessionmaker()() as session:
+        sweep = session.get(Sweep, sweep_id)
+        first = state.trial_jobs(session, sweep_id)[0]
+        session.execute(update(Job).where(Job.id == first.id).values(status="succeeded"))
+        released, _ = state.advance(session, sweep)
+        assert len(released) == 3  # the teacher trial ended: the others go, up to max_parallel
+        session.execute(update(Job).where(Job.sweep_id == sweep_id).values(status="running"))
+        by_trial = state.trial_jobs(session, sweep_id)
+        for index, value in {0: 0.8, 1: 0.7, 2: 0.3, 3: 0.75}.items():
+            jobs.add_metrics(session, by_trial[index].id, "student", "seed=0", 1, {"val_accuracy": value})
+        # Epochs 2, fraction 0.5: judged at epoch 1, each against the median of the others
+        # (trial 1: median of 0.8, 0.3, 0.75 is 0.75; trial 3: of 0.8, 0.7, 0.3 is 0.7, kept).
+        assert state.early_stop(session, sweep) == [1, 2]
+        assert state.early_stop(session, sweep) == []  # once
+        session.commit()
+    sweep = client.get(f"/v1/sweeps/{sweep_id}").json()
+    assert sweep["progress"]["stopped_early"] == 2
+    assert [t["stopped_early"] for t in sweep["trials"]] == [False, True, True, False]
+    flagged = [client.get(f"/v1/jobs/{t['job_id']}").json()["cancel_requested"] for t in sweep["trials"]]
+    assert flagged == [False, True, True, False]
