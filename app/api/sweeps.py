@@ -81,9 +81,9 @@ def _trial_errors(session: Session, sweep: SweepSpec, trial: dict[str, Any], ten
 
 
 def _admit_sweep(session: Session, sweep: SweepSpec, tenant_id: str) -> list[dict[str, Any]]:
-    trials = expand.trials(sweep)
-    if errors := expand.count_errors(sweep, len(trials)):
+    if errors := expand.count_errors(sweep):
         raise invalid_spec(errors)
+    trials = expand.trials(sweep)
     errors = []
     for trial in trials:
         errors += [e for e in _trial_errors(session, sweep, trial, tenant_id) if e not in errors]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-import itertools
+import math
 import random
 from typing import Any
 
@@ -22,15 +22,27 @@ def set_path(document: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = copy.deepcopy(value)
 
 
+def grid_size(sweep: SweepSpec) -> int:
+    return math.prod(len(values) for values in sweep.axes.values())
+
+
+def _combination(sweep: SweepSpec, index: int) -> dict[str, Any]:
+    """The grid's `index`-th combination (the last axis varies fastest), without building the grid."""
+    config: dict[str, Any] = {}
+    for path, values in reversed(sweep.axes.items()):
+        index, i = divmod(index, len(values))
+        config[path] = values[i]
+    return dict(reversed(config.items()))
+
+
 def configurations(sweep: SweepSpec) -> list[dict[str, Any]]:
     """{axis: value} per trial: every combination (grid), or `trials` distinct ones drawn with
-    `random_seed` (random)."""
-    names = list(sweep.axes)
-    grid = [dict(zip(names, values, strict=True)) for values in itertools.product(*sweep.axes.values())]
-    if sweep.sampling == "random" and sweep.trials is not None and sweep.trials < len(grid):
-        chosen = sorted(random.Random(sweep.random_seed).sample(range(len(grid)), sweep.trials))
-        grid = [grid[i] for i in chosen]
-    return grid
+    `random_seed` (random). Call count_errors first: a grid is built only when it is small."""
+    size = grid_size(sweep)
+    indexes: range | list[int] = range(size)
+    if sweep.sampling == "random" and sweep.trials is not None and sweep.trials < size:
+        indexes = sorted(random.Random(sweep.random_seed).sample(range(size), sweep.trials))
+    return [_combination(sweep, i) for i in indexes]
 
 
 def trial_spec(base: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
@@ -63,9 +75,12 @@ def trials(sweep: SweepSpec) -> list[dict[str, Any]]:
     return out
 
 
-def count_errors(sweep: SweepSpec, n: int) -> list[dict[str, str]]:
+def count_errors(sweep: SweepSpec) -> list[dict[str, str]]:
+    """Refused before anything is expanded: more trials than the sweep's budget (or MAX_TRIALS)."""
     limit = min(sweep.trials or MAX_TRIALS, MAX_TRIALS)
-    if n <= limit:
+    n = grid_size(sweep) if sweep.sampling == "grid" else min(grid_size(sweep), limit)
+    n += len(sweep.controls) * len(sweep.axes.get("student.arch", [None]))
+    if n <= limit or (sweep.sampling == "random" and n <= MAX_TRIALS):
         return []
     field = "/trials" if sweep.trials else "/axes"
     return [

@@ -85,3 +85,10 @@ def test_grid_and_random_expansion():
     with_control = SweepSpec(base=BASE, axes={"method.temperature": [2, 4]}, controls=["pseudo_label"])
     assert [t["control"] for t in expand.trials(with_control)] == [False, False, True]
     assert expand.trials(with_control)[2]["spec"]["method"] == {"name": "pseudo_label"}
+
+
+def test_a_huge_grid_is_refused_before_it_is_built_and_random_draws_from_it():
+    axes = {f"method.p{i}": list(range(10)) for i in range(12)}  # 10**12 combinations
+    assert expand.count_errors(SweepSpec(base=BASE, axes=axes))[0]["type"] == "too_many_trials"
+    drawn = SweepSpec(base=BASE, axes=axes, sampling="random", trials=5)
+    assert expand.count_errors(drawn) == [] and len(expand.trials(drawn)) == 5
