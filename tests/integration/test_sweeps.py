@@ -95,7 +95,9 @@ def test_a_tiny_grid_ends_with_a_leaderboard_and_a_winner_chosen_on_validation(e
     assert f"winner (on validation): trial {result['winner']['trial']}" in shown.output
     assert "4/4 done" in shown.output
 
-    png = api.get(result["pareto_png_url"])
+    # The worker draws the figure just after it wrote the result.
+    url = wait_for(lambda: (sweep_of(api, sweep_id)["result"] or {}).get("pareto_png_url"), timeout=30, what="figure")
+    png = api.get(url)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     assert set(result["pareto"]) == {"latency_ms", "parameters", "bytes"} and result["pareto"]["parameters"]
 
