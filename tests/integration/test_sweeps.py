@@ -138,14 +138,16 @@ def test_a_worker_killed_mid_sweep_loses_one_trials_epoch_not_the_sweep(make_ser
     svc = make_service(distributed_env())
     api = svc.client()
     worker = svc.start_worker("w0")
-    body = {
-        "base": SLOW_JOB | {"training": {"epochs": 4, "batch_size": 32}},
-        "axes": {"method.temperature": [2.0, 4.0]},
+    # An MLP student on MNIST-1D, small batches: about a second an epoch, time to be killed mid-trial.
+    base = SLOW_JOB | {
+        "student": {"arch": {"name": "mlp", "hidden": [64]}},
+        "training": {"epochs": 8, "batch_size": 16},
     }
+    body = {"base": base, "axes": {"method.temperature": [2.0, 4.0]}}
     sweep_id = submit(api, body | {"max_parallel": 1})
 
     second = wait_for(
-        lambda: sweep_of(api, sweep_id)["trials"][1]["job_id"], timeout=240, what="trial 1 released", every=0.5
+        lambda: sweep_of(api, sweep_id)["trials"][1]["job_id"], timeout=400, what="trial 1 released", every=0.5
     )
     wait_for(lambda: student_epoch(api, second) >= 2, timeout=240, what="trial 1 at student epoch 2")
     svc.kill(worker, signal.SIGKILL)
