@@ -3,7 +3,8 @@ each (and their ratio), how many teacher trainings the sweep made; and a budgete
 a ladder of student widths with its Pareto plot. Writes bench/results/sweeps.md (+ .json and
 the budgeted sweep's pareto png).
 
-    .venv/bin/python bench/sweeps.py --profile quick   # digits, small: minutes on 2 CPU cores
+    .venv/bin/python bench/sweeps.py --profile tiny    # digits, 4 trials, 1 seed, 3 epochs: what was run here
+    .venv/bin/python bench/sweeps.py --profile quick   # digits, 8 trials, 2 seeds, 10 epochs
     .venv/bin/python bench/sweeps.py --profile full    # the issue's: MNIST-1D (kd, dkd, fitnet; T 2/4/8;
                                                         # alpha 0.5/0.9; 3 seeds) and Fashion-MNIST widths
                                                         # under a latency budget: hours on 2 CPU cores
@@ -72,12 +73,13 @@ def budget_sweep(profile: str) -> dict:
         }
         budget = {"latency_ms": 0.2}
     else:
-        widths = [[8], [16], [32], [64], [128]]
+        epochs = 10 if profile == "quick" else 3
+        widths = [[8], [16], [32], [64], [128]] if profile == "quick" else [[8], [32], [128]]
         base = {
             "dataset": {"name": "digits"},
-            "teacher": {"train": {"arch": {"name": "mlp", "hidden": [64]}, "epochs": 10}},
+            "teacher": {"train": {"arch": {"name": "mlp", "hidden": [64]}, "epochs": epochs}},
             "method": {"name": "kd"},
-            "training": {"epochs": 10},
+            "training": {"epochs": epochs},
             "seeds": [0],
             "baseline": True,
         }
@@ -155,7 +157,7 @@ def board_lines(result: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", choices=("quick", "full"), default="quick")
+    p.add_argument("--profile", choices=("tiny", "quick", "full"), default="quick")
     p.add_argument("--data-cache", type=Path, default=ROOT / "var" / "bench-data")
     p.add_argument("--poll", type=float, default=1.0)
     p.add_argument("--skip-budget", action="store_true")

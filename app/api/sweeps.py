@@ -58,9 +58,10 @@ def _axis_pointer(trial: dict[str, Any], sweep: SweepSpec, field: str) -> str:
 
 
 def _trial_errors(session: Session, sweep: SweepSpec, trial: dict[str, Any], tenant_id: str) -> list[dict]:
-    """The trial's spec through the same validation and admission as POST /v1/jobs."""
+    """The trial's spec through the same validation and admission as POST /v1/jobs; on success
+    the trial keeps the spec as admitted (with the default time limit)."""
     try:
-        admit_spec(session, JobSpec.model_validate(trial["spec"]), tenant_id)
+        trial["spec"] = admit_spec(session, JobSpec.model_validate(trial["spec"]), tenant_id).model_dump(mode="json")
         return []
     except ValidationError as exc:
         found = [

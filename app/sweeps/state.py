@@ -93,11 +93,11 @@ def release(session: Session, sweep: Sweep) -> list[str]:
     under its cap. Returns the new job ids (to send after commit)."""
     if sweep.cancel_requested or sweep.status != RUNNING:
         return []
-    tenants.lock_for_submission(session, sweep.tenant_id)  # counts serialised with submissions
     by_trial = trial_jobs(session, sweep.id)
     first = by_trial.get(0)
-    if first is not None and first.status not in ENDED:
-        return []  # the teacher trial runs alone
+    if len(by_trial) == len(sweep.trials) or (first is not None and first.status not in ENDED):
+        return []  # all released, or the teacher trial runs alone
+    tenants.lock_for_submission(session, sweep.tenant_id)  # counts serialised with submissions
     active = sum(1 for j in by_trial.values() if j.status not in ENDED)
     tenant = session.get(Tenant, sweep.tenant_id)
     room = min(

@@ -121,3 +121,10 @@ def test_the_median_rule_stops_a_trial_below_the_median_at_its_fraction(client):
     assert [t["stopped_early"] for t in sweep["trials"]] == [False, True, True, False]
     flagged = [client.get(f"/v1/jobs/{t['job_id']}").json()["cancel_requested"] for t in sweep["trials"]]
     assert flagged == [False, True, True, False]
+
+
+def test_trials_run_with_the_spec_as_admitted(client):
+    sweep = client.post("/v1/sweeps", json=GRID).json()
+    first = client.get(f"/v1/jobs/{sweep['trials'][0]['job_id']}").json()
+    with get_sessionmaker()() as session:
+        assert session.get(Job, first["id"]).spec["limits"]["time_limit_seconds"] is not None  # the default one
