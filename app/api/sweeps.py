@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import jobs
+from app import admission, jobs
 from app.api.jobs import admit_spec, not_found
 from app.api.schemas import problems
 from app.auth import CallerDep
@@ -82,7 +82,7 @@ def _trial_errors(session: Session, sweep: SweepSpec, trial: dict[str, Any], ten
 
 
 def _admit_sweep(session: Session, sweep: SweepSpec, tenant_id: str) -> list[dict[str, Any]]:
-    if errors := expand.count_errors(sweep):
+    if errors := admission.value_errors(sweep.model_dump(mode="json")) or expand.count_errors(sweep):
         raise invalid_spec(errors)
     trials = expand.trials(sweep)
     errors = []

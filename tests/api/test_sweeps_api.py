@@ -128,3 +128,8 @@ def test_trials_run_with_the_spec_as_admitted(client):
     first = client.get(f"/v1/jobs/{sweep['trials'][0]['job_id']}").json()
     with get_sessionmaker()() as session:
         assert session.get(Job, first["id"]).spec["limits"]["time_limit_seconds"] is not None  # the default one
+
+
+def test_a_nul_in_the_sweep_is_refused_not_stored(client):
+    r = client.post("/v1/sweeps", json={**GRID, "name": "a\x00b"})
+    assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/name"
