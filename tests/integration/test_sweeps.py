@@ -138,12 +138,9 @@ def test_a_worker_killed_mid_sweep_loses_one_trials_epoch_not_the_sweep(make_ser
     svc = make_service(distributed_env())
     api = svc.client()
     worker = svc.start_worker("w0")
-    # An MLP student on MNIST-1D, small batches: about a second an epoch, time to be killed mid-trial.
-    base = SLOW_JOB | {
-        "student": {"arch": {"name": "mlp", "hidden": [64]}},
-        "training": {"epochs": 8, "batch_size": 16},
-    }
-    body = {"base": base, "axes": {"method.temperature": [2.0, 4.0]}}
+    # Trial 0 (the teacher trial) short, trial 1 long enough (small batches) to be killed mid-trial.
+    base = BASE | {"baseline": False, "training": {"batch_size": 8}, "limits": {"max_attempts": 4}}
+    body = {"base": base, "axes": {"training.epochs": [2, 30]}}
     sweep_id = submit(api, body | {"max_parallel": 1})
 
     second = wait_for(
