@@ -40,22 +40,20 @@ def grid_sweep(profile: str) -> dict:
             "axes": {"method": methods, "method.temperature": [2.0, 4.0, 8.0], "method.alpha": [0.5, 0.9]},
             "max_parallel": 2,
         }
+    quick = profile == "quick"
     base = {
         "dataset": {"name": "digits"},
-        "teacher": {"train": {"arch": {"name": "mlp", "hidden": [64]}, "epochs": 10}},
+        "teacher": {"train": {"arch": {"name": "mlp", "hidden": [64]}, "epochs": 10 if quick else 3}},
         "student": {"arch": {"name": "mlp", "hidden": [16]}},
-        "training": {"epochs": 10},
-        "seeds": [0, 1],
+        "training": {"epochs": 10 if quick else 3},
+        "seeds": [0, 1] if quick else [0],
         "baseline": True,
     }
+    methods = [{"name": "kd"}, {"name": "dkd"}] if quick else [{"name": "kd"}]
     return {
-        "name": "digits kd/dkd x T x alpha (quick)",
+        "name": f"digits {'/'.join(m['name'] for m in methods)} x T x alpha ({profile})",
         "base": base,
-        "axes": {
-            "method": [{"name": "kd"}, {"name": "dkd"}],
-            "method.temperature": [2.0, 8.0],
-            "method.alpha": [0.5, 0.9],
-        },
+        "axes": {"method": methods, "method.temperature": [2.0, 8.0], "method.alpha": [0.5, 0.9]},
         "max_parallel": 2,
     }
 

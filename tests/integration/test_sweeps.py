@@ -140,7 +140,7 @@ def test_a_worker_killed_mid_sweep_loses_one_trials_epoch_not_the_sweep(make_ser
     worker = svc.start_worker("w0")
     # Trial 0 (the teacher trial) short, trial 1 long enough (small batches) to be killed mid-trial.
     base = BASE | {"baseline": False, "training": {"batch_size": 8}, "limits": {"max_attempts": 4}}
-    body = {"base": base, "axes": {"training.epochs": [2, 30]}}
+    body = {"base": base, "axes": {"training.epochs": [2, 12]}}
     sweep_id = submit(api, body | {"max_parallel": 1})
 
     second = wait_for(
@@ -150,7 +150,7 @@ def test_a_worker_killed_mid_sweep_loses_one_trials_epoch_not_the_sweep(make_ser
     svc.kill(worker, signal.SIGKILL)
     svc.start_worker("w1")
 
-    sweep = wait_for(lambda: ended(api, sweep_id), timeout=300, what="the sweep to end", every=1)
+    sweep = wait_for(lambda: ended(api, sweep_id), timeout=500, what="the sweep to end", every=1)
     assert sweep["status"] == "succeeded", svc.dump_logs()
     jobs = trial_jobs(api, sweep)
     assert len(jobs) == 2 and len({j["id"] for j in jobs}) == 2  # each trial once
