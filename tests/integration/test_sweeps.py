@@ -13,7 +13,7 @@ from app.client import Client
 from app.contract.spec import TeacherTrain
 from tests.integration.conftest import Service, service_env, wait_for
 from tests.integration.test_client_cli import distill
-from tests.integration.test_resilience import FAST, SLOW_JOB, distributed_env, student_epoch  # noqa: F401
+from tests.integration.test_resilience import distributed_env, student_epoch  # noqa: F401 (distributed_env: a fixture)
 
 pytestmark = pytest.mark.integration
 
