@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import problems, tenants, ui
-from app.api import admin, artifacts, catalog, health, jobs, stream, uploads
+from app.api import admin, artifacts, catalog, health, jobs, stream, sweeps, uploads
 from app.api.upload_limits import UploadSlots
 from app.auth import RateLimiter, authenticate
 from app.bodies import BodyGuard
@@ -76,7 +76,7 @@ def create_app() -> FastAPI:
     # First: the route clients poll is matched before all others. It checks the key in its own
     # unit of work (app/api/jobs.py), so it does not take the authenticate dependency.
     app.include_router(jobs.polled)
-    for module in (jobs, stream, uploads, artifacts, catalog):
+    for module in (jobs, stream, sweeps, uploads, artifacts, catalog):
         app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.include_router(admin.router)  # the admin key, not a tenant's
     app.include_router(health.router)

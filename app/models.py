@@ -122,11 +122,38 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The last epoch's metrics ({"phase", "run", "epoch", "values"}), written with them.
     latest_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # A sweep's trial: which sweep, which of its trials (each trial becomes one job, once).
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
+    sweep_trial: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
+        UniqueConstraint("sweep_id", "sweep_trial", name="uq_jobs_sweep_trial"),
     )
+
+
+class Sweep(Base):
+    """Many trials from one request (app/sweeps/): its trials are ordinary jobs, released a
+    few at a time; the leaderboard is computed from their reports when the last one ends."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # running | succeeded | failed | cancelled
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the request as admitted
+    # [{"index", "config", "spec"}]: every trial, expanded and admitted at submission.
+    trials: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # Trial indexes stopped by the early-stopping rule, and the trial whose teacher the others name.
+    stopped: Mapped[list[int]] = mapped_column(JSON, default=list)
+    teacher_job_id: Mapped[str | None] = mapped_column(String(36))
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class JobEvent(Base):

@@ -89,6 +89,11 @@ def _client_path(loc: list, body: Any) -> list:
     return path
 
 
+def document_pointer(loc: tuple | list, document: Any) -> str:
+    """The pointer of a validation error in a JSON document as the client wrote it."""
+    return pointer(_client_path(["body", *loc], document))
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     errors = []
     for e in exc.errors():

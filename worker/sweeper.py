@@ -3,6 +3,8 @@
 - a running job whose lease expired lost its worker: back to the queue (and sent
   again) until max_attempts, then failed with an error that says so;
 - a job past its time limit fails;
+- running sweeps advance (app/sweeps/state.py): bad trials stopped, the next trials released,
+  the leaderboard written and pareto.png drawn when the last trial ends;
 - queued jobs whose message was lost (committed, then the enqueue failed, or the broker
   forgot it) are sent again. A message only wakes a worker (worker/fair_share.py), so
   what matters is their number: every queued job needs one waiting in the broker. Jobs
@@ -21,10 +23,16 @@ import random
 import threading
 from datetime import timedelta
 
+from sqlalchemy.orm import Session
+
 from app import jobs
 from app.config import get_settings
 from app.db import get_sessionmaker
+from app.models import Sweep
 from app.queue import enqueue_job, pending_messages
+from app.storage import get_storage
+from app.sweeps import state as sweep_state
+from worker.sweep_plot import draw_pareto
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +43,50 @@ def sweep_once() -> list[str]:
         jobs.expire_deadlines(session)
         reaped = jobs.reap_expired(session)
         session.commit()
-    sent = send(reaped) + send(missing_messages())
+    sent = send(reaped) + send(advance_sweeps()) + send(missing_messages())
     if sent:
         log.info("sweeper sent %d job(s) again: %s", len(sent), ", ".join(sent))
     return sent
+
+
+def advance_sweeps() -> list[str]:
+    """Every running sweep one step on; returns the trials released (to send)."""
+    released: list[str] = []
+    with get_sessionmaker()() as session:
+        sweep_ids = sweep_state.running_sweep_ids(session)
+    for sweep_id in sweep_ids:
+        try:
+            released += _advance_sweep(sweep_id)
+        except Exception:
+            log.exception("advancing sweep %s failed (the next sweep tries again)", sweep_id)
+    return released
+
+
+def _advance_sweep(sweep_id: str) -> list[str]:
+    with get_sessionmaker()() as session:
+        sweep = session.get(Sweep, sweep_id)
+        released, finished = sweep_state.advance(session, sweep)
+        session.commit()
+        if finished:
+            _draw_pareto(session, sweep_id)
+    return released
+
+
+def _draw_pareto(session: Session, sweep_id: str) -> None:
+    """The finished sweep's figure, in the artifact store; its key in the result."""
+    sweep = session.get(Sweep, sweep_id)
+    session.refresh(sweep)
+    result = dict(sweep.result or {})
+    if not result.get("leaderboard"):
+        return
+    key = f"sweeps/{sweep.tenant_id}/{sweep.id}/pareto.png"
+    target = get_storage().path(key)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.with_name(".pareto.png.part")
+    temp.write_bytes(draw_pareto(result, result.get("budget")))
+    temp.replace(target)
+    sweep.result = {**result, "pareto_png_key": key, "pareto_png_url": f"/v1/sweeps/{sweep.id}/pareto.png"}
+    session.commit()
 
 
 def missing_messages() -> list[str]:

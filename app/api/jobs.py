@@ -139,6 +139,11 @@ def _admit(session: Session, spec: JobSpec, caller: Caller) -> JobSpec:
     return admission.with_default_time_limit(spec)
 
 
+def admit_spec(session: Session, spec: JobSpec, tenant_id: str) -> JobSpec:
+    """A job's admission for a spec that does not come in a request (a sweep's trial)."""
+    return _admit(session, spec, Caller(tenant_id=tenant_id, key_id=None))
+
+
 def _submit(session: Session, spec: JobSpec, response: Response, caller: Caller, idempotency_key: str | None) -> JobOut:
     spec = _admit(session, spec, caller)
     digest = _spec_sha256(spec)

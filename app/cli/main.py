@@ -249,5 +249,11 @@ def ready(ctx: typer.Context, timeout: Annotated[float, typer.Option(help="Secon
         out_console().print(f"{client.url} is ready", highlight=False)
 
 
+# `distill sweep ...` (app/cli/sweeps.py builds on the helpers above, so it is imported after them).
+from app.cli.sweeps import app as sweep_app  # noqa: E402
+
+app.add_typer(sweep_app, name="sweep")
+
+
 def main() -> None:
     app()

@@ -19,12 +19,13 @@ from pydantic import BaseModel, TypeAdapter
 from app.client.errors import ApiError, ChecksumMismatch, Unreachable
 from app.client.feed import JobUpdate, PollingFeed, StreamFeed
 from app.client.keys import ApiKey, find_key
-from app.client.models import Artifact, Catalog, Event, Job, JobPage, Metrics
+from app.client.models import Artifact, Catalog, Event, Job, JobPage, Metrics, Sweep
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 ENV_URL = "DISTILL_URL"
 _EVENTS = TypeAdapter(list[Event])
 _ARTIFACTS = TypeAdapter(list[Artifact])
+_SWEEPS = TypeAdapter(list[Sweep])
 
 
 def default_url(env: Mapping[str, str] = os.environ) -> str:
@@ -144,6 +145,30 @@ class Client:
     def metrics(self, job_id: str, *, phase: str | None = None, name: str | None = None) -> Metrics:
         params = {k: v for k, v in {"phase": phase, "name": name}.items() if v}
         return Metrics.model_validate(self._request("GET", f"/v1/jobs/{job_id}/metrics", params=params).json())
+
+    # --- sweeps -------------------------------------------------------------------------------
+
+    def submit_sweep(self, spec: Mapping[str, Any]) -> Sweep:
+        """POST /v1/sweeps: a base spec and axes; its trials run as ordinary jobs."""
+        return Sweep.model_validate(self._request("POST", "/v1/sweeps", json=dict(spec)).json())
+
+    def sweep(self, sweep_id: str) -> Sweep:
+        return Sweep.model_validate(self._request("GET", f"/v1/sweeps/{sweep_id}").json())
+
+    def sweeps(self, *, limit: int = 20) -> list[Sweep]:
+        return _SWEEPS.validate_python(self._request("GET", "/v1/sweeps", params={"limit": limit}).json())
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        return Sweep.model_validate(self._request("POST", f"/v1/sweeps/{sweep_id}/cancel").json())
+
+    def wait_sweep(self, sweep_id: str, *, every: float = 2.0, timeout: float | None = None) -> Sweep:
+        """Poll until the sweep ends and return it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (sweep := self.sweep(sweep_id)).ended:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} is still running after {timeout} s")
+            time.sleep(every)
+        return sweep
 
     # --- artifacts ---------------------------------------------------------------------------
 

@@ -153,3 +153,22 @@ class Catalog(_Wire):
     uploads: dict[str, Any] = {}
     phases: list[str] = []
     example_spec: dict[str, Any] | None = None
+
+
+class Sweep(_Wire):
+    """A sweep: its trials (index, config, job_id, status), progress and, once ended, the result
+    (leaderboard, winner chosen on validation, budget, pareto fronts)."""
+
+    id: str
+    name: str | None = None
+    status: str
+    cancel_requested: bool = False
+    created_at: datetime
+    finished_at: datetime | None = None
+    progress: dict[str, Any] = {}
+    trials: list[dict[str, Any]] = []
+    result: dict[str, Any] | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.status != "running"

@@ -1,6 +1,6 @@
 """trained teachers by content hash, and the cache of teacher outputs (issue 12)
 
-Revision ID: 0006_cache
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-01 11:15:00
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_cache"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,1 @@
+"""Sweeps: one request, many trials (ordinary jobs), a leaderboard chosen on validation."""

@@ -1,0 +1,207 @@
+"""Sweeps through the HTTP API, with 1 and with 2 workers: the leaderboard, the wall time of
+each (and their ratio), how many teacher trainings the sweep made; and a budgeted sweep over
+a ladder of student widths with its Pareto plot. Writes bench/results/sweeps.md (+ .json and
+the budgeted sweep's pareto png).
+
+    .venv/bin/python bench/sweeps.py --profile tiny    # digits, 4 trials, 1 seed, 3 epochs: what was run here
+    .venv/bin/python bench/sweeps.py --profile quick   # digits, 8 trials, 2 seeds, 10 epochs
+    .venv/bin/python bench/sweeps.py --profile full    # the issue's: MNIST-1D (kd, dkd, fitnet; T 2/4/8;
+                                                        # alpha 0.5/0.9; 3 seeds) and Fashion-MNIST widths
+                                                        # under a latency budget: hours on 2 CPU cores
+
+Each run is its own embedded service (SQLite, filesystem broker) with N worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.quality import PYTHON, EmbeddedService, api_client  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def grid_sweep(profile: str) -> dict:
+    if profile == "full":
+        base = json.loads((ROOT / "examples" / "mnist1d-kd.json").read_text())
+        methods = [{"name": "kd"}, {"name": "dkd"}, {"name": "fitnet"}]
+        return {
+            "name": "mnist1d methods x T x alpha",
+            "base": base | {"name": None},
+            "axes": {"method": methods, "method.temperature": [2.0, 4.0, 8.0], "method.alpha": [0.5, 0.9]},
+            "max_parallel": 2,
+        }
+    quick = profile == "quick"
+    base = {
+        "dataset": {"name": "digits"},
+        "teacher": {"train": {"arch": {"name": "mlp", "hidden": [64]}, "epochs": 10 if quick else 3}},
+        "student": {"arch": {"name": "mlp", "hidden": [16]}},
+        "training": {"epochs": 10 if quick else 3},
+        "seeds": [0, 1] if quick else [0],
+        "baseline": True,
+    }
+    methods = [{"name": "kd"}, {"name": "dkd"}] if quick else [{"name": "kd"}]
+    return {
+        "name": f"digits {'/'.join(m['name'] for m in methods)} x T x alpha ({profile})",
+        "base": base,
+        "axes": {"method": methods, "method.temperature": [2.0, 8.0], "method.alpha": [0.5, 0.9]},
+        "max_parallel": 2,
+    }
+
+
+def budget_sweep(profile: str) -> dict:
+    if profile == "full":
+        widths = [[32], [64], [128], [256], [256, 128]]
+        base = {
+            "dataset": {"name": "fashion_mnist"},
+            "teacher": {"train": {"arch": {"name": "cnn", "channels": [32, 64], "hidden": 128}, "epochs": 15}},
+            "method": {"name": "kd"},
+            "training": {"epochs": 20},
+            "seeds": [0, 1, 2],
+            "baseline": True,
+        }
+        budget = {"latency_ms": 0.2}
+    else:
+        epochs = 10 if profile == "quick" else 3
+        widths = [[8], [16], [32], [64], [128]] if profile == "quick" else [[8], [32], [128]]
+        base = {
+            "dataset": {"name": "digits"},
+            "teacher": {"train": {"arch": {"name": "mlp", "hidden": [64]}, "epochs": epochs}},
+            "method": {"name": "kd"},
+            "training": {"epochs": epochs},
+            "seeds": [0],
+            "baseline": True,
+        }
+        budget = {"params": 1500}
+    return {
+        "name": f"student widths under {budget}",
+        "base": base,
+        "axes": {"student.arch": [{"name": "mlp", "hidden": w} for w in widths]},
+        "controls": ["pseudo_label"] if profile == "full" else [],
+        "budget": budget,
+        "max_parallel": 2,
+    }
+
+
+def run_sweep(body: dict, workers: int, home: Path, data_cache: Path, poll: float) -> tuple[dict, float, bytes]:
+    """One sweep on a fresh embedded service with `workers` workers: (sweep, seconds, pareto png)."""
+    with EmbeddedService(home, data_cache) as service:
+        extra = [
+            subprocess.Popen(
+                [PYTHON, "-m", "celery", "-A", "worker.celery_app", "worker", "--concurrency", "1", "-n", f"w{i}@%h"],
+                cwd=ROOT,
+                env=service.env,
+                stdout=(home / f"worker{i}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+            for i in range(1, workers)
+        ]
+        service.procs += extra
+        with api_client(service.url, timeout=60) as api:
+            started = time.monotonic()
+            r = api.post("/v1/sweeps", json=body)
+            r.raise_for_status()
+            sweep_id = r.json()["id"]
+            while (sweep := api.get(f"/v1/sweeps/{sweep_id}").json())["status"] == "running":
+                time.sleep(poll)
+            seconds = time.monotonic() - started
+            deadline = time.monotonic() + 30  # the figure is drawn just after the result is written
+            while "pareto_png_url" not in (sweep["result"] or {}) and time.monotonic() < deadline:
+                time.sleep(poll)
+                sweep = api.get(f"/v1/sweeps/{sweep_id}").json()
+            png = api.get(sweep["result"]["pareto_png_url"]).content if "pareto_png_url" in sweep["result"] else b""
+    return sweep, seconds, png
+
+
+def _acc(v: dict | None) -> str:
+    return "-" if v is None else f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}"
+
+
+def board_lines(result: dict) -> list[str]:
+    lines = [
+        "| trial | config | val % | test % | scratch test % | gap closed | params | latency ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["leaderboard"]:
+        config = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["config"].items())
+        gap = "-" if r["gap_closed"] is None else f"{r['gap_closed']:.0%}"
+        lines.append(
+            f"| {r['trial']} | {config}{' (control)' if r['control'] else ''} | {_acc(r['val_accuracy'])} | "
+            f"{_acc(r['test_accuracy'])} | {_acc(r['scratch_test_accuracy'])} | {gap} | {r['parameters'] or '-'} | "
+            f"{'-' if r['latency_ms'] is None else format(r['latency_ms'], '.3f')} |"
+        )
+    winner = result["winner"]
+    lines.append("")
+    lines.append(
+        f"Winner (on validation): trial {winner['trial']} {winner['config']}" if winner else "Winner: none fits"
+    )
+    if result.get("budget"):
+        lines.append(f"Budget: {json.dumps(result['budget'])}")
+    lines.append(
+        f"Teacher trainings in the sweep: {result['teacher_trainings']} (of {len(result['leaderboard'])} trials)"
+    )
+    lines.append(f"Pareto fronts (trial ids): {json.dumps(result['pareto'])}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=("tiny", "quick", "full"), default="quick")
+    p.add_argument("--data-cache", type=Path, default=ROOT / "var" / "bench-data")
+    p.add_argument("--poll", type=float, default=1.0)
+    p.add_argument("--skip-budget", action="store_true")
+    args = p.parse_args(argv)
+    out: dict = {"profile": args.profile, "grid": {}, "budget": None}
+    with tempfile.TemporaryDirectory(prefix="distill-sweeps-") as tmp:
+        for workers in (1, 2):
+            sweep, seconds, _ = run_sweep(
+                grid_sweep(args.profile), workers, Path(tmp) / f"g{workers}", args.data_cache, args.poll
+            )
+            out["grid"][workers] = {"seconds": seconds, "sweep": sweep}
+            print(f"grid with {workers} worker(s): {seconds:.0f} s, {sweep['status']}", flush=True)
+        if not args.skip_budget:
+            sweep, seconds, png = run_sweep(budget_sweep(args.profile), 2, Path(tmp) / "b", args.data_cache, args.poll)
+            out["budget"] = {"seconds": seconds, "sweep": sweep}
+            (RESULTS / f"sweeps-{args.profile}-pareto.png").write_bytes(png)
+            print(f"budget sweep: {seconds:.0f} s, {sweep['status']}", flush=True)
+    (RESULTS / f"sweeps-{args.profile}.json").write_text(json.dumps(out, indent=1, default=str))
+    write_markdown(out, args)
+    return 0
+
+
+def write_markdown(out: dict, args) -> None:
+    one, two = out["grid"][1], out["grid"][2]
+    lines = [
+        f"# Sweeps (`bench/sweeps.py --profile {args.profile}`)",
+        "",
+        f"Grid sweep: `{one['sweep']['name']}`, {one['sweep']['progress']['total']} trials, max_parallel 2.",
+        f"Wall time: 1 worker {one['seconds']:.0f} s, 2 workers {two['seconds']:.0f} s "
+        f"(ratio 2/1 = {two['seconds'] / one['seconds']:.2f}), on the same machine in the same run.",
+        "",
+        "Leaderboard (the 2-worker run):",
+        "",
+        *board_lines(two["sweep"]["result"]),
+    ]
+    if out["budget"]:
+        lines += [
+            "",
+            f"## Budgeted sweep: `{out['budget']['sweep']['name']}` ({out['budget']['seconds']:.0f} s, 2 workers)",
+            "",
+            *board_lines(out["budget"]["sweep"]["result"]),
+            "",
+            f"![pareto](sweeps-{args.profile}-pareto.png)",
+        ]
+    (RESULTS / f"sweeps-{args.profile}.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
