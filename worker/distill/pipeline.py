@@ -72,7 +72,7 @@ def run_job(
 ) -> JobResult:
     """Run one job. `inputs` carries the uploaded files the spec names (dataset.artifact, brought
     teachers), resolved by the caller; built-in datasets and trained teachers need none."""
-    job = Job(spec, reporter, inputs or JobInputs(), Path(data_cache), Path(workdir) / "out")
+    job = Job(spec, reporter, inputs or JobInputs(), Path(data_cache), Path(workdir))
     job.train(runs_of(job.runs, TEACHER))
     job.combine_teachers()
     job.prepare_student_data()
@@ -100,8 +100,11 @@ def member_index(run: Run) -> int:
 class Job:
     """One job's state as it runs: its plan, data, device, progress and the trained models."""
 
-    def __init__(self, spec: JobSpec, reporter: Reporter, inputs: JobInputs, data_cache: Path, out_dir: Path) -> None:
-        self.spec, self.reporter, self.inputs, self.out_dir = spec, reporter, inputs, out_dir
+    def __init__(self, spec: JobSpec, reporter: Reporter, inputs: JobInputs, data_cache: Path, workdir: Path) -> None:
+        self.spec, self.reporter, self.inputs = spec, reporter, inputs
+        # The student's files and the report go to out/ only at export (a cancelled job leaves
+        # none); trained teachers are kept as they finish, in kept/.
+        self.out_dir, self.kept_dir = workdir / "out", workdir / "kept"
         self.device = resolve_device(spec.training.device)
         self.data = JobData.load(spec, inputs, data_cache)
         self.runs = plan(spec, inputs.reused)
@@ -178,7 +181,7 @@ class Job:
             files = export_model(
                 model,
                 ["safetensors", "onnx"],
-                self.out_dir,
+                self.kept_dir,
                 stem=kept_stem(run),
                 onnx_opset=self.spec.export.onnx_opset,
                 check_x=splits.test.x,
