@@ -14,7 +14,7 @@ import torch
 from app.contract.architectures import CNNArch, MLPArch
 from app.contract.spec import DatasetSpec
 from tests.support.engine import run_tiny_job
-from worker.distill import signals
+from worker.distill import cache
 from worker.distill.data import load_uploaded
 from worker.distill.inference import predict_logits
 from worker.distill.inputs import BroughtTeacher, JobInputs
@@ -141,7 +141,7 @@ def test_onnx_teacher_job(sk_teacher, digits, tmp_path, data_cache, tiny_spec, m
         calls.append((np.asarray(x).copy(), out.clone()))
         return out
 
-    monkeypatch.setattr(signals, "predict_logits", recording)
+    monkeypatch.setattr(cache, "predict_logits", recording)  # the cached soft targets are computed there
     spec = tiny_spec(teacher={"artifact": {"id": ONNX_ID}}, seeds=[0])
     result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(teachers={ONNX_ID: brought}))
     r = result.report
