@@ -255,7 +255,8 @@ def test_cancel_from_the_page_and_never_without_the_csrf_token(browser, svc: Ser
     assert not client.get(job_id).cancel_requested
 
     browser.get(f"{svc.url}/ui/jobs/{job_id}")
-    browser.find_element(By.ID, "cancel").click()
+    # The panel may be swapped between finding the button and clicking it: click again until one lands.
+    wait(browser, lambda d: d.find_element(By.ID, "cancel").click() or True, 10, "the cancel button")
     confirm = wait(browser, lambda d: d.switch_to.alert, 10, "the confirmation")
     assert "Cancel this job?" in confirm.text
     confirm.accept()
