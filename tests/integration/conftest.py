@@ -134,6 +134,9 @@ def service_env(tmp_path: Path, database_url: str | None, broker_url: str, **set
         "DISTILL_QUEUE": f"train-{uuid.uuid4().hex[:8]}",
         "DISTILL_DATA_CACHE_DIR": str(ROOT / "var" / "test-cache"),
         "DISTILL_HEARTBEAT_SECONDS": "1",
+        # A checkpoint at every epoch end (production: every 30 s): the crash tests kill a job
+        # seconds in and check that it resumes past its first epoch.
+        "DISTILL_CHECKPOINT_SECONDS": "0",
         **NO_LIMITS,
     }
     env |= {f"DISTILL_{k.upper()}": str(v) for k, v in settings.items()}
