@@ -27,6 +27,8 @@ METRICS = {
     "bytes",
     "latency_ms",
     "latency_onnx_ms",
+    "latency_onnx_batch_ms",
+    "latency_onnx_batch_size",
     "latency_onnx_threads",
     "epochs_run",
     "best_epoch",
