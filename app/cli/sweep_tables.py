@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Group, RenderableType
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from app.client import Sweep
 
@@ -59,7 +61,7 @@ def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard (ran
     for row in rows:
         table.add_row(
             f"{row['trial']}{' *' if row.get('winner') else ''}",
-            _config_text(row),
+            escape(_config_text(row)),  # values such as seeds=[0, 1] are text, not rich markup
             _acc(row["val_accuracy"]),
             _acc(row["test_accuracy"]),
             _acc(row["scratch_test_accuracy"]),
@@ -110,15 +112,16 @@ def result_lines(result: dict[str, Any]) -> list[str]:
 
 
 def sweep_view(sweep: Sweep) -> RenderableType:
-    """Progress; then the leaderboard once ended, else the standings so far (* the best so far)."""
-    parts: list[RenderableType] = [progress_line(sweep)]
+    """Progress; then the leaderboard once ended, else the standings so far (* the best so far).
+    Lines are plain Text: a config's value is never read as rich markup."""
+    parts: list[RenderableType] = [Text(progress_line(sweep))]
     rows = sweep.leaderboard
     if sweep.result:
         parts.append(leaderboard_table(rows))
     elif rows:
         parts.append(leaderboard_table(rows, "Standings so far (ranked on validation; * best so far)"))
     if rows and (line := latency_line(rows)):
-        parts.append(line)
+        parts.append(Text(line))
     if sweep.result:
-        parts += result_lines(sweep.result)
+        parts += [Text(line) for line in result_lines(sweep.result)]
     return Group(*parts)
