@@ -25,9 +25,9 @@ def _panel(ax, figure: dict[str, Any], title: str | None) -> None:
         ax.axvline(figure["budget"], color="#d62728", linestyle="--", linewidth=1)
     if not points:
         ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="#999")
-    # Latencies of similar students differ in the 4th digit: few ticks, no offset notation.
     ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
-    ax.xaxis.set_major_formatter(FormatStrFormatter("%.4g"))
+    if figure["x"].startswith("latency"):  # similar students differ in the 4th digit: no offset notation
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%.4g"))
     ax.set_xlabel(figure["x_label"])
     ax.set_ylabel("validation accuracy (mean over seeds)")
     if title:

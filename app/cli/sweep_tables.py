@@ -69,8 +69,8 @@ def leaderboard_table(rows: list[dict[str, Any]], title: str = "Leaderboard (ran
             _num(row["gap_closed"], ".0%"),
             _num(row["parameters"], ",.0f"),
             _num(row.get("bytes"), ",.0f"),
-            _num(row["latency_ms"], ".3f"),
-            _num(row.get("latency_batch_ms"), ".3f"),
+            _num(row["latency_ms"], ".3g"),
+            _num(row.get("latency_batch_ms"), ".3g"),
         )
     return table
 
