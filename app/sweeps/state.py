@@ -245,12 +245,14 @@ def _views(sweep: Sweep, by_trial: dict[int, Job]) -> dict[int, dict[str, Any]]:
 
 
 def progress(session: Session, sweep: Sweep, by_trial: dict[int, Job] | None = None) -> dict[str, Any]:
-    """Trials done / running / queued / not yet released, and the best so far (on validation)."""
+    """Trials done / running / queued / not yet released, and the best so far (on validation,
+    among those that fit the budget when the sweep has one: the winner if it ended now)."""
     by_trial = trial_jobs(session, sweep.id) if by_trial is None else by_trial
     counts = dict.fromkeys(("succeeded", "failed", "cancelled", "running", "queued"), 0)
     for job in by_trial.values():
         counts[job.status] = counts.get(job.status, 0) + 1
-    best, _ = board.budget_answer(board.rows_of(sweep.trials, _views(sweep, by_trial)), None)
+    budget = SweepSpec.model_validate(sweep.spec).budget
+    best, _ = board.budget_answer(board.rows_of(sweep.trials, _views(sweep, by_trial)), budget)
     return {
         "total": len(sweep.trials),
         "done": counts["succeeded"] + counts["failed"] + counts["cancelled"],
