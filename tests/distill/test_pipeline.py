@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -27,6 +28,8 @@ METRICS = {
     "bytes",
     "latency_ms",
     "latency_onnx_ms",
+    "latency_onnx_batch_ms",
+    "latency_onnx_batch_size",
     "latency_onnx_threads",
     "epochs_run",
     "best_epoch",
@@ -61,7 +64,7 @@ def test_progress_monotone_and_complete(job):
     _, reporter, _ = job
     p = reporter.progresses
     assert p[0] == 0.0 and p[-1] == 1.0
-    assert all(b > a for a, b in zip(p, p[1:]))
+    assert all(b > a for a, b in itertools.pairwise(p))
 
 
 def test_report_shape(job):
