@@ -172,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-cache", type=Path, default=ROOT / "var" / "bench-data")
     p.add_argument("--poll", type=float, default=1.0)
     p.add_argument("--skip-budget", action="store_true")
+    p.add_argument(
+        "--budget-profile", choices=("tiny", "quick", "full"), help="the budgeted sweep's (default: --profile)"
+    )
     args = p.parse_args(argv)
     out: dict = {"profile": args.profile, "grid": {}, "budget": None}
     with tempfile.TemporaryDirectory(prefix="distill-sweeps-") as tmp:
@@ -182,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             out["grid"][workers] = {"seconds": seconds, "sweep": sweep}
             print(f"grid with {workers} worker(s): {seconds:.0f} s, {sweep['status']}", flush=True)
         if not args.skip_budget:
-            sweep, seconds, png = run_sweep(budget_sweep(args.profile), 2, Path(tmp) / "b", args.data_cache, args.poll)
+            sweep, seconds, png = run_sweep(
+                budget_sweep(args.budget_profile or args.profile), 2, Path(tmp) / "b", args.data_cache, args.poll
+            )
             out["budget"] = {"seconds": seconds, "sweep": sweep}
             (RESULTS / f"sweeps-{args.profile}-pareto.png").write_bytes(png)
             print(f"budget sweep: {seconds:.0f} s, {sweep['status']}", flush=True)
