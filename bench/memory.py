@@ -37,7 +37,7 @@ def rss(field):
         if line.startswith(field):
             return int(line.split()[1]) * 1024
 
-what, path, out, fmt = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+what, path, out, fmt, traced = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
 import numpy as np
 if what == "inspect":
     import PIL.Image, pyarrow.csv  # imported by the readers: imports, not data
@@ -47,12 +47,13 @@ else:
     from worker.distill.data import load_uploaded
 import tracemalloc
 base = rss("VmRSS:")
-tracemalloc.start()
+if traced:  # its own bookkeeping (a traceback per block) is resident too: RSS comes from a run without
+    tracemalloc.start()
 if what == "inspect":
     inspect_dataset(path, fmt, out)
 else:
     splits = load_uploaded(path, DatasetSpec(artifact="bench"))
-print(json.dumps({"base": base, "peak": rss("VmHWM:"), "heap": tracemalloc.get_traced_memory()[1]}))
+print(json.dumps({"base": base, "peak": rss("VmHWM:"), "heap": tracemalloc.get_traced_memory()[1] if traced else 0}))
 """
 
 
@@ -103,14 +104,26 @@ MAKERS = {
 }
 
 
-def peak(tree: Path, what: str, path: Path, out: Path, fmt: str = "npz") -> dict:
+def _child(tree: Path, what: str, path: Path, out: Path, fmt: str, traced: bool) -> dict:
     env = {"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin", "HOME": str(out.parent)}
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, what, str(path), str(out), fmt], env=env, capture_output=True, text=True, cwd=tree
+        [sys.executable, "-c", CHILD, what, str(path), str(out), fmt, str(int(traced))],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tree,
     )
     if done.returncode:
         return {"error": done.stderr.strip().splitlines()[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def peak(tree: Path, what: str, path: Path, out: Path, fmt: str = "npz") -> dict:
+    """Allocated memory from a traced run, resident memory from an untraced one."""
+    untraced = _child(tree, what, path, out, fmt, traced=False)
+    if "error" in untraced:
+        return untraced
+    return {**untraced, "heap": _child(tree, what, path, out, fmt, traced=True)["heap"]}
 
 
 def measure(

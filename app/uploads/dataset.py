@@ -15,6 +15,7 @@ import math
 import re
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -650,19 +651,31 @@ def _refuse_mixed_sizes(sizes: dict[tuple[int, int], str]) -> None:
         )
 
 
-def _image_files(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, str, str]]:
-    """(member, class folder, file name) of every image, in the zip's order; a top folder that
-    holds everything is stripped."""
+def _top_folder_strip(files: list[zipfile.ZipInfo]) -> int:
+    """1 when one top folder holds every image (in its class folders), else 0."""
+    tops = set()
+    for info in files:
+        parts = PurePosixPath(info.filename).parts
+        if len(parts) < 3:
+            return 0
+        tops.add(parts[0])
+        if len(tops) > 1:
+            return 0
+    return 1
+
+
+def _image_files(zf: zipfile.ZipFile) -> Iterator[tuple[zipfile.ZipInfo, str]]:
+    """(member, class folder) of every image, in the zip's order, one at a time (a zip of 70,000
+    images holds 70,000 names: no second list of them); a top folder that holds everything is
+    stripped."""
     files = [i for i in zf.infolist() if not i.is_dir() and not _junk(i.filename)]
     if not files:
         raise InspectionError(
             "The zip holds no images. Put them in one folder per class: cat/001.png, dog/002.png ...", field="file"
         )
-    paths = [PurePosixPath(i.filename).parts for i in files]
-    strip = 1 if all(len(p) >= 3 for p in paths) and len({p[0] for p in paths}) == 1 else 0
-    found = []
-    for info, parts in zip(files, paths, strict=True):
-        parts = parts[strip:]
+    strip = _top_folder_strip(files)
+    for info in files:
+        parts = PurePosixPath(info.filename).parts[strip:]
         if len(parts) != 2:
             raise InspectionError(
                 f"{info.filename!r} is not in a class folder. Put the images in one folder per "
@@ -674,8 +687,7 @@ def _image_files(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, str, str]]:
             raise InspectionError(
                 f"{info.filename!r} is not an image (allowed: {', '.join(IMAGE_EXTENSIONS)}).", field="file"
             )
-        found.append((info, parts[0], parts[1]))
-    return found
+        yield info, parts[0]
 
 
 def _read_image_zip(path: Path, limits: UploadLimits, image_size: int | None, spool_dir: Path) -> _Parts:
@@ -691,7 +703,7 @@ def _read_image_zip(path: Path, limits: UploadLimits, image_size: int | None, sp
     cells = 0
     with zipsafe.open_zip(path, limits, what) as zf:
         budget = zipsafe.ReadBudget(limits, what)
-        for info, folder, _ in _image_files(zf):
+        for info, folder in _image_files(zf):
             image = _decode_image(zipsafe.read_member(zf, info, budget), info.filename, limits, image_size)
             cells += image.size
             if cells > limits.max_cells:
