@@ -251,3 +251,34 @@ print(sorted(m for m in ("torch._inductor.compile_fx", "torch._dynamo.backends.i
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_gpu_paths_together_on_the_cpu(digits, teacher):
+    # What a CUDA run does by default, asked for on the CPU: bf16 autocast, channels-last
+    # weights, inputs gathered from host memory batch by batch, a live teacher under autocast.
+    from worker.distill import placement
+
+    optim = OptimSpec(epochs=3, batch_size=64)
+    result = _train(
+        _cnn(digits),
+        digits,
+        MemoryReporter(checkpoint_dir=None),
+        KD(4.0, 0.9),
+        optim=optim,
+        signal=LiveTeacher(teacher),
+        bf16=True,
+        channels_last=True,
+        data_placement=placement.PINNED,
+    )
+    reference = _train(
+        _cnn(digits),
+        digits,
+        MemoryReporter(checkpoint_dir=None),
+        KD(4.0, 0.9),
+        optim=optim,
+        signal=LiveTeacher(teacher),
+    )
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]  # it learns ...
+    assert result.history != reference.history  # ... on the other paths ...
+    assert abs(result.best_val_accuracy - reference.best_val_accuracy) < 0.1  # ... as the CPU defaults do
