@@ -20,6 +20,11 @@ router = APIRouter(prefix="/v1", tags=["catalog"])
 
 @router.get("/catalog", summary="Datasets, architectures and methods a job may use")
 def catalog() -> dict[str, Any]:
+    """Everything a spec may name: the built-in datasets with their shapes and sizes, the
+    architectures (mlp, cnn, and the timm and torchvision model names) and the methods with
+    each parameter's range, default and meaning, the feature stages the methods can tap, the
+    upload formats, the phases of a job and an example spec.
+    """
     return {
         "datasets": {name: info.as_dict() for name, info in DATASETS.items()},
         "architectures": {

@@ -9,12 +9,13 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from sqlalchemy import Connection, and_, bindparam, delete, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from app import admission, jobs, tenants
+from app.api.examples import job_examples
 from app.api.schemas import (
     ArtifactOut,
     EventOut,
@@ -107,9 +108,10 @@ def _inspection(artifact: Artifact) -> dict[str, Any]:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
     summary="Submit a distillation job",
+    responses=problems(413, 415),
 )
 def submit_job(
-    spec: JobSpec,
+    spec: Annotated[JobSpec, Body(openapi_examples=job_examples())],
     response: Response,
     caller: CallerDep,
     idempotency_key: Annotated[
@@ -121,6 +123,14 @@ def submit_job(
         ),
     ] = None,
 ) -> JobOut:
+    """Submit a job spec: the teacher (trained in the job, uploaded, or an ensemble), the
+    student's architecture, the method and its parameters, the training budget and the seeds.
+    The spec is checked completely before anything is stored (types and ranges, then whether
+    teacher, data and student fit together, then what the job will cost): a spec that cannot
+    run gets a 422 naming each wrong field. 202 with the job, queued, and `Location`; poll
+    GET /v1/jobs/{id} or follow GET /v1/jobs/{id}/stream. The examples show each method and
+    each way to bring a teacher or data; GET /v1/catalog lists what a spec may name.
+    """
     with session_scope() as session:
         return _submit(session, spec, response, caller, idempotency_key)
 
@@ -219,6 +229,9 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
 ) -> JobPage:
+    """The tenant's jobs, newest first, a page at a time: pass `next_cursor` as `cursor`
+    for the next page. `status` may be given several times.
+    """
     query = select(Job).where(Job.tenant_id == caller.tenant_id)
     if status_:
         query = query.where(Job.status.in_([s.value for s in status_]))
@@ -244,6 +257,11 @@ def list_jobs(
     openapi_extra={"security": [{API_KEY_SCHEME: []}]},
 )
 def get_job(job_id: str, request: Request) -> Response:
+    """The job's status (queued, running, succeeded, failed, cancelled), phase, progress and
+    ETA, its latest epoch's metrics while it trains; `result`, the report (teacher vs KD student
+    vs scratch baseline, mean and std over seeds, the verdict), once it succeeded; `error`,
+    `error_code` and `error_field` when it failed.
+    """
     # The JSON of JobOut, made once here: a returned Response is not validated again.
     return Response(read_as_caller(request, _job_json, job_id), media_type="application/json")
 
@@ -305,6 +323,9 @@ def job_events(
     after: Annotated[int | None, Query(description="Only events with a larger id.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> list[EventOut]:
+    """What happened, in order: phases started and ended, early stops, warnings, the verdict.
+    Pass the last event's id as `after` to get only newer ones.
+    """
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     if after is not None:
         query = query.where(JobEvent.id > after)
@@ -326,6 +347,9 @@ def job_metrics(
     phase: Annotated[str | None, Query(examples=["student"])] = None,
     name: Annotated[str | None, Query(examples=["val_accuracy"])] = None,
 ) -> MetricsOut:
+    """Per-epoch series (train/val loss and accuracy, learning rate) for each phase and run
+    (teacher, each student seed, each baseline seed); filter with `phase` and `name`.
+    """
     query = select(JobMetric.phase, JobMetric.run, JobMetric.name, JobMetric.epoch, JobMetric.value).where(
         JobMetric.job_id == job_id
     )
@@ -358,6 +382,10 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
     responses=problems(404),
 )
 def job_artifacts(job_id: str, caller: CallerDep) -> list[ArtifactOut]:
+    """The job's files once it succeeded: the student (student.onnx, student.safetensors), the
+    report (report.json, report.html, curves.png). Download each from its `content_url`; its
+    sha256 is given to check the download.
+    """
     with session_scope(readonly=True) as session:
         get_job_or_404(session, caller, job_id)
         rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.filename))

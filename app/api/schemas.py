@@ -128,6 +128,8 @@ class ProblemFieldError(BaseModel):
     detail: str = Field(examples=["Input should be greater than 0"])
     type: str = Field(examples=["greater_than"])
     in_: str = Field(alias="in", description="body, query, path or header.", examples=["body"])
+    line: int | None = Field(None, description="Malformed JSON (400): the line where parsing stopped.")
+    column: int | None = Field(None, description="Malformed JSON (400): the column where parsing stopped.")
 
 
 class ProblemOut(BaseModel):
@@ -181,14 +183,14 @@ class NewKeyOut(KeyOut):
 
 
 _WHY = {
-    400: "The body cannot be parsed (not UTF-8 JSON).",
+    400: "The body cannot be parsed (not UTF-8 JSON); `errors` gives the line and column.",
     401: "No API key, or an unknown or revoked one.",
     403: "Not allowed (admin routes disabled).",
     404: "No such resource (or another tenant's).",
     408: "The body stopped arriving (DISTILL_BODY_TIMEOUT_SECONDS); nothing was kept.",
     409: "The request conflicts with the resource's state.",
     413: "The body (an upload, a JSON spec) is larger than the service accepts.",
-    415: "The body is not of a media type this route takes.",
+    415: "The body is not of a media type this route takes (a JSON body needs Content-Type: application/json).",
     422: "The request is not valid; `errors` names each wrong field.",
     429: "Too many requests for this key, or the tenant's concurrent-job cap; see Retry-After.",
     507: "The artifact store is full; nothing was kept.",
