@@ -35,8 +35,8 @@ def _is_model(t: Any) -> bool:
 
 
 def _tags(model: type[BaseModel]) -> set[Any]:
-    """What names this model in a union's error location: its class name, its literal tag."""
-    tags: set[Any] = {model.__name__}
+    """What names this model in a discriminated union's error location: its literal tag."""
+    tags: set[Any] = set()
     for info in model.model_fields.values():
         if get_origin(info.annotation) is Literal:
             tags |= set(get_args(info.annotation))
@@ -50,9 +50,12 @@ def _fields(model: type[BaseModel]) -> dict[str, Any]:
 
 def _step(candidates: list[Any], part: str | int) -> list[Any]:
     models = [t for t in candidates if _is_model(t)]
-    tagged = [m for m in models if part in _tags(m)]
-    if tagged and not any(part in _fields(m) for m in models):
-        return tagged  # a union's tag, not a key of the body
+    if any(part in _fields(m) for m in models):
+        pass  # a key of the body
+    elif any(part == m.__name__ for m in models):
+        return models  # a smart union tried each member: the client's object may be any of them
+    elif tagged := [m for m in models if part in _tags(m)]:
+        return tagged  # a discriminated union's tag: the member the client named
     found: list[Any] = []
     for t in candidates:
         origin = get_origin(t)

@@ -125,14 +125,14 @@ def _validation_errors(exc: RequestValidationError, root: type[BaseModel] | None
     for e in exc.errors():
         loc = _client_path(list(e.get("loc", ())), exc.body)
         in_body = loc[:1] == ["body"]
-        errors.append(
-            {
-                "pointer": pointer(loc),
-                "in": loc[0] if loc else "body",
-                "detail": error_detail({**e, "loc": e["loc"][1:]}, root, exc.body) if in_body else e["msg"],
-                "type": e.get("type", "value_error"),
-            }
-        )
+        error = {
+            "pointer": pointer(loc),
+            "in": loc[0] if loc else "body",
+            "detail": error_detail({**e, "loc": e["loc"][1:]}, root, exc.body) if in_body else e["msg"],
+            "type": e.get("type", "value_error"),
+        }
+        if error not in errors:  # a smart union's members may each report the same field
+            errors.append(error)
     return errors
 
 

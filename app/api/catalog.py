@@ -12,13 +12,14 @@ from app.contract.architectures import CNNArch, MLPArch
 from app.contract.catalog import DATASETS, entry
 from app.contract.methods import METHODS
 from app.contract.phases import PHASES
+from app.contract.report import Catalog
 from app.contract.spec import EXAMPLE_SPEC
 from app.uploads.formats import DATASET_FORMATS, TEACHER_FORMATS
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
-@router.get("/catalog", summary="Datasets, architectures and methods a job may use")
+@router.get("/catalog", response_model=Catalog, summary="Datasets, architectures and methods a job may use")
 def catalog() -> dict[str, Any]:
     """Everything a spec may name: the built-in datasets with their shapes and sizes, the
     architectures (mlp, cnn, and the timm and torchvision model names) and the methods with

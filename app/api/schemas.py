@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    computed_field,
+    field_validator,
+)
 
+from app.contract.report import Report
 from app.jobs import Status
+
+log = logging.getLogger(__name__)
 
 JOB_ID_EXAMPLE = "0b7c6a52-3f0e-4a55-9d0c-2b1f7d2d8a11"
 
@@ -51,12 +63,24 @@ class JobOut(BaseModel):
         description="The last epoch reported: phase, run, epoch and its values.",
         examples=[{"phase": "student", "run": "seed=0", "epoch": 7, "values": {"val_accuracy": 0.71}}],
     )
-    result: dict[str, Any] | None = Field(
+    result: Report | None = Field(
         description="When succeeded: the report (teacher vs student vs scratch baseline, "
-        "mean and std over seeds, size, latency). Also downloadable as report.json.",
+        "mean and std over seeds, size, latency, the verdict). Also downloadable as report.json.",
         examples=[None],
     )
     spec: dict[str, Any] = Field(description="The job spec as accepted, defaults filled in.")
+
+    @field_validator("result", mode="wrap")
+    @classmethod
+    def _stored_report(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Report | None:
+        # A stored report the model no longer describes (an older worker's) is still shown, as it is.
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            if not isinstance(value, dict):
+                raise
+            log.warning("a job's report does not match app/contract/report.py, shown unchecked: %s", exc)
+            return Report.unchecked(value)
 
 
 class JobPage(BaseModel):
@@ -164,7 +188,7 @@ class TenantOut(BaseModel):
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=100, description="A label: who or what uses the key.")
+    name: str | None = Field(None, max_length=100, description="A label: who or what uses the key.", examples=["ci"])
 
 
 class KeyOut(BaseModel):
