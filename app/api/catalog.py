@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from app.api.schemas import problems
 from app.config import get_settings
 from app.contract import standard
 from app.contract.architectures import CNNArch, MLPArch
@@ -16,7 +17,7 @@ from app.contract.report import Catalog
 from app.contract.spec import EXAMPLE_SPEC
 from app.uploads.formats import DATASET_FORMATS, TEACHER_FORMATS
 
-router = APIRouter(prefix="/v1", tags=["catalog"])
+router = APIRouter(prefix="/v1", tags=["catalog"], responses=problems(401, 429, 503))
 
 
 @router.get("/catalog", response_model=Catalog, summary="Datasets, architectures and methods a job may use")

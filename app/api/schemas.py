@@ -168,7 +168,7 @@ class ProblemOut(BaseModel):
 
 
 class TenantIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # true is not a number of jobs
 
     name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$", examples=["acme"])
     max_concurrent_jobs: int | None = Field(
@@ -186,7 +186,7 @@ class TenantOut(BaseModel):
 
 
 class KeyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # a name is a string, not coerced
 
     name: str | None = Field(None, max_length=100, description="A label: who or what uses the key.", examples=["ci"])
 
