@@ -67,7 +67,7 @@ def create_app() -> FastAPI:
         "Every /v1 route needs an API key (Authorization: Bearer <key>). "
         "Errors are RFC 9457 application/problem+json.",
         lifespan=lifespan,
-        docs_url=None,  # app/api/docs.py serves /docs and /redoc with local assets
+        docs_url=None,  # app/api/docs.py serves /docs with local assets
         redoc_url=None,
     )
     app.state.rate_limiter = RateLimiter()

@@ -1,6 +1,7 @@
-"""/docs (Swagger UI) and /redoc, served with their assets by the API itself: no CDN, so the
-pages work on a machine without internet. The assets are vendored from npm under
-static/vendor/ (VENDOR.md there: versions, hashes, how to update)."""
+"""/docs (Swagger UI), served with its assets by the API itself: no CDN, so the page works on a
+machine without internet. The assets are vendored from npm under static/vendor/ (VENDOR.md
+there: versions, hashes, how to update). No /redoc: ReDoc 2.5.4 loads its attribution logo
+from its own CDN (a browser without internet caught it)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ import mimetypes
 from pathlib import Path
 
 from fastapi import APIRouter, Response
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS_PATH = "/docs/assets"
 SWAGGER = "vendor/swagger-ui-dist-5.35.0"
-REDOC = "vendor/redoc-2.5.4"
 # Every file the asset route serves, by its path under static/ (nothing else is reachable).
 ASSETS = {p.relative_to(STATIC).as_posix(): p for p in STATIC.rglob("*") if p.is_file()}
 
@@ -35,17 +35,6 @@ def swagger_ui() -> Response:
         swagger_favicon_url=_asset(f"{SWAGGER}/favicon-32x32.png"),
         # validatorUrl null: Swagger UI would otherwise send the document to validator.swagger.io.
         swagger_ui_parameters={"validatorUrl": None, "tryItOutEnabled": True, "displayRequestDuration": True},
-    )
-
-
-@router.get("/redoc")
-def redoc() -> Response:
-    return get_redoc_html(
-        openapi_url="/openapi.json",
-        title="distill - API reference",
-        redoc_js_url=_asset(f"{REDOC}/redoc.standalone.js"),
-        redoc_favicon_url=_asset(f"{SWAGGER}/favicon-32x32.png"),
-        with_google_fonts=False,
     )
 
 
