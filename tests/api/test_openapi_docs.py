@@ -27,7 +27,10 @@ METHODS_HTTP = ("get", "post", "put", "patch", "delete")
 UNSECURED = {"/healthz", "/readyz", "/metrics"}
 # The reports the golden jobs wrote (tests/distill/test_golden.py); read here without the engine.
 GOLDEN = [json.loads(p.read_text()) for p in sorted((ROOT / "tests/distill/golden").glob("*.json"))]
-REPORTS = [g["report"] for g in GOLDEN if "report" in g]
+# And one whole report as a worker writes it today: verdict, reproducibility, latencies (the golden
+# reports leave those out); tests/distill/golden/cases.py's kd case, run on 2026-12-01.
+FULL_REPORT = json.loads((ROOT / "tests/api/data/report-full.json").read_text())
+REPORTS = [g["report"] for g in GOLDEN if "report" in g] + [FULL_REPORT]
 
 
 class Links(HTMLParser):
@@ -156,13 +159,16 @@ SMALL = {
 
 
 def test_a_succeeded_job_shows_its_report_exactly_as_the_worker_wrote_it(client):
-    assert len(REPORTS) >= 12
+    assert len(REPORTS) >= 13
     for report in REPORTS:
         job_id = client.post("/v1/jobs", json=SMALL).json()["id"]
         _succeed(job_id, report)
         result = client.get(f"/v1/jobs/{job_id}").json()["result"]
         assert json.dumps(result) == json.dumps(report), report["name"]  # the same keys, order, ints and floats
         Report.model_validate(report)
+    typed = Report.model_validate(FULL_REPORT)
+    assert typed.verdict.warnings[0].code == "student_worse_than_baseline"
+    assert typed.student.runs[1].latency_onnx_threads == 1 and typed.reproducibility.software["torch"]
 
 
 def test_a_stored_report_the_model_does_not_describe_is_still_shown(client):
