@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
@@ -32,6 +33,23 @@ from app.tenants import (
 )
 
 T = TypeVar("T")
+
+# The security schemes of the OpenAPI document (the Authorize button of /docs). They only
+# describe what `authenticate` and `require_admin` check: auto_error=False, they refuse nothing.
+API_KEY_SCHEME = "ApiKey"
+api_key_scheme = HTTPBearer(
+    scheme_name=API_KEY_SCHEME,
+    description="A tenant's API key, `dk_...` (also accepted as an X-API-Key header). The embedded "
+    "service writes one to $DISTILL_HOME/api-key on its first start; an admin makes more: "
+    "python -m app.admin create-key TENANT.",
+    auto_error=False,
+)
+admin_key_scheme = HTTPBearer(
+    scheme_name="AdminKey",
+    description="The admin key of the /v1/admin routes: DISTILL_ADMIN_KEY, set on the server.",
+    auto_error=False,
+)
+Bearer = HTTPAuthorizationCredentials | None
 
 
 @dataclass(frozen=True)
@@ -195,7 +213,7 @@ def rate_limited(request: Request, caller: Caller) -> None:
         )
 
 
-async def authenticate(request: Request) -> Caller:
+async def authenticate(request: Request, _scheme: Annotated[Bearer, Security(api_key_scheme)] = None) -> Caller:
     """FastAPI dependency: the caller. A request whose body was guarded (app/bodies.py) was
     authenticated before its body was read; that answer is reused, not counted twice. A key
     seen in the last auth_cache_seconds needs no thread and no database."""
@@ -212,7 +230,7 @@ async def authenticate(request: Request) -> Caller:
 CallerDep = Annotated[Caller, Depends(authenticate)]
 
 
-def require_admin(request: Request) -> None:
+def require_admin(request: Request, _scheme: Annotated[Bearer, Security(admin_key_scheme)] = None) -> None:
     admin = get_settings().admin_key.get_secret_value()
     if not admin:
         raise Problem(

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import problems, tenants, ui
-from app.api import admin, artifacts, catalog, health, jobs, stream, sweeps, uploads
+from app.api import admin, artifacts, catalog, docs, health, jobs, stream, sweeps, uploads
 from app.api.upload_limits import UploadSlots
 from app.async_reads import AsyncConnectionPool, CompiledRead
 from app.auth import RateLimiter, authenticate
@@ -83,6 +83,8 @@ def create_app() -> FastAPI:
         "Every /v1 route needs an API key (Authorization: Bearer <key>). "
         "Errors are RFC 9457 application/problem+json.",
         lifespan=lifespan,
+        docs_url=None,  # app/api/docs.py serves /docs with local assets
+        redoc_url=None,
     )
     app.state.rate_limiter = RateLimiter()
     app.state.async_reads = None  # set at start-up on PostgreSQL
@@ -97,6 +99,7 @@ def create_app() -> FastAPI:
         app.include_router(module.router, dependencies=[Depends(authenticate)])
     app.include_router(admin.router)  # the admin key, not a tenant's
     app.include_router(health.router)
+    app.include_router(docs.router)
     app.include_router(ui.router)  # the dashboard, /ui: its own login cookie (app/ui/session.py)
     return app
 

@@ -12,9 +12,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from app.hints import extra_field_hint
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +76,16 @@ def problem_response(request: Request, problem: Problem) -> JSONResponse:
 
 
 def _client_path(loc: list, body: Any) -> list:
-    """Drop the tags that discriminated unions add to a location (/method/kd/alpha):
-    the client wrote /method/alpha."""
+    """Drop the tags that unions add to a location: a discriminated union's (/method/kd/alpha) and
+    a smart union's class name (/teacher/ensemble/0/TeacherTrain/epoks): the client wrote
+    /method/alpha. A step that is not a key of its object and not the last one is such a tag
+    (pydantic stops at the first missing key)."""
     if not loc or loc[0] != "body":
         return loc
     path, node = [loc[0]], body
-    for part in loc[1:]:
-        if isinstance(node, dict) and part not in node and node.get("name") == part:
+    last = len(loc) - 1
+    for i, part in enumerate(loc[1:], start=1):
+        if isinstance(node, dict) and part not in node and (node.get("name") == part or i < last):
             continue  # a union tag, not a key the client wrote
         path.append(part)
         node = (
@@ -94,19 +101,87 @@ def document_pointer(loc: tuple | list, document: Any) -> str:
     return pointer(_client_path(["body", *loc], document))
 
 
-def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+def error_detail(error: dict[str, Any], root: type[BaseModel] | None, document: Any) -> str:
+    """A validation error's message, with a hint for an unknown field (app/hints.py);
+    `error["loc"]` is relative to `document`, the body validated against `root`."""
+    msg = error.get("msg", "invalid")
+    loc = list(error.get("loc", ()))
+    if error.get("type") != "extra_forbidden" or root is None or not loc:
+        return msg
+    client = _client_path(["body", *loc], document)[1:]
+    hint = extra_field_hint(root, loc, ".".join(str(p) for p in client[:-1]))
+    return f"Unknown field `{client[-1]}`. {hint}" if hint else msg
+
+
+def _body_model(request: Request) -> type[BaseModel] | None:
+    """The pydantic model of the route's JSON body, if it has one."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _validation_errors(exc: RequestValidationError, root: type[BaseModel] | None = None) -> list[dict[str, Any]]:
     errors = []
     for e in exc.errors():
         loc = _client_path(list(e.get("loc", ())), exc.body)
-        errors.append(
-            {
-                "pointer": pointer(loc),
-                "in": loc[0] if loc else "body",
-                "detail": e.get("msg", "invalid"),
-                "type": e.get("type", "value_error"),
-            }
-        )
+        in_body = loc[:1] == ["body"]
+        error = {
+            "pointer": pointer(loc),
+            "in": loc[0] if loc else "body",
+            "detail": error_detail({**e, "loc": e["loc"][1:]}, root, exc.body) if in_body else e["msg"],
+            "type": e.get("type", "value_error"),
+        }
+        if error not in errors:  # a smart union's members may each report the same field
+            errors.append(error)
     return errors
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _malformed_json(exc: RequestValidationError) -> Problem | None:
+    """400 for a body that is not JSON, saying where the parser stopped (FastAPI gives the offset)."""
+    error = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+    if error is None:
+        return None
+    document = exc.body if isinstance(exc.body, str) else ""
+    offset = error["loc"][-1] if isinstance(error["loc"][-1], int) else 0
+    line = document.count("\n", 0, offset) + 1
+    column = offset - (document.rfind("\n", 0, offset) + 1) + 1
+    why = (error.get("ctx") or {}).get("error", "invalid JSON")
+    detail = f"The body is not valid JSON: {why} at line {line}, column {column} (character {offset + 1})."
+    found = {"pointer": "", "in": "body", "detail": detail, "type": "json_invalid", "line": line, "column": column}
+    return Problem(400, "Malformed JSON", detail, type_="malformed-json", errors=[found])
+
+
+def _wrong_media_type(request: Request, exc: RequestValidationError) -> Problem | None:
+    """415 for a JSON route's body sent as another media type (FastAPI then leaves it unparsed):
+    curl -d sends application/x-www-form-urlencoded unless told otherwise."""
+    sent = request.headers.get("content-type", "")
+    if not isinstance(exc.body, bytes) or _is_json(sent):
+        return None
+    told = f"it was sent as {sent!r}" if sent else "it was sent without one"
+    return Problem(
+        415,
+        "Unsupported media type",
+        f"{request.method} {request.url.path} takes a JSON body: send the header "
+        f"'Content-Type: application/json' ({told}; with curl: -H 'content-type: application/json').",
+        type_="unsupported-media-type",
+        errors=[
+            {"pointer": "/content-type", "in": "header", "detail": "must be application/json", "type": "media_type"}
+        ],
+    )
+
+
+def request_problem(request: Request, exc: RequestValidationError) -> Problem:
+    """The problem of a request FastAPI could not validate: its media type, its JSON, or its fields."""
+    return (
+        _wrong_media_type(request, exc)
+        or _malformed_json(exc)
+        or invalid_spec(_validation_errors(exc, _body_model(request)))
+    )
 
 
 def database_problem(request: Request, exc: Exception) -> Problem:
@@ -130,13 +205,20 @@ def database_problem(request: Request, exc: Exception) -> Problem:
     )
 
 
-def _allowed_methods(app: FastAPI, path: str) -> list[str]:
-    methods: set[str] = set()
-    for route in app.routes:
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(path):
-            methods |= set(getattr(route, "methods", None) or ())
-    return sorted(methods)
+# The methods an Allow header may name (HEAD and OPTIONS are implied by GET or not served).
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods some route takes at this path, found by asking the routes themselves (Starlette
+    names only the first route that matched the path, and FastAPI's included routers hide theirs)."""
+    routes = request.app.router.routes
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed
 
 
 def install(app: FastAPI) -> None:
@@ -146,7 +228,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem_response(request, invalid_spec(_validation_errors(exc)))
+        return problem_response(request, request_problem(request, exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -155,7 +237,7 @@ def install(app: FastAPI) -> None:
         headers = exc.headers
         if exc.status_code == 405:
             # Starlette names the methods of the first route that matched the path only.
-            allowed = _allowed_methods(app, request.url.path)
+            allowed = _allowed_methods(request)
             headers = {**(headers or {}), "Allow": ", ".join(allowed)}
             detail = f"{request.method} is not allowed here; use {', '.join(allowed)}."
         return problem_response(

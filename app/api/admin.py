@@ -38,6 +38,7 @@ def _tenant_or_404(session: Session, tenant_id: str) -> Tenant:
     responses=problems(409),
 )
 def create_tenant(body: TenantIn) -> Tenant:
+    """A tenant owns jobs and uploads; its keys see only its own. Needs the admin key."""
     with session_scope() as session:
         try:
             tenant = tenants.create_tenant(session, body.name, body.max_concurrent_jobs)
@@ -49,6 +50,7 @@ def create_tenant(body: TenantIn) -> Tenant:
 
 @router.get("/tenants", response_model=list[TenantOut], summary="List tenants")
 def list_tenants() -> list[Tenant]:
+    """Every tenant, oldest first. Needs the admin key."""
     with session_scope() as session:
         return list(session.scalars(select(Tenant).order_by(Tenant.created_at)))
 
@@ -60,6 +62,9 @@ def list_tenants() -> list[Tenant]:
     summary="Create an API key (shown once)",
 )
 def create_key(tenant_id: str, body: KeyIn) -> NewKeyOut:
+    """A new API key for the tenant: the answer holds the key itself, shown this once (only
+    its hash is stored). Needs the admin key.
+    """
     with session_scope() as session:
         new = tenants.create_key(session, _tenant_or_404(session, tenant_id), body.name)
         session.commit()
@@ -68,6 +73,7 @@ def create_key(tenant_id: str, body: KeyIn) -> NewKeyOut:
 
 @router.get("/tenants/{tenant_id}/keys", response_model=list[KeyOut], summary="A tenant's keys (prefixes only)")
 def list_keys(tenant_id: str) -> list[ApiKey]:
+    """The tenant's keys, by prefix and name, revoked ones too. Needs the admin key."""
     with session_scope() as session:
         _tenant_or_404(session, tenant_id)
         return list(session.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id).order_by(ApiKey.created_at)))
@@ -75,6 +81,9 @@ def list_keys(tenant_id: str) -> list[ApiKey]:
 
 @router.delete("/keys/{key_id}", response_model=KeyOut, summary="Revoke an API key")
 def revoke_key(key_id: str) -> ApiKey:
+    """The key stops working at once in this API process (within DISTILL_AUTH_CACHE_SECONDS
+    in others). Needs the admin key.
+    """
     with session_scope() as session:
         record = tenants.revoke_key(session, key_id)
         if record is None:

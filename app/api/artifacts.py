@@ -31,6 +31,7 @@ def list_uploads(
     kind: Annotated[Literal["teacher", "dataset"] | None, Query(description="Only this kind.")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[ArtifactOut]:
+    """The tenant's uploads (teachers and datasets), newest first, with what inspection found."""
     query = select(Artifact).where(Artifact.tenant_id == caller.tenant_id, Artifact.job_id.is_(None))
     if kind:
         query = query.where(Artifact.kind == kind)
@@ -41,6 +42,10 @@ def list_uploads(
 
 @router.get("/artifacts/{artifact_id}", response_model=ArtifactOut, summary="An artifact's metadata")
 def get_artifact(artifact_id: str, caller: CallerDep) -> ArtifactOut:
+    """An upload's or a job output's metadata: kind, format, size, sha256 and, for an upload,
+    what inspection found (a teacher's input shape, outputs and classes; a dataset's rows,
+    input shape and classes).
+    """
     with session_scope(readonly=True) as session:
         return artifact_out(artifact_or_404(session, caller, artifact_id))
 
@@ -52,6 +57,7 @@ def get_artifact(artifact_id: str, caller: CallerDep) -> ArtifactOut:
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def artifact_content(artifact_id: str, caller: CallerDep) -> FileResponse:
+    """The file itself, as stored (check it against the artifact's sha256)."""
     with session_scope(readonly=True) as session:
         artifact = artifact_or_404(session, caller, artifact_id)
     path = get_storage().path(artifact.storage_key)

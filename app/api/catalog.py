@@ -6,20 +6,27 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from app.api.schemas import problems
 from app.config import get_settings
 from app.contract import standard
 from app.contract.architectures import CNNArch, MLPArch
 from app.contract.catalog import DATASETS, entry
 from app.contract.methods import METHODS
 from app.contract.phases import PHASES
+from app.contract.report import Catalog
 from app.contract.spec import EXAMPLE_SPEC
 from app.uploads.formats import DATASET_FORMATS, TEACHER_FORMATS
 
-router = APIRouter(prefix="/v1", tags=["catalog"])
+router = APIRouter(prefix="/v1", tags=["catalog"], responses=problems(401, 429, 503))
 
 
-@router.get("/catalog", summary="Datasets, architectures and methods a job may use")
+@router.get("/catalog", response_model=Catalog, summary="Datasets, architectures and methods a job may use")
 def catalog() -> dict[str, Any]:
+    """Everything a spec may name: the built-in datasets with their shapes and sizes, the
+    architectures (mlp, cnn, and the timm and torchvision model names) and the methods with
+    each parameter's range, default and meaning, the feature stages the methods can tap, the
+    upload formats, the phases of a job and an example spec.
+    """
     return {
         "datasets": {name: info.as_dict() for name, info in DATASETS.items()},
         "architectures": {

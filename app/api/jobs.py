@@ -9,13 +9,14 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from sqlalchemy import Connection, and_, bindparam, delete, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app import admission, jobs, tenants
+from app.api.examples import job_examples
 from app.api.schemas import (
     ArtifactOut,
     EventOut,
@@ -26,7 +27,7 @@ from app.api.schemas import (
     problems,
 )
 from app.async_reads import AsyncConnectionPool, key_and_job_statement
-from app.auth import Caller, CallerDep, rate_limited, read_as_caller, required_key, unknown_key
+from app.auth import API_KEY_SCHEME, Caller, CallerDep, rate_limited, read_as_caller, required_key, unknown_key
 from app.contract.fit import ArtifactFacts, artifact_refs, fit_errors
 from app.contract.spec import JobSpec
 from app.db import session_scope
@@ -110,9 +111,10 @@ def _inspection(artifact: Artifact) -> dict[str, Any]:
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
     summary="Submit a distillation job",
+    responses=problems(413, 415),
 )
 def submit_job(
-    spec: JobSpec,
+    spec: Annotated[JobSpec, Body(openapi_examples=job_examples())],
     response: Response,
     caller: CallerDep,
     idempotency_key: Annotated[
@@ -124,6 +126,14 @@ def submit_job(
         ),
     ] = None,
 ) -> JobOut:
+    """Submit a job spec: the teacher (trained in the job, uploaded, or an ensemble), the
+    student's architecture, the method and its parameters, the training budget and the seeds.
+    The spec is checked completely before anything is stored (types and ranges, then whether
+    teacher, data and student fit together, then what the job will cost): a spec that cannot
+    run gets a 422 naming each wrong field. 202 with the job, queued, and `Location`; poll
+    GET /v1/jobs/{id} or follow GET /v1/jobs/{id}/stream. The examples show each method and
+    each way to bring a teacher or data; GET /v1/catalog lists what a spec may name.
+    """
     with session_scope() as session:
         return _submit(session, spec, response, caller, idempotency_key)
 
@@ -222,6 +232,9 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
 ) -> JobPage:
+    """The tenant's jobs, newest first, a page at a time: pass `next_cursor` as `cursor`
+    for the next page. `status` may be given several times.
+    """
     query = select(Job).where(Job.tenant_id == caller.tenant_id)
     if status_:
         query = query.where(Job.status.in_([s.value for s in status_]))
@@ -243,8 +256,15 @@ def list_jobs(
     response_model=JobOut,
     summary="A job's state, progress and result",
     responses=problems(404),
+    # The key is checked in the route's own unit of work (see `polled`), as `authenticate` does.
+    openapi_extra={"security": [{API_KEY_SCHEME: []}]},
 )
 async def get_job(job_id: str, request: Request) -> Response:
+    """The job's status (queued, running, succeeded, failed, cancelled), phase, progress and
+    ETA, its latest epoch's metrics while it trains; `result`, the report (teacher vs KD student
+    vs scratch baseline, mean and std over seeds, the verdict), once it succeeded; `error`,
+    `error_code` and `error_field` when it failed.
+    """
     # The JSON of JobOut, made once here: a returned Response is not validated again.
     pool = request.app.state.async_reads
     if pool is None:  # SQLite, or auth off: the threaded path
@@ -325,6 +345,9 @@ def job_events(
     after: Annotated[int | None, Query(description="Only events with a larger id.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> list[EventOut]:
+    """What happened, in order: phases started and ended, early stops, warnings, the verdict.
+    Pass the last event's id as `after` to get only newer ones.
+    """
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     if after is not None:
         query = query.where(JobEvent.id > after)
@@ -346,6 +369,9 @@ def job_metrics(
     phase: Annotated[str | None, Query(examples=["student"])] = None,
     name: Annotated[str | None, Query(examples=["val_accuracy"])] = None,
 ) -> MetricsOut:
+    """Per-epoch series (train/val loss and accuracy, learning rate) for each phase and run
+    (teacher, each student seed, each baseline seed); filter with `phase` and `name`.
+    """
     query = select(JobMetric.phase, JobMetric.run, JobMetric.name, JobMetric.epoch, JobMetric.value).where(
         JobMetric.job_id == job_id
     )
@@ -378,6 +404,10 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
     responses=problems(404),
 )
 def job_artifacts(job_id: str, caller: CallerDep) -> list[ArtifactOut]:
+    """The job's files once it succeeded: the student (student.onnx, student.safetensors), the
+    report (report.json, report.html, curves.png). Download each from its `content_url`; its
+    sha256 is given to check the download.
+    """
     with session_scope(readonly=True) as session:
         get_job_or_404(session, caller, job_id)
         rows = session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.filename))

@@ -19,7 +19,7 @@ from app.auth import CallerDep
 from app.contract.spec import JobSpec
 from app.db import session_scope
 from app.models import Sweep
-from app.problems import Problem, document_pointer, invalid_spec
+from app.problems import Problem, document_pointer, error_detail, invalid_spec
 from app.queue import enqueue_job
 from app.storage import get_storage
 from app.sweeps import expand, state
@@ -72,7 +72,11 @@ def _trial_errors(session: Session, sweep: SweepSpec, trial: dict[str, Any], ten
         return []
     except ValidationError as exc:
         found = [
-            {"pointer": document_pointer(e["loc"], trial["spec"]), "detail": e["msg"], "type": e["type"]}
+            {
+                "pointer": document_pointer(e["loc"], trial["spec"]),
+                "detail": error_detail(e, JobSpec, trial["spec"]),
+                "type": e["type"],
+            }
             for e in exc.errors()
         ]
     except Problem as problem:
@@ -149,6 +153,12 @@ def _send(job_ids: list[str]) -> None:
 
 @router.post("/sweeps", status_code=status.HTTP_202_ACCEPTED, response_model=SweepOut, summary="Submit a sweep")
 def submit_sweep(spec: SweepSpec, response: Response, caller: CallerDep) -> SweepOut:
+    """A set of jobs from one base spec and the axes to vary (a grid, or random samples),
+    each trial checked as POST /v1/jobs checks a spec before any is stored. Trials that fall
+    behind may be stopped early (`early_stop`); the sweep's result ranks them on validation
+    accuracy and gives the Pareto fronts (validation accuracy against the student's size and
+    latency).
+    """
     with session_scope() as session:
         trials = _admit_sweep(session, spec, caller.tenant_id)
         sweep = Sweep(
@@ -170,6 +180,7 @@ def submit_sweep(spec: SweepSpec, response: Response, caller: CallerDep) -> Swee
 
 @router.get("/sweeps", response_model=list[SweepOut], summary="The tenant's sweeps, newest first")
 def list_sweeps(caller: CallerDep, limit: int = 20) -> list[SweepOut]:
+    """The tenant's sweeps, newest first, with their progress."""
     with session_scope(readonly=True) as session:
         rows = session.scalars(
             select(Sweep)
@@ -184,6 +195,9 @@ def list_sweeps(caller: CallerDep, limit: int = 20) -> list[SweepOut]:
     "/sweeps/{sweep_id}", response_model=SweepOut, summary="A sweep's progress and leaderboard", responses=problems(404)
 )
 def get_sweep(sweep_id: str, caller: CallerDep) -> SweepOut:
+    """The sweep's trials (configuration, job, status), its progress and, once it ended, the
+    leaderboard, the winner chosen on validation accuracy and the Pareto fronts.
+    """
     with session_scope(readonly=True) as session:
         return sweep_out(session, get_sweep_or_404(session, caller.tenant_id, sweep_id))
 
@@ -195,6 +209,9 @@ def get_sweep(sweep_id: str, caller: CallerDep) -> SweepOut:
     responses=problems(404, 409),
 )
 def cancel_sweep(sweep_id: str, caller: CallerDep) -> SweepOut:
+    """Cancels every trial not ended yet (as POST /v1/jobs/{id}/cancel does); the finished
+    ones keep their results.
+    """
     with session_scope() as session:
         sweep = get_sweep_or_404(session, caller.tenant_id, sweep_id)
         if sweep.status != state.RUNNING:
@@ -213,6 +230,9 @@ def cancel_sweep(sweep_id: str, caller: CallerDep) -> SweepOut:
     response_class=FileResponse,
 )
 def sweep_pareto(sweep_id: str, caller: CallerDep) -> FileResponse:
+    """A PNG of the Pareto fronts (validation accuracy, mean over seeds, against each cost the
+    sweep measured), once the sweep has ended.
+    """
     with session_scope(readonly=True) as session:
         sweep = get_sweep_or_404(session, caller.tenant_id, sweep_id)
         key = (sweep.result or {}).get("pareto_png_key")

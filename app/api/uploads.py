@@ -65,20 +65,30 @@ MEDIA_TYPES = {
 UPLOAD_FORM = {
     "required": ["kind", "file"],
     "properties": {
-        "kind": {"type": "string", "enum": ["teacher", "dataset"]},
+        "kind": {"type": "string", "enum": ["teacher", "dataset"], "examples": ["teacher"]},
         "file": {
             "type": "string",
             "format": "binary",
             "description": "ONNX or safetensors (teacher); "
             "NPZ, CSV, Parquet or a ZIP of images in class folders (dataset).",
         },
-        "name": {"type": "string", "maxLength": 200, "description": "A label for people."},
+        "name": {
+            "type": "string",
+            "maxLength": 200,
+            "description": "A label for people.",
+            "examples": ["resnet teacher"],
+        },
         "format": {
             "type": "string",
             "enum": ["onnx", "safetensors", "npz", "csv", "parquet", "zip"],
             "description": "Default: from the file name's extension.",
         },
-        "label_column": {"type": "string", "default": "label", "description": "CSV/Parquet: the label column."},
+        "label_column": {
+            "type": "string",
+            "default": "label",
+            "description": "CSV/Parquet: the label column.",
+            "examples": ["label"],
+        },
         "output": {"type": "string", "description": "ONNX: the output holding class scores, when it has several."},
         "image_size": {
             "type": "integer",
@@ -190,7 +200,9 @@ def _safe_filename(filename: str, fmt: str) -> str:
     status_code=status.HTTP_201_CREATED,
     response_model=ArtifactOut,
     summary="Upload a teacher model or a dataset",
-    description="multipart/form-data with `kind` (teacher | dataset) and `file`; optional `name`, "
+    description="multipart/form-data with `kind` (teacher | dataset) and `file`, e.g. "
+    "`curl -H 'Authorization: Bearer KEY' -F kind=teacher -F file=@teacher.onnx URL/v1/artifacts` or "
+    "`-F kind=dataset -F file=@data.npz`; optional `name`, "
     "`format` (else from the extension), `label_column` (CSV/Parquet), `output` (ONNX). Pickle-based "
     "files (.pt, .pth, .bin, .pkl), TorchScript and .pt2 are refused: loading them runs code. "
     "201 with what inspection found; 200 with the earlier artifact when this tenant uploaded the "

@@ -12,7 +12,7 @@ Adding a method: a class here decorated with @register, an objective class there
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Field, field_validator, model_serializer
 
@@ -37,6 +37,10 @@ class MethodSpec(Strict):
     # The recipe that plans the method's runs (worker/distill/recipes.py); None: one
     # student per seed, learning from the teacher.
     recipe: ClassVar[str | None] = None
+    # The method's example job in the API docs (POST /v1/jobs): the spec keys it sets over the
+    # docs' base job (app/api/examples.py), `method` always, teacher or student when it needs
+    # its own. Every example passes the submission checks (tests/api/test_openapi_docs.py).
+    example: ClassVar[dict[str, Any]] = {}
 
     def extra_archs(self) -> list[tuple[tuple[str | int, ...], Arch]]:
         """Architectures the method trains besides teacher and student, with their place in the spec."""
@@ -57,6 +61,7 @@ class CEMethod(MethodSpec):
     """Cross-entropy on the labels alone: the teacher is not used."""
 
     name: Literal["ce"] = "ce"
+    example: ClassVar[dict[str, Any]] = {"method": {"name": "ce"}}
     uses_teacher: ClassVar[bool] = False
 
 
@@ -74,6 +79,14 @@ class KDMethod(MethodSpec):
     """Hinton et al. 2015: alpha * T^2 * KL(p_teacher^T || p_student^T) + (1 - alpha) * CE(y, p_student)."""
 
     name: Literal["kd"] = "kd"
+    example: ClassVar[dict[str, Any]] = {
+        "method": {
+            "name": "kd",
+            "temperature": 4.0,
+            "alpha": 0.9,
+            "temperature_schedule": {"kind": "linear_warmup", "epochs": 5, "start": 1.0},
+        }
+    }
     takes_transfer_set: ClassVar[bool] = True
     temperature: float = Field(
         8.0,
@@ -126,6 +139,9 @@ class DKDMethod(MethodSpec):
     warmup_epochs epochs (the paper's warm-up), then stays 1."""
 
     name: Literal["dkd"] = "dkd"
+    example: ClassVar[dict[str, Any]] = {
+        "method": {"name": "dkd", "temperature": 4.0, "alpha": 1.0, "beta": 0.5, "warmup_epochs": 5}
+    }
     temperature: float = Field(4.0, gt=0, le=100, description="Softmax temperature T.")
     alpha: float = Field(1.0, ge=0, le=100, description="Weight of TCKD (target vs non-target).")
     beta: float = Field(
@@ -153,6 +169,9 @@ class FitNetMethod(_KDTerms):
     with the student and discarded at export."""
 
     name: Literal["fitnet"] = "fitnet"
+    example: ClassVar[dict[str, Any]] = {
+        "method": {"name": "fitnet", "teacher_stage": "conv1", "student_stage": "hidden0", "hint_weight": 1.0}
+    }
     teacher_stage: str | None = Field(
         None,
         description="Teacher stage giving the hint; default: the teacher's last stage. "
@@ -202,6 +221,10 @@ class AttentionMethod(_KDTerms):
     Both stages of a pair must be conv maps; a finer map is average-pooled to the coarser."""
 
     name: Literal["attention"] = "attention"
+    example: ClassVar[dict[str, Any]] = {
+        "student": {"arch": {"name": "cnn", "channels": [16, 32], "hidden": 32}},
+        "method": {"name": "attention", "teacher_stages": ["conv1", "conv2"], "student_stages": ["conv0", "conv1"]},
+    }
     teacher_stages: list[str] | None = Field(
         None,
         min_length=1,
@@ -261,7 +284,7 @@ class AttentionMethod(_KDTerms):
                 )
             ]
         errors = []
-        for i, (t, st) in enumerate(zip(ts, ss)):
+        for i, (t, st) in enumerate(zip(ts, ss, strict=True)):  # lengths checked above
             if e := stage_error(("method", "teacher_stages", i), "teacher", t, t_shapes, True):
                 errors.append(e)
             if e := stage_error(("method", "student_stages", i), "student", st, s_shapes, True):
@@ -276,6 +299,7 @@ class AdversarialMethod(_KDTerms):
     student step; the student adds adv_weight * BCE(D(p_student), 'teacher') to fool it."""
 
     name: Literal["adversarial"] = "adversarial"
+    example: ClassVar[dict[str, Any]] = {"method": {"name": "adversarial", "adv_weight": 0.1}}
     adv_weight: float = Field(0.1, ge=0, le=100, description="Weight of the student's fooling term.")
     disc_hidden: int = Field(64, ge=1, le=4096, description="Width of the discriminator's hidden layer.")
     disc_lr: float = Field(1e-3, gt=0, le=1, description="Learning rate of the discriminator (Adam).")
@@ -286,6 +310,7 @@ class PseudoLabelMethod(MethodSpec):
     """Control for soft targets: CE on the teacher's argmax as a hard label (labels ignored)."""
 
     name: Literal["pseudo_label"] = "pseudo_label"
+    example: ClassVar[dict[str, Any]] = {"method": {"name": "pseudo_label"}}
     takes_transfer_set: ClassVar[bool] = True
 
 
@@ -296,6 +321,10 @@ class BornAgainMethod(_KDTerms):
     `generations` generations, each one reported; the last generation is the student."""
 
     name: Literal["born_again"] = "born_again"
+    example: ClassVar[dict[str, Any]] = {
+        "teacher": {"train": {"arch": {"name": "mlp", "hidden": [64, 64]}, "epochs": 60}},
+        "method": {"name": "born_again", "generations": 2},
+    }
     needs_teacher_arch: ClassVar[bool] = True
     recipe: ClassVar[str | None] = "born_again"
     generations: int = Field(3, ge=1, le=10, description="Student generations after the teacher.")
@@ -319,6 +348,9 @@ class TeacherAssistantMethod(_KDTerms):
     KD run with this temperature and alpha; every assistant is reported."""
 
     name: Literal["teacher_assistant"] = "teacher_assistant"
+    example: ClassVar[dict[str, Any]] = {
+        "method": {"name": "teacher_assistant", "assistants": [{"name": "mlp", "hidden": [256, 256]}]}
+    }
     recipe: ClassVar[str | None] = "teacher_assistant"
     assistants: list[Arch] = Field(
         min_length=1,
