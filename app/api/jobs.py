@@ -254,9 +254,7 @@ def get_job(job_id: str, request: Request) -> Response:
 # Built once, and a row rather than an ORM object: the columns JobOut shows, nothing more.
 _JOB_ROW = select(
     Job.tenant_id, Job.estimate, *(c for c in Job.__table__.columns if c.name in JobOut.model_fields)
-).where(
-    Job.id == bindparam("job_id")
-)
+).where(Job.id == bindparam("job_id"))
 
 
 def _job_json(connection: Connection, caller: Caller, job_id: str) -> str:

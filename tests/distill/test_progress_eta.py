@@ -170,7 +170,7 @@ def test_the_epoch_budget_shrinks_when_a_run_stops_early() -> None:
 
 
 def test_progress_reports_an_estimate_after_each_report_and_ends_at_zero() -> None:
-    seen, end = run_job([Sim(teacher(), 3, 1.0), Sim(student("student", 0, 3), 3, 0.1)])
+    seen, _ = run_job([Sim(teacher(), 3, 1.0), Sim(student("student", 0, 3), 3, 0.1)])
     lefts = [left for _, left in seen]
     assert lefts[0] is None  # the first run starts: nothing measured yet
     assert all(left is not None for left in lefts[1:])

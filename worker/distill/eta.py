@@ -164,7 +164,12 @@ class Estimator:
             epochs_planned=sum(r.plan.budget for r in runs),
             run=None
             if current is None
-            else {"phase": current.plan.phase, "name": current.plan.name, "epoch": current.epoch, "budget": current.plan.budget},
+            else {
+                "phase": current.plan.phase,
+                "name": current.plan.name,
+                "epoch": current.epoch,
+                "budget": current.plan.budget,
+            },
         )
 
     def seconds_left(self) -> float | None:

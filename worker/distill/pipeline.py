@@ -134,7 +134,9 @@ class Job:
         """The trained runs as the ETA prices them (brought teachers are loaded: no epochs); the
         students' rows are the teacher's until their data is made (prepare_student_data)."""
         splits = self.data.splits
-        return [planned_run(r, splits.input_shape, splits.num_classes, len(splits.train)) for r in self.runs if r.trained]
+        return [
+            planned_run(r, splits.input_shape, splits.num_classes, len(splits.train)) for r in self.runs if r.trained
+        ]
 
     def enter(self, phase: str) -> None:
         # Phases without batches (soft targets, evaluate, export) honour a cancel here.
