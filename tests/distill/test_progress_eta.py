@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from app.contract.architectures import CNNArch, MLPArch
+from tests.support.engine import run_tiny_job, tiny_spec
 from worker.distill.eta import (
     STILL_IMPROVING,
     TAIL_SECONDS,
@@ -184,3 +185,27 @@ def test_forward_work_counts_a_conv_at_every_position() -> None:
     # conv 8x1x3 at 40 positions, then dense 16 x (8 * 20), head 10 x 16
     assert forward_work(cnn, (40,), 10) == 8 * 3 * 40 + 16 * 8 * 20 + 10 * 16
     assert forward_work(None, (40,), 10) is None
+
+
+def test_a_real_job_reports_its_time_left_down_to_zero(tmp_path, data_cache) -> None:
+    """The tiny job through the real pipeline: an estimate after every progress report, known
+    from the first measured epoch on, its epochs counted up to their budget, 0 at the end."""
+    result, reporter = run_tiny_job(tiny_spec(), tmp_path, data_cache)
+    estimates = reporter.estimates
+    known = [e for e in estimates if e.epochs_done >= 1]
+    assert known and all(e.seconds_left is not None and e.seconds_left >= 0 for e in known)
+    assert estimates[-1].seconds_left == 0.0
+    done = [e.epochs_done for e in estimates]
+    assert done == sorted(done)
+    teacher_epochs = result.report["teacher"]["epochs_run"]
+    assert estimates[-1].epochs() == {
+        "done": teacher_epochs + 12,
+        "budget": teacher_epochs + 12,
+        "planned": 16,
+        "run": None,
+    }
+    # Student runs come after the teacher's: each starts with its budget.
+    starts = [e.run for e in estimates if e.run is not None and e.run["epoch"] == 0]
+    assert [(r["phase"], r["budget"]) for r in starts] == [("teacher", 4)] + [("student", 3)] * 2 + [
+        ("baseline", 3)
+    ] * 2
