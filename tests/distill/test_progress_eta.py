@@ -16,6 +16,7 @@ from worker.distill.eta import (
     TAIL_SHARE,
     Estimator,
     PlannedRun,
+    Tails,
     expected_epochs,
     forward_work,
 )
@@ -47,7 +48,8 @@ def run_job(sims: list[Sim]) -> tuple[list[tuple[float, float | None]], float]:
     clock, reporter = Clock(), MemoryReporter(checkpoint_dir=None)
     seen: list[tuple[float, float | None]] = []
     reporter.estimate = lambda e: seen.append((clock.now, e.seconds_left))  # type: ignore[method-assign]
-    progress = Progress(reporter, sum(s.plan.budget for s in sims), runs=[s.plan for s in sims], clock=clock)
+    plans = [s.plan for s in sims]
+    progress = Progress(reporter, sum(s.plan.budget for s in sims), runs=plans, clock=clock, tails=Tails())
     progress.start()
     for sim in sims:
         on_epoch = progress.run(sim.plan.budget, sim.plan.key, sim.plan.rows)
@@ -110,7 +112,7 @@ def test_later_runs_of_the_same_arch_take_its_measured_pace() -> None:
 
 def test_the_first_epoch_of_a_run_pays_warm_up_and_is_left_out() -> None:
     clock = Clock()
-    estimator = Estimator([student("student", 0, budget=11)], clock)
+    estimator = Estimator([student("student", 0, budget=11)], clock, Tails())
     estimator.start_run(("student", "seed=0"))
     for epoch, seconds in enumerate([5.0, 1.0, 1.0], 1):
         clock.now += seconds
@@ -144,7 +146,7 @@ def test_expected_epochs() -> None:
 
 def test_nothing_measured_means_unknown_and_a_resumed_epoch_is_not_timed() -> None:
     clock = Clock()
-    estimator = Estimator([teacher(), student("student", 0)], clock)
+    estimator = Estimator([teacher(), student("student", 0)], clock, Tails())
     assert estimator.seconds_left() is None
     estimator.start_run(("teacher", "teacher"))
     clock.now += 100.0  # a resumed run: its checkpoint's 6 epochs come back at once
@@ -158,7 +160,7 @@ def test_nothing_measured_means_unknown_and_a_resumed_epoch_is_not_timed() -> No
 
 def test_the_epoch_budget_shrinks_when_a_run_stops_early() -> None:
     clock = Clock()
-    estimator = Estimator([teacher(60, 10), student("student", 0, 20)], clock)
+    estimator = Estimator([teacher(60, 10), student("student", 0, 20)], clock, Tails())
     assert estimator.estimate().epochs() == {"done": 0, "budget": 80, "planned": 80, "run": None}
     estimator.start_run(("teacher", "teacher"))
     for epoch in range(1, 25):
@@ -209,3 +211,21 @@ def test_a_real_job_reports_its_time_left_down_to_zero(tmp_path, data_cache) -> 
     assert [(r["phase"], r["budget"]) for r in starts] == [("teacher", 4)] + [("student", 3)] * 2 + [
         ("baseline", 3)
     ] * 2
+
+
+def test_evaluate_and_export_are_expected_to_take_what_they_took_before() -> None:
+    tails, clock = Tails(), Clock()
+    for took in (9.0, 4.0):  # the first job in a process pays one-off imports
+        estimator = Estimator([student("student", 0, budget=2)], clock, tails)
+        estimator.start_run(("student", "seed=0"))
+        clock.now += 1.0
+        estimator.epoch(1)
+        estimator.evaluating()
+        clock.now += took
+        estimator.ended()
+    assert tails.seconds == [9.0, 4.0]
+    estimator = Estimator([student("student", 0, budget=2)], clock, tails)
+    estimator.start_run(("student", "seed=0"))
+    clock.now += 1.0
+    estimator.epoch(1)
+    assert estimator.seconds_left() == pytest.approx(1.0 + 4.0)

@@ -13,7 +13,8 @@ budget. So each run is priced on its own:
   else the last measured pace as it is (a brought or standard model whose work is unknown);
 - early stopping: a run with `patience` is expected to stop `patience` epochs after its best one,
   plus a share (STILL_IMPROVING) of the budget beyond that while it has improved recently;
-- evaluate and export: TAIL_SECONDS plus TAIL_SHARE of the training time.
+- evaluate and export: what they took in this process before (Tails), else TAIL_SECONDS plus
+  TAIL_SHARE of the training time.
 
 Nothing here reads a clock but `clock` (tests inject one). Before any epoch was measured the time
 left is unknown (None), also on a resumed attempt: its restored epochs cost nothing measurable.
@@ -36,9 +37,25 @@ from app.contract.stages import state_shapes
 # 5, 13, 14 and stopped at 24; with the demo's students after it, 0.15 keeps the job's ETA within
 # -28%..+23% after its first 10% (0: -36%..0, 0.25: -22%..+39%; tests/distill/test_progress_eta.py).
 STILL_IMPROVING = 0.15
-TAIL_SECONDS = 1.0  # evaluate + export: test metrics, latency, ONNX export and check, report files
-TAIL_SHARE = 0.01  # ... and the part of it that grows with the job (more runs to evaluate)
+# Evaluate + export (test metrics, latency, ONNX export and check, the report's files) cost about
+# the same whatever the job: the shortest this process has measured (the runner process is
+# long-lived; its first job also pays one-off imports), else TAIL_SECONDS + TAIL_SHARE of training.
+TAIL_SECONDS = 2.0
+TAIL_SHARE = 0.01
 RECENT = 5  # epochs the pace of a run is taken over
+
+
+class Tails:
+    """The evaluate + export seconds of the jobs this process ran."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def expected(self, training: float) -> float:
+        return min(self.seconds) if self.seconds else TAIL_SECONDS + TAIL_SHARE * training
+
+
+TAILS = Tails()  # the process's own; tests give an Estimator a fresh one
 
 
 @dataclass(frozen=True)
@@ -104,8 +121,10 @@ def expected_epochs(budget: int, patience: int | None, epoch: int, best: int | N
 
 
 class Estimator:
-    def __init__(self, runs: Sequence[PlannedRun], clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
+    def __init__(
+        self, runs: Sequence[PlannedRun], clock: Callable[[], float] = time.monotonic, tails: Tails = TAILS
+    ) -> None:
+        self._clock, self._tails = clock, tails
         first_rows = next((r.rows for r in runs if r.rows), None)
         self._runs = {r.key: _Run(r, r.rows or first_rows) for r in runs}
         self._current: _Run | None = None
@@ -153,6 +172,10 @@ class Estimator:
     def evaluating(self) -> None:
         self._tail_started = self._clock()
 
+    def ended(self) -> None:
+        if self._tail_started is not None:
+            self._tails.seconds.append(self._clock() - self._tail_started)
+
     # --- what it answers ---------------------------------------------------------------
     def estimate(self) -> Estimate:
         runs = list(self._runs.values())
@@ -179,7 +202,7 @@ class Estimator:
         if any(s is None for s in training):
             return None
         spent = sum(sum(r.durations) for r in self._measured)
-        tail = TAIL_SECONDS + TAIL_SHARE * (spent + sum(training))
+        tail = self._tails.expected(spent + sum(training))
         if self._tail_started is not None:
             tail = max(0.0, tail - (self._clock() - self._tail_started))
         return sum(training) + tail

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from worker.distill.eta import Estimator, PlannedRun
+from worker.distill.eta import TAILS, Estimator, PlannedRun, Tails
 from worker.distill.reporting import Reporter
 from worker.distill.trainer import EpochCallback
 
@@ -26,13 +26,14 @@ class Progress:
         *,
         runs: Sequence[PlannedRun] = (),
         clock: Callable[[], float] = time.monotonic,
+        tails: Tails = TAILS,
     ) -> None:
         self._reporter = reporter
         self._planned = max(1, planned_epochs)
         self._tail = tail
         self._done = 0  # epochs of finished runs, counted at their full budget
         self._last = -1.0
-        self.estimator = Estimator(runs, clock)
+        self.estimator = Estimator(runs, clock, tails)
 
     def _set(self, fraction: float) -> None:
         fraction = min(1.0, max(fraction, self._last))
@@ -78,6 +79,7 @@ class Progress:
         """Past all training: `share` (0..1) of the evaluate/export tail is done."""
         self._set(1.0 - self._tail + self._tail * share)
         if share >= 1.0:
+            self.estimator.ended()
             self._reporter.estimate(self.estimator.estimate().done())
         else:
             self._estimate()
