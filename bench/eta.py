@@ -80,7 +80,9 @@ def sample(client, job_id: str) -> list[dict]:
     samples = []
     while True:
         job = client.get(f"/v1/jobs/{job_id}").json()
-        samples.append({"at": time.monotonic(), "status": job["status"], "eta": job["eta_seconds"], "epochs": job.get("epochs")})
+        samples.append(
+            {"at": time.monotonic(), "status": job["status"], "eta": job["eta_seconds"], "epochs": job.get("epochs")}
+        )
         if job["status"] in ENDED:
             return samples
         time.sleep(EVERY)
