@@ -135,6 +135,8 @@ def claim(session: Session, job_id: str, owner: str, lease_seconds: float) -> bo
         deadline_at=deadline,
         heartbeat_at=now,
         attempts=Job.attempts + 1,
+        # A new attempt has measured nothing yet: no end time, until its first epoch (its epochs stay).
+        estimate={**job.estimate, "ends_at": None} if job.estimate else None,
     )
     if claimed:
         add_event(session, job_id, f"worker {owner} started the job (attempt {job.attempts + 1} of {job.max_attempts})")
@@ -161,11 +163,15 @@ def report_progress(
     *,
     phase: str | None = None,
     progress: float | None = None,
+    estimate: dict[str, Any] | None = None,
 ) -> bool:
-    """Phase and progress of a running job, by the lease holder only."""
+    """Phase, progress and estimate (when it should end, its epoch budget) of a running job,
+    by the lease holder only."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
     if phase is not None:
         values["phase"] = phase
+    if estimate is not None:
+        values["estimate"] = estimate
     if progress is not None:
         # Never backwards, even when a resumed attempt recounts from its last checkpoint.
         new = min(max(progress, 0.0), 1.0)

@@ -122,6 +122,9 @@ class Job(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The last epoch's metrics ({"phase", "run", "epoch", "values"}), written with them.
     latest_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The worker's estimate, written with the progress: {"ends_at": ISO time or null (nothing
+    # measured yet), "epochs": {"done", "budget", "planned", "run"}} (worker/distill/eta.py).
+    estimate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # A sweep's trial: which sweep, which of its trials (each trial becomes one job, once).
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
     sweep_trial: Mapped[int | None] = mapped_column(Integer)

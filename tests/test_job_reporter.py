@@ -101,3 +101,41 @@ def test_a_lost_lease_stops_the_job_and_writes_nothing(claimed):
     with pytest.raises(LeaseLost):
         reporter.flush()
     assert _epochs(s, job_id) == []
+
+
+def test_the_estimate_is_written_and_the_api_counts_it_down(claimed, monkeypatch):
+    """The engine's Estimate becomes the job's end time and epoch budget; GET shows the seconds
+    left from it (never more than estimated), 0 once the estimate says so, and a new attempt
+    keeps the epochs but drops the end time until it has measured an epoch."""
+    from app.api.jobs import job_out
+    from worker.distill.eta import Estimate
+
+    job_id, s = claimed
+    monkeypatch.setenv("DISTILL_REPORT_SECONDS", "3600")  # written by flush alone
+    clear_caches()
+    run = {"phase": "teacher", "name": "teacher", "epoch": 3, "budget": 60}
+    reporter = JobReporter(job_id, OWNER, mp.Value("i", StopReason.NONE))
+
+    def shown():
+        s.expire_all()
+        return job_out(s.get(Job, job_id))
+
+    try:
+        reporter.estimate(Estimate(seconds_left=None, epochs_done=0, epochs_budget=80, epochs_planned=80))
+        reporter.flush()
+        assert shown().eta_seconds is None and shown().epochs.budget == 80
+        reporter.estimate(Estimate(300.0, 3, 80, 80, run))
+        reporter.flush()
+        job = shown()
+        assert 0 < job.eta_seconds <= 300.0
+        assert job.epochs.model_dump() == {"done": 3, "budget": 80, "planned": 80, "run": run}
+        reporter.estimate(Estimate(0.0, 44, 44, 80))
+        reporter.flush()
+        assert shown().eta_seconds == 0.0 and shown().epochs.budget == 44
+    finally:
+        reporter.close(flush=True)
+    assert jobs.hand_back(s, job_id, OWNER, "the worker is shutting down")
+    assert jobs.claim(s, job_id, "w:next", 60.0)
+    s.commit()
+    job = shown()
+    assert job.eta_seconds is None and job.epochs.done == 44 and job.attempts == 2

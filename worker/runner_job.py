@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -25,6 +26,7 @@ from app.contract.spec import JobSpec
 from app.models import Artifact, Job, utcnow
 from app.storage import dataset_arrays_key, get_storage
 from app.uploads.safetensors_header import read_header
+from worker.distill.eta import Estimate
 from worker.distill.inputs import BroughtTeacher, JobInputs
 from worker.distill.report import json_safe
 from worker.output_store import OutputStore
@@ -111,6 +113,7 @@ class JobReporter:
         self._flushing = threading.Lock()  # one flush at a time: rows reach the DB in order
         self._metrics: list[tuple[str, str, int, dict[str, float]]] = []
         self._progress: float | None = None
+        self._estimate: dict[str, Any] | None = None
         self._error: BaseException | None = None
         self._stopped = threading.Event()
         self._flusher = threading.Thread(
@@ -147,23 +150,24 @@ class JobReporter:
         """Write what is buffered, in one transaction; on failure the rows go back."""
         with self._flushing:
             with self._lock:
-                rows, fraction = self._metrics, self._progress
-                self._metrics, self._progress = [], None
-            if not rows and fraction is None:
+                rows, fraction, estimate = self._metrics, self._progress, self._estimate
+                self._metrics, self._progress, self._estimate = [], None, None
+            if not rows and fraction is None and estimate is None:
                 return
             try:
-                self._write(lambda s: self._write_buffered(s, rows, fraction))
+                self._write(lambda s: self._write_buffered(s, rows, fraction, estimate))
             except BaseException:
                 with self._lock:
                     self._metrics[:0] = rows
                     self._progress = self._progress if self._progress is not None else fraction
+                    self._estimate = self._estimate if self._estimate is not None else estimate
                 raise
 
-    def _write_buffered(self, session: Session, rows, fraction: float | None) -> None:
+    def _write_buffered(self, session: Session, rows, fraction: float | None, estimate: dict | None) -> None:
         for phase, run, epoch, values in rows:
             jobs.add_metrics(session, self.job_id, phase, run, epoch, values)
-        if fraction is not None:
-            jobs.report_progress(session, self.job_id, self.owner, progress=fraction)
+        if fraction is not None or estimate is not None:
+            jobs.report_progress(session, self.job_id, self.owner, progress=fraction, estimate=estimate)
 
     def _flush_every(self, seconds: float) -> None:
         while not self._stopped.wait(seconds):
@@ -197,6 +201,13 @@ class JobReporter:
         self._raise_error()
         with self._lock:
             self._progress = fraction
+
+    def estimate(self, estimate: Estimate) -> None:
+        # The end time is fixed now, not when the buffer is written: the API counts down from it.
+        left = estimate.seconds_left
+        ends_at = None if left is None else (utcnow() + timedelta(seconds=left)).isoformat()
+        with self._lock:
+            self._estimate = {"ends_at": ends_at, "epochs": estimate.epochs()}
 
     def metric(self, phase: str, run: str, epoch: int, values: dict[str, float]) -> None:
         self._raise_error()

@@ -19,6 +19,7 @@ from app import admission, jobs, tenants
 from app.api.examples import job_examples
 from app.api.schemas import (
     ArtifactOut,
+    EpochBudget,
     EventOut,
     JobOut,
     JobPage,
@@ -58,10 +59,13 @@ def get_job_or_404(session: Session, caller: Caller, job_id: str) -> Job:
 
 
 def _eta_seconds(job: Job | Row[Any]) -> float | None:
-    if job.status != jobs.Status.RUNNING or not job.started_at or job.progress <= 0:
+    """The worker's estimated end (worker/distill/eta.py) counted down to now: it moves between
+    the worker's reports, which come at epoch ends. Not elapsed * (1 - progress) / progress:
+    progress counts planned epochs alike, and a teacher epoch is not a student epoch."""
+    ends_at = (job.estimate or {}).get("ends_at")
+    if job.status != jobs.Status.RUNNING or not ends_at:
         return None
-    elapsed = (utcnow() - job.started_at).total_seconds()
-    return round(elapsed * (1 - job.progress) / job.progress, 1)
+    return round(max(0.0, (datetime.fromisoformat(ends_at) - utcnow()).total_seconds()), 1)
 
 
 def job_out(job: Job | Row[Any], *, with_metrics: bool = True) -> JobOut:
@@ -70,6 +74,7 @@ def job_out(job: Job | Row[Any], *, with_metrics: bool = True) -> JobOut:
     return JobOut.model_validate(job).model_copy(
         update={
             "eta_seconds": _eta_seconds(job),
+            "epochs": EpochBudget.model_validate(job.estimate["epochs"]) if job.estimate else None,
             "latest_metrics": job.latest_metrics if with_metrics else None,
         }
     )
@@ -275,7 +280,8 @@ async def get_job(job_id: str, request: Request) -> Response:
 
 
 # Built once, and a row rather than an ORM object: the columns JobOut shows, nothing more.
-_JOB_COLUMNS = [c for c in Job.__table__.columns if c.name in JobOut.model_fields]
+# `estimate` too: the worker's end time and epoch budget, which eta_seconds and epochs are made of.
+_JOB_COLUMNS = [c for c in Job.__table__.columns if c.name in JobOut.model_fields] + [Job.__table__.c.estimate]
 _JOB_ROW = select(Job.tenant_id, *_JOB_COLUMNS).where(Job.id == bindparam("job_id"))
 KEY_AND_JOB = key_and_job_statement(_JOB_COLUMNS)
 

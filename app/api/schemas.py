@@ -24,6 +24,24 @@ log = logging.getLogger(__name__)
 JOB_ID_EXAMPLE = "0b7c6a52-3f0e-4a55-9d0c-2b1f7d2d8a11"
 
 
+class RunEpochs(BaseModel):
+    phase: str = Field(description="The run's phase.", examples=["teacher"])
+    name: str = Field(description="The run's name in its phase.", examples=["teacher"])
+    epoch: int = Field(description="Epochs of this run done.", examples=[14])
+    budget: int = Field(description="This run's epoch budget (it may stop earlier: patience).", examples=[60])
+
+
+class EpochBudget(BaseModel):
+    done: int = Field(description="Epochs trained (or restored) so far, over every run.", examples=[74])
+    budget: int = Field(
+        description="Where `done` ends: finished runs at the epochs they ran (an early stop shrinks it), "
+        "the others at their budget.",
+        examples=[384],
+    )
+    planned: int = Field(description="Every trained run's epoch budget, as the spec planned it.", examples=[420])
+    run: RunEpochs | None = Field(None, description="The run under way; null between runs.")
+
+
 class JobOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -37,9 +55,12 @@ class JobOut(BaseModel):
     progress: float = Field(description="Share of the job done, 0..1.", examples=[0.42])
     eta_seconds: float | None = Field(
         None,
-        description="Estimated seconds left, from progress so far; null when unknown.",
+        description="Estimated seconds left while running: each run priced at its measured seconds per "
+        "epoch (early stopping expected), counting down between the worker's reports; null until "
+        "an epoch of this attempt was measured.",
         examples=[95.0],
     )
+    epochs: EpochBudget | None = Field(None, description="The job's epoch budget and how much of it is done.")
     cancel_requested: bool = Field(
         description="A cancel was asked for; the worker stops at the next batch.", examples=[False]
     )

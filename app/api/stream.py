@@ -98,8 +98,9 @@ def message(kind: str, data: str, cursor: Cursor) -> str:
 
 
 def _state(job: JobOut) -> tuple:
-    """What makes a job message worth sending (not the ETA, which moves with the clock)."""
-    return (job.status, job.phase, job.progress, job.cancel_requested, job.error_code, job.attempts)
+    """What makes a job message worth sending: not the ETA, which moves with the clock (a client
+    counts it down), but the epochs, which come with a new estimate of it."""
+    return (job.status, job.phase, job.progress, job.epochs, job.cancel_requested, job.error_code, job.attempts)
 
 
 class StreamSlots:

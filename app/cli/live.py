@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -42,16 +43,33 @@ def _metric(values: dict[str, float | None], key: str, label: str) -> str | None
     return None if value is None else f"{label} {value:.3f}"
 
 
-def progress_view(job: Job) -> Table:
+def _run_line(job: Job, latest) -> str:
+    """phase, run and epoch of its budget: the worker's figures, else the spec's budget."""
+    run = job.epochs.run if job.epochs is not None else None
+    if run is not None and (run.phase, run.name) == (latest.phase, latest.run):
+        return f"{job.phase or run.phase}  run {run.name}  epoch {run.epoch} of {run.budget}"
+    budget = epoch_budget(job.spec, latest.phase, latest.run)
+    epoch = f"epoch {latest.epoch}" + (f" of {budget}" if budget else "")
+    return f"{job.phase or latest.phase}  run {latest.run}  {epoch}"
+
+
+def _epochs_line(job: Job) -> str | None:
+    epochs = job.epochs
+    if epochs is None:
+        return None
+    shrunk = f" (planned {epochs.planned}; early stops end runs sooner)" if epochs.budget < epochs.planned else ""
+    return f"{epochs.done} of {epochs.budget}{shrunk}"
+
+
+def progress_view(job: Job, since: float = 0.0) -> Table:
+    """The live block; `since`: seconds since the job was read, which the ETA counts down."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
     grid.add_row("job", Text.assemble(f"{job.id}  ", status_text(job), f"  attempt {job.attempts}"))
     latest = job.latest_metrics
     if latest is not None and not job.ended:
-        budget = epoch_budget(job.spec, latest.phase, latest.run)
-        epoch = f"epoch {latest.epoch}" + (f" of {budget}" if budget else "")
-        grid.add_row("phase", f"{job.phase or latest.phase}  run {latest.run}  {epoch}")
+        grid.add_row("phase", _run_line(job, latest))
         scores = [
             _metric(latest.values, "train_loss", "train loss"),
             _metric(latest.values, "val_loss", "val loss"),
@@ -62,24 +80,43 @@ def progress_view(job: Job) -> Table:
     elif not job.ended:
         waiting = "waiting for a worker" if job.status == "queued" else "-"
         grid.add_row("phase", job.phase or waiting)
+    if not job.ended and (epochs := _epochs_line(job)) is not None:
+        grid.add_row("epochs", epochs)
+    eta = None if job.eta_seconds is None else max(0.0, job.eta_seconds - since)
     bar = Table.grid(padding=(0, 1))
     bar.add_row(
         ProgressBar(total=1.0, completed=job.progress, width=40),
         f"{100 * job.progress:3.0f}%",
-        f"ETA {_duration(job.eta_seconds)}" if not job.ended else "",
+        f"ETA {_duration(eta)}" if not job.ended else "",
     )
     grid.add_row("progress", bar)
     return grid
+
+
+class LiveView:
+    """The block for rich.live, drawn again at each refresh: the ETA counts down between the
+    job's messages (a stream sends the job when it changes, not every second)."""
+
+    def __init__(self, job: Job, clock=time.monotonic) -> None:
+        self.job, self.clock, self.read_at = job, clock, clock()
+
+    def update(self, job: Job) -> None:
+        self.job, self.read_at = job, self.clock()
+
+    def __rich__(self) -> Table:
+        return progress_view(self.job, self.clock() - self.read_at)
 
 
 def watch(client: Client, job_id: str, console: Console, *, every: float = 1.0, poll: bool = False) -> Job:
     """Follow the job until it ends; events print above the live block. Ctrl-C (KeyboardInterrupt)
     leaves the job running and propagates to the caller, which says how to re-attach."""
     job = client.get(job_id)
-    with Live(progress_view(job), console=console, refresh_per_second=4, transient=False) as live:
+    view = LiveView(job)
+    with Live(view, console=console, refresh_per_second=4, transient=False) as live:
         for update in client.follow(job_id, every=every, poll=poll):
             for event in update.events:
                 live.console.print(event_line(event))
             job = update.job
-            live.update(progress_view(job))
+            view.update(job)
+            live.refresh()
     return job

@@ -27,6 +27,22 @@ class LatestMetrics(_Wire):
     values: dict[str, float | None] = {}
 
 
+class RunEpochs(_Wire):
+    phase: str
+    name: str
+    epoch: int
+    budget: int
+
+
+class EpochBudget(_Wire):
+    """done of budget (early stops shrink it), of `planned` as the spec planned it."""
+
+    done: int
+    budget: int
+    planned: int
+    run: RunEpochs | None = None
+
+
 class Scores(BaseModel):
     """One model's measurements (test_accuracy, train_accuracy, test_ece, parameters, latency_ms, ...);
     every field the report carries is kept (extra="allow") and read with .get()."""
@@ -83,7 +99,8 @@ class Job(_Wire):
     status: Status
     phase: str | None = None
     progress: float = 0.0
-    eta_seconds: float | None = None
+    eta_seconds: float | None = None  # as of when the job was read: counts down from there
+    epochs: EpochBudget | None = None
     cancel_requested: bool = False
     attempts: int = 0
     created_at: datetime

@@ -31,8 +31,10 @@ TINY_JOB = {
 PHASES = ["teacher", "soft_targets", "student", "baseline", "evaluate", "export"]
 
 
-def finished(api: httpx.Client, job_id: str) -> dict | None:
+def finished(api: httpx.Client, job_id: str, polls: list[dict] | None = None) -> dict | None:
     job = api.get(f"/v1/jobs/{job_id}").json()
+    if polls is not None:
+        polls.append(job)
     return job if job["status"] in {"succeeded", "failed", "cancelled"} else None
 
 
@@ -42,9 +44,17 @@ def test_job_runs_to_a_student_that_matches_its_report(service: Service, tmp_pat
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
 
-    job = wait_for(lambda: finished(api, job_id), timeout=240, what="the job to finish", every=0.5)
+    polls: list[dict] = []
+    job = wait_for(lambda: finished(api, job_id, polls), timeout=240, what="the job to finish", every=0.5)
     assert job["status"] == "succeeded", (job["error"], service.dump_logs())
     assert job["progress"] == 1.0 and job["attempts"] == 1 and job["eta_seconds"] is None
+
+    # The epoch budget: every epoch trained, the teacher's early stop taken off its budget of 6.
+    # While it ran, once an epoch was measured, the job had an ETA.
+    teacher_epochs = job["result"]["teacher"]["epochs_run"]
+    assert job["epochs"] == {"done": teacher_epochs + 16, "budget": teacher_epochs + 16, "planned": 22, "run": None}
+    running = [p for p in polls if p["status"] == "running" and (p["epochs"] or {}).get("done", 0) >= 1]
+    assert all(p["eta_seconds"] is not None and p["eta_seconds"] >= 0 for p in running)
 
     # Phases, in order, as events.
     events = api.get(f"/v1/jobs/{job_id}/events").json()

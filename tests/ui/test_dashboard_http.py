@@ -289,3 +289,30 @@ def test_wrong_keys_at_the_login_form_are_rate_limited_per_address(service_env, 
         assert int(limited.headers["retry-after"]) > 0 and "set-cookie" not in limited.headers
         assert web.get("/v1/jobs", headers={"Authorization": "Bearer dk_guess3"}).status_code == 429  # one count
         log_in(web)  # the right key still gets in
+
+
+def test_a_running_job_shows_its_epoch_budget_and_time_left(web: TestClient):
+    from datetime import timedelta
+
+    from app.db import get_sessionmaker
+    from app.models import Job, utcnow
+
+    key = log_in(web)
+    job_id = submit(web, key)
+    run = {"phase": "teacher", "name": "teacher", "epoch": 14, "budget": 60}
+    estimate = {
+        "ends_at": (utcnow() + timedelta(minutes=10)).isoformat(),
+        "epochs": {"done": 14, "budget": 380, "planned": 420, "run": run},
+    }
+    latest = {"phase": "teacher", "run": "teacher", "epoch": 14, "values": {"val_accuracy": 0.9}}
+    with get_sessionmaker()() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status="running", started_at=utcnow(), estimate=estimate, latest_metrics=latest)
+        )
+        session.commit()
+    page = web.get(f"/ui/jobs/{job_id}").text
+    assert "epoch 14 of 60" in page
+    assert re.search(r'<dd id="epochs">14 of 380 <span class="muted">\(planned 420', page)
+    assert re.search(r"about (9|10) min \d\d s left", page), re.findall(r"about [^<]* left", page)

@@ -37,6 +37,7 @@ from app.contract.phases import (
 from app.contract.spec import JobSpec
 from worker.distill import checkpoint, events, metrics
 from worker.distill.cache import TeacherOutputs
+from worker.distill.eta import PlannedRun, planned_run
 from worker.distill.evaluate import Evaluation, Trained, evaluate_job, job_report
 from worker.distill.export import ExportError, OutputFile, export_model
 from worker.distill.inference import resolve_device
@@ -81,6 +82,7 @@ def run_job(
     job.train([r for r in job.runs if r.phase in (STUDENT, GENERATION)])
     job.train(runs_of(job.runs, BASELINE))
     job.enter(EVALUATE)
+    job.progress.evaluating()
     evaluation = evaluate_job(spec, job.data, job.trained, job.teacher, job.soft_mode, job.device)
     job.progress.tail(0.5)
     job.enter(EXPORT)
@@ -123,10 +125,18 @@ class Job:
             reporter.event(events.student_init(self.start.artifact, spec.baseline))
         if reporter.checkpoint_dir is not None:
             Path(reporter.checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        self.progress = Progress(reporter, sum(r.epochs for r in self.runs))
+        self.progress = Progress(reporter, sum(r.epochs for r in self.runs), runs=self._planned_runs())
         self.progress.start(
             sum(checkpoint.epochs_done(reporter.checkpoint_dir, r.phase, r.name, r.epochs) for r in self.runs)
         )
+
+    def _planned_runs(self) -> list[PlannedRun]:
+        """The trained runs as the ETA prices them (brought teachers are loaded: no epochs); the
+        students' rows are the teacher's until their data is made (prepare_student_data)."""
+        splits = self.data.splits
+        return [
+            planned_run(r, splits.input_shape, splits.num_classes, len(splits.train)) for r in self.runs if r.trained
+        ]
 
     def enter(self, phase: str) -> None:
         # Phases without batches (soft targets, evaluate, export) honour a cancel here.
@@ -161,12 +171,12 @@ class Job:
             reporter=self.reporter,
             phase=run.phase,
             run=run.name,
-            on_epoch=self.progress.run(run.epochs),
+            on_epoch=self.progress.run(run.epochs, (run.phase, run.name), len(splits.train)),
             augment=None if run.phase == TEACHER else self.spec.training.augment,
             signal=self.signal(run, objective),
             compile=self.spec.training.compile and run.phase != TEACHER,  # runs on spec.training
         )
-        self.progress.run_done(run.epochs)
+        self.progress.run_done(run.epochs, result.epochs_run)
         if run.phase in FROZEN:
             model.requires_grad_(False)
         if result.resumed_epochs != result.epochs_run:  # else an earlier attempt said so already
@@ -224,6 +234,8 @@ class Job:
         """The students' training set (a share of the teacher's, a transfer set), said in events."""
         for message in self.data.prepare_students(self.spec, self.inputs):
             self.reporter.event(message)
+        for phase in (ASSISTANT, STUDENT, GENERATION, BASELINE):
+            self.progress.estimator.rows_of(phase, len(self.data.for_phase(phase).train))
         self._cached = TeacherOutputs(self.data.students.train.x, self.inputs.outputs, self.reporter)
 
     def objective(self, run: Run) -> Objective:

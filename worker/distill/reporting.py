@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from worker.distill.eta import Estimate
+
 
 class Cancelled(Exception):
     """Raised inside the engine when the reporter asks it to stop."""
@@ -32,6 +34,10 @@ class Reporter(Protocol):
 
     def progress(self, fraction: float) -> None:
         """Overall progress of the job, 0..1, monotone."""
+
+    def estimate(self, estimate: Estimate) -> None:
+        """The time left and the epoch budget (worker/distill/eta.py), after each progress report;
+        wall-clock derived, so never part of a comparison of outcomes."""
 
     def metric(self, phase: str, run: str, epoch: int, values: dict[str, float]) -> None:
         """Per-epoch metrics of one run (e.g. run='seed=0') of a phase."""
@@ -55,6 +61,7 @@ class MemoryReporter:
     phases: list[str] = field(default_factory=list)
     progresses: list[float] = field(default_factory=list)
     metrics: list[tuple[str, str, int, dict[str, float]]] = field(default_factory=list)
+    estimates: list[Estimate] = field(default_factory=list)
     events: list[tuple[str, str]] = field(default_factory=list)
     stop_requested: bool = False
 
@@ -63,6 +70,9 @@ class MemoryReporter:
 
     def progress(self, fraction: float) -> None:
         self.progresses.append(fraction)
+
+    def estimate(self, estimate: Estimate) -> None:
+        self.estimates.append(estimate)
 
     def metric(self, phase: str, run: str, epoch: int, values: dict[str, float]) -> None:
         self.metrics.append((phase, run, epoch, dict(values)))

@@ -164,7 +164,14 @@ class ReportProgress(Callback):
         self.on_epoch = on_epoch
 
     def on_epoch_end(self, loop: Loop, values: dict[str, float]) -> None:
+        best = getattr(self.on_epoch, "best", None)  # a progress callback wants it (early stopping)
+        if best is not None:
+            best(loop.state.best.epoch)
         self.on_epoch(loop.state.epoch)
+
+    def resumed(self, epoch: int) -> None:
+        """The run goes on from its checkpoint at `epoch` (a callback that times epochs must not time it)."""
+        getattr(self.on_epoch, "resumed", self.on_epoch)(epoch)
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -467,7 +474,7 @@ def train(
         state = resume(loop, path, phase, run, reporter)
         loop.callbacks.append(SaveCheckpoint(path, reporter, reporter.checkpoint_seconds))
     if on_epoch is not None:
-        loop.callbacks.append(ReportProgress(on_epoch))
+        loop.callbacks.append(report := ReportProgress(on_epoch))
         if state is not None:
-            on_epoch(state.epoch)
+            report.resumed(state.epoch)
     return loop.fit(state or RunState(phase, run, loop.signature()))

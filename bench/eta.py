@@ -1,0 +1,198 @@
+"""ETA bench: how right is a running job's `eta_seconds` (issue 14 item 7)?
+
+    nice -n 5 .venv/bin/python bench/eta.py            # the three jobs; results to bench/results/eta.md + .json
+    .venv/bin/python bench/eta.py --smoke              # one tiny job, results to a temporary folder
+
+Each job runs through a real embedded service (bench/quality.py's EmbeddedService: alembic, uvicorn,
+one Celery worker, SQLite and the filesystem broker). GET /v1/jobs/{id} is sampled every 0.25 s;
+once the job has ended, its true duration is known (first sample seen running to the first seen
+ended), and every sample taken after the first 10% of it gives the relative error
+(eta - true_remaining) / true_remaining. Reported per job: median and worst (by absolute value)
+over the samples in 10%..90% of the job, and over 10%..100% (in the last tenth the time left is a
+few seconds, where the poll interval alone is a large share of it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EVERY = 0.25
+ENDED = {"succeeded", "failed", "cancelled"}
+CNN_DIGITS = {"name": "cnn", "channels": [16, 32], "hidden": 64}
+MLP = {"name": "mlp", "hidden": [32]}
+
+
+def _quality():
+    spec = importlib.util.spec_from_file_location("bench_quality", ROOT / "bench" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def jobs(smoke: bool) -> list[tuple[str, dict]]:
+    """(label, spec): the demo, a digits CNN-teacher job, a teacher-assistant chain."""
+    if smoke:
+        tiny = {
+            "dataset": {"name": "digits"},
+            "teacher": {"train": {"arch": CNN_DIGITS, "epochs": 3, "patience": 2}},
+            "student": {"arch": MLP},
+            "training": {"epochs": 3},
+            "seeds": [0],
+        }
+        return [("smoke", tiny)]
+    demo = json.loads((ROOT / "examples" / "mnist1d-kd.json").read_text())
+    digits = {
+        "name": "digits CNN -> MLP",
+        "dataset": {"name": "digits"},
+        "teacher": {"train": {"arch": CNN_DIGITS, "epochs": 40, "patience": 5}},
+        "student": {"arch": MLP},
+        "method": {"name": "kd", "temperature": 4.0, "alpha": 0.9},
+        "training": {"epochs": 40},
+        "seeds": [0, 1],
+        "baseline": True,
+    }
+    assistant = {
+        "name": "mnist1d teacher assistant",
+        "dataset": {"name": "mnist1d"},
+        "teacher": {"train": {"arch": {"name": "cnn", "channels": [32, 64]}, "epochs": 30, "patience": 5}},
+        "student": {"arch": {"name": "mlp", "hidden": [32]}},
+        "method": {"name": "teacher_assistant", "assistants": [{"name": "mlp", "hidden": [256, 128]}]},
+        "training": {"epochs": 30, "lr": 0.01},
+        "seeds": [0, 1],
+        "baseline": True,
+    }
+    return [("demo (examples/mnist1d-kd.json)", demo), ("digits CNN teacher", digits), ("teacher assistant", assistant)]
+
+
+def sample(client, job_id: str) -> list[dict]:
+    """GET the job every EVERY seconds until it ends: (monotonic time, status, eta, epochs)."""
+    samples = []
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        samples.append(
+            {"at": time.monotonic(), "status": job["status"], "eta": job["eta_seconds"], "epochs": job.get("epochs")}
+        )
+        if job["status"] in ENDED:
+            return samples
+        time.sleep(EVERY)
+
+
+def errors(samples: list[dict]) -> dict:
+    """The relative errors after the first 10% of the job (from the first sample seen running)."""
+    running = [s for s in samples if s["status"] == "running"]
+    start, end = running[0]["at"], next(s["at"] for s in samples if s["status"] in ENDED)
+    duration = end - start
+    rows = []
+    for s in running:
+        share, left = (s["at"] - start) / duration, end - s["at"]
+        if share >= 0.1 and left > 0:
+            rows.append((share, None if s["eta"] is None else (s["eta"] - left) / left))
+    return {"duration_s": round(duration, 1), "rows": rows}
+
+
+def summary(rows: list[tuple[float, float | None]], upto: float) -> dict:
+    kept = [e for share, e in rows if share <= upto]
+    known = [e for e in kept if e is not None]
+    return {
+        "samples": len(kept),
+        "unknown": len(kept) - len(known),
+        "median": round(statistics.median(known), 3) if known else None,
+        "worst": round(max(known, key=abs), 3) if known else None,
+        "within_30pct": round(sum(abs(e) <= 0.3 for e in known) / len(known), 3) if known else None,
+    }
+
+
+def run(label: str, spec: dict, url: str, quality) -> dict:
+    with quality.api_client(url) as client:
+        r = client.post("/v1/jobs", json=spec)
+        r.raise_for_status()
+        job_id = r.json()["id"]
+        samples = sample(client, job_id)
+        final = client.get(f"/v1/jobs/{job_id}").json()
+    found = errors(samples)
+    return {
+        "job": label,
+        "status": final["status"],
+        "duration_s": found["duration_s"],
+        "epochs": final.get("epochs"),
+        "teacher_epochs_run": ((final.get("result") or {}).get("teacher") or {}).get("epochs_run"),
+        "to_90pct": summary(found["rows"], 0.9),
+        "to_end": summary(found["rows"], 1.0),
+        "errors": [[round(s, 3), None if e is None else round(e, 3)] for s, e in found["rows"]],
+    }
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# ETA bench (bench/eta.py)",
+        "",
+        f"{result['when']}, {os.cpu_count()} CPUs. `uptime` before: `{result['load_before']}`; "
+        f"after: `{result['load_after']}`. The machine was shared: the figures are one run's.",
+        "",
+        "GET /v1/jobs/{id} sampled every 0.25 s; error = (eta_seconds - true time left) / true time left, "
+        "for every sample after the first 10% of the job (its true duration: first sample running to "
+        "first sample ended). Goal: within ±30%.",
+        "",
+        "| job | duration | teacher epochs run | epochs done / planned | samples 10-90% | median | worst | within ±30% | worst 10-100% |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for j in result["jobs"]:
+        a, b, e = j["to_90pct"], j["to_end"], j["epochs"] or {}
+        lines.append(
+            f"| {j['job']} | {j['duration_s']} s | {j['teacher_epochs_run']} | {e.get('done')} / {e.get('planned')} "
+            f"| {a['samples']} ({a['unknown']} unknown) | {_pct(a['median'])} | {_pct(a['worst'])} "
+            f"| {_pct(a['within_30pct'], sign=False)} | {_pct(b['worst'])} |"
+        )
+    lines += [
+        "",
+        "How the ETA is made: worker/distill/eta.py (each run at its measured seconds per epoch; runs not "
+        "started from the same architecture measured, else forward multiply-adds x rows against a measured "
+        "run; early stops expected from patience and the best epoch so far). Per-sample errors: eta.json.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None, sign: bool = True) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:+.0f}%" if sign else f"{100 * value:.0f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="one tiny job; results to a temporary folder")
+    parser.add_argument("--out", type=Path, default=None, help="folder of eta.md and eta.json")
+    args = parser.parse_args()
+    quality = _quality()
+    out = args.out or (Path(tempfile.mkdtemp(prefix="eta-")) if args.smoke else ROOT / "bench" / "results")
+    result = {"when": datetime.now().isoformat(timespec="seconds"), "load_before": uptime(), "jobs": []}
+    with tempfile.TemporaryDirectory(prefix="distill-eta-") as home:
+        cache = ROOT / "var" / "bench-cache"
+        with quality.EmbeddedService(Path(home) / "home", cache) as service:
+            for label, spec in jobs(args.smoke):
+                result["jobs"].append(run(label, spec, service.url, quality))
+                print(json.dumps({k: v for k, v in result["jobs"][-1].items() if k != "errors"}), flush=True)
+    result["load_after"] = uptime()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "eta.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "eta.md").write_text(markdown(result))
+    print(f"written: {out / 'eta.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,264 @@
+"""The job's time left, from the seconds per epoch measured while it runs (issue 14 item 7).
+
+Counting planned epochs alike was 6-9x too high for the first third of the demo job: a CNN teacher
+epoch costs ~30x an MLP student epoch there, and the teacher stops early at about a third of its
+budget. So each run is priced on its own:
+
+- the run under way: its epochs left at its measured pace (the mean of its last few epochs,
+  leaving out its first once there are others: the first pays warm-up);
+- a run not started yet, from what is known, best first: a run of the same phase and architecture
+  already measured (a student seed after the first), else the same architecture in another phase
+  (the baseline after the students), else a measured run scaled by forward multiply-adds per
+  example and by training rows (`work`: a teacher's pace says little about a student's otherwise),
+  else the last measured pace as it is (a brought or standard model whose work is unknown);
+- early stopping: a run with `patience` is expected to stop `patience` epochs after its best one,
+  plus a share (STILL_IMPROVING) of the budget beyond that while it has improved recently;
+- evaluate and export: what they took in this process before (Tails), else TAIL_SECONDS plus
+  TAIL_SHARE of the training time.
+
+Nothing here reads a clock but `clock` (tests inject one). Before any epoch was measured the time
+left is unknown (None), also on a resumed attempt: its restored epochs cost nothing measurable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from app.contract.stages import state_shapes
+
+# A run that improved at epoch b with patience p stops at b + p at the earliest; while it improves
+# it goes on. So: b + p, plus this share of the budget beyond it, fading to nothing as the epochs
+# without improvement reach p. The demo's CNN teacher (budget 60, patience 10) improved at 1, 2, 3,
+# 5, 13, 14 and stopped at 24; with the demo's students after it, 0.15 keeps the job's ETA within
+# -28%..+23% after its first 10% (0: -36%..0, 0.25: -22%..+39%; tests/distill/test_progress_eta.py).
+STILL_IMPROVING = 0.15
+# Evaluate + export (test metrics, latency, ONNX export and check, the report's files) cost about
+# the same whatever the job: the shortest this process has measured (the runner process is
+# long-lived; its first job also pays one-off imports), else TAIL_SECONDS + TAIL_SHARE of training.
+TAIL_SECONDS = 2.0
+TAIL_SHARE = 0.01
+RECENT = 5  # epochs the pace of a run is taken over
+
+
+class Tails:
+    """The evaluate + export seconds of the jobs this process ran."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def expected(self, training: float) -> float:
+        return min(self.seconds) if self.seconds else TAIL_SECONDS + TAIL_SHARE * training
+
+
+TAILS = Tails()  # the process's own; tests give an Estimator a fresh one
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    phase: str
+    name: str
+    arch: str  # the architecture as JSON: runs of one architecture cost alike per epoch
+    budget: int
+    patience: int | None = None
+    work: float | None = None  # forward multiply-adds per example; None: unknown
+    rows: int | None = None  # training rows; None: as the first run's
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.phase, self.name)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What the job reports beside its progress: the time left and its epoch budget."""
+
+    seconds_left: float | None  # None: nothing measured yet
+    epochs_done: int  # trained or restored so far; an early-stopped run counts what it ran
+    epochs_budget: int  # epochs_done's end: finished runs at what they ran, the others at their budget
+    epochs_planned: int  # every trained run's budget, as the spec planned it
+    run: dict[str, Any] | None = None  # the run under way: phase, name, epoch, budget
+
+    def done(self) -> Estimate:
+        return replace(self, seconds_left=0.0)
+
+    def epochs(self) -> dict[str, Any]:
+        return {"done": self.epochs_done, "budget": self.epochs_budget, "planned": self.epochs_planned, "run": self.run}
+
+
+@dataclass
+class _Run:
+    plan: PlannedRun
+    rows: int | None
+    durations: list[float] = field(default_factory=list)  # seconds of each epoch measured here
+    epoch: int = 0
+    best: int | None = None
+    finished: int | None = None  # epochs it ran, once finished
+    last_at: float | None = None  # the clock at its last epoch end (or its start)
+
+    def pace(self) -> float | None:
+        if not self.durations:
+            return None
+        recent = self.durations[1:] if len(self.durations) > 1 else self.durations
+        recent = recent[-RECENT:]
+        return sum(recent) / len(recent)
+
+
+def expected_epochs(budget: int, patience: int | None, epoch: int, best: int | None) -> float:
+    """Where a run is expected to end, early stopping included (see STILL_IMPROVING)."""
+    if patience is None:
+        return float(budget)
+    best = best or 0
+    earliest = best + patience
+    if earliest >= budget:
+        return float(budget)
+    fading = max(0.0, 1.0 - (epoch - best) / patience)
+    return max(float(epoch), min(float(budget), earliest + STILL_IMPROVING * (budget - earliest) * fading))
+
+
+class Estimator:
+    def __init__(
+        self, runs: Sequence[PlannedRun], clock: Callable[[], float] = time.monotonic, tails: Tails = TAILS
+    ) -> None:
+        self._clock, self._tails = clock, tails
+        first_rows = next((r.rows for r in runs if r.rows), None)
+        self._runs = {r.key: _Run(r, r.rows or first_rows) for r in runs}
+        self._current: _Run | None = None
+        self._measured: list[_Run] = []  # runs with a measured pace, the latest last
+        self._tail_started: float | None = None
+
+    # --- what the pipeline says ----------------------------------------------------
+    def start_run(self, key: tuple[str, str], rows: int | None = None) -> None:
+        run = self._runs.get(key)
+        if run is None:
+            return
+        run.rows = rows or run.rows
+        run.last_at = self._clock()
+        self._current = run
+
+    def rows_of(self, phase: str, rows: int) -> None:
+        """The training rows of a phase's runs, once known (the students' data is made after the teacher)."""
+        for run in self._runs.values():
+            if run.plan.phase == phase and run.last_at is None:
+                run.rows = rows
+
+    def resumed(self, epoch: int) -> None:
+        """The current run goes on from its checkpoint's `epoch`: counted, not timed."""
+        if self._current is not None:
+            self._current.epoch = epoch
+            self._current.last_at = self._clock()
+
+    def epoch(self, epoch: int, best: int | None = None) -> None:
+        run = self._current
+        if run is None:
+            return
+        now = self._clock()
+        if run.last_at is not None and epoch > run.epoch:
+            run.durations.append((now - run.last_at) / (epoch - run.epoch))
+            if run not in self._measured:
+                self._measured.append(run)
+        run.epoch, run.best, run.last_at = epoch, best, now
+
+    def finish_run(self, epochs_run: int) -> None:
+        if self._current is not None:
+            self._current.finished = epochs_run
+            self._current.epoch = epochs_run
+            self._current = None
+
+    def evaluating(self) -> None:
+        self._tail_started = self._clock()
+
+    def ended(self) -> None:
+        if self._tail_started is not None:
+            self._tails.seconds.append(self._clock() - self._tail_started)
+
+    # --- what it answers ---------------------------------------------------------------
+    def estimate(self) -> Estimate:
+        runs = list(self._runs.values())
+        current = self._current
+        return Estimate(
+            seconds_left=self.seconds_left(),
+            epochs_done=sum(r.finished if r.finished is not None else r.epoch for r in runs),
+            epochs_budget=sum(r.finished if r.finished is not None else r.plan.budget for r in runs),
+            epochs_planned=sum(r.plan.budget for r in runs),
+            run=None
+            if current is None
+            else {
+                "phase": current.plan.phase,
+                "name": current.plan.name,
+                "epoch": current.epoch,
+                "budget": current.plan.budget,
+            },
+        )
+
+    def seconds_left(self) -> float | None:
+        if not self._measured:
+            return None
+        training = [self._run_seconds(r) for r in self._runs.values() if r.finished is None]
+        if any(s is None for s in training):
+            return None
+        spent = sum(sum(r.durations) for r in self._measured)
+        tail = self._tails.expected(spent + sum(training))
+        if self._tail_started is not None:
+            tail = max(0.0, tail - (self._clock() - self._tail_started))
+        return sum(training) + tail
+
+    def _run_seconds(self, run: _Run) -> float | None:
+        """A run's seconds left: its expected epochs left at its pace."""
+        pace = run.pace() or self._pace_of(run)
+        if pace is None:
+            return None
+        epochs = expected_epochs(run.plan.budget, run.plan.patience, run.epoch, run.best) - run.epoch
+        return max(0.0, epochs) * pace
+
+    def _pace_of(self, run: _Run) -> float | None:
+        """The seconds per epoch of a run not measured yet, from the runs that were."""
+        same_phase = [m for m in self._measured if (m.plan.phase, m.plan.arch) == (run.plan.phase, run.plan.arch)]
+        same_arch = [m for m in self._measured if m.plan.arch == run.plan.arch]
+        for found in (same_phase, same_arch):
+            if found:
+                return found[-1].pace() * _ratio(run.rows, found[-1].rows)
+        latest = self._measured[-1]
+        work = _ratio(run.plan.work, latest.plan.work)
+        return latest.pace() * work * _ratio(run.rows, latest.rows)
+
+
+def _ratio(new: float | None, old: float | None) -> float:
+    return new / old if new and old else 1.0
+
+
+def forward_work(arch, input_shape: tuple[int, ...], num_classes: int) -> float | None:
+    """Multiply-adds of one example's forward pass, for comparing runs' costs: a dense layer's
+    weights count once, a conv's once per output position (stage i runs at the input's size
+    halved i times). By parameter count alone the demo's CNN teacher would look 3x an MLP student
+    while its epochs cost 30x. Standard (timm/torchvision) models: None (their shapes are not here)."""
+    if arch is None or getattr(arch, "name", None) not in ("mlp", "cnn"):
+        return None
+    total = 0.0
+    for key, (shape, _dtype) in state_shapes(arch, tuple(input_shape), num_classes).items():
+        if not key.endswith("weight") or len(shape) < 2:
+            continue
+        positions = 1
+        if arch.name == "cnn" and len(shape) > 2:  # a conv kernel: (out, in, *kernel)
+            stage = int(key.split(".")[1])
+            positions = math.prod(max(1, s >> stage) for s in input_shape)
+        total += math.prod(shape) * positions
+    return total or None
+
+
+def planned_run(run, input_shape: tuple[int, ...], num_classes: int, rows: int | None) -> PlannedRun:
+    """A plan's Run (worker/distill/plan.py) as the estimator sees it."""
+    arch = json.dumps(run.arch.model_dump(mode="json"), sort_keys=True) if run.arch is not None else "brought"
+    return PlannedRun(
+        phase=run.phase,
+        name=run.name,
+        arch=arch,
+        budget=run.epochs,
+        patience=run.optim.patience,
+        work=forward_work(run.arch, input_shape, num_classes),
+        rows=rows,
+    )
