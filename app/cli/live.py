@@ -60,7 +60,7 @@ def progress_view(job: Job) -> Table:
         ]
         grid.add_row("last epoch", "  ".join(s for s in scores if s))
     elif not job.ended:
-        waiting = "waiting for a worker" if job.status == "queued" else "-"
+        waiting = (job.status_detail or "waiting for a worker") if job.status == "queued" else "-"
         grid.add_row("phase", job.phase or waiting)
     bar = Table.grid(padding=(0, 1))
     bar.add_row(

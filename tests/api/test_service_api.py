@@ -19,7 +19,9 @@ def test_catalog_lists_datasets_architectures_and_methods(client):
 
 def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"database": "ok", "broker": "ok"}
+    ready = client.get("/readyz").json()
+    assert (ready["database"], ready["broker"]) == ("ok", "ok")
+    assert ready["workers"] == "none: no worker seen in the last 30 s; queued jobs wait for one"
 
 
 def test_prometheus_metrics_count_jobs_by_status_behind_the_metrics_key(client, monkeypatch):
