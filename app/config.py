@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         "queued jobs say they wait for a worker, and jobs asking for CUDA are refused unless a live "
         "worker has a GPU.",
     )
+    worker_status_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="A queued job's status_detail (polls, lists) reads the live workers at most this "
+        "often per API process; submissions and /readyz always read them afresh.",
+    )
     lease_seconds: float = Field(60.0, gt=0, description="A running job whose lease is this old has lost its worker.")
     sweep_seconds: float = Field(15.0, gt=0, description="How often each worker looks for lost and unsent jobs.")
     resend_after_seconds: float = Field(

@@ -3,6 +3,8 @@ a queued job, and the refusal of a CUDA job that no live worker could run."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,6 +53,25 @@ def live_workers(db: Session | Connection) -> LiveWorkers:
     since = utcnow() - timedelta(seconds=settings.worker_seen_seconds)
     rows = db.execute(select(Worker.devices).where(Worker.queue == settings.queue, Worker.last_seen_at >= since))
     return LiveWorkers([list(r.devices or []) for r in rows], settings.worker_seen_seconds)
+
+
+_recent: dict[tuple[str, str], tuple[float, LiveWorkers]] = {}
+_recent_lock = threading.Lock()
+
+
+def recent_workers(db: Session | Connection) -> LiveWorkers:
+    """live_workers, read at most every `worker_status_cache_seconds` per API process: what a queued
+    job's poll shows (a poll stays one query most of the time). Admission and /readyz read afresh."""
+    settings = get_settings()
+    key, now = (settings.resolved_database_url, settings.queue), time.monotonic()
+    with _recent_lock:
+        at, workers = _recent.get(key, (float("-inf"), None))
+    if workers is not None and now - at < settings.worker_status_cache_seconds:
+        return workers
+    workers = live_workers(db)
+    with _recent_lock:
+        _recent[key] = (now, workers)
+    return workers
 
 
 def needs_gpu(spec: dict[str, Any] | None) -> bool:

@@ -36,7 +36,7 @@ from app.models import Artifact, Job, JobEvent, JobMetric, Tenant, utcnow
 from app.problems import Problem, invalid_spec, pointer
 from app.queue import enqueue_job
 from app.storage import TENSORS_FILE, get_storage
-from app.workers import LiveWorkers, gpu_refusal, live_workers, waiting_detail
+from app.workers import LiveWorkers, gpu_refusal, live_workers, recent_workers, waiting_detail
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=problems(400, 401, 422, 429, 503))
@@ -323,7 +323,7 @@ def list_jobs(
         query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
     with session_scope(readonly=True) as session:
         page = session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).all()
-        workers = live_workers(session) if any(j.status == jobs.Status.QUEUED for j in page) else None
+        workers = recent_workers(session) if any(j.status == jobs.Status.QUEUED for j in page) else None
     more = len(page) > limit
     page = page[:limit]
     return JobPage(
@@ -361,7 +361,7 @@ def _job_json(connection: Connection, caller: Caller, job_id: str) -> str:
     job = connection.execute(_JOB_ROW, {"job_id": job_id}).first()
     if job is None or job.tenant_id != caller.tenant_id:
         raise not_found("Job", job_id)
-    workers = live_workers(connection) if job.status == jobs.Status.QUEUED else None
+    workers = recent_workers(connection) if job.status == jobs.Status.QUEUED else None
     return job_out(job, workers=workers).model_dump_json()
 
 
@@ -373,7 +373,7 @@ def read_job(caller: Caller, job_id: str) -> JobOut:
 
 def job_out_now(session: Session, job: Job) -> JobOut:
     """job_out with what a queued job waits for (one more read, for queued jobs only)."""
-    return job_out(job, workers=live_workers(session) if job.status == jobs.Status.QUEUED else None)
+    return job_out(job, workers=recent_workers(session) if job.status == jobs.Status.QUEUED else None)
 
 
 @router.post(

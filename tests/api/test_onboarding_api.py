@@ -10,6 +10,7 @@ import io
 from datetime import timedelta
 
 import numpy as np
+import pytest
 from sqlalchemy import update
 
 from app import jobs
@@ -22,6 +23,15 @@ from worker.heartbeat import beat
 
 CPU = [{"type": "cpu", "name": "x86_64", "count": 2}]
 GPU = [*CPU, {"type": "cuda", "index": 0, "name": "NVIDIA H200"}]
+
+
+@pytest.fixture(autouse=True)
+def _workers_read_afresh(client, monkeypatch):
+    """These tests change heartbeats between two reads: no per-process reuse of the last read."""
+    from app.config import get_settings
+
+    monkeypatch.setenv("DISTILL_WORKER_STATUS_CACHE_SECONDS", "0")
+    get_settings.cache_clear()
 
 
 def spec(**changes) -> dict:

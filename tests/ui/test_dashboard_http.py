@@ -289,3 +289,19 @@ def test_wrong_keys_at_the_login_form_are_rate_limited_per_address(service_env, 
         assert int(limited.headers["retry-after"]) > 0 and "set-cookie" not in limited.headers
         assert web.get("/v1/jobs", headers={"Authorization": "Bearer dk_guess3"}).status_code == 429  # one count
         log_in(web)  # the right key still gets in
+
+
+def test_a_queued_job_says_it_waits_for_a_worker_and_a_failed_one_shows_its_error(web: TestClient):
+    from app import jobs
+    from app.db import get_sessionmaker
+
+    key = log_in(web)
+    waiting, failing = submit(web, key), submit(web, key)
+    assert "waiting for a worker: none has been seen in the last 30 s" in web.get(f"/ui/jobs/{waiting}").text
+    assert 'class="muted small waiting">waiting for a worker' in web.get("/ui/jobs").text
+    with get_sessionmaker()() as session:
+        jobs.fail(session, failing, "cannot read /srv/x/uploads/data.npz", code="artifact_unavailable", field="dataset")
+        session.commit()
+    page = web.get(f"/ui/jobs/{failing}").text
+    assert 'id="job-error">cannot read data.npz' in page and "<code>dataset</code>" in page and "/srv" not in page
+    assert 'id="job-waiting"' not in page
