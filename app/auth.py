@@ -110,21 +110,31 @@ def check_key(request: Request) -> Caller:
     return read_retrying(caller_of_key_in, request)
 
 
-def caller_of_key_in(connection: Connection, request: Request) -> Caller:
-    """The caller of a request's key (auth=keys), looked up on the given connection: a
-    route that checks the key in its own unit of work needs one thread and one connection."""
+def required_key(request: Request) -> str:
     key = presented_key(request)
     if key is None:
         raise _unauthorized(
             "Send your API key as 'Authorization: Bearer <key>' (or X-API-Key). "
             "An admin creates keys: python -m app.admin create-key TENANT."
         )
+    return key
+
+
+def unknown_key(request: Request) -> Problem:
+    """The 401 of a key no tenant has (counted against the client address first)."""
+    count_wrong_key(request)
+    return _unauthorized("This API key is unknown or revoked. Ask an admin for a new one.")
+
+
+def caller_of_key_in(connection: Connection, request: Request) -> Caller:
+    """The caller of a request's key (auth=keys), looked up on the given connection: a
+    route that checks the key in its own unit of work needs one thread and one connection."""
+    key = required_key(request)
     caller = key_cache.get(key)
     if caller is None:
         owner = key_owner(connection, key)
         if owner is None:
-            count_wrong_key(request)
-            raise _unauthorized("This API key is unknown or revoked. Ask an admin for a new one.")
+            raise unknown_key(request)
         caller = Caller(owner.tenant_id, owner.key_id)
         key_cache.put(key, caller)
     rate_limited(request, caller)

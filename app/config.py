@@ -131,6 +131,12 @@ class Settings(BaseSettings):
         description="Threads that run the API's blocking work; the database pool "
         "holds as many connections (opened lazily), so no thread waits for a connection.",
     )
+    async_read_connections: int = Field(
+        4,
+        ge=1,
+        description="Connections of the event loop's pool for the polled job read (PostgreSQL): "
+        "each is held for one round trip only.",
+    )
     db_pool_timeout_seconds: float = Field(
         10.0,
         gt=0,

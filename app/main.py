@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app import problems, tenants, ui
 from app.api import admin, artifacts, catalog, health, jobs, stream, sweeps, uploads
 from app.api.upload_limits import UploadSlots
+from app.async_reads import AsyncConnectionPool, CompiledRead
 from app.auth import RateLimiter, authenticate
 from app.bodies import BodyGuard
 from app.config import get_settings
@@ -69,7 +70,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     _first_start()
     if removed := remove_stale_incoming(get_settings().stale_upload_seconds):
         log.warning("removed %d partial upload files left by a stopped API process", removed)
-    yield
+    _open_async_reads(app)
+    try:
+        yield
+    finally:
+        if app.state.async_reads is not None:
+            await app.state.async_reads.close()
+
+
+def _open_async_reads(app: FastAPI) -> None:
+    """On PostgreSQL with keys on, the polled job read runs in the event loop (app/async_reads.py)."""
+    settings = get_settings()
+    url = settings.resolved_database_url
+    if settings.auth != "keys" or not url.startswith("postgresql"):
+        return
+    app.state.key_and_job = CompiledRead(jobs.KEY_AND_JOB, get_engine().dialect)
+    app.state.async_reads = AsyncConnectionPool(url, settings.async_read_connections, settings.db_pool_timeout_seconds)
 
 
 def create_app() -> FastAPI:
@@ -84,6 +100,7 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     app.state.rate_limiter = RateLimiter()
+    app.state.async_reads = None  # set at start-up on PostgreSQL
     app.state.upload_slots = UploadSlots()
     app.state.stream_slots = stream.StreamSlots()
     problems.install(app)

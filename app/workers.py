@@ -59,18 +59,26 @@ _recent: dict[tuple[str, str], tuple[float, LiveWorkers]] = {}
 _recent_lock = threading.Lock()
 
 
+def _cache_key() -> tuple[str, str]:
+    settings = get_settings()
+    return settings.resolved_database_url, settings.queue
+
+
+def cached_workers() -> LiveWorkers | None:
+    """The live workers read within the last `worker_status_cache_seconds` by this process, if any."""
+    with _recent_lock:
+        at, workers = _recent.get(_cache_key(), (float("-inf"), None))
+    return workers if time.monotonic() - at < get_settings().worker_status_cache_seconds else None
+
+
 def recent_workers(db: Session | Connection) -> LiveWorkers:
     """live_workers, read at most every `worker_status_cache_seconds` per API process: what a queued
     job's poll shows (a poll stays one query most of the time). Admission and /readyz read afresh."""
-    settings = get_settings()
-    key, now = (settings.resolved_database_url, settings.queue), time.monotonic()
-    with _recent_lock:
-        at, workers = _recent.get(key, (float("-inf"), None))
-    if workers is not None and now - at < settings.worker_status_cache_seconds:
+    if (workers := cached_workers()) is not None:
         return workers
-    workers = live_workers(db)
+    now, workers = time.monotonic(), live_workers(db)
     with _recent_lock:
-        _recent[key] = (now, workers)
+        _recent[_cache_key()] = (now, workers)
     return workers
 
 

@@ -15,6 +15,10 @@ What it measures (CPU):
   beside the version-1 layout that pickled the whole history into every checkpoint;
 - memory peaks (bench/memory.py): an MNIST-sized (70,000 x 784) dataset upload inspected
   and converted in the sandbox child, and loaded by the worker;
+- torchdistill's DistillationBox on the same loop (bench/perf_torchdistill.py), teacher every
+  batch and fed cached logits, interleaved with the others, when torchdistill is installed;
+- with --compile: `training.compile` on against off, seconds per epoch once compiled (and the
+  compile's own cost), for the MLP student and a small CNN student, interleaved repeats;
 - with --jobs: bench/jobs.py's tiny job, submit -> done against its warm compute.
 
 --gpu (written for a session that has a GPU; see bench/perf_gpu.py).
@@ -39,6 +43,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from app.contract.architectures import CNNArch, MLPArch  # noqa: E402
 from app.contract.spec import DatasetSpec, OptimSpec  # noqa: E402
+from bench import perf_torchdistill  # noqa: E402
 from worker.distill import checkpoint  # noqa: E402
 from worker.distill.checkpoint import RunState  # noqa: E402
 from worker.distill.data import input_stats, load_dataset  # noqa: E402
@@ -77,20 +82,27 @@ class Setup:
             *input_stats(train_x),
             seed=0,
         )
+        self.teacher = teacher.eval()  # torchdistill's "teacher every batch" runs it
         self.logits = predict_logits(teacher, train_x) * 3  # any fixed logits: speed is what counts
         self.optim = OptimSpec(epochs=epochs, batch_size=128, lr=3e-3)
 
-    def student(self):
-        arch = MLPArch(hidden=[64, 64])
+    def student(self, arch=None):
+        arch = arch or MLPArch(hidden=[64, 64])
         s = self.splits
         return build_model(arch, s.input_shape, s.num_classes, *input_stats(s.train.x), seed=0)
 
 
-def engine_epoch_seconds(setup: Setup, checkpoint_seconds: float | None) -> float:
+STUDENTS = {"MLP 64-64": MLPArch(hidden=[64, 64]), "CNN 16-32 (1-d conv)": CNNArch(channels=[16, 32], hidden=64)}
+
+
+def engine_epoch_seconds(setup: Setup, checkpoint_seconds: float | None, arch=None, compile: bool = False):
+    """Seconds per epoch of the engine's `train`; with `compile`, (first epoch, median of the others):
+    the first one pays the compile."""
+    ends: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
         reporter = MemoryReporter(checkpoint_dir=None if checkpoint_seconds is None else Path(folder))
         reporter.checkpoint_seconds = checkpoint_seconds or 0.0
-        model = setup.student()
+        model = setup.student(arch)
         t0 = time.perf_counter()
         train(
             model,
@@ -104,8 +116,12 @@ def engine_epoch_seconds(setup: Setup, checkpoint_seconds: float | None) -> floa
             phase="student",
             run="seed=0",
             signal=CachedLogits(setup.logits),
-            on_epoch=lambda epoch: None,
+            on_epoch=lambda epoch: ends.append(time.perf_counter()),
+            compile=compile,
         )
+        if arch is not None:
+            epochs = [b - a for a, b in zip([t0, *ends[:-1]], ends, strict=True)]
+            return epochs[0], statistics.median(epochs[1:])
         return (time.perf_counter() - t0) / setup.optim.epochs
 
 
@@ -147,6 +163,9 @@ def measure_loops(setup: Setup, repeats: int) -> dict:
         "engine, a checkpoint every epoch": lambda: engine_epoch_seconds(setup, 0.0),
         "engine, no checkpoints": lambda: engine_epoch_seconds(setup, None),
     }
+    if perf_torchdistill.available():
+        variants["torchdistill, teacher every batch"] = lambda: perf_torchdistill.epoch_seconds(setup, "teacher")
+        variants["torchdistill, fed cached logits"] = lambda: perf_torchdistill.epoch_seconds(setup, "cached")
     for run in variants.values():  # warm-up
         run()
     times: dict[str, list[float]] = {k: [] for k in variants}
@@ -161,6 +180,28 @@ def measure_loops(setup: Setup, repeats: int) -> dict:
         }
         for name, ts in times.items()
     }
+
+
+def measure_compile(setup: Setup, repeats: int) -> dict:
+    """training.compile on against off, per student: interleaved, a fresh compile every repeat
+    (dynamo's caches reset), steady epochs (all but the first) compared; the first epoch's excess
+    is the compile's cost."""
+    out = {}
+    for name, arch in STUDENTS.items():
+        eager, compiled, overhead = [], [], []
+        for _ in range(repeats):
+            eager.append(engine_epoch_seconds(setup, None, arch)[1])
+            torch._dynamo.reset()
+            first, steady = engine_epoch_seconds(setup, None, arch, compile=True)
+            compiled.append(steady)
+            overhead.append(first - steady)
+        out[name] = {
+            "eager_ms": summary([t * 1e3 for t in eager]),
+            "compiled_ms": summary([t * 1e3 for t in compiled]),
+            "vs_eager": summary([c / e for c, e in zip(compiled, eager, strict=True)]),
+            "compile_s": summary(overhead),
+        }
+    return out
 
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -224,12 +265,21 @@ def markdown(result: dict) -> str:
         "| loop | ms per epoch | vs the hand loop |",
         "|---|---|---|",
     ]
-    for name, row in result["loops"].items():
+    for name, row in result.get("loops", {}).items():
         lines.append(f"| {name} | {_fmt(row['ms_per_epoch'], digits=1)} | {_fmt(row['vs_hand'], 'x', 2)} |")
-    lines += ["", "A checkpoint (model, optimizer, best weights, RNG states; two fsyncs), ms:", ""]
-    lines += ["| layout | at epoch 1 | at epoch 10,000 |", "|---|---|---|"]
-    for layout, row in result["checkpoints"].items():
-        lines.append(f"| {layout} | {_fmt(row['1'], digits=2)} | {_fmt(row['10000'], digits=2)} |")
+    if "checkpoints" in result:
+        lines += ["", "A checkpoint (model, optimizer, best weights, RNG states; two fsyncs), ms:", ""]
+        lines += ["| layout | at epoch 1 | at epoch 10,000 |", "|---|---|---|"]
+        for layout, row in result["checkpoints"].items():
+            lines.append(f"| {layout} | {_fmt(row['1'], digits=2)} | {_fmt(row['10000'], digits=2)} |")
+    if "compile" in result:
+        lines += ["", "`training.compile` (torch.compile, inductor) against eager, ms per epoch once compiled:", ""]
+        lines += ["| student | eager | compiled | compiled / eager | compile s |", "|---|---|---|---|---|"]
+        for name, row in result["compile"].items():
+            lines.append(
+                f"| {name} | {_fmt(row['eager_ms'], digits=1)} | {_fmt(row['compiled_ms'], digits=1)} "
+                f"| {_fmt(row['vs_eager'], 'x', 2)} | {_fmt(row['compile_s'], digits=1)} |"
+            )
     if "memory" in result:
         lines += ["", "Memory peaks (bench/memory.py):", "", result["memory"]]
     if "jobs" in result:
@@ -245,6 +295,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=ROOT / "var" / "bench-cache")
     parser.add_argument("--memory", action="store_true", help="also the memory peaks (bench/memory.py)")
     parser.add_argument("--jobs", action="store_true", help="also the tiny-job fixed cost (bench/jobs.py)")
+    parser.add_argument("--compile", action="store_true", help="also training.compile on against off")
+    parser.add_argument("--no-loops", action="store_true", help="skip the loops and checkpoints (e.g. --compile alone)")
     parser.add_argument("--gpu", action="store_true", help="the GPU bench instead (bench/perf_gpu.py)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "perf")
     args = parser.parse_args()
@@ -262,9 +314,12 @@ def main() -> None:
         "cpus": len(__import__("os").sched_getaffinity(0)),
         "epochs": args.epochs,
         "repeats": args.repeats,
-        "loops": measure_loops(setup, args.repeats),
-        "checkpoints": measure_checkpoints(setup, max(3, args.repeats)),
     }
+    if not args.no_loops:
+        result["loops"] = measure_loops(setup, args.repeats)
+        result["checkpoints"] = measure_checkpoints(setup, max(3, args.repeats))
+    if args.compile:
+        result["compile"] = measure_compile(setup, args.repeats)
     if args.memory:
         from bench import memory
 

@@ -65,9 +65,8 @@ def loop(net, train, val, batch, device, signal, compile_model: bool) -> Loop:
         device=device,
         signal=signal,
         augment=None,
+        compile=compile_model,
     )
-    if compile_model:
-        lp.model = torch.compile(lp.model)
     from worker.distill.checkpoint import RunState
 
     lp.state = RunState("bench", "bench", lp.signature())

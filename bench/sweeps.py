@@ -126,19 +126,32 @@ def _acc(v: dict | None) -> str:
     return "-" if v is None else f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}"
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else format(value, ".3g")  # tiny students: microseconds
+
+
 def board_lines(result: dict) -> list[str]:
     lines = [
-        "| trial | config | val % | test % | scratch test % | gap closed | params | latency ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| trial | config | val % | test % | scratch test % | pseudo-label test % | gap closed | params | bytes "
+        "| ms batch 1 | ms batch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["leaderboard"]:
         config = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["config"].items())
         gap = "-" if r["gap_closed"] is None else f"{r['gap_closed']:.0%}"
         lines.append(
-            f"| {r['trial']} | {config}{' (control)' if r['control'] else ''} | {_acc(r['val_accuracy'])} | "
-            f"{_acc(r['test_accuracy'])} | {_acc(r['scratch_test_accuracy'])} | {gap} | {r['parameters'] or '-'} | "
-            f"{'-' if r['latency_ms'] is None else format(r['latency_ms'], '.3f')} |"
+            f"| {r['trial']}{' (winner)' if r.get('winner') else ''} | {config}{' (control)' if r['control'] else ''} "
+            f"| {_acc(r['val_accuracy'])} | {_acc(r['test_accuracy'])} | {_acc(r['scratch_test_accuracy'])} "
+            f"| {_acc(r.get('pseudo_label_test_accuracy'))} | {gap} | {r['parameters'] or '-'} "
+            f"| {r.get('bytes') or '-'} | {_ms(r['latency_ms'])} | {_ms(r.get('latency_batch_ms'))} |"
         )
+    note = result.get("latency") or {}
+    lines.append("")
+    lines.append(
+        f"Latency: {note.get('runtime', 'onnxruntime')}, intra-op threads {note.get('intra_op_threads')}, "
+        f"batch 1 and a batch of {note.get('batch_size')} (the whole batch's ms); a latency budget is held "
+        "to batch 1."
+    )
     winner = result["winner"]
     lines.append("")
     lines.append(
@@ -159,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-cache", type=Path, default=ROOT / "var" / "bench-data")
     p.add_argument("--poll", type=float, default=1.0)
     p.add_argument("--skip-budget", action="store_true")
+    p.add_argument(
+        "--budget-profile", choices=("tiny", "quick", "full"), help="the budgeted sweep's (default: --profile)"
+    )
     args = p.parse_args(argv)
     out: dict = {"profile": args.profile, "grid": {}, "budget": None}
     with tempfile.TemporaryDirectory(prefix="distill-sweeps-") as tmp:
@@ -169,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             out["grid"][workers] = {"seconds": seconds, "sweep": sweep}
             print(f"grid with {workers} worker(s): {seconds:.0f} s, {sweep['status']}", flush=True)
         if not args.skip_budget:
-            sweep, seconds, png = run_sweep(budget_sweep(args.profile), 2, Path(tmp) / "b", args.data_cache, args.poll)
+            sweep, seconds, png = run_sweep(
+                budget_sweep(args.budget_profile or args.profile), 2, Path(tmp) / "b", args.data_cache, args.poll
+            )
             out["budget"] = {"seconds": seconds, "sweep": sweep}
             (RESULTS / f"sweeps-{args.profile}-pareto.png").write_bytes(png)
             print(f"budget sweep: {seconds:.0f} s, {sweep['status']}", flush=True)

@@ -83,7 +83,7 @@ def _draw_pareto(session: Session, sweep_id: str) -> None:
     target = get_storage().path(key)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(".pareto.png.part")
-    temp.write_bytes(draw_pareto(result, result.get("budget")))
+    temp.write_bytes(draw_pareto(result))
     temp.replace(target)
     sweep.result = {**result, "pareto_png_key": key, "pareto_png_url": f"/v1/sweeps/{sweep.id}/pareto.png"}
     session.commit()

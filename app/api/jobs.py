@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from sqlalchemy import Connection, and_, bindparam, delete, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app import admission, deletion, jobs, tenants
 from app.api.schemas import (
@@ -28,15 +29,17 @@ from app.api.schemas import (
     MetricsOut,
     problems,
 )
-from app.auth import Caller, CallerDep, read_as_caller
+from app.async_reads import AsyncConnectionPool, key_and_job_statement
+from app.auth import Caller, CallerDep, rate_limited, read_as_caller, required_key, unknown_key
 from app.contract.fit import ArtifactFacts, artifact_refs, fit_errors
 from app.contract.spec import JobSpec
-from app.db import session_scope
+from app.db import read_retrying, session_scope
 from app.models import Artifact, Job, JobEvent, JobMetric, Tenant, utcnow
 from app.problems import Problem, invalid_spec, pointer
 from app.queue import enqueue_job
 from app.storage import TENSORS_FILE, get_storage
-from app.workers import LiveWorkers, gpu_refusal, live_workers, recent_workers, waiting_detail
+from app.tenants import key_sha256
+from app.workers import LiveWorkers, cached_workers, gpu_refusal, live_workers, recent_workers, waiting_detail
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=problems(400, 401, 422, 429, 503))
@@ -338,23 +341,38 @@ def list_jobs(
     summary="A job's state, progress and result",
     responses=problems(404),
 )
-def get_job(job_id: str, request: Request) -> Response:
+async def get_job(job_id: str, request: Request) -> Response:
     # The JSON of JobOut, made once here: a returned Response is not validated again.
-    return Response(read_as_caller(request, _job_json, job_id), media_type="application/json")
+    pool = request.app.state.async_reads
+    if pool is None:  # SQLite, or auth off: the threaded path
+        body = await run_in_threadpool(read_as_caller, request, _job_json, job_id)
+    else:
+        body = await _job_json_async(pool, request, job_id)
+    return Response(body, media_type="application/json")
 
 
 # Built once, and a row rather than an ORM object: the columns JobOut shows, nothing more.
-_JOB_ROW = select(
-    Job.tenant_id,
-    Job.labels,
-    Job.error_code,
-    Job.error_field,
-    *(
-        c
-        for c in Job.__table__.columns
-        if c.name in JobOut.model_fields and c.name not in ("error_code", "error_field")
-    ),
-).where(Job.id == bindparam("job_id"))
+# The labels too (JobOut.metadata), which are not a field of that name.
+_JOB_COLUMNS = [c for c in Job.__table__.columns if c.name in JobOut.model_fields or c.name == "labels"]
+_JOB_ROW = select(Job.tenant_id, *_JOB_COLUMNS).where(Job.id == bindparam("job_id"))
+KEY_AND_JOB = key_and_job_statement(_JOB_COLUMNS)
+
+
+async def _job_json_async(pool: AsyncConnectionPool, request: Request, job_id: str) -> str:
+    """The key and the job in one round trip, in the event loop (app/async_reads.py)."""
+    key = required_key(request)
+    read = request.app.state.key_and_job
+    values = await pool.fetch_one(read.sql, {"sha256": key_sha256(key), "job_id": job_id})
+    if values is None:
+        raise unknown_key(request)
+    row = read.row(values)
+    rate_limited(request, Caller(row.key_tenant_id, row.key_id))
+    if row.id is None:
+        raise not_found("Job", job_id)
+    workers = None
+    if row.status == jobs.Status.QUEUED:  # what it waits for: usually read within the last second
+        workers = cached_workers() or await run_in_threadpool(read_retrying, recent_workers)
+    return job_out(row, workers=workers).model_dump_json()
 
 
 def _job_json(connection: Connection, caller: Caller, job_id: str) -> str:

@@ -42,7 +42,14 @@ class SweepOut(BaseModel):
     )
     trials: list[dict[str, Any]] = Field(description="index, config, control, job_id (once released), status.")
     result: dict[str, Any] | None = Field(
-        description="When ended: leaderboard, winner (on validation), budget, pareto fronts, teacher_trainings."
+        description="When ended: leaderboard, winner (on validation), budget, pareto fronts and figures "
+        "(the points of pareto.png), latency (how it was measured: onnxruntime, CPU, batch sizes, threads), "
+        "early_stop, teacher_trainings."
+    )
+    leaderboard_so_far: list[dict[str, Any]] | None = Field(
+        None,
+        description="While the sweep runs: the ended trials ranked on validation (the best so far marked "
+        "`winner`), then the others with their state; null once it ended (see result.leaderboard).",
     )
 
 
@@ -101,7 +108,7 @@ def get_sweep_or_404(session: Session, tenant_id: str, sweep_id: str) -> Sweep:
     return sweep
 
 
-def sweep_out(session: Session, sweep: Sweep) -> SweepOut:
+def sweep_out(session: Session, sweep: Sweep, with_standings: bool = True) -> SweepOut:
     by_trial = state.trial_jobs(session, sweep.id)
     trials = [
         {
@@ -121,9 +128,10 @@ def sweep_out(session: Session, sweep: Sweep) -> SweepOut:
         cancel_requested=sweep.cancel_requested,
         created_at=sweep.created_at,
         finished_at=sweep.finished_at,
-        progress=state.progress(session, sweep),
+        progress=state.progress(session, sweep, by_trial),
         trials=trials,
         result=sweep.result,
+        leaderboard_so_far=state.standings(sweep, by_trial) if with_standings and sweep.status == "running" else None,
     )
 
 
@@ -170,7 +178,7 @@ def list_sweeps(caller: CallerDep, limit: int = 20) -> list[SweepOut]:
             .order_by(Sweep.created_at.desc())
             .limit(max(1, min(limit, 100)))
         )
-        return [sweep_out(session, s) for s in rows]
+        return [sweep_out(session, s, with_standings=False) for s in rows]
 
 
 @router.get(

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from app.cli.main import EVERY, client_of, out_console, reports_errors
+from app.cli.main import DETACHED, EVERY, client_of, err_console, out_console, reports_errors
 from app.cli.sweep_tables import progress_line, sweep_view
-from app.client import Client, apply_overrides, load_spec
+from app.client import Client, Sweep, apply_overrides, load_spec
 
 app = typer.Typer(help="Sweeps: many trials from one request, a leaderboard chosen on validation.")
 SWEEP_ID = typer.Argument(help="The sweep id.")
@@ -33,7 +33,7 @@ def submit(
             _follow(client, sweep.id, every)
 
 
-def _follow(client: Client, sweep_id: str, every: float) -> None:
+def _poll(client: Client, sweep_id: str, every: float) -> Sweep:
     console, last = out_console(), None
     while True:
         sweep = client.sweep(sweep_id)
@@ -41,9 +41,21 @@ def _follow(client: Client, sweep_id: str, every: float) -> None:
             console.print(line, highlight=False)
             last = line
         if sweep.ended:
-            break
+            return sweep
         time.sleep(every)
-    console.print(sweep_view(sweep))
+
+
+def _follow(client: Client, sweep_id: str, every: float) -> None:
+    """Progress lines to the sweep's end, then its leaderboard. Ctrl-C detaches (exit 130)."""
+    try:
+        sweep = _poll(client, sweep_id, every)
+    except KeyboardInterrupt:
+        err_console().print(
+            f"detached from sweep {sweep_id}; it keeps running. Re-attach with: distill sweep watch {sweep_id}",
+            highlight=False,
+        )
+        raise typer.Exit(DETACHED) from None
+    out_console().print(sweep_view(sweep))
     if sweep.status != "succeeded":
         raise typer.Exit(1)
 
@@ -58,8 +70,18 @@ def wait(ctx: typer.Context, sweep: Annotated[str, SWEEP_ID], every: Annotated[f
 
 @app.command()
 @reports_errors
+def watch(ctx: typer.Context, sweep: Annotated[str, SWEEP_ID], every: Annotated[float, EVERY] = 2.0) -> None:
+    """Follow a sweep: a line at each change (done / running / queued, best so far), then its
+    leaderboard. Ctrl-C detaches; the sweep runs on."""
+    with client_of(ctx) as client:
+        _follow(client, sweep, every)
+
+
+@app.command()
+@reports_errors
 def show(ctx: typer.Context, sweep: Annotated[str, SWEEP_ID]) -> None:
-    """A sweep's progress and, once ended, its leaderboard, winner and budget."""
+    """A sweep's progress, its standings so far while it runs and, once ended, its leaderboard,
+    winner and budget."""
     with client_of(ctx) as client:
         out_console().print(sweep_view(client.sweep(sweep)))
 

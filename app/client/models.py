@@ -193,7 +193,13 @@ class Sweep(_Wire):
     progress: dict[str, Any] = {}
     trials: list[dict[str, Any]] = []
     result: dict[str, Any] | None = None
+    leaderboard_so_far: list[dict[str, Any]] | None = None
 
     @property
     def ended(self) -> bool:
         return self.status != "running"
+
+    @property
+    def leaderboard(self) -> list[dict[str, Any]]:
+        """The final leaderboard once ended, else the standings so far."""
+        return (self.result or {}).get("leaderboard") or self.leaderboard_so_far or []

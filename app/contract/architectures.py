@@ -29,7 +29,8 @@ class CNNArch(Strict):
         min_length=1,
         max_length=8,
         description="Channels of each conv stage. A stage is conv -> batch norm -> ReLU -> "
-        "2x max-pool, 1-D or 2-D as the input shape says, so every stage halves each "
+        "2x max-pool, 1-D or 2-D as the input shape says (colour images, C x H x W: 2-D over their "
+        "C channels), so every stage halves each "
         "spatial size: the input must have at least 2**len(channels) along each axis.",
         examples=[[32, 64, 64]],
     )

@@ -69,11 +69,12 @@ def _shape(shape) -> str:
 def _arch_fit(arch: MLPArch | CNNArch, input_shape: tuple[int, ...], loc: tuple) -> list[FieldError]:
     if arch.name in ("timm", "torchvision"):
         return [FieldError(loc=(*loc, where), msg=msg) for where, msg in standard.fit_messages(arch, input_shape)]
-    if isinstance(arch, CNNArch) and len(input_shape) > 2:
+    if isinstance(arch, CNNArch) and len(input_shape) > 3:
         return [
             FieldError(
                 loc=(*loc, "name"),
-                msg=f"a cnn takes 1-D or 2-D inputs (one channel), but the input is {_shape(input_shape)}: use an mlp.",
+                msg=f"a cnn takes 1-D, 2-D or channels x height x width inputs, but the input is "
+                f"{_shape(input_shape)}: use an mlp.",
             )
         ]
     if isinstance(arch, CNNArch):

@@ -13,7 +13,12 @@ class Budget(BaseModel):
     """What the chosen student must fit: at most one of these (each on the student's report)."""
 
     model_config = ConfigDict(extra="forbid")
-    latency_ms: float | None = Field(None, gt=0, description="Single-example CPU latency of the student.")
+    latency_ms: float | None = Field(
+        None,
+        gt=0,
+        description="The student's latency for one example (batch 1) in onnxruntime on the CPU, "
+        "in ms, as its trial measured it (1 intra-op thread).",
+    )
     params: int | None = Field(None, gt=0, description="Parameters of the student.")
     bytes: int | None = Field(None, gt=0, description="Bytes of the student's weights.")
 

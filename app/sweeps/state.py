@@ -185,7 +185,7 @@ def job_view(job: Job, stopped: bool) -> dict[str, Any]:
 def result_of(session: Session, sweep: Sweep) -> dict[str, Any]:
     spec = SweepSpec.model_validate(sweep.spec)
     by_trial = trial_jobs(session, sweep.id)
-    views = {i: job_view(j, i in sweep.stopped) for i, j in by_trial.items()}
+    views = _views(sweep, by_trial)
     early = None
     if spec.early_stop is not None:
         early = {**spec.early_stop.model_dump(), "stopped_trials": list(sweep.stopped)}
@@ -240,14 +240,19 @@ def cancel(session: Session, sweep: Sweep) -> None:
             jobs.request_cancel(session, job.id)
 
 
-def progress(session: Session, sweep: Sweep) -> dict[str, Any]:
-    """Trials done / running / queued / not yet released, and the best so far (on validation)."""
-    by_trial = trial_jobs(session, sweep.id)
+def _views(sweep: Sweep, by_trial: dict[int, Job]) -> dict[int, dict[str, Any]]:
+    return {i: job_view(j, i in sweep.stopped) for i, j in by_trial.items()}
+
+
+def progress(session: Session, sweep: Sweep, by_trial: dict[int, Job] | None = None) -> dict[str, Any]:
+    """Trials done / running / queued / not yet released, and the best so far (on validation,
+    among those that fit the budget when the sweep has one: the winner if it ended now)."""
+    by_trial = trial_jobs(session, sweep.id) if by_trial is None else by_trial
     counts = dict.fromkeys(("succeeded", "failed", "cancelled", "running", "queued"), 0)
     for job in by_trial.values():
         counts[job.status] = counts.get(job.status, 0) + 1
-    views = {i: job_view(j, i in sweep.stopped) for i, j in by_trial.items()}
-    best, _ = board.budget_answer([board.row(t, views[t["index"]]) for t in sweep.trials if t["index"] in views], None)
+    budget = SweepSpec.model_validate(sweep.spec).budget
+    best, _ = board.budget_answer(board.rows_of(sweep.trials, _views(sweep, by_trial)), budget)
     return {
         "total": len(sweep.trials),
         "done": counts["succeeded"] + counts["failed"] + counts["cancelled"],
@@ -256,3 +261,10 @@ def progress(session: Session, sweep: Sweep) -> dict[str, Any]:
         "stopped_early": len(sweep.stopped),
         "best_so_far": best,
     }
+
+
+def standings(sweep: Sweep, by_trial: dict[int, Job]) -> list[dict[str, Any]]:
+    """The leaderboard so far, while the sweep runs: the ended trials ranked on validation (the
+    best so far marked `winner`), then the others with their state."""
+    spec = SweepSpec.model_validate(sweep.spec)
+    return board.leaderboard(sweep.trials, _views(sweep, by_trial), spec.budget, None)["leaderboard"]

@@ -6,12 +6,14 @@ session (app/db.py), so no session outlives one read."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from app.api import artifacts as artifacts_api
 from app.api import jobs as jobs_api
+from app.api import sweeps as sweeps_api
 from app.auth import Caller
+from app.cli.sweep_tables import latency_line
 from app.cli.tables import (
     RESULT_COLUMNS,
     cell_text,
@@ -19,9 +21,10 @@ from app.cli.tables import (
     result_rows,
     summary_lines,
 )
-from app.client.models import Artifact, Event, Job, Metrics, Report
+from app.client.models import Artifact, Event, Job, Metrics, Report, Sweep
 
 JOBS_SHOWN = 50
+SWEEPS_SHOWN = 50
 
 
 def as_job(out: Any) -> Job:
@@ -51,6 +54,59 @@ def metrics_of(caller: Caller, job_id: str) -> Metrics:
 def job_files_of(caller: Caller, job_id: str) -> list[Artifact]:
     rows = jobs_api.job_artifacts(job_id=job_id, caller=caller)
     return [Artifact.model_validate(a.model_dump(mode="json")) for a in rows]
+
+
+def sweeps_of(caller: Caller) -> list[Sweep]:
+    return [Sweep.model_validate(s.model_dump(mode="json")) for s in sweeps_api.list_sweeps(caller, SWEEPS_SHOWN)]
+
+
+def sweep_of(caller: Caller, sweep_id: str) -> Sweep:
+    return Sweep.model_validate(sweeps_api.get_sweep(sweep_id, caller).model_dump(mode="json"))
+
+
+def mean_std(value: dict[str, float] | None) -> str:
+    return "–" if value is None else f"{value['mean']:.3f} ± {value['std']:.3f}"
+
+
+def number(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def config_text(config: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {v}" for k, v in config.items()) or "(the base spec)"
+
+
+FIGURE_WAIT_SECONDS = 60  # a worker draws pareto.png just after the result; past this, stop asking
+
+
+def _seconds_since(at: datetime) -> float:
+    now = datetime.now(UTC)
+    return (now - at if at.tzinfo else now.replace(tzinfo=None) - at).total_seconds()
+
+
+@dataclass
+class SweepView:
+    sweep: Sweep
+    rows: list[dict[str, Any]]
+    final: bool
+    latency: str | None
+    live: bool
+
+
+def sweep_view(sweep: Sweep) -> SweepView:
+    """The leaderboard (or the standings so far), and whether the page keeps polling: while the
+    sweep runs, and after it ended until the worker has drawn its figure."""
+    result = sweep.result or {}
+    rows = sweep.leaderboard
+    waiting_for_figure = bool(result.get("leaderboard")) and not result.get("pareto_png_url")
+    recent = sweep.finished_at is not None and _seconds_since(sweep.finished_at) < FIGURE_WAIT_SECONDS
+    return SweepView(
+        sweep=sweep,
+        rows=rows,
+        final=bool(sweep.result),
+        latency=latency_line(rows),
+        live=not sweep.ended or (waiting_for_figure and recent),
+    )
 
 
 def uploads_of(caller: Caller) -> list[Artifact]:

@@ -31,7 +31,14 @@ SECURITY_HEADERS = {
 }
 
 templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.filters.update(when=views.when, size=views.size, duration=views.duration)
+templates.env.filters.update(
+    when=views.when,
+    size=views.size,
+    duration=views.duration,
+    mean_std=views.mean_std,
+    number=views.number,
+    config_text=views.config_text,
+)
 
 
 def render(

@@ -13,7 +13,9 @@ import csv
 import io
 import math
 import re
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,6 +26,7 @@ from app.contract.files import atomic_write
 from app.uploads import zipsafe
 from app.uploads.errors import InspectionError, UploadLimits
 from app.uploads.formats import DATASET_FORMATS, HOW_TO_CONVERT, code_carrying_content
+from app.uploads.spool import ImageSpool, Spool, write_npz
 
 NPZ_KEYS = ("x", "y", "x_unlabeled", "x_test", "y_test")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -34,11 +37,14 @@ _INT = re.compile(r"^[+-]?\d+$")
 _CSV_COLUMN = re.compile(r"column #(\d+)")
 
 
+Rows = np.ndarray | Spool  # inputs in memory, or streamed to a file as they were read (spool.py)
+
+
 @dataclass
 class _Parts:
-    x: np.ndarray
+    x: Rows
     y: np.ndarray  # raw labels, normalised: int64 or a str ('U') array
-    x_unlabeled: np.ndarray | None = None
+    x_unlabeled: Rows | None = None
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -50,14 +56,14 @@ def inspect_dataset(
     canonical_out: Path,
     *,
     label_column: str = "label",
-    limits: UploadLimits = UploadLimits(),
+    limits: UploadLimits | None = None,
     image_size: int | None = None,
 ) -> dict:
     """Check the dataset at ``path``, write it to ``canonical_out`` as the canonical npz
     (atomically), and say what it holds: {"format", "rows", "input_shape", "num_classes",
     "classes", "class_counts", "unlabeled_rows", "test_rows"} (+ "columns" for csv and
     parquet, the number of feature columns)."""
-    path, canonical_out = Path(path), Path(canonical_out)
+    path, canonical_out, limits = Path(path), Path(canonical_out), limits or UploadLimits()
     why = code_carrying_content(path)
     if why:
         raise InspectionError(f"The dataset is refused: it is {why}. {HOW_TO_CONVERT}", field="file")
@@ -66,13 +72,18 @@ def inspect_dataset(
         raise InspectionError(
             f"Unknown dataset format {fmt!r}: use one of {', '.join(DATASET_FORMATS)}.", field="format"
         )
-    if fmt in ("csv", "parquet"):
-        parts = readers[fmt](path, limits, label_column)
-    elif fmt == "zip":
-        parts = _read_image_zip(path, limits, image_size)
-    else:
-        parts = _images_channels_first(readers[fmt](path, limits))
-    return _finish(fmt, parts, canonical_out)
+    # CSV rows and decoded images are streamed to files here, never held whole (spool.py).
+    canonical_out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=canonical_out.parent, prefix=".spool-") as spool_dir:
+        if fmt == "csv":
+            parts = _read_csv(path, limits, label_column, Path(spool_dir))
+        elif fmt == "parquet":
+            parts = _read_parquet(path, limits, label_column)
+        elif fmt == "zip":
+            parts = _read_image_zip(path, limits, image_size, Path(spool_dir))
+        else:
+            parts = _images_channels_first(readers[fmt](path, limits))
+        return _finish(fmt, parts, canonical_out)
 
 
 # -- labels ------------------------------------------------------------------------------
@@ -150,7 +161,9 @@ def _encode(y: np.ndarray, y_test: np.ndarray | None) -> tuple[np.ndarray, np.nd
 
 
 # -- features ----------------------------------------------------------------------------
-def _features(x: np.ndarray, what: str) -> np.ndarray:
+def _features(x: Rows, what: str) -> Rows:
+    if isinstance(x, Spool):  # float32, checked row block by row block as it was written
+        return x
     if x.dtype.kind not in "biuf" or x.dtype.names:
         raise InspectionError(f"{what} has dtype {x.dtype}; features must be numbers.", field="file")
     with np.errstate(over="ignore", invalid="ignore"):
@@ -159,9 +172,9 @@ def _features(x: np.ndarray, what: str) -> np.ndarray:
     return out
 
 
-def refuse_non_finite(x: np.ndarray, what: str) -> None:
+def refuse_non_finite(x: np.ndarray, what: str, first_row: int = 0) -> None:
     """NaN or infinity anywhere: refused, naming the first row that holds one (counted from
-    0 in the order of the file, the header not counted)."""
+    0 in the order of the file, the header not counted; `x` starts at row `first_row`)."""
     rows = max(1, (1 << 24) // max(1, math.prod(x.shape[1:])))  # ~16 M values at a time, not a full mask
     for start in range(0, len(x), rows):
         with np.errstate(over="ignore", invalid="ignore"):
@@ -170,7 +183,7 @@ def refuse_non_finite(x: np.ndarray, what: str) -> None:
             break
     else:
         return
-    bad = start + int(np.argmax(~finite.reshape(len(finite), -1).all(axis=1)))
+    bad = first_row + start + int(np.argmax(~finite.reshape(len(finite), -1).all(axis=1)))
     raise InspectionError(
         f"{what} holds NaN or infinite values (or numbers too large for float32), first in row "
         f"{bad}. Fill or drop those rows.",
@@ -178,9 +191,11 @@ def refuse_non_finite(x: np.ndarray, what: str) -> None:
     )
 
 
-def _stored_features(x: np.ndarray, what: str) -> np.ndarray:
+def _stored_features(x: Rows, what: str) -> Rows:
     """uint8 (images) are kept as they are, 4x smaller than float32 (the models convert them
     batch by batch); everything else becomes float32."""
+    if isinstance(x, Spool):
+        return x
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x)
     return _features(x, what)
@@ -206,63 +221,21 @@ def _images_channels_first(parts: _Parts) -> _Parts:
 
 
 def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
-    if parts.x.ndim < 2:
-        raise InspectionError(
-            f"x must be (n, features...), with one row per example; it has shape {list(parts.x.shape)}.", field="file"
-        )
-    # uint8 stays uint8 only when every input array is uint8 (one dtype per dataset).
-    inputs = [a for a in (parts.x, parts.x_unlabeled, parts.x_test) if a is not None]
-    keep = _stored_features if all(a.dtype == np.uint8 for a in inputs) else _features
-    x = keep(parts.x, "x")
-    n = len(x)
-    if len(parts.y) != n:
-        raise InspectionError(f"x has {n} rows but y has {len(parts.y)}; give one label per row.", field="file")
-    shape = tuple(x.shape[1:])
-    arrays: dict[str, np.ndarray] = {}
-    for key in ("x_unlabeled", "x_test"):
-        value = getattr(parts, key)
-        if value is None:
-            continue
-        if tuple(value.shape[1:]) != shape or value.ndim != x.ndim:
-            raise InspectionError(
-                f"{key} has examples of shape {list(value.shape[1:])}, x has {list(shape)}; they must match.",
-                field="file",
-            )
-        arrays[key] = keep(value, key)
-    if (parts.x_test is None) != (parts.y_test is None):
-        raise InspectionError("Give both x_test and y_test, or neither.", field="file")
-    if parts.x_test is not None and len(parts.x_test) == 0:
-        raise InspectionError(
-            "x_test has no rows: a test split needs examples to report on. "
-            "Give some, or leave x_test and y_test out (test_fraction is then held out).",
-            field="file",
-        )
-    if parts.y_test is not None and len(parts.y_test) != len(parts.x_test):
-        raise InspectionError(f"x_test has {len(parts.x_test)} rows but y_test has {len(parts.y_test)}.", field="file")
+    """Check the parts against each other, encode the labels, write the canonical npz (spools
+    streamed from their files) and say what it holds."""
+    arrays = _checked_inputs(parts)
     classes, y, y_test = _encode(parts.y, parts.y_test)
+    counts = np.bincount(y, minlength=len(classes)) if len(y) else np.zeros(0, np.int64)
     names = [str(c) for c in classes.tolist()]
-    counts = np.bincount(y, minlength=len(classes)) if n else np.zeros(0, np.int64)
-    if len(classes) < 2:
-        raise InspectionError(
-            f"The dataset has {len(classes)} class{'es' if len(classes) != 1 else ''} among its "
-            f"labelled rows; a classifier needs at least 2.",
-            field="file",
-        )
-    few = [(name, int(c)) for name, c in zip(names, counts) if c < 2]
-    if few:
-        listed = ", ".join(f"{name!r} ({c})" for name, c in few[:10])
-        raise InspectionError(
-            f"Every class needs at least 2 examples (the validation split is stratified); these have fewer: {listed}.",
-            field="file",
-        )
-    arrays["x"], arrays["y"] = x, y
+    _check_classes(names, counts)
+    arrays["y"] = y
     if y_test is not None:
         arrays["y_test"] = y_test
-    _write_npz(canonical_out, arrays)
+    atomic_write(canonical_out, lambda f: write_npz(f, arrays))
     result = {
         "format": fmt,
-        "rows": n,
-        "input_shape": list(shape),
+        "rows": len(arrays["x"]),
+        "input_shape": list(arrays["x"].shape[1:]),
         "num_classes": len(classes),
         "classes": names,
         "class_counts": [int(c) for c in counts],
@@ -275,8 +248,61 @@ def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
     return result
 
 
-def _write_npz(out: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write(out, lambda f: np.savez(f, **arrays))
+def _checked_inputs(parts: _Parts) -> dict[str, Rows]:
+    """x (and x_unlabeled, x_test) as stored: one dtype, one example shape, a label per row."""
+    if parts.x.ndim < 2:
+        raise InspectionError(
+            f"x must be (n, features...), with one row per example; it has shape {list(parts.x.shape)}.", field="file"
+        )
+    # uint8 stays uint8 only when every input array is uint8 (one dtype per dataset).
+    inputs = [a for a in (parts.x, parts.x_unlabeled, parts.x_test) if a is not None]
+    keep = _stored_features if all(a.dtype == np.uint8 for a in inputs) else _features
+    x = keep(parts.x, "x")
+    if len(parts.y) != len(x):
+        raise InspectionError(f"x has {len(x)} rows but y has {len(parts.y)}; give one label per row.", field="file")
+    shape = tuple(x.shape[1:])
+    arrays: dict[str, Rows] = {}
+    for key in ("x_unlabeled", "x_test"):
+        value = getattr(parts, key)
+        if value is None:
+            continue
+        if tuple(value.shape[1:]) != shape or value.ndim != x.ndim:
+            raise InspectionError(
+                f"{key} has examples of shape {list(value.shape[1:])}, x has {list(shape)}; they must match.",
+                field="file",
+            )
+        arrays[key] = keep(value, key)
+    _check_test_split(parts)
+    return {"x": x, **arrays}
+
+
+def _check_test_split(parts: _Parts) -> None:
+    if (parts.x_test is None) != (parts.y_test is None):
+        raise InspectionError("Give both x_test and y_test, or neither.", field="file")
+    if parts.x_test is not None and len(parts.x_test) == 0:
+        raise InspectionError(
+            "x_test has no rows: a test split needs examples to report on. "
+            "Give some, or leave x_test and y_test out (test_fraction is then held out).",
+            field="file",
+        )
+    if parts.y_test is not None and len(parts.y_test) != len(parts.x_test):
+        raise InspectionError(f"x_test has {len(parts.x_test)} rows but y_test has {len(parts.y_test)}.", field="file")
+
+
+def _check_classes(names: list[str], counts: np.ndarray) -> None:
+    if len(names) < 2:
+        raise InspectionError(
+            f"The dataset has {len(names)} class{'es' if len(names) != 1 else ''} among its "
+            f"labelled rows; a classifier needs at least 2.",
+            field="file",
+        )
+    few = [(name, int(c)) for name, c in zip(names, counts, strict=True) if c < 2]
+    if few:
+        listed = ", ".join(f"{name!r} ({c})" for name, c in few[:10])
+        raise InspectionError(
+            f"Every class needs at least 2 examples (the validation split is stratified); these have fewer: {listed}.",
+            field="file",
+        )
 
 
 def _too_many_cells(cells: int, limits: UploadLimits) -> InspectionError:
@@ -394,28 +420,38 @@ def _check_names(names: list[str], label_column: str) -> list[str]:
     return features
 
 
-def _split_labels(labels: list, features: np.ndarray, digits_are_ints: bool) -> _Parts:
-    missing = np.array(
+def _missing_labels(labels: list) -> np.ndarray:
+    """Rows without a label (empty, blank or NaN): the unlabeled ones."""
+    return np.array(
         [
             v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v))
             for v in labels
         ],
         dtype=bool,
     )
-    refuse_non_finite(features, "The table")  # before the split, so the row is the file's
-    present = [v.strip() if isinstance(v, str) else v for v, m in zip(labels, missing) if not m]
-    y = _normalise_labels(
+
+
+def _present_labels(labels: list, missing: np.ndarray) -> list:
+    return [v.strip() if isinstance(v, str) else v for v, m in zip(labels, missing, strict=True) if not m]
+
+
+def _label_array(present: list, digits_are_ints: bool) -> np.ndarray:
+    return _normalise_labels(
         np.array(present, dtype=object) if present else np.array([], dtype=np.int64),
         "The label column",
         digits_are_ints,
     )
+
+
+def _split_labels(labels: list, features: np.ndarray, digits_are_ints: bool) -> _Parts:
+    missing = _missing_labels(labels)
+    refuse_non_finite(features, "The table")  # before the split, so the row is the file's
+    y = _label_array(_present_labels(labels, missing), digits_are_ints)
     return _Parts(x=features[~missing], y=y, x_unlabeled=features[missing] if missing.any() else None)
 
 
-def _read_csv(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
+def _csv_names(path: Path, limits: UploadLimits) -> list[str]:
+    """The header's column names, its size and width checked before the parser sees them."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fp:
             header = fp.readline(limits.max_header_bytes + 1)
@@ -425,7 +461,7 @@ def _read_csv(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
                 "use fewer or shorter column names.",
                 field="file",
             )
-        if header.count(",") >= limits.max_columns:  # before the parser sees them
+        if header.count(",") >= limits.max_columns:
             raise _too_many_columns(header.count(",") + 1, limits)
         names = next(csv.reader([header]), None)
     except UnicodeDecodeError as exc:
@@ -434,47 +470,75 @@ def _read_csv(path: Path, limits: UploadLimits, label_column: str) -> _Parts:
         raise InspectionError(f"The CSV header cannot be read: {exc}.", field="file") from exc
     if not names:
         raise InspectionError("The CSV file is empty: it needs a header row naming its columns.", field="file")
-    names = [n.strip() for n in names]
-    features = _check_names(names, label_column)
-    types = {n: pa.float64() for n in features}
-    types[label_column] = pa.string()
+    return [n.strip() for n in names]
+
+
+def _csv_batches(path: Path, names: list[str], features: list[str], label_column: str):
+    """pyarrow's streaming reader: record batches of about 1 MiB of text each."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    types = {n: pa.float64() for n in features} | {label_column: pa.string()}
     read = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 20)
     convert = pacsv.ConvertOptions(
         column_types=types, null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True
     )
-    blocks: list[np.ndarray] = []
-    labels: list = []
-    cells = rows = 0
+    return pacsv.open_csv(path, read_options=read, convert_options=convert)
+
+
+def _csv_features(batch, features: list[str], first_row: int) -> np.ndarray:
+    """One batch's feature columns as float32 rows, empty cells and NaN/infinity refused."""
+    cols = []
+    for name in features:
+        column = batch.column(name)
+        if column.null_count:
+            raise InspectionError(f"Column {name!r} has empty cells; fill or drop those rows.", field="file")
+        cols.append(column.to_numpy(zero_copy_only=False))
+    with np.errstate(over="ignore", invalid="ignore"):  # too large for float32: inf, refused next
+        block = np.stack(cols, axis=1).astype(np.float32)
+    refuse_non_finite(block, "The table", first_row)
+    return block
+
+
+def _csv_error(exc: Exception, names: list[str], label_column: str) -> InspectionError:
+    message = str(exc)
+    match = _CSV_COLUMN.search(message)
+    if match and "conversion error" in message and int(match.group(1)) < len(names):
+        column = names[int(match.group(1))]
+        return InspectionError(
+            f"Column {column!r} is not numeric ({message.split(': ', 1)[-1]}); every column but "
+            f"the label ({label_column!r}) must be a number. Drop or encode it.",
+            field="file",
+        )
+    return InspectionError(f"The CSV file cannot be parsed: {message}", field="file")
+
+
+def _read_csv(path: Path, limits: UploadLimits, label_column: str, spool_dir: Path) -> _Parts:
+    """Streamed: each batch's rows go to the labelled or the unlabeled spool as it is parsed."""
+    import pyarrow as pa
+
+    names = _csv_names(path, limits)
+    features = _check_names(names, label_column)
+    x = Spool(spool_dir / "x", np.float32, (len(features),))
+    x_unlabeled = Spool(spool_dir / "x_unlabeled", np.float32, (len(features),))
+    present: list = []
+    rows = 0
     try:
-        reader = pacsv.open_csv(path, read_options=read, convert_options=convert)
-        for batch in reader:
-            cells += batch.num_rows * len(features)
+        for batch in _csv_batches(path, names, features, label_column):
+            if (rows + batch.num_rows) * len(features) > limits.max_cells:
+                raise _too_many_cells((rows + batch.num_rows) * len(features), limits)
+            if rows + batch.num_rows > limits.max_rows:
+                raise _too_many_rows(rows + batch.num_rows, limits)
+            block = _csv_features(batch, features, rows)
+            labels = batch.column(label_column).to_pylist()
+            missing = _missing_labels(labels)
+            x.append(block[~missing])
+            x_unlabeled.append(block[missing])
+            present += _present_labels(labels, missing)
             rows += batch.num_rows
-            if cells > limits.max_cells:
-                raise _too_many_cells(cells, limits)
-            if rows > limits.max_rows:
-                raise _too_many_rows(rows, limits)
-            cols = []
-            for name in features:
-                column = batch.column(name)
-                if column.null_count:
-                    raise InspectionError(f"Column {name!r} has empty cells; fill or drop those rows.", field="file")
-                cols.append(column.to_numpy(zero_copy_only=False))
-            blocks.append(np.stack(cols, axis=1) if cols else np.zeros((batch.num_rows, 0)))
-            labels.extend(batch.column(label_column).to_pylist())
     except pa.ArrowInvalid as exc:
-        message = str(exc)
-        match = _CSV_COLUMN.search(message)
-        if match and "conversion error" in message and int(match.group(1)) < len(names):
-            column = names[int(match.group(1))]
-            raise InspectionError(
-                f"Column {column!r} is not numeric ({message.split(': ', 1)[-1]}); every column but "
-                f"the label ({label_column!r}) must be a number. Drop or encode it.",
-                field="file",
-            ) from exc
-        raise InspectionError(f"The CSV file cannot be parsed: {message}", field="file") from exc
-    x = np.concatenate(blocks) if blocks else np.zeros((0, len(features)))
-    parts = _split_labels(labels, x, digits_are_ints=True)
+        raise _csv_error(exc, names, label_column) from exc
+    parts = _Parts(x=x, y=_label_array(present, True), x_unlabeled=x_unlabeled if len(x_unlabeled) else None)
     parts.extra["columns"] = len(features)
     return parts
 
@@ -575,12 +639,8 @@ def _decode_image(data: bytes, name: str, limits: UploadLimits, image_size: int 
         raise InspectionError(f"{name!r} cannot be read as an image ({exc}).", field="file") from exc
 
 
-def _stack_images(images: list[np.ndarray], names: list[str]) -> np.ndarray:
-    """(n, H, W) when every image is grey, else (n, 3, H, W) with grey ones repeated into RGB.
-    Different sizes are refused, listing them (dataset.image_size resizes them at upload)."""
-    sizes: dict[tuple[int, int], str] = {}
-    for image, name in zip(images, names):
-        sizes.setdefault((image.shape[1], image.shape[0]), name)
+def _refuse_mixed_sizes(sizes: dict[tuple[int, int], str]) -> None:
+    """Different sizes are refused, listing them (dataset.image_size resizes them at upload)."""
     if len(sizes) > 1:
         listed = ", ".join(f"{w}x{h} (e.g. {n!r})" for (w, h), n in list(sizes.items())[:8])
         raise InspectionError(
@@ -589,56 +649,81 @@ def _stack_images(images: list[np.ndarray], names: list[str]) -> np.ndarray:
             "first.",
             field="image_size",
         )
-    if all(image.ndim == 2 for image in images):
-        return np.stack(images)
-    rgb = [np.repeat(image[:, :, None], 3, axis=2) if image.ndim == 2 else image for image in images]
-    return np.ascontiguousarray(np.stack(rgb).transpose(0, 3, 1, 2))
 
 
-def _read_image_zip(path: Path, limits: UploadLimits, image_size: int | None = None) -> _Parts:
+def _top_folder_strip(files: list[zipfile.ZipInfo]) -> int:
+    """1 when one top folder holds every image (in its class folders), else 0."""
+    tops = set()
+    for info in files:
+        parts = PurePosixPath(info.filename).parts
+        if len(parts) < 3:
+            return 0
+        tops.add(parts[0])
+        if len(tops) > 1:
+            return 0
+    return 1
+
+
+def _image_files(zf: zipfile.ZipFile) -> Iterator[tuple[zipfile.ZipInfo, str]]:
+    """(member, class folder) of every image, in the zip's order, one at a time (a zip of 70,000
+    images holds 70,000 names: no second list of them); a top folder that holds everything is
+    stripped."""
+    files = [i for i in zf.infolist() if not i.is_dir() and not _junk(i.filename)]
+    if not files:
+        raise InspectionError(
+            "The zip holds no images. Put them in one folder per class: cat/001.png, dog/002.png ...", field="file"
+        )
+    strip = _top_folder_strip(files)
+    for info in files:
+        parts = PurePosixPath(info.filename).parts[strip:]
+        if len(parts) != 2:
+            raise InspectionError(
+                f"{info.filename!r} is not in a class folder. Put the images in one folder per "
+                "class (cat/001.png, dog/002.png; unlabeled/ for unlabelled ones), optionally "
+                "all under one top folder.",
+                field="file",
+            )
+        if PurePosixPath(parts[1]).suffix.lower() not in IMAGE_EXTENSIONS:
+            raise InspectionError(
+                f"{info.filename!r} is not an image (allowed: {', '.join(IMAGE_EXTENSIONS)}).", field="file"
+            )
+        yield info, parts[0]
+
+
+def _read_image_zip(path: Path, limits: UploadLimits, image_size: int | None, spool_dir: Path) -> _Parts:
+    """Streamed: each image is decoded and appended to the labelled or the unlabeled spool (the
+    zip's order kept in each); (n, H, W) when every image is grey, else (n, 3, H, W)."""
     from PIL import Image
 
     Image.MAX_IMAGE_PIXELS = limits.max_image_pixels
     what = "The zip"
-    images: list[np.ndarray] = []
-    names: list[str] = []
-    labels: list[str | None] = []  # None: unlabeled
+    spools: dict[bool, ImageSpool] = {}  # unlabeled? -> its images
+    sizes: dict[tuple[int, int], str] = {}  # (width, height) -> the first image of that size
+    labels: list[str] = []
     cells = 0
     with zipsafe.open_zip(path, limits, what) as zf:
-        files = [i for i in zf.infolist() if not i.is_dir() and not _junk(i.filename)]
-        if not files:
-            raise InspectionError(
-                "The zip holds no images. Put them in one folder per class: cat/001.png, dog/002.png ...", field="file"
-            )
-        paths = [PurePosixPath(i.filename).parts for i in files]
-        strip = 1 if all(len(p) >= 3 for p in paths) and len({p[0] for p in paths}) == 1 else 0
         budget = zipsafe.ReadBudget(limits, what)
-        for info, parts in zip(files, paths):
-            parts = parts[strip:]
-            if len(parts) != 2:
-                raise InspectionError(
-                    f"{info.filename!r} is not in a class folder. Put the images in one folder per "
-                    "class (cat/001.png, dog/002.png; unlabeled/ for unlabelled ones), optionally "
-                    "all under one top folder.",
-                    field="file",
-                )
-            folder, base = parts
-            if PurePosixPath(base).suffix.lower() not in IMAGE_EXTENSIONS:
-                raise InspectionError(
-                    f"{info.filename!r} is not an image (allowed: {', '.join(IMAGE_EXTENSIONS)}).", field="file"
-                )
+        for info, folder in _image_files(zf):
             image = _decode_image(zipsafe.read_member(zf, info, budget), info.filename, limits, image_size)
             cells += image.size
             if cells > limits.max_cells:
                 raise _too_many_cells(cells, limits)
-            images.append(image)
-            names.append(info.filename)
-            labels.append(None if folder.lower() in UNLABELED_FOLDERS else folder)
-    x_all = _stack_images(images, names)
-    unlabeled = np.array([label is None for label in labels])
-    kept = [label for label in labels if label is not None]
+            sizes.setdefault((image.shape[1], image.shape[0]), info.filename)
+            if len(sizes) > 1:  # refused once every size is known; nothing more is kept
+                continue
+            unlabeled = folder.lower() in UNLABELED_FOLDERS
+            if unlabeled not in spools:
+                spools[unlabeled] = ImageSpool(spool_dir / f"images-{int(unlabeled)}", image.shape[:2])
+            spools[unlabeled].append_image(image)
+            if not unlabeled:
+                labels.append(folder)
+    _refuse_mixed_sizes(sizes)
+    if False not in spools:  # only unlabeled images: refused later, for want of classes
+        spools[False] = ImageSpool(spool_dir / "images-0", spools[True].row_shape[-2:])
+    if any(spool.has_rgb for spool in spools.values()):  # one layout for both
+        for spool in spools.values():
+            spool.make_rgb()
+    x = spools[False]
     return _Parts(
-        x=x_all[~unlabeled],
-        y=np.array(kept, dtype=str) if kept else np.array([], dtype="U1"),
-        x_unlabeled=x_all[unlabeled] if unlabeled.any() else None,
+        x=x, y=np.array(labels, dtype=str) if labels else np.array([], dtype="U1"), x_unlabeled=spools.get(True)
     )

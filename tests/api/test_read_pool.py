@@ -34,13 +34,15 @@ def _terminate_backends(database_url: str) -> int:
 
 def test_a_job_read_after_its_pooled_connections_died_answers(pg_client, database_url):
     job = pg_client.post("/v1/jobs", json=EXAMPLE_SPEC).json()
-    assert pg_client.get(f"/v1/jobs/{job['id']}").status_code == 200  # the read pool holds a connection now
+    assert pg_client.get(f"/v1/jobs/{job['id']}").status_code == 200  # the async pool holds a connection now
+    assert pg_client.get("/v1/jobs").status_code == 200  # and the read pool one
     assert get_read_engine().pool.checkedin() >= 1
     assert _terminate_backends(database_url) >= 1
     for _ in range(3):  # each read finds its pooled connection dead, and answers all the same
-        r = pg_client.get(f"/v1/jobs/{job['id']}")
+        r = pg_client.get(f"/v1/jobs/{job['id']}")  # app/async_reads.py
         assert r.status_code == 200, r.text
         assert r.json()["id"] == job["id"] and r.json()["status"] == "queued"
+        assert pg_client.get("/v1/jobs").status_code == 200  # app/db.py's read pool
     assert pg_client.get("/v1/jobs/no-such-job").status_code == 404
 
 

@@ -33,6 +33,10 @@ def test_a_grid_expands_and_releases_the_teacher_trial_alone(client):
         "total": 4, "done": 0, "succeeded": 0, "failed": 0, "cancelled": 0, "running": 0, "queued": 1,
         "pending": 3, "stopped_early": 0, "best_so_far": None,
     }  # fmt: skip
+    (standing,) = sweep["leaderboard_so_far"]  # the released trials, with their state
+    assert (standing["trial"], standing["status"], standing["winner"], standing["val_accuracy"]) == (
+        0, "queued", False, None,
+    )  # fmt: skip
     first = client.get(f"/v1/jobs/{sweep['trials'][0]['job_id']}").json()
     assert first["status"] == "queued"
     with get_sessionmaker()() as session:
@@ -73,6 +77,7 @@ def test_cancel_cancels_the_queued_trial_and_ends_the_sweep(client):
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "cancelled" and r.json()["progress"]["cancelled"] == 1
     assert r.json()["progress"]["pending"] == 3
+    assert r.json()["leaderboard_so_far"] is None and r.json()["result"]["leaderboard"][0]["status"] == "cancelled"
     assert client.get(f"/v1/jobs/{sweep['trials'][0]['job_id']}").json()["status"] == "cancelled"
     assert client.post(f"/v1/sweeps/{sweep['id']}/cancel").status_code == 409
 

@@ -65,6 +65,8 @@ def test_evaluate_fields(digits):
         "bytes",
         "latency_ms",
         "latency_onnx_ms",
+        "latency_onnx_batch_ms",
+        "latency_onnx_batch_size",
         "latency_onnx_threads",
     }
     assert out["generalization_gap"] == pytest.approx(out["train_accuracy"] - out["test_accuracy"])
@@ -72,6 +74,7 @@ def test_evaluate_fields(digits):
     assert out["bytes"] == state_bytes(model) == 4 * (out["parameters"] + 2)  # + mean, std
     assert out["latency_ms"] > 0 and out["latency_onnx_ms"] > 0  # PyTorch, and the deployed runtime
     assert out["latency_onnx_threads"] == 1
+    assert out["latency_onnx_batch_size"] == 64 and out["latency_onnx_batch_ms"] > 0  # a batch too
     assert "test_agreement" not in evaluate(model, digits, latency_runs=1)
     assert all(np.isfinite(v) for v in out.values())
 

@@ -50,6 +50,19 @@ def test_cnn_2d_stages_without_dense():
     assert torch.equal(m(x), m.forward_features(x)[0])
 
 
+def test_cnn_keeps_the_channels_of_colour_images():
+    m = build_model(CNNArch(channels=[4, 6], hidden=8), (3, 8, 8), 5)
+    assert m.stages[0][0].in_channels == 3
+    logits, feats = m.forward_features(torch.rand(2, 3, 8, 8))
+    assert logits.shape == (2, 5)
+    assert [f.shape for f in feats] == [(2, 4, 4, 4), (2, 6, 2, 2), (2, 8)]
+    x = torch.rand(2, 3, 8, 8)
+    changed = x.clone()
+    changed[:, 2] = 0  # the last channel matters: it is not averaged away or dropped
+    m.eval()
+    assert not torch.equal(m(x), m(changed))
+
+
 def test_cnn_too_deep_is_refused():
     with pytest.raises(ValueError):
         build_model(CNNArch(channels=[4, 4, 4, 4]), (8, 8), 10)
@@ -85,3 +98,21 @@ def test_rebuild_from_config_and_state():
     x = torch.rand(4, 8, 8) * 16
     assert torch.equal(m(x), again(x))
     assert model_from_config(m.config()).config() == m.config()
+
+
+def test_a_cnn_fits_colour_images_and_refuses_more_axes():
+    from app.contract.fit import ArtifactFacts, fit_errors
+    from app.contract.spec import JobSpec
+
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {"artifact": "d"},
+            "teacher": {"train": {"arch": {"name": "cnn", "channels": [4, 8]}, "epochs": 1}},
+            "student": {"arch": {"name": "mlp", "hidden": [8]}},
+        }
+    )
+    colour = {"d": ArtifactFacts("dataset", "npz", {"input_shape": [3, 8, 8], "num_classes": 3})}
+    assert fit_errors(spec, colour) == []
+    video = {"d": ArtifactFacts("dataset", "npz", {"input_shape": [2, 3, 8, 8], "num_classes": 3})}
+    [error] = fit_errors(spec, video)
+    assert error.loc[-1] == "name" and "use an mlp" in error.msg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -27,6 +28,8 @@ METRICS = {
     "bytes",
     "latency_ms",
     "latency_onnx_ms",
+    "latency_onnx_batch_ms",
+    "latency_onnx_batch_size",
     "latency_onnx_threads",
     "epochs_run",
     "best_epoch",
@@ -61,7 +64,7 @@ def test_progress_monotone_and_complete(job):
     _, reporter, _ = job
     p = reporter.progresses
     assert p[0] == 0.0 and p[-1] == 1.0
-    assert all(b > a for a, b in zip(p, p[1:]))
+    assert all(b > a for a, b in itertools.pairwise(p))
 
 
 def test_report_shape(job):
@@ -166,3 +169,20 @@ def test_cuda_job_reports_fp32_numbers_that_the_onnx_file_reproduces(tmp_path, d
     assert result.report["device"] == "cuda" and reporter.progresses[-1] == 1.0
     onnx_path = next(f.path for f in result.files if f.kind == "onnx")
     assert onnx_accuracy(onnx_path, digits.test.x, digits.test.y) == result.report["exported"]["test_accuracy"]
+
+
+def test_compiled_job_reports_what_the_eager_one_does(job, tmp_path, data_cache, tiny_spec):
+    # training.compile: the students' forward pass and the live teacher's go through
+    # torch.compile (inductor, C++ on the CPU). Fused kernels may round differently from
+    # eager ones, so the figures agree to a tolerance, not bit for bit.
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    training = {"epochs": 3, "batch_size": 64, "soft_targets": "recomputed", "compile": True}
+    compiled = run_tiny_job(tiny_spec(training=training, seeds=[0], baseline=False), tmp_path, data_cache)[0].report
+    assert counters["stats"]["unique_graphs"] >= graphs + 2  # the student and the live teacher
+    eager = job[0].report["student"]["runs"][0]
+    (run,) = compiled["student"]["runs"]
+    assert run["seed"] == eager["seed"] == 0
+    for key in ("test_accuracy", "val_accuracy", "train_accuracy", "test_nll", "test_ece"):
+        assert run[key] == pytest.approx(eager[key], abs=2e-3)

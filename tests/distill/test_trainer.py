@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -183,3 +186,99 @@ def test_channels_last_conv_nets_train_alike_on_the_cpu(digits):
     reference = _train(_cnn(digits), digits, MemoryReporter(checkpoint_dir=None), optim=optim)
     for got, want in zip(result.history, reference.history, strict=True):
         assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-4)
+
+
+def test_inputs_stay_on_the_device_when_they_fit_else_on_the_host():
+    from worker.distill import placement
+
+    cuda = torch.device("cuda")
+    assert placement.choose(10**12, CPU) == placement.ON_DEVICE  # the CPU is its own host
+    assert placement.choose(400, cuda, free_bytes=1000) == placement.ON_DEVICE
+    assert placement.choose(600, cuda, free_bytes=1000) == placement.PINNED  # more than DEVICE_SHARE
+    x = np.arange(40, dtype=np.uint8).reshape(10, 4)
+    assert placement.nbytes(x, torch.zeros(3, dtype=torch.float32)) == 40 + 12
+    assert isinstance(placement.rows(x, CPU, 4), placement.DeviceRows)
+    host = placement.rows(x, CPU, 4, placement.PINNED)
+    assert isinstance(host, placement.HostRows) and not host.pin  # pinning needs CUDA
+    first = host.take(torch.tensor([3, 1]))
+    host.take(torch.tensor([0, 2, 4]))
+    host.take(torch.tensor([5]))  # both staging buffers reused since `first` was taken ...
+    assert first.tolist() == x[[3, 1]].tolist()  # ... and it is still its own rows
+    assert first.dtype == torch.uint8  # as stored
+
+
+def test_inputs_from_the_host_train_bit_for_bit_as_on_the_device(digits):
+    from worker.distill import placement
+
+    optim = OptimSpec(epochs=2, batch_size=64)
+    on_device = _train(_student(digits), digits, MemoryReporter(checkpoint_dir=None), optim=optim)
+    from_host = _train(
+        _student(digits), digits, MemoryReporter(checkpoint_dir=None), optim=optim, data_placement=placement.PINNED
+    )
+    assert from_host.history == on_device.history
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned memory and non-blocking copies need CUDA")
+def test_pinned_batches_reach_the_gpu(digits):
+    from worker.distill import placement
+
+    host = placement.rows(digits.train.x, torch.device("cuda"), 64, placement.PINNED)
+    assert host.pin and all(b.is_pinned() for b in host.buffers)
+    idx = torch.arange(64)
+    for _ in range(3):
+        batch = host.take(idx.cuda(), idx)
+    assert batch.is_cuda and torch.equal(batch.cpu(), torch.as_tensor(digits.train.x[:64]))
+
+
+def test_no_compiler_is_loaded_unless_compile_is_on(data_cache):
+    # torch.optim imports torch._dynamo whatever we do (bench/results/jobs.md); the compiler
+    # proper (inductor's compile_fx, ~900 modules) comes only with training.compile.
+    script = f"""
+import sys, torch
+from pathlib import Path
+from app.contract.architectures import MLPArch
+from app.contract.spec import DatasetSpec, OptimSpec
+from worker.distill.data import input_stats, load_dataset
+from worker.distill.models import build_model
+from worker.distill.objectives import CE
+from worker.distill.reporting import MemoryReporter
+from worker.distill.trainer import train
+s = load_dataset(DatasetSpec(name="digits"), Path({str(data_cache)!r}))
+m = build_model(MLPArch(hidden=[8]), s.input_shape, s.num_classes, *input_stats(s.train.x), seed=0)
+train(m, CE(), s.train, s.val, OptimSpec(epochs=1), seed=0, device=torch.device("cpu"),
+      reporter=MemoryReporter(checkpoint_dir=None), phase="student", run="seed=0")
+print(sorted(m for m in ("torch._inductor.compile_fx", "torch._dynamo.backends.inductor") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_gpu_paths_together_on_the_cpu(digits, teacher):
+    # What a CUDA run does by default, asked for on the CPU: bf16 autocast, channels-last
+    # weights, inputs gathered from host memory batch by batch, a live teacher under autocast.
+    from worker.distill import placement
+
+    optim = OptimSpec(epochs=3, batch_size=64)
+    result = _train(
+        _cnn(digits),
+        digits,
+        MemoryReporter(checkpoint_dir=None),
+        KD(4.0, 0.9),
+        optim=optim,
+        signal=LiveTeacher(teacher),
+        bf16=True,
+        channels_last=True,
+        data_placement=placement.PINNED,
+    )
+    reference = _train(
+        _cnn(digits),
+        digits,
+        MemoryReporter(checkpoint_dir=None),
+        KD(4.0, 0.9),
+        optim=optim,
+        signal=LiveTeacher(teacher),
+    )
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]  # it learns ...
+    assert result.history != reference.history  # ... on the other paths ...
+    assert abs(result.best_val_accuracy - reference.best_val_accuracy) < 0.1  # ... as the CPU defaults do

@@ -6,7 +6,8 @@ to /ui that never appears in a page; a tiny digits job submitted through the cli
 curves while it runs, then its result table (teacher / KD student / scratch baseline with ± over
 two seeds) and its downloads; the upload form stores a dataset; cancel works from the page and
 is refused without the CSRF token or from another origin; logging out sends pages to the login
-form. On failure each test's screenshot and HTML are kept under var/test-artifacts/dashboard/
+form; a tiny sweep's page shows its progress, then its leaderboard with the winner marked and the
+Pareto figure. On failure each test's screenshot and HTML are kept under var/test-artifacts/dashboard/
 (the failure message names the files); DISTILL_TEST_SCREENSHOTS=DIR keeps them always."""
 
 from __future__ import annotations
@@ -48,27 +49,34 @@ LONG_JOB = {
     "baseline": False,
 }
 
+# Two trials (T = 2 and 4), one seed, two epochs: the smallest sweep with a leaderboard to rank.
+SWEEP = {
+    "name": "dashboard sweep",
+    "base": {**JOB, "seeds": [0], "training": {"epochs": 2, "patience": None}},
+    "axes": {"method.temperature": [2.0, 4.0]},
+}
+
 if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     if os.environ.get("CI"):
         raise RuntimeError("CI needs Chromium for the dashboard tests: apt-get install chromium chromium-driver")
     pytest.skip("no Chromium here: apt-get install -y chromium chromium-driver (.ci/run does)", allow_module_level=True)
 
-from selenium import webdriver  # only once Chromium is known to be there
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service as DriverService
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium import webdriver  # noqa: E402 (only once Chromium is known to be there)
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service as DriverService  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("dashboard")
     # The default rate limit (NO_LIMITS turns it off): the pages' polling must stay under it. A JSON
-    # cap below the upload's size: the upload form streams past the body guard.
-    service = Service(
-        env=service_env(root, None, "filesystem://", rate_limit_per_minute=600, max_json_body_bytes=1024), logs=root
-    )
+    # cap below the upload's size: the upload form streams past the body guard. The sweeper every
+    # second: it releases a sweep's next trial when one ends.
+    env = service_env(root, None, "filesystem://", rate_limit_per_minute=600, max_json_body_bytes=1024, sweep_seconds=1)
+    service = Service(env=env, logs=root)
     try:
         service.start_api()
         service.start_worker()
@@ -267,6 +275,41 @@ def test_cancel_from_the_page_and_never_without_the_csrf_token(browser, svc: Ser
         "the job to be cancelled, seen by the page",
     )
     assert client.get(job_id).status == "cancelled"
+
+
+def test_a_sweep_page_shows_progress_then_the_leaderboard_with_the_winner_marked(
+    browser, svc: Service, key: str, client: Client
+):
+    log_in(browser, svc, key)
+    sweep_id = client.submit_sweep(SWEEP).id
+    browser.get(f"{svc.url}/ui/jobs")
+    browser.find_element(By.ID, "nav-sweeps").click()
+    row = f"tr[data-sweep='{sweep_id}'] a"
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), 15, "the sweep in the list")
+    browser.find_element(By.CSS_SELECTOR, row).click()
+    wait(browser, lambda d: d.current_url.endswith(f"/ui/sweeps/{sweep_id}"), 15, "the sweep's page")
+    assert "trials done" in browser.find_element(By.ID, "sweep-progress").text
+
+    def final_rows(d) -> list:
+        if d.find_element(By.ID, "sweep-panel").get_attribute("data-status") != "succeeded":
+            return []
+        rows = d.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")
+        return rows if len(rows) == 2 else []
+
+    wait(browser, final_rows, 240, "the leaderboard's 2 rows, the sweep ended")
+    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#pareto img"), 30, "the Pareto figure")
+    sweep = client.sweep(sweep_id)
+    winner = sweep.result["winner"]["trial"]
+    marked = browser.find_elements(By.CSS_SELECTOR, "#leaderboard tr[data-winner='true']")
+    assert [tr.get_attribute("data-trial") for tr in marked] == [str(winner)]
+    assert "winner" in marked[0].text
+    assert f"trial {winner}" in browser.find_element(By.ID, "winner").text
+    assert "2/2 trials done" in browser.find_element(By.ID, "sweep-progress").text
+    assert "onnxruntime" in browser.find_element(By.ID, "latency-note").text
+    width = browser.execute_script("return document.querySelector('#pareto img').naturalWidth")
+    assert width > 0  # the figure loaded with the cookie alone
+    link = marked[0].find_element(By.TAG_NAME, "a").get_attribute("href")
+    assert link.endswith(f"/ui/jobs/{sweep.result['winner']['job_id']}")  # the trial's own job page
 
 
 def test_logging_out_sends_pages_to_the_login_form(browser, svc: Service, key: str):

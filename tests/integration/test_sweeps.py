@@ -75,6 +75,8 @@ def test_a_tiny_grid_ends_with_a_leaderboard_and_a_winner_chosen_on_validation(e
         assert r["status"] == "succeeded"
         assert 0 <= r["val_accuracy"]["mean"] <= 1 and 0 <= r["test_accuracy"]["mean"] <= 1
         assert r["scratch_test_accuracy"] is not None and r["parameters"] > 0 and r["latency_ms"] > 0
+        # onnxruntime's figures from the trial's report: one example and a batch, on one thread
+        assert r["latency_batch_ms"] > 0 and (r["latency_batch_size"], r["latency_threads"]) == (64, 1)
     best_val = max(r["val_accuracy"]["mean"] for r in rows)
     assert result["winner"]["val_accuracy"]["mean"] == best_val
     assert rows[0]["trial"] == result["winner"]["trial"]
@@ -94,12 +96,20 @@ def test_a_tiny_grid_ends_with_a_leaderboard_and_a_winner_chosen_on_validation(e
     assert shown.exit_code == 0, shown.output
     assert f"winner (on validation): trial {result['winner']['trial']}" in shown.output
     assert "4/4 done" in shown.output
+    assert "latency: onnxruntime on the CPU, 1 intra-op thread(s)" in shown.output
+    watched = distill(embedded, "sweep", "watch", sweep_id)  # an ended sweep: its line, then the board
+    assert watched.exit_code == 0 and "Leaderboard (ranked on validation)" in watched.output
+    assert f"{result['winner']['trial']} *" in watched.output  # the winner marked
 
     # The worker draws the figure just after it wrote the result.
     url = wait_for(lambda: (sweep_of(api, sweep_id)["result"] or {}).get("pareto_png_url"), timeout=30, what="figure")
     png = api.get(url)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
-    assert set(result["pareto"]) == {"latency_ms", "parameters", "bytes"} and result["pareto"]["parameters"]
+    assert set(result["pareto"]) == {"latency_ms", "latency_batch_ms", "parameters", "bytes"}
+    assert result["pareto"]["parameters"]
+    figures = {f["x"]: f for f in result["figures"]}  # pareto.png's points, in JSON
+    assert [p["trial"] for p in figures["latency_ms"]["points"] if p["winner"]] == [result["winner"]["trial"]]
+    assert len(figures["latency_batch_ms"]["points"]) == 4
 
 
 def test_a_budget_no_candidate_meets_is_a_clear_result(embedded: Service):

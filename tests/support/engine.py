@@ -12,8 +12,16 @@ from worker.distill.reporting import MemoryReporter
 
 CNN = {"name": "cnn", "channels": [8], "hidden": 16}
 MLP = {"name": "mlp", "hidden": [16]}
-# wall-clock: the only report numbers that may differ (and the ONNX latency's thread count beside it)
-TIMING = {"latency_ms", "latency_onnx_ms", "latency_onnx_threads", "speedup"}
+# wall-clock: the only report numbers that may differ (and the ONNX latency's thread count and
+# batch size beside it)
+TIMING = {
+    "latency_ms",
+    "latency_onnx_ms",
+    "latency_onnx_batch_ms",
+    "latency_onnx_batch_size",
+    "latency_onnx_threads",
+    "speedup",
+}
 
 
 def tiny_spec(**overrides: Any) -> JobSpec:

@@ -19,7 +19,11 @@ def job(index: int, val: float, test: float, params: int, latency: float, status
         "test_accuracy": test,
         "parameters": params,
         "bytes": 4 * params,
-        "latency_ms": latency,
+        "latency_ms": 100 - latency,  # PyTorch's: never what the board uses
+        "latency_onnx_ms": latency,
+        "latency_onnx_batch_ms": 10 * latency,
+        "latency_onnx_batch_size": 64.0,
+        "latency_onnx_threads": 1.0,
     }
     student = {"arch": {"name": "mlp"}, "mean": mean, "std": {"val_accuracy": 0.01, "test_accuracy": 0.02}}
     scratch = {"mean": {"test_accuracy": 0.5}, "std": {"test_accuracy": 0.0}}
@@ -47,7 +51,10 @@ def test_the_winner_is_chosen_on_validation_and_ranked_first():
 def test_a_budget_picks_the_most_accurate_student_that_fits():
     result = board.leaderboard(TRIALS, JOBS, Budget(latency_ms=2.0), None)
     assert result["winner"]["trial"] == 2
-    assert result["budget"] == {"key": "latency_ms", "limit": 2.0, "met": True, "candidates": 3, "fitting": 2}
+    assert result["budget"] == {
+        "key": "latency_ms", "limit": 2.0, "met": True, "candidates": 3, "fitting": 2,
+        "measured": "onnxruntime, CPU, batch 1, 1 thread(s)",
+    }  # fmt: skip
     assert board.leaderboard(TRIALS, JOBS, Budget(params=150), None)["winner"]["trial"] == 0
 
 
@@ -61,6 +68,44 @@ def test_the_pareto_front_keeps_the_undominated_cheapest_first():
     assert board.pareto_front(board.leaderboard(TRIALS, JOBS, None, None)["leaderboard"], "latency_ms") == [0, 2, 1]
     dominated = {**JOBS, 2: job(2, val=0.65, test=0.7, params=200, latency=1.5)}
     assert board.pareto_front(board.leaderboard(TRIALS, dominated, None, None)["leaderboard"], "parameters") == [0, 1]
+
+
+def test_latency_is_onnxruntimes_for_one_example_and_for_a_batch():
+    result = board.leaderboard(TRIALS, JOBS, None, None)
+    best = result["leaderboard"][0]
+    assert (best["latency_ms"], best["latency_batch_ms"], best["latency_torch_ms"]) == (3.0, 30.0, 97.0)
+    assert (best["latency_batch_size"], best["latency_threads"]) == (64, 1)
+    assert result["latency"]["batch_size"] == [64] and result["latency"]["intra_op_threads"] == [1]
+    assert board.pareto_front(result["leaderboard"], "latency_batch_ms") == [0, 2, 1]
+    no_onnx = {0: {**JOBS[0], "result": {"student": {"mean": {"val_accuracy": 0.7, "latency_ms": 1.0}}}}}
+    assert board.leaderboard(TRIALS, no_onnx, None, None)["leaderboard"][0]["latency_ms"] is None  # not PyTorch's
+
+
+def test_the_figures_are_pareto_pngs_points_with_the_front_the_winner_and_the_budget():
+    result = board.leaderboard(TRIALS, JOBS, Budget(latency_ms=2.0), None)
+    figures = {f["x"]: f for f in result["figures"]}
+    assert list(figures) == ["latency_ms", "latency_batch_ms", "parameters"]
+    latency = figures["latency_ms"]
+    assert latency["budget"] == 2.0 and figures["parameters"]["budget"] is None
+    points = {p["trial"]: p for p in latency["points"]}
+    assert set(points) == {0, 1, 2}  # the failed trial has no point
+    assert (points[2]["x"], points[2]["y"], points[2]["winner"]) == (1.5, 0.75, True)
+    assert all(p["on_front"] for p in points.values())  # the front is [0, 2, 1]
+    dominated = {**JOBS, 2: job(2, val=0.65, test=0.7, params=200, latency=1.5)}
+    figure = board.leaderboard(TRIALS, dominated, None, None)["figures"][0]
+    assert {p["trial"]: p["on_front"] for p in figure["points"]} == {0: True, 1: True, 2: False}
+    assert [r["trial"] for r in result["leaderboard"] if r["winner"]] == [2]
+
+
+def test_each_configuration_shows_its_students_pseudo_label_control():
+    other = {"student": {"arch": {"name": "mlp", "hidden": [99]}}}
+    trials = [*TRIALS[:2], {**trial(2, {"student.arch": 2}), "spec": other}]
+    trials += [trial(3, {"method": {"name": "pseudo_label"}}, control=True)]
+    jobs = {**JOBS, 3: job(3, val=0.6, test=0.55, params=100, latency=1.0)}
+    rows = {r["trial"]: r for r in board.leaderboard(trials, jobs, None, None)["leaderboard"]}
+    assert rows[0]["pseudo_label_test_accuracy"] == rows[1]["pseudo_label_test_accuracy"] == {"mean": 0.55, "std": 0.02}
+    assert rows[2]["pseudo_label_test_accuracy"] is None  # another student: no control of its own
+    assert rows[0]["scratch_val_accuracy"] is None and rows[0]["scratch_test_accuracy"] == {"mean": 0.5, "std": 0.0}
 
 
 def test_controls_are_shown_but_never_win():
@@ -92,3 +137,11 @@ def test_a_huge_grid_is_refused_before_it_is_built_and_random_draws_from_it():
     assert expand.count_errors(SweepSpec(base=BASE, axes=axes))[0]["type"] == "too_many_trials"
     drawn = SweepSpec(base=BASE, axes=axes, sampling="random", trials=5)
     assert expand.count_errors(drawn) == [] and len(expand.trials(drawn)) == 5
+
+
+def test_pareto_png_draws_the_figures():
+    from worker.sweep_plot import draw_pareto
+
+    png = draw_pareto(board.leaderboard(TRIALS, JOBS, Budget(latency_ms=2.0), None))
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert draw_pareto(board.leaderboard(TRIALS, {}, None, None)).startswith(b"\x89PNG")  # nothing measured yet

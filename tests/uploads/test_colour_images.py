@@ -96,3 +96,18 @@ def test_npz_image_layouts(tmp_path, layout, dtype):
     assert info["input_shape"] == list(want.shape[1:])
     assert stored.dtype == (np.uint8 if dtype == np.uint8 else np.float32)
     assert np.array_equal(stored, want)
+
+
+def test_one_colour_image_makes_every_image_rgb_in_both_arrays(tmp_path, monkeypatch):
+    # Decoded images are streamed to files as they come; the layout is settled at the end,
+    # the same for the labelled and the unlabeled ones (read back a few images at a time).
+    monkeypatch.setattr("app.uploads.spool.CHUNK_BYTES", 200)
+    members = {f"{c}/{i}.png": _png("L", value=10 * i + 1) for c in "ab" for i in range(4)}
+    members["unlabeled/0.png"] = _png("L", value=5)
+    members["unlabeled/1.png"] = _png("RGB", value=6)
+    info = inspect_dataset(_zip(tmp_path / "m.zip", members), "zip", tmp_path / "out.npz")
+    assert (info["input_shape"], info["rows"], info["unlabeled_rows"]) == ([3, 5, 6], 8, 2)
+    data = _canonical(tmp_path / "out.npz")
+    assert data["x"].shape == (8, 3, 5, 6) and data["x_unlabeled"].shape == (2, 3, 5, 6)
+    assert data["x"][:, :, 2, 3].tolist() == [[v] * 3 for v in (1, 11, 21, 31)] * 2  # grey, repeated
+    assert data["x_unlabeled"][:, :, 0, 0].tolist() == [[5, 5, 5], [6, 12, 18]]

@@ -274,7 +274,7 @@ def test_images_in_class_folders(tmp_path, top):
     assert data["x"].shape == (9, 3, 8, 8) and data["x"].dtype == np.uint8
     assert sorted(data["x"][:, 0, 0, 0].tolist()) == [0, 1, 2, 10, 11, 12, 20, 21, 22]  # raw 0..255
     assert data["x_unlabeled"][0, :, 0, 0].tolist() == [200, 200, 200]
-    for row, label in zip(data["x"][:, 0, 0, 0], data["y"]):
+    for row, label in zip(data["x"][:, 0, 0, 0], data["y"], strict=True):
         assert label == {0: 1, 1: 2, 2: 0}[int(row) // 10]
 
 
@@ -306,3 +306,31 @@ def test_unknown_format(tmp_path):
     path = tmp_path / "d.txt"
     path.write_text("x")
     assert refused(path, "txt").field == "format"
+
+
+def test_a_csv_of_many_blocks_is_streamed_in_the_file_order(tmp_path, monkeypatch):
+    # More than one parser block (1 MiB of text) and more than one read-back chunk: the rows
+    # go to the labelled or the unlabeled file as they are parsed, and come back in order.
+    monkeypatch.setattr("app.uploads.spool.CHUNK_BYTES", 4096)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 1000, size=(6_000, 60)).astype(np.float32) / 8
+    labels = np.array(["a", "b", "c"])[np.arange(6_000) % 3].astype(object)
+    unlabeled = np.zeros(6_000, bool)
+    unlabeled[[7, 2_500, 5_999]] = True
+    labels[unlabeled] = ""
+    lines = [",".join([*(f"f{i}" for i in range(60)), "label"])]
+    lines += [",".join([*(repr(float(v)) for v in row), label]) for row, label in zip(x, labels, strict=True)]
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(lines) + "\n")
+    assert path.stat().st_size > 2 << 20
+    info = inspect_dataset(path, "csv", tmp_path / "out.npz")
+    assert (info["rows"], info["unlabeled_rows"], info["class_counts"]) == (5_997, 3, [2000, 1998, 1999])
+    data = canonical(tmp_path / "out.npz")
+    np.testing.assert_array_equal(data["x"], x[~unlabeled])
+    np.testing.assert_array_equal(data["x_unlabeled"], x[unlabeled])
+    np.testing.assert_array_equal(data["y"], (np.arange(6_000) % 3)[~unlabeled])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the spools are gone
+    bad = lines[:]
+    bad[1 + 5_000] = ",".join(["nan", *lines[1 + 5_000].split(",")[1:]])
+    path.write_text("\n".join(bad) + "\n")
+    assert "first in row 5000" in str(refused(path, "csv"))  # counted across blocks

@@ -63,14 +63,14 @@ def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size
     Restores the model's train/eval mode afterwards.
     """
     device = model_device(model)
-    x = torch.as_tensor(x).to(device)
+    x = torch.as_tensor(x)  # moved batch by batch: inputs too large for the device stay on the host
     was_training = model.training
     model.eval()
     try:
         out = []
         with autocast(device):
             for i in range(0, len(x), batch_size):
-                out.append(model(x[i : i + batch_size]).float())
+                out.append(model(x[i : i + batch_size].to(device)).float())
         return torch.cat(out)
     finally:
         model.train(was_training)

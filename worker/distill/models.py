@@ -53,7 +53,8 @@ class Classifier(nn.Module):
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
         if isinstance(self.arch, CNNArch):
-            return x.unsqueeze(1)  # one input channel: (N, 1, L) or (N, 1, H, W)
+            # (N, C, H, W) images keep their channels; 1-D and 2-D inputs get one channel
+            return x if len(self.input_shape) == 3 else x.unsqueeze(1)
         return x.flatten(1)
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -93,17 +94,18 @@ def _mlp(arch: MLPArch, input_shape: tuple[int, ...], num_classes: int):
 
 
 def _cnn(arch: CNNArch, input_shape: tuple[int, ...], num_classes: int):
-    if len(input_shape) == 1:
+    c_in, axes = (input_shape[0], input_shape[1:]) if len(input_shape) == 3 else (1, input_shape)
+    if len(axes) == 1:
         conv, bn, pool = nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d
-    elif len(input_shape) == 2:
+    elif len(axes) == 2:
         conv, bn, pool = nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d
     else:
-        raise ValueError(f"cnn takes 1-D or 2-D inputs, not shape {input_shape}")
+        raise ValueError(f"cnn takes 1-D, 2-D or (C, H, W) inputs, not shape {input_shape}")
     n = len(arch.channels)
-    spatial = [s >> n for s in input_shape]  # each MaxPool(2) floor-halves every axis
+    spatial = [s >> n for s in axes]  # each MaxPool(2) floor-halves every axis
     if min(spatial) < 1:
         raise ValueError(f"{n} conv stages are too many for input shape {input_shape}")
-    stages, names, c_in = [], [], 1
+    stages, names = [], []
     for i, c in enumerate(arch.channels):
         stages.append(
             nn.Sequential(

@@ -164,6 +164,7 @@ class Job:
             on_epoch=self.progress.run(run.epochs),
             augment=None if run.phase == TEACHER else self.spec.training.augment,
             signal=self.signal(run, objective),
+            compile=self.spec.training.compile and run.phase != TEACHER,  # runs on spec.training
         )
         self.progress.run_done(run.epochs)
         if run.phase in FROZEN:

@@ -19,6 +19,7 @@ from torch import nn
 
 from app.contract.spec import TrainingSpec
 from worker.distill.objectives import Objective
+from worker.distill.teachers import OnnxTeacher
 
 Features = dict[str, torch.Tensor]
 
@@ -35,6 +36,9 @@ class TeacherSignal:
     def outputs(self, xb: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor | None, Features | None]:
         """(teacher logits, teacher stage features) for the batch xb = x[idx]."""
         return None, None
+
+    def compile(self) -> None:
+        """torch.compile what runs per batch (training.compile); nothing does but a live teacher."""
 
 
 class NoTeacher(TeacherSignal):
@@ -63,13 +67,19 @@ class LiveTeacher(TeacherSignal):
 
     def __init__(self, teacher: nn.Module) -> None:
         self.teacher = teacher
+        self.forward = teacher
 
     def prepare(self, device: torch.device, n_train: int, augmented: bool) -> None:
         self.teacher.to(device).eval()
 
     def outputs(self, xb, idx):
         with torch.no_grad():
-            return self.teacher(xb), None
+            return self.forward(xb), None
+
+    def compile(self) -> None:
+        # A teacher of torch modules only: an ONNX one runs in onnxruntime, out of dynamo's sight.
+        if compilable(self.teacher):
+            self.forward = torch.compile(self.teacher)
 
 
 class LiveFeatures(LiveTeacher):
@@ -78,7 +88,7 @@ class LiveFeatures(LiveTeacher):
     def outputs(self, xb, idx):
         with torch.no_grad():
             logits, feats = self.teacher.forward_features(xb)
-        return logits, dict(zip(self.teacher.stage_names, feats))
+        return logits, dict(zip(self.teacher.stage_names, feats, strict=True))
 
 
 class CachedFeatures(TeacherSignal):
@@ -101,6 +111,12 @@ class CachedFeatures(TeacherSignal):
 
     def outputs(self, xb, idx):
         return self.logits[idx], {k: v[idx] for k, v in self.stage_features.items()}
+
+
+def compilable(model: nn.Module) -> bool:
+    """Has parameters and no ONNX part (worker/distill/teachers.py OnnxTeacher)."""
+    has_onnx = any(isinstance(m, OnnxTeacher) for m in model.modules())
+    return not has_onnx and any(True for _ in model.parameters())
 
 
 def check(signal: TeacherSignal, objective: Objective) -> None:

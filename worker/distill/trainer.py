@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from app.contract.spec import AugmentSpec, OptimSpec
-from worker.distill import checkpoint, signals
+from worker.distill import checkpoint, placement, signals
 from worker.distill.augment import augment_batch
 from worker.distill.checkpoint import Best, RunState
 from worker.distill.data import ArraySplit
@@ -188,6 +188,8 @@ class Loop:
         callbacks: list[Callback] | None = None,
         bf16: bool | None = None,
         channels_last: bool | None = None,
+        compile: bool = False,
+        data_placement: str | None = None,
     ) -> None:
         self.model, self.objective, self.optim = model.to(device), objective.to(device), optim
         # GPU speed (inference.py): bf16 autocast and channels-last conv nets on CUDA by default;
@@ -196,16 +198,24 @@ class Loop:
         self.channels_last = use_channels_last(self.model, device, channels_last)
         self.seed, self.device, self.callbacks = seed, device, list(callbacks or [])
         self.n = len(train_split)
-        # The batch as stored (float32 today, uint8 images later): the model converts it.
-        self.x = torch.as_tensor(train_split.x).to(device)
+        # The inputs as stored (uint8 images stay uint8: the model converts them), on the device
+        # once when they fit, else batch by batch from pinned host memory (placement.py).
+        where = data_placement or placement.choose(placement.nbytes(train_split.x, val_split.x), device)
+        self.x = placement.rows(train_split.x, device, optim.batch_size, where)
         self.y = torch.as_tensor(train_split.y).to(device)
-        self.xv = torch.as_tensor(val_split.x).to(device)
+        xv = torch.as_tensor(val_split.x)
+        self.xv = xv.to(device) if where == placement.ON_DEVICE else xv  # else predict_logits moves it by batch
         self.yv = torch.as_tensor(val_split.y).to(device)
         self.n_val = len(val_split)
+        # torch.compile (imported only when asked for): the training forward pass alone; the
+        # model itself stays eager for validation, checkpoints and export (same parameters).
+        self.forward = torch.compile(self.model) if compile else self.model
         self.augment = augment if augment is not None and augment.active() else None
         self.signal = signal
         signals.check(signal, objective)
         signal.prepare(device, self.n, augmented=self.augment is not None)
+        if compile:
+            signal.compile()
         self.opt = _optimizer(list(model.parameters()) + list(objective.student_parameters()), optim)
         self.total_steps = optim.epochs * math.ceil(self.n / optim.batch_size)
         self.shuffle = torch.Generator().manual_seed(seed)
@@ -275,14 +285,15 @@ class Loop:
         self.model.train()
         self.objective.train()
         self.objective.set_epoch(epoch)
-        perm = torch.randperm(self.n, generator=self.shuffle).to(self.device)
+        host_perm = torch.randperm(self.n, generator=self.shuffle)
+        perm = host_perm.to(self.device)
         epoch_lr = lr_at(self.state.step, self.total_steps, self.optim)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for i in range(0, self.n, self.optim.batch_size):
             self._boundary()
             idx = perm[i : i + self.optim.batch_size]
-            loss, logits, yb = self.step(idx)
+            loss, logits, yb = self.step(idx, host_perm[i : i + self.optim.batch_size])
             loss_sum += loss * len(idx)
             correct += (logits.argmax(1) == yb).sum()
         self._boundary()
@@ -295,9 +306,12 @@ class Loop:
             "lr": epoch_lr,  # at the epoch's first step
         }
 
-    def step(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One optimizer step on the batch x[idx]; (loss, student logits, labels), detached."""
-        xb, yb = self.x[idx], self.y[idx]
+    def step(
+        self, idx: torch.Tensor, host_idx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One optimizer step on the batch x[idx] (`idx` on the device; `host_idx`, the same
+        rows on the host, saves inputs kept there a sync); (loss, student logits, labels), detached."""
+        xb, yb = self.x.take(idx, host_idx), self.y[idx]
         if self.augment is not None:
             xb = augment_batch(xb, self.augment)
         xb = as_layout(xb, self.channels_last)
@@ -310,7 +324,7 @@ class Loop:
                 t, t_feats = self.signal.outputs(xb, idx)
                 extra["features"] = (dict(zip(self.model.stage_names, s_feats, strict=False)), t_feats)
             else:
-                logits = self.model(xb)
+                logits = self.forward(xb)
                 t, _ = self.signal.outputs(xb, idx)
         loss = self.objective(logits, t, yb, **extra)
         self.opt.zero_grad(set_to_none=True)
@@ -415,6 +429,8 @@ def train(
     augment: AugmentSpec | None = None,
     bf16: bool | None = None,
     channels_last: bool | None = None,
+    compile: bool = False,
+    data_placement: str | None = None,
 ) -> TrainResult:
     """Train `model` in place on `train_split`, select on `val_split`.
 
@@ -426,6 +442,8 @@ def train(
     uninterrupted one would); it rules out cached teacher logits.
 
     `bf16` / `channels_last`: None is the device's default (both on CUDA, neither on the CPU).
+    `compile`: torch.compile the training forward pass (and a live teacher's).
+    `data_placement`: placement.ON_DEVICE or PINNED; None decides by whether the inputs fit.
     """
     loop = Loop(
         model,
@@ -440,6 +458,8 @@ def train(
         callbacks=[CancelCheck(reporter), ReportMetrics(reporter, phase, run)],
         bf16=bf16,
         channels_last=channels_last,
+        compile=compile,
+        data_placement=data_placement,
     )
     state = None
     if reporter.checkpoint_dir is not None:
