@@ -27,7 +27,25 @@ class Settings(BaseSettings):
     queue: str = Field("train", description="Celery queue the training jobs go to.")
     artifact_dir: Path | None = Field(None, description="Where job outputs are stored.")
     data_cache_dir: Path | None = Field(None, description="Cache of generated datasets.")
-    heartbeat_seconds: float = Field(5.0, gt=0, description="How often a worker renews the lease on its running job.")
+    heartbeat_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="How often a worker renews the lease on its running job, and records that it is "
+        "alive with its devices (the workers table).",
+    )
+    worker_seen_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A worker not heard from for this long is gone: /readyz says when none is live, "
+        "queued jobs say they wait for a worker, and jobs asking for CUDA are refused unless a live "
+        "worker has a GPU.",
+    )
+    worker_status_cache_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="A queued job's status_detail (polls, lists) reads the live workers at most this "
+        "often per API process; submissions and /readyz always read them afresh.",
+    )
     lease_seconds: float = Field(60.0, gt=0, description="A running job whose lease is this old has lost its worker.")
     sweep_seconds: float = Field(15.0, gt=0, description="How often each worker looks for lost and unsent jobs.")
     resend_after_seconds: float = Field(

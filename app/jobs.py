@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from app.contract.spec import JobSpec
 from app.models import Job, JobEvent, JobMetric, utcnow
+from app.redact import scrub
 
 
 class Status(StrEnum):
@@ -97,13 +98,16 @@ def create(
     tenant_id: str,
     idempotency_key: str | None = None,
     request_sha256: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Job:
     job = Job(
         tenant_id=tenant_id,
         name=spec.name,
         status=Status.QUEUED.value,
         max_attempts=spec.limits.max_attempts,
-        spec=spec.model_dump(mode="json"),
+        # The engine's spec: a submission's labels are the job's, kept beside it (Job.labels).
+        spec=spec.model_dump(mode="json", exclude={"metadata"}),
+        labels=labels or None,
         idempotency_key=idempotency_key,
         request_sha256=request_sha256,
     )
@@ -236,7 +240,9 @@ def fail(
     field: str | None = None,
 ) -> bool:
     """Any non-terminal job -> failed; a worker passes its lease as `owner`. `error` is a
-    message for the client (no server paths); `code` and `field` say what kind and where."""
+    message for the client (made one bounded line without server paths here, whoever wrote it);
+    `code` and `field` say what kind and where."""
+    error = scrub(error)
     done = _transition(
         session,
         job_id,

@@ -19,6 +19,7 @@ from app.auth import RateLimiter, authenticate
 from app.bodies import BodyGuard
 from app.config import get_settings
 from app.db import get_engine, get_sessionmaker
+from app.schema import SchemaBehind, ensure_schema
 from app.storage import remove_stale_incoming
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,24 @@ def _first_start() -> None:
         print(f"distill: created the tenant 'local' and its API key: it is in {where}", flush=True)
 
 
+def _check_schema() -> None:
+    """SQLite (the embedded default) is migrated here; a PostgreSQL schema that is behind stops
+    the start with what to run (app/schema.py). A database that is down is checked next start."""
+    try:
+        if migrated := ensure_schema(get_engine()):
+            print(f"distill: {migrated}", flush=True)
+    except SchemaBehind as exc:
+        log.error("distill cannot start: %s", exc)
+        raise
+    except SQLAlchemyError as exc:
+        log.warning("database schema not checked (the database does not answer): %s", exc)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # As many threads as pooled connections (app/db.py): no thread waits for a connection.
     anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
+    _check_schema()
     _first_start()
     if removed := remove_stale_incoming(get_settings().stale_upload_seconds):
         log.warning("removed %d partial upload files left by a stopped API process", removed)

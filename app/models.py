@@ -128,6 +128,8 @@ class Job(Base):
     # A sweep's trial: which sweep, which of its trials (each trial becomes one job, once).
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), index=True)
     sweep_trial: Mapped[int | None] = mapped_column(Integer)
+    # The client's labels (the API's `metadata`: string keys and values), filtered on by GET /v1/jobs.
+    labels: Mapped[dict[str, str] | None] = mapped_column(JSON)
 
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
@@ -157,6 +159,22 @@ class Sweep(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Worker(Base):
+    """A worker process's heartbeat (worker/heartbeat.py): what it is, which devices its runner
+    has, when it was last heard from. One not seen for `worker_seen_seconds` counts as gone."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # the Celery node name
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    queue: Mapped[str] = mapped_column(String(200))  # jobs of this queue are the ones it takes
+    # [{"type": "cpu", "name": ..., "count": n}, {"type": "cuda", "index": 0, "name": "NVIDIA H200"}]
+    devices: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 class JobEvent(Base):

@@ -11,7 +11,7 @@ export DISTILL_HOME=${DISTILL_HOME:-var/demo}
 port=${DISTILL_PORT:-8000}
 mkdir -p "$DISTILL_HOME"
 
-.venv/bin/alembic upgrade head
+# No `alembic upgrade head`: on SQLite the API (and the worker) migrate the database as they start.
 .venv/bin/uvicorn app.main:app --host 127.0.0.1 --port "$port" >"$DISTILL_HOME/api.log" 2>&1 &
 api=$!
 .venv/bin/celery -A worker.celery_app worker --concurrency 1 --loglevel INFO \

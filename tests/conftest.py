@@ -19,6 +19,7 @@ REDIS_URL = os.environ.get("DISTILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"
 # Tests drive the API harder than a client would; tests/api/test_tenants.py sets the limits.
 NO_LIMITS = {"DISTILL_RATE_LIMIT_PER_MINUTE": "0", "DISTILL_MAX_CONCURRENT_JOBS": "1000"}
 TABLES = (
+    "workers",
     "teacher_cache_stats",
     "teacher_outputs",
     "teacher_builds",

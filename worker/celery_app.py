@@ -5,13 +5,15 @@ a thread of its main process (the `threads` pool, concurrency 1): that thread su
 the worker's long-lived runner process, started with `spawn`, which alone imports torch
 (worker/runner.py). Nothing here forks, and this module must not import torch.
 
-The main process also runs the sweeper (worker/sweeper.py). On a warm shutdown the running
+The main process also runs the sweeper (worker/sweeper.py) and the heartbeat that tells the API
+this worker is alive and which devices it has (worker/heartbeat.py). On a warm shutdown the running
 job is asked to stop at the next batch and is handed back (or killed after a grace period).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
@@ -26,12 +28,26 @@ app.conf.update(celery_config(get_settings()))
 app.conf.include = ["worker.tasks"]
 
 
-@worker_ready.connect
-def _start(**_kwargs) -> None:
-    from worker import runner, sweeper
+HEARTBEAT = None
 
+
+@worker_ready.connect
+def _start(sender=None, **_kwargs) -> None:
+    global HEARTBEAT
+    from app.db import get_engine
+    from app.schema import ensure_schema
+    from worker import runner, sweeper
+    from worker.heartbeat import Heartbeat
+
+    try:  # embedded: whichever of API and worker starts first migrates the SQLite file
+        if migrated := ensure_schema(get_engine()):
+            log.info(migrated)
+    except Exception as exc:  # a server schema behind, or no database yet: jobs will say so
+        log.error("database schema: %s", exc)
     runner.RUNNER.ensure_started()  # warms up (imports torch) before the first job arrives
     sweeper.start()
+    HEARTBEAT = Heartbeat(getattr(sender, "hostname", None) or f"worker@{os.getpid()}", runner.RUNNER.reported_devices)
+    HEARTBEAT.start()
 
 
 @worker_shutting_down.connect
@@ -46,4 +62,6 @@ def _hand_jobs_back(sig: str = "", how: str = "", **_kwargs) -> None:
 def _stop_runner(**_kwargs) -> None:
     from worker import runner
 
+    if HEARTBEAT is not None:
+        HEARTBEAT.stop()
     runner.RUNNER.close()

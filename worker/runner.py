@@ -12,6 +12,7 @@ worker takes its next job within seconds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -42,6 +43,8 @@ class RunnerProcess:
         self.process: Any = None
         self.conn: Any = None
         self.stop_flag: Any = None
+        self.devices_conn: Any = None  # the runner's one report of its devices (worker/heartbeat.py reads it)
+        self.devices: list[dict] | None = None
 
     def ensure_started(self) -> None:
         with self._lock:
@@ -49,12 +52,27 @@ class RunnerProcess:
                 return
             self.stop_flag = self._context.Value("i", StopReason.NONE, lock=False)
             self.conn, child_conn = self._context.Pipe()
+            self.devices_conn, devices_child = self._context.Pipe(duplex=False)
             self.process = self._context.Process(
-                target=runner_main, args=(child_conn, self.stop_flag, os.getpid()), name="distill-runner"
+                target=runner_main,
+                args=(child_conn, self.stop_flag, os.getpid(), devices_child),
+                name="distill-runner",
             )
             self.process.start()
             child_conn.close()
+            devices_child.close()
             log.info("runner process %s started", self.process.pid)
+
+    def reported_devices(self) -> list[dict] | None:
+        """The devices the runner process found (torch's view: CUDA_VISIBLE_DEVICES, a CPU-only
+        build), once it has said; kept across replacements of the process."""
+        with self._lock:
+            try:
+                if self.devices_conn is not None and self.devices_conn.poll():
+                    self.devices = self.devices_conn.recv()
+            except (EOFError, OSError):  # said already (the pipe is closed), or died before it said
+                self.devices_conn = None
+            return self.devices
 
     def run(self, job_id: str, owner: str) -> None:
         self.stop_flag.value = StopReason.NONE
@@ -88,10 +106,8 @@ class RunnerProcess:
         """At worker exit: end the process (it waits for no job now)."""
         if self.process is None or not self.process.is_alive():
             return
-        try:
+        with contextlib.suppress(OSError):
             self.conn.send(None)
-        except OSError:
-            pass
         self.process.join(5)
         self.kill(get_settings().kill_grace_seconds)
 

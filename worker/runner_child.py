@@ -9,10 +9,12 @@ native code ignores that, and the supervisor then sends SIGKILL.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
 import os
+import platform
 import signal
 import sys
 import threading
@@ -27,10 +29,8 @@ PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the watchdog below still notices
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the watchdog below still notices
-        pass
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
     threading.Thread(target=_watch_parent, args=(parent_pid,), name="parent-watch", daemon=True).start()
@@ -73,6 +73,19 @@ def warm_up() -> None:
     import worker.runner_job  # noqa: F401
 
 
+def devices() -> list[dict]:
+    """What this process can train on, as torch sees it (the worker's heartbeat reports it)."""
+    import torch
+
+    found: list[dict] = [{"type": "cpu", "name": platform.machine() or "cpu", "count": torch_threads()}]
+    if torch.cuda.is_available():
+        found += [
+            {"type": "cuda", "index": i, "name": torch.cuda.get_device_name(i)}
+            for i in range(torch.cuda.device_count())
+        ]
+    return found
+
+
 def release_memory() -> None:
     """Give memory back between jobs: the next job may be another tenant's, on the same GPU.
     Tensors go with their last reference; a collection frees those held in cycles: a full
@@ -95,9 +108,9 @@ def _on_sigterm(stop_flag: Any):
     return handler
 
 
-def main(conn: Any, stop_flag: Any, parent_pid: int) -> None:
-    """The process's whole life: warm up, then ("run", job_id, owner) -> ("done", job_id)
-    until the pipe closes."""
+def main(conn: Any, stop_flag: Any, parent_pid: int, devices_conn: Any = None) -> None:
+    """The process's whole life: warm up, report its devices, then ("run", job_id, owner) ->
+    ("done", job_id) until the pipe closes."""
     _die_with_parent(parent_pid)
     logging.basicConfig(
         level=logging.INFO,
@@ -109,6 +122,12 @@ def main(conn: Any, stop_flag: Any, parent_pid: int) -> None:
     started = time.perf_counter()
     warm_up()
     log.info("runner ready in %.2fs (torch threads: %d)", time.perf_counter() - started, torch_threads())
+    if devices_conn is not None:
+        try:
+            devices_conn.send(devices())
+        except Exception:  # no device report is no reason not to train: the heartbeat says cpu
+            log.exception("could not list this runner's devices")
+        devices_conn.close()
     conn.send(("ready", os.getpid()))
 
     from worker.runner_job import run_attempt

@@ -5,14 +5,11 @@ the worker's log)."""
 from __future__ import annotations
 
 import errno
-import re
 from dataclasses import dataclass
 
-MAX_MESSAGE = 500
-# An absolute POSIX path of two or more parts (what torch, numpy, onnxruntime and the OS put
-# in their messages); replaced by its last part, which names the file without the server's
-# layout.
-_PATH = re.compile(r"(?<![\w:/.])/(?:[^\s/'\"():,;]+/)+([^\s/'\"():,;]*)")
+from app.redact import MAX_MESSAGE, scrub, without_paths
+
+__all__ = ["MAX_MESSAGE", "ArtifactUnavailable", "Failure", "describe_failure", "scrub", "without_paths"]
 
 
 class ArtifactUnavailable(Exception):
@@ -28,17 +25,6 @@ class Failure:
     code: str
     message: str
     field: str | None = None
-
-
-def without_paths(text: str) -> str:
-    """Every absolute path cut to its file name."""
-    return _PATH.sub(lambda m: m.group(1) or "<dir>", text)
-
-
-def scrub(text: str) -> str:
-    """One line, bounded, without paths."""
-    line = " ".join(without_paths(text).split())
-    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."
 
 
 def describe_failure(exc: BaseException) -> Failure:

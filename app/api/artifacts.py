@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy import select
 
+from app import deletion
 from app.api.jobs import artifact_out, not_found
 from app.api.schemas import ArtifactOut, problems
 from app.auth import Caller, CallerDep
@@ -69,3 +70,19 @@ def artifact_content(artifact_id: str, caller: CallerDep) -> FileResponse:
         filename=artifact.filename,
         headers={"ETag": f'"{artifact.sha256}"', "X-Content-SHA256": artifact.sha256},
     )
+
+
+@router.delete(
+    "/artifacts/{artifact_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an artifact and its files",
+    description="An upload (with the arrays and tensor list stored beside it) or one output file of an "
+    "ended job. Refused (409) while a queued or running job, or a running sweep, names it, or while the "
+    "job that makes it has not ended. Another tenant's id is 404.",
+    responses=problems(409),
+)
+def delete_artifact(artifact_id: str, caller: CallerDep) -> Response:
+    with session_scope() as session:
+        paths = deletion.delete_artifact(session, artifact_or_404(session, caller, artifact_id))
+    deletion.remove_paths(paths)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -32,8 +32,10 @@ from app.jobs import Status
 from app.models import Job, TeacherCacheStats, TeacherOutput
 from app.problems import Problem
 from app.queue import broker_reachable
+from app.workers import live_workers
 
 router = APIRouter(tags=["health"])
+READY_EXAMPLE = {"database": "ok", "broker": "ok", "workers": "1 live worker: cpu (1), cuda NVIDIA H200 (1)"}
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -42,20 +44,34 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="The database and the broker answer", responses=problems(503))
+@router.get(
+    "/readyz",
+    summary="The database and the broker answer; whether a worker is live",
+    description="200 when the API can take jobs (database and broker answer), 503 otherwise. "
+    "`workers` says how many workers were heard from within DISTILL_WORKER_SEEN_SECONDS and their "
+    "devices, or that none was: jobs are accepted then, and wait for a worker.",
+    responses={
+        200: {"content": {"application/json": {"example": READY_EXAMPLE}}},
+        **problems(503),
+    },
+)
 def readyz() -> dict[str, str]:
-    """Readiness: 200 when the database and the broker answer, else 503 naming which does not."""
-    checks = {}
+    """Readiness: 200 when the database and the broker answer, else 503 naming which does not;
+    the live workers beside them (none: queued jobs wait)."""
+    checks, workers = {}, "unknown (the database does not answer)"
     try:
         with session_scope() as session:
             session.execute(text("SELECT 1"))
-        checks["database"] = "ok"
+            checks["database"] = "ok"
+            live = live_workers(session)
+            workers = live.summary() if live.count else f"none: {live.summary()}; queued jobs wait for one"
     except Exception as exc:
-        checks["database"] = f"unreachable: {type(exc).__name__}"
+        checks.setdefault("database", f"unreachable: {type(exc).__name__}")
     checks["broker"] = "ok" if broker_reachable() else "unreachable"
     if any(v != "ok" for v in checks.values()):
-        raise Problem(503, "Not ready", "; ".join(f"{k}: {v}" for k, v in checks.items()), headers={"Retry-After": "5"})
-    return checks
+        detail = "; ".join(f"{k}: {v}" for k, v in {**checks, "workers": workers}.items())
+        raise Problem(503, "Not ready", detail, headers={"Retry-After": "5"})
+    return {**checks, "workers": workers}
 
 
 CACHE_COUNTERS = ("hits", "misses", "corrupt", "evictions", "bypassed", "teachers_reused")

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,14 +16,17 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app import admission, jobs, tenants
+from app import admission, deletion, jobs, tenants
 from app.api.examples import job_examples
 from app.api.schemas import (
+    LABEL_KEY,
     ArtifactOut,
     EpochBudget,
     EventOut,
+    JobError,
     JobOut,
     JobPage,
+    JobSubmission,
     MetricSeries,
     MetricsOut,
     problems,
@@ -31,12 +35,13 @@ from app.async_reads import AsyncConnectionPool, key_and_job_statement
 from app.auth import API_KEY_SCHEME, Caller, CallerDep, rate_limited, read_as_caller, required_key, unknown_key
 from app.contract.fit import ArtifactFacts, artifact_refs, fit_errors
 from app.contract.spec import JobSpec
-from app.db import session_scope
+from app.db import read_retrying, session_scope
 from app.models import Artifact, Job, JobEvent, JobMetric, Tenant, utcnow
 from app.problems import Problem, invalid_spec, pointer
 from app.queue import enqueue_job
 from app.storage import TENSORS_FILE, get_storage
 from app.tenants import key_sha256
+from app.workers import LiveWorkers, cached_workers, gpu_refusal, live_workers, recent_workers, waiting_detail
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=problems(400, 401, 422, 429, 503))
@@ -68,15 +73,41 @@ def _eta_seconds(job: Job | Row[Any]) -> float | None:
     return round(max(0.0, (datetime.fromisoformat(ends_at) - utcnow()).total_seconds()), 1)
 
 
-def job_out(job: Job | Row[Any], *, with_metrics: bool = True) -> JobOut:
+EXPANDABLE = frozenset({"spec", "result"})
+# JobOut's fields that are columns of the job's row as they are.
+_PLAIN = [
+    n for n in JobOut.model_fields if n in Job.__table__.columns and n not in EXPANDABLE | {"error", "latest_metrics"}
+]
+
+
+def _error(job: Job | Row[Any]) -> JobError | None:
+    if job.status != jobs.Status.FAILED or not job.error:
+        return None
+    return JobError(code=job.error_code or "unknown", message=job.error, field=job.error_field)
+
+
+def job_out(
+    job: Job | Row[Any],
+    *,
+    with_metrics: bool = True,
+    workers: LiveWorkers | None = None,
+    expand: frozenset[str] = EXPANDABLE,
+) -> JobOut:
     """The job as the API shows it; its latest metrics are a column of its row (written
-    with each epoch's metrics, app/jobs.add_metrics), so a poll costs one row read."""
-    return JobOut.model_validate(job).model_copy(
-        update={
-            "eta_seconds": _eta_seconds(job),
-            "epochs": EpochBudget.model_validate(job.estimate["epochs"]) if job.estimate else None,
-            "latest_metrics": job.latest_metrics if with_metrics else None,
-        }
+    with each epoch's metrics, app/jobs.add_metrics), so a poll costs one row read. A queued
+    job says what it waits for when the live `workers` are given."""
+    values = {name: getattr(job, name) for name in _PLAIN}
+    queued = job.status == jobs.Status.QUEUED and workers is not None
+    estimate = getattr(job, "estimate", None)
+    return JobOut(
+        **values,
+        **{name: getattr(job, name) for name in expand},
+        eta_seconds=_eta_seconds(job),
+        epochs=EpochBudget.model_validate(estimate["epochs"]) if estimate else None,
+        latest_metrics=job.latest_metrics if with_metrics else None,
+        status_detail=waiting_detail(workers, getattr(job, "spec", None)) if queued else None,
+        error=_error(job),
+        metadata=job.labels or {},
     )
 
 
@@ -119,7 +150,7 @@ def _inspection(artifact: Artifact) -> dict[str, Any]:
     responses=problems(413, 415),
 )
 def submit_job(
-    spec: Annotated[JobSpec, Body(openapi_examples=job_examples())],
+    spec: Annotated[JobSubmission, Body(openapi_examples=job_examples())],
     response: Response,
     caller: CallerDep,
     idempotency_key: Annotated[
@@ -143,9 +174,18 @@ def submit_job(
         return _submit(session, spec, response, caller, idempotency_key)
 
 
-def _admit(session: Session, spec: JobSpec, caller: Caller) -> JobSpec:
+def device_errors(session: Session, spec: JobSpec) -> list[dict[str, Any]]:
+    """training.device "cuda" needs a live worker with a GPU (their heartbeats say, app/workers.py)."""
+    if spec.training.device != "cuda" or not (why := gpu_refusal(live_workers(session))):
+        return []
+    return [{"pointer": "/training/device", "in": "body", "detail": why, "type": "no_gpu_worker"}]
+
+
+def _admit(session: Session, spec: JobSpec, caller: Caller, *, check_devices: bool = True) -> JobSpec:
     """Everything a submission must pass (app/admission.py); the spec as it will run."""
     if errors := admission.value_errors(spec.model_dump(mode="json")):
+        raise invalid_spec(errors)
+    if check_devices and (errors := device_errors(session, spec)):
         raise invalid_spec(errors)
     artifacts = _artifacts_named(session, caller, spec)
     if errors := fit_errors(spec, artifacts):
@@ -157,12 +197,15 @@ def _admit(session: Session, spec: JobSpec, caller: Caller) -> JobSpec:
     return admission.with_default_time_limit(spec)
 
 
-def admit_spec(session: Session, spec: JobSpec, tenant_id: str) -> JobSpec:
-    """A job's admission for a spec that does not come in a request (a sweep's trial)."""
-    return _admit(session, spec, Caller(tenant_id=tenant_id, key_id=None))
+def admit_spec(session: Session, spec: JobSpec, tenant_id: str, *, check_devices: bool = False) -> JobSpec:
+    """A job's admission for a spec that does not come in a request (a sweep's trial). The devices
+    are checked when a request submits it, not when a running sweep releases it later."""
+    return _admit(session, spec, Caller(tenant_id=tenant_id, key_id=None), check_devices=check_devices)
 
 
-def _submit(session: Session, spec: JobSpec, response: Response, caller: Caller, idempotency_key: str | None) -> JobOut:
+def _submit(
+    session: Session, spec: JobSubmission, response: Response, caller: Caller, idempotency_key: str | None
+) -> JobOut:
     spec = _admit(session, spec, caller)
     digest = _spec_sha256(spec)
     # Before anything is counted: serialises this tenant's submissions (see tenants.py).
@@ -193,7 +236,14 @@ def _submit(session: Session, spec: JobSpec, response: Response, caller: Caller,
             type_="concurrent-job-cap",
             headers={"Retry-After": "30"},
         )
-    job = jobs.create(session, spec, tenant_id=tenant.id, idempotency_key=idempotency_key, request_sha256=digest)
+    job = jobs.create(
+        session,
+        spec,
+        tenant_id=tenant.id,
+        idempotency_key=idempotency_key,
+        request_sha256=digest,
+        labels=spec.metadata,
+    )
     session.commit()  # the row exists before any worker can be told about it
     try:
         enqueue_job(job.id)
@@ -211,7 +261,7 @@ def _submit(session: Session, spec: JobSpec, response: Response, caller: Caller,
     jobs.mark_enqueued(session, job.id)
     session.commit()
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return job_out(job, with_metrics=False)
+    return job_out(job, with_metrics=False, workers=live_workers(session))
 
 
 def _encode_cursor(job: Job) -> str:
@@ -228,7 +278,40 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         ) from exc
 
 
-@router.get("/jobs", response_model=JobPage, summary="List jobs, newest first")
+def _query_error(name: str, detail: str) -> Problem:
+    return invalid_spec([{"pointer": f"/{name}", "in": "query", "detail": detail, "type": "value_error"}])
+
+
+def parse_expand(values: list[str] | None) -> frozenset[str]:
+    asked = frozenset(v.strip() for value in values or [] for v in value.split(",") if v.strip())
+    if unknown := sorted(asked - EXPANDABLE):
+        raise _query_error("expand", f"cannot expand {', '.join(unknown)}; the list can expand: spec, result")
+    return asked
+
+
+def parse_labels(values: list[str] | None) -> dict[str, str]:
+    """?metadata=KEY:VALUE (repeatable) -> {KEY: VALUE}; the value may hold more colons."""
+    wanted = {}
+    for value in values or []:
+        key, colon, label = value.partition(":")
+        if not colon or not re.match(LABEL_KEY, key):
+            raise _query_error("metadata", f"{value!r} is not KEY:VALUE with a label key, e.g. metadata=team:vision")
+        wanted[key] = label
+    return wanted
+
+
+# The list's columns: never the result unless asked (a report per job); the spec is read (a queued
+# job's wait may depend on its device) but shown only when asked.
+_LIST_COLUMNS = [c for c in Job.__table__.columns if c.name != "result"]
+
+
+@router.get(
+    "/jobs",
+    response_model=JobPage,
+    summary="List jobs, newest first",
+    description="Each job without its spec and result (null) unless `expand` asks for them; "
+    "`metadata=KEY:VALUE` (repeatable: every one must match) keeps the jobs submitted with those labels.",
+)
 def list_jobs(
     caller: CallerDep,
     status_: Annotated[
@@ -236,22 +319,37 @@ def list_jobs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    metadata: Annotated[
+        list[str] | None,
+        Query(
+            description="KEY:VALUE: only jobs with this label; repeatable, all must match.", examples=["team:vision"]
+        ),
+    ] = None,
+    expand: Annotated[
+        list[str] | None,
+        Query(description="spec, result (comma-separated or repeated): embed them in each job.", examples=["spec"]),
+    ] = None,
 ) -> JobPage:
     """The tenant's jobs, newest first, a page at a time: pass `next_cursor` as `cursor`
     for the next page. `status` may be given several times.
     """
-    query = select(Job).where(Job.tenant_id == caller.tenant_id)
+    shown, wanted = parse_expand(expand), parse_labels(metadata)
+    columns = _LIST_COLUMNS + ([Job.result] if "result" in shown else [])
+    query = select(*columns).where(Job.tenant_id == caller.tenant_id)
     if status_:
         query = query.where(Job.status.in_([s.value for s in status_]))
+    for key, value in wanted.items():
+        query = query.where(Job.labels[key].as_string() == value)
     if cursor:
         created, job_id = _decode_cursor(cursor)
         query = query.where(or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id)))
     with session_scope(readonly=True) as session:
-        page = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
+        page = session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).all()
+        workers = recent_workers(session) if any(j.status == jobs.Status.QUEUED for j in page) else None
     more = len(page) > limit
     page = page[:limit]
     return JobPage(
-        items=[job_out(j, with_metrics=False) for j in page],
+        items=[job_out(j, with_metrics=False, workers=workers, expand=shown) for j in page],
         next_cursor=_encode_cursor(page[-1]) if more else None,
     )
 
@@ -280,8 +378,9 @@ async def get_job(job_id: str, request: Request) -> Response:
 
 
 # Built once, and a row rather than an ORM object: the columns JobOut shows, nothing more.
-# `estimate` too: the worker's end time and epoch budget, which eta_seconds and epochs are made of.
-_JOB_COLUMNS = [c for c in Job.__table__.columns if c.name in JobOut.model_fields] + [Job.__table__.c.estimate]
+# `estimate` too: the worker's end time and epoch budget, which eta_seconds and epochs are made of;
+# the labels (JobOut.metadata), which are not a field of that name.
+_JOB_COLUMNS = [c for c in Job.__table__.columns if c.name in JobOut.model_fields or c.name in ("estimate", "labels")]
 _JOB_ROW = select(Job.tenant_id, *_JOB_COLUMNS).where(Job.id == bindparam("job_id"))
 KEY_AND_JOB = key_and_job_statement(_JOB_COLUMNS)
 
@@ -297,20 +396,29 @@ async def _job_json_async(pool: AsyncConnectionPool, request: Request, job_id: s
     rate_limited(request, Caller(row.key_tenant_id, row.key_id))
     if row.id is None:
         raise not_found("Job", job_id)
-    return job_out(row).model_dump_json()
+    workers = None
+    if row.status == jobs.Status.QUEUED:  # what it waits for: usually read within the last second
+        workers = cached_workers() or await run_in_threadpool(read_retrying, recent_workers)
+    return job_out(row, workers=workers).model_dump_json()
 
 
 def _job_json(connection: Connection, caller: Caller, job_id: str) -> str:
     job = connection.execute(_JOB_ROW, {"job_id": job_id}).first()
     if job is None or job.tenant_id != caller.tenant_id:
         raise not_found("Job", job_id)
-    return job_out(job).model_dump_json()
+    workers = recent_workers(connection) if job.status == jobs.Status.QUEUED else None
+    return job_out(job, workers=workers).model_dump_json()
 
 
 def read_job(caller: Caller, job_id: str) -> JobOut:
     """The job as GET /v1/jobs/{id} shows it, for a caller known already (the dashboard)."""
     with session_scope(readonly=True) as session:
-        return job_out(get_job_or_404(session, caller, job_id))
+        return job_out_now(session, get_job_or_404(session, caller, job_id))
+
+
+def job_out_now(session: Session, job: Job) -> JobOut:
+    """job_out with what a queued job waits for (one more read, for queued jobs only)."""
+    return job_out(job, workers=recent_workers(session) if job.status == jobs.Status.QUEUED else None)
 
 
 @router.post(
@@ -337,6 +445,23 @@ def cancel_job(job_id: str, response: Response, caller: CallerDep) -> JobOut:
     if job.status == jobs.Status.RUNNING:
         response.status_code = status.HTTP_202_ACCEPTED
     return job_out(job)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete an ended job",
+    description="A succeeded, failed or cancelled job goes with its events, metrics and files (the "
+    "student, the report, a kept teacher, checkpoints). A queued or running job cannot be deleted "
+    "(409: cancel it first), nor a trial of a running sweep, nor a job whose kept teacher another "
+    "active job names.",
+    responses=problems(404, 409),
+)
+def delete_job(job_id: str, caller: CallerDep) -> Response:
+    with session_scope() as session:
+        paths = deletion.delete_job(session, get_job_or_404(session, caller, job_id))
+    deletion.remove_paths(paths)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     ValidatorFunctionWrapHandler,
     computed_field,
@@ -17,11 +18,50 @@ from pydantic import (
 )
 
 from app.contract.report import Report
+from app.contract.spec import JobSpec
 from app.jobs import Status
 
 log = logging.getLogger(__name__)
 
 JOB_ID_EXAMPLE = "0b7c6a52-3f0e-4a55-9d0c-2b1f7d2d8a11"
+
+# Labels like OpenAI's fine-tuning `metadata`: at most 16, keys of at most 64 characters that a
+# query string carries as they are, values of at most 512.
+MAX_LABELS = 16
+LABEL_KEY = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}$"
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY, max_length=64)]
+LabelValue = Annotated[str, StringConstraints(max_length=512)]
+METADATA_EXAMPLE = {"team": "vision", "ticket": "ML-142"}
+
+
+class JobSubmission(JobSpec):
+    """A job spec, and the client's labels for it (kept with the job, not given to the engine)."""
+
+    metadata: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description=f"Up to {MAX_LABELS} string labels of your own (keys: letters, digits and _ . - /, "
+        "at most 64 characters, starting with a letter or digit; values: at most 512 characters). "
+        "Filter on them with GET /v1/jobs?metadata=KEY:VALUE.",
+        examples=[METADATA_EXAMPLE],
+    )
+
+
+class JobError(BaseModel):
+    code: str = Field(
+        description="What kind of failure: time_limit_exceeded, teacher_deadline_exceeded, worker_lost, "
+        "spec_not_runnable, artifact_unavailable, teacher_unusable, out_of_memory, out_of_space, "
+        "internal_error...",
+        examples=["time_limit_exceeded"],
+    )
+    message: str = Field(
+        description="What happened and what to do, in one line; never a server path or a traceback.",
+        examples=["time limit exceeded (limits.time_limit_seconds)"],
+    )
+    field: str | None = Field(
+        description="The spec field at fault (a dotted path), when there is one.",
+        examples=["limits.time_limit_seconds"],
+    )
 
 
 class RunEpochs(BaseModel):
@@ -43,8 +83,6 @@ class EpochBudget(BaseModel):
 
 
 class JobOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
     id: str = Field(description="The job's id.", examples=[JOB_ID_EXAMPLE])
     name: str | None = Field(description="The spec's label.", examples=["mnist1d cnn -> mlp"])
     status: Status = Field(description="queued, running, succeeded, failed or cancelled.", examples=["running"])
@@ -69,15 +107,21 @@ class JobOut(BaseModel):
     started_at: datetime | None = Field(description="When a worker first started it.")
     finished_at: datetime | None = Field(description="When it reached a final status.")
     heartbeat_at: datetime | None = Field(description="Last sign of life from the worker running the job.")
-    error: str | None = Field(description="Why the job failed.", examples=[None])
-    error_code: str | None = Field(
+    status_detail: str | None = Field(
         None,
-        description="What kind of failure: time_limit_exceeded, teacher_deadline_exceeded, "
-        "worker_lost, spec_not_runnable, out_of_memory, internal_error...",
-        examples=[None],
+        description="What a queued job waits for: a worker (none has been seen lately, see /readyz), "
+        "a worker with a GPU, or a free worker. Null in the other states.",
+        examples=["waiting for a worker: none has been seen in the last 30 s"],
+    )
+    error: JobError | None = Field(None, description="Why the job failed (null unless it failed).")
+    error_code: str | None = Field(
+        None, deprecated=True, description="The same as error.code (kept for older clients).", examples=[None]
     )
     error_field: str | None = Field(
-        None, description="The spec field at fault, when there is one (a dotted path).", examples=[None]
+        None, deprecated=True, description="The same as error.field (kept for older clients).", examples=[None]
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="The labels the job was submitted with.", examples=[METADATA_EXAMPLE]
     )
     latest_metrics: dict[str, Any] | None = Field(
         None,
@@ -85,11 +129,16 @@ class JobOut(BaseModel):
         examples=[{"phase": "student", "run": "seed=0", "epoch": 7, "values": {"val_accuracy": 0.71}}],
     )
     result: Report | None = Field(
+        None,
         description="When succeeded: the report (teacher vs student vs scratch baseline, "
-        "mean and std over seeds, size, latency, the verdict). Also downloadable as report.json.",
+        "mean and std over seeds, size, latency, the verdict). Also downloadable as report.json. "
+        "In GET /v1/jobs only with ?expand=result.",
         examples=[None],
     )
-    spec: dict[str, Any] = Field(description="The job spec as accepted, defaults filled in.")
+    spec: dict[str, Any] | None = Field(
+        None,
+        description="The job spec as accepted, defaults filled in. In GET /v1/jobs only with ?expand=spec.",
+    )
 
     @field_validator("result", mode="wrap")
     @classmethod

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from app.api.jobs import get_job_or_404, job_out
+from app.api.jobs import get_job_or_404, job_out_now
 from app.api.schemas import EventOut, JobOut, problems
 from app.auth import Caller, CallerDep
 from app.config import get_settings
@@ -75,7 +75,7 @@ def read_news(caller: Caller, job_id: str, cursor: Cursor) -> News:
     """One look (blocking, one short session): the job first, then what came after the cursor, so
     the look that sees the job ended also sees its last events."""
     with session_scope(readonly=True) as session:
-        job = job_out(get_job_or_404(session, caller, job_id))
+        job = job_out_now(session, get_job_or_404(session, caller, job_id))
         events = session.scalars(
             select(JobEvent)
             .where(JobEvent.job_id == job_id, JobEvent.id > cursor.event)
@@ -100,7 +100,17 @@ def message(kind: str, data: str, cursor: Cursor) -> str:
 def _state(job: JobOut) -> tuple:
     """What makes a job message worth sending: not the ETA, which moves with the clock (a client
     counts it down), but the epochs, which come with a new estimate of it."""
-    return (job.status, job.phase, job.progress, job.epochs, job.cancel_requested, job.error_code, job.attempts)
+    error = job.error.code if job.error else None
+    return (
+        job.status,
+        job.status_detail,
+        job.phase,
+        job.progress,
+        job.epochs,
+        job.cancel_requested,
+        error,
+        job.attempts,
+    )
 
 
 class StreamSlots:

@@ -68,7 +68,8 @@ def _trial_errors(session: Session, sweep: SweepSpec, trial: dict[str, Any], ten
     """The trial's spec through the same validation and admission as POST /v1/jobs; on success
     the trial keeps the spec as admitted (with the default time limit)."""
     try:
-        trial["spec"] = admit_spec(session, JobSpec.model_validate(trial["spec"]), tenant_id).model_dump(mode="json")
+        admitted = admit_spec(session, JobSpec.model_validate(trial["spec"]), tenant_id, check_devices=True)
+        trial["spec"] = admitted.model_dump(mode="json")
         return []
     except ValidationError as exc:
         found = [

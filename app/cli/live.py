@@ -78,7 +78,7 @@ def progress_view(job: Job, since: float = 0.0) -> Table:
         ]
         grid.add_row("last epoch", "  ".join(s for s in scores if s))
     elif not job.ended:
-        waiting = "waiting for a worker" if job.status == "queued" else "-"
+        waiting = (job.status_detail or "waiting for a worker") if job.status == "queued" else "-"
         grid.add_row("phase", job.phase or waiting)
     if not job.ended and (epochs := _epochs_line(job)) is not None:
         grid.add_row("epochs", epochs)

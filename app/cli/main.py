@@ -136,10 +136,19 @@ def list_jobs(
     status: Annotated[list[str] | None, typer.Option(help="Only jobs in this state; repeatable.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=100, help="Jobs per page.")] = 20,
     cursor: Annotated[str | None, typer.Option(help="The next page, from a previous listing.")] = None,
+    metadata: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE: only jobs with this label; repeatable, all must match.")
+    ] = None,
 ) -> None:
     """Your jobs, newest first."""
+    labels = {}
+    for item in metadata or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: write it as KEY=VALUE, e.g. team=vision", param_hint="--metadata")
+        labels[key] = value
     with client_of(ctx) as client:
-        page = client.list(status=status, limit=limit, cursor=cursor)
+        page = client.list(status=status, limit=limit, cursor=cursor, metadata=labels)
     console = out_console()
     console.print(tables.jobs_table(page.items))
     if page.next_cursor:
@@ -162,6 +171,24 @@ def cancel(ctx: typer.Context, job: Annotated[str, typer.Argument(help="The job 
         result = client.cancel(job)
     stopping = " (the worker stops it at the next batch)" if result.status == "running" else ""
     out_console().print(f"job {result.id}: {result.status}{stopping}", highlight=False)
+
+
+@app.command()
+@reports_errors
+def delete(
+    ctx: typer.Context,
+    job: Annotated[str | None, typer.Argument(help="The job id (an ended job).")] = None,
+    artifact: Annotated[str | None, typer.Option(help="Delete this artifact (an upload) instead.")] = None,
+) -> None:
+    """Delete an ended job with its files, or an upload (--artifact ID); refused while a job uses it."""
+    if (job is None) == (artifact is None):
+        raise typer.BadParameter("name a job, or --artifact ID (one of them)")
+    with client_of(ctx) as client:
+        if artifact is not None:
+            client.delete_artifact(artifact)
+        else:
+            client.delete(job)
+    out_console().print(f"deleted {'artifact ' + artifact if artifact else 'job ' + job}", highlight=False)
 
 
 @app.command()

@@ -128,6 +128,8 @@ def job_header(job: Job) -> Table:
     grid.add_column()
     grid.add_row("job", f"{job.id}  {job.name or ''}")
     grid.add_row("status", status_text(job))
+    if job.status_detail:
+        grid.add_row("waiting", Text(job.status_detail, style="yellow"))
     if not job.ended:
         grid.add_row("phase", f"{job.phase or '-'}  {100 * job.progress:.0f}%")
     grid.add_row("submitted", _when(job.created_at))
@@ -137,7 +139,10 @@ def job_header(job: Job) -> Table:
         took = (job.finished_at - (job.started_at or job.created_at)).total_seconds()
         grid.add_row("finished", f"{_when(job.finished_at)}  ({took:.0f} s)")
     if job.error:
-        grid.add_row("error", Text(str(job.error), style="red"))
+        grid.add_row("error", Text(job.error.message, style="red"))
+        grid.add_row("", Text(f"code {job.error.code}" + (f", field {job.error.field}" if job.error.field else "")))
+    if job.metadata:
+        grid.add_row("metadata", "  ".join(f"{k}={v}" for k, v in sorted(job.metadata.items())))
     return grid
 
 
@@ -161,7 +166,7 @@ def jobs_table(jobs: list[Job]) -> Table:
         table.add_row(
             job.id,
             status_text(job),
-            job.phase or "-",
+            job.phase or ("waiting" if job.status_detail else "-"),
             f"{100 * job.progress:.0f}%",
             job.created_at.astimezone().strftime("%m-%d %H:%M"),
             job.name or "",

@@ -9,7 +9,18 @@ from app.client.client import DEFAULT_URL, Client, JobHandle
 from app.client.errors import ApiError, AuthError, ChecksumMismatch, DistillError, FieldError, Unreachable
 from app.client.feed import JobUpdate, PollingFeed
 from app.client.keys import ApiKey, find_key
-from app.client.models import Artifact, Catalog, Event, Job, JobPage, Metrics, MetricSeries, Report, Sweep
+from app.client.models import (
+    Artifact,
+    Catalog,
+    Event,
+    Job,
+    JobError,
+    JobPage,
+    Metrics,
+    MetricSeries,
+    Report,
+    Sweep,
+)
 from app.client.specs import SpecError, apply_overrides, load_spec
 
 __all__ = [
@@ -25,6 +36,7 @@ __all__ = [
     "Event",
     "FieldError",
     "Job",
+    "JobError",
     "JobHandle",
     "JobPage",
     "JobUpdate",

@@ -111,23 +111,41 @@ class Client:
     def handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, self.get(job_id))
 
-    def list(self, *, status: list[str] | None = None, limit: int = 20, cursor: str | None = None) -> JobPage:
+    def list(
+        self,
+        *,
+        status: list[str] | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        expand: list[str] | None = None,
+    ) -> JobPage:
+        """A page of jobs, newest first: those with every label of `metadata`; each without its spec and
+        result unless `expand` names them ("spec", "result")."""
         params: dict[str, Any] = {"limit": limit, "status": status or []}
+        params["metadata"] = [f"{k}:{v}" for k, v in (metadata or {}).items()]
+        params["expand"] = list(expand or [])
         if cursor:
             params["cursor"] = cursor
         return JobPage.model_validate(self._request("GET", "/v1/jobs", params=params).json())
 
-    def iter_jobs(self, *, status: list[str] | None = None, page_size: int = 50) -> Iterator[Job]:
+    def iter_jobs(
+        self, *, status: list[str] | None = None, page_size: int = 50, metadata: Mapping[str, str] | None = None
+    ) -> Iterator[Job]:
         """Every job, newest first, page after page (cursor pagination)."""
         cursor = None
         while True:
-            page = self.list(status=status, limit=page_size, cursor=cursor)
+            page = self.list(status=status, limit=page_size, cursor=cursor, metadata=metadata)
             yield from page.items
             if not (cursor := page.next_cursor):
                 return
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self._request("POST", f"/v1/jobs/{job_id}/cancel").json())
+
+    def delete(self, job_id: str) -> None:
+        """Delete an ended job with its files (ApiError 409 while it is queued or running)."""
+        self._request("DELETE", f"/v1/jobs/{job_id}")
 
     def events(self, job_id: str, *, after: int | None = None, limit: int = 500) -> list[Event]:
         params: dict[str, Any] = {"limit": limit} | ({"after": after} if after is not None else {})
@@ -181,6 +199,10 @@ class Client:
 
     def artifact(self, artifact_id: str) -> Artifact:
         return Artifact.model_validate(self._request("GET", f"/v1/artifacts/{artifact_id}").json())
+
+    def delete_artifact(self, artifact_id: str) -> None:
+        """Delete an upload (or an ended job's file) and its stored files (ApiError 409 while a job uses it)."""
+        self._request("DELETE", f"/v1/artifacts/{artifact_id}")
 
     def download(self, artifact: Artifact, directory: Path) -> Path:
         """Stream one artifact into `directory`, checking its sha256; a mismatch keeps nothing."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 ENDED: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
@@ -93,6 +93,19 @@ class Report(_Wire):
     summary: ReportSummary = Field(default_factory=ReportSummary)
 
 
+class JobError(_Wire):
+    """Why a job failed: what kind (code), what happened and what to do (message), and the spec field
+    at fault (field, a dotted path) when there is one."""
+
+    code: str = "unknown"
+    message: str = ""
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = f" (field {self.field})" if self.field else ""
+        return f"{self.message} [{self.code}]{where}"
+
+
 class Job(_Wire):
     id: str
     name: str | None = None
@@ -107,14 +120,26 @@ class Job(_Wire):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     heartbeat_at: datetime | None = None
-    error: Any = None  # a message today; structured (code, message, field) when the API gives that
+    status_detail: str | None = None  # what a queued job waits for
+    error: JobError | None = None
+    metadata: dict[str, str] = {}
     latest_metrics: LatestMetrics | None = None
-    result: Report | None = None
-    spec: dict[str, Any] | None = None
+    result: Report | None = None  # in a list only when asked for (expand)
+    spec: dict[str, Any] | None = None  # in a list only when asked for (expand)
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _older_servers(cls, value: Any) -> Any:
+        """A server before structured errors sent the message alone."""
+        return {"message": value} if isinstance(value, str) else value
 
     @property
     def ended(self) -> bool:
         return self.status in ENDED
+
+    @property
+    def error_message(self) -> str | None:
+        return self.error.message if self.error else None
 
 
 class JobPage(_Wire):

@@ -19,7 +19,9 @@ def test_catalog_lists_datasets_architectures_and_methods(client):
 
 def test_health_and_readiness(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"database": "ok", "broker": "ok"}
+    ready = client.get("/readyz").json()
+    assert (ready["database"], ready["broker"]) == ("ok", "ok")
+    assert ready["workers"] == "none: no worker seen in the last 30 s; queued jobs wait for one"
 
 
 def test_prometheus_metrics_count_jobs_by_status_behind_the_metrics_key(client, monkeypatch):
@@ -43,10 +45,10 @@ def test_openapi_describes_every_spec_field(client):
     schema = client.get("/openapi.json").json()
     components = schema["components"]["schemas"]
     undocumented = []
-    for name in ("JobSpec", "TrainingSpec", "KDMethod", "JobOut", "ArtifactOut"):
+    for name in ("JobSubmission", "JobError", "TrainingSpec", "KDMethod", "JobOut", "ArtifactOut"):
         for field, prop in components[name]["properties"].items():
             documented = "description" in prop or "examples" in prop or "$ref" in prop
             if not documented and field not in {"name", "created_at"}:
                 undocumented.append(f"{name}.{field}")
-    assert components["JobSpec"]["examples"], "the spec has a worked example"
+    assert components["JobSubmission"]["examples"], "the spec has a worked example"
     assert not undocumented, undocumented

@@ -122,6 +122,9 @@ def test_another_tenants_ids_answer_404_like_missing_ones_on_every_route(client)
         ("GET", "/v1/sweeps/{sweep_id}", sweep["id"]),
         ("POST", "/v1/sweeps/{sweep_id}/cancel", sweep["id"]),
         ("GET", "/v1/sweeps/{sweep_id}/pareto.png", sweep["id"]),
+        ("DELETE", "/v1/jobs/{job_id}", job["id"]),
+        ("DELETE", "/v1/artifacts/{artifact_id}", upload["id"]),
+        ("DELETE", "/v1/artifacts/{artifact_id}", output_id),
     ]
     # The owner's own look is checked where it answers at once: a queued job's stream stays
     # open until the job ends, and a sweep's Pareto plot exists once the sweep has a result.

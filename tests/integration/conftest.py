@@ -124,9 +124,12 @@ class Service:
         )
 
 
-def service_env(tmp_path: Path, database_url: str | None, broker_url: str, **settings: str) -> dict:
+def service_env(
+    tmp_path: Path, database_url: str | None, broker_url: str, *, migrated: bool = True, **settings: str
+) -> dict:
     """The environment of the API and worker processes: DISTILL_* from the arguments,
-    nothing from the test runner's own DISTILL_* variables."""
+    nothing from the test runner's own DISTILL_* variables. migrated=False leaves the database
+    as it is (an embedded API migrates its SQLite file itself)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISTILL_")}
     env |= {
         "DISTILL_HOME": str(tmp_path / "home"),
@@ -142,10 +145,11 @@ def service_env(tmp_path: Path, database_url: str | None, broker_url: str, **set
     env |= {f"DISTILL_{k.upper()}": str(v) for k, v in settings.items()}
     if database_url:
         env["DISTILL_DATABASE_URL"] = database_url
-    else:
+    elif migrated:
         (tmp_path / "home").mkdir(exist_ok=True)
         database_url = f"sqlite:///{tmp_path / 'home' / 'distill.db'}"
-    migrate(database_url)
+    if migrated:
+        migrate(database_url)
     return env
 
 

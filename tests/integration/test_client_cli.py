@@ -7,6 +7,7 @@ naming the field). One service for the module; the jobs are tiny digits jobs."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -243,3 +244,37 @@ def test_an_idempotency_key_makes_a_second_submission_the_same_job(svc: Service)
     finally:
         first.cancel()
     assert first.wait(every=0.2, timeout=60).status == "cancelled"
+
+
+def test_labels_a_structured_failure_and_delete_through_the_command(svc: Service, tmp_path: Path):
+    spec = tmp_path / "labelled.json"
+    spec.write_text(json.dumps({**LONG_SPEC, "name": "client labelled", "limits": {"time_limit_seconds": 3}}))
+    submitted = distill(svc, "submit", str(spec), "--set", "metadata.team=vision", "--quiet")
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.output.strip()
+    api = client(svc)
+    assert api.get(job_id).metadata == {"team": "vision"}
+
+    listed = distill(svc, "list", "--metadata", "team=vision")
+    assert listed.exit_code == 0 and job_id in listed.output, listed.output
+    assert job_id not in distill(svc, "list", "--metadata", "team=nlp").output
+    assert [j.id for j in api.list(metadata={"team": "vision"}).items] == [job_id]
+    assert api.list(metadata={"team": "vision"}).items[0].spec is None  # the list is light
+
+    refused = distill(svc, "delete", job_id)  # not ended yet
+    assert refused.exit_code == 1 and "409" in refused.output, refused.output
+    failed = wait_for(lambda: (j := api.get(job_id)).ended and j, timeout=120, what="the time limit")
+    assert (failed.status, failed.error.code, failed.error.field) == (
+        "failed",
+        "time_limit_exceeded",
+        "limits.time_limit_seconds",
+    )
+    shown = " ".join(distill(svc, "show", job_id).output.split())
+    assert "time limit exceeded" in shown and "code time_limit_exceeded, field limits.time_limit_seconds" in shown
+    assert "metadata team=vision" in shown
+
+    deleted = distill(svc, "delete", job_id)
+    assert deleted.exit_code == 0 and f"deleted job {job_id}" in deleted.output
+    with pytest.raises(ApiError) as caught:
+        api.get(job_id)
+    assert caught.value.status == 404

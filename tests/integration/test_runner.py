@@ -108,7 +108,8 @@ def endless_job(api, **limits) -> dict:
 
 def assert_nothing_of_the_server_shows(api, svc: Service, job_id: str) -> None:
     home = svc.env["DISTILL_HOME"]
-    shown = [job(api, job_id)["error"] or ""]
+    error = job(api, job_id)["error"] or {}
+    shown = [error.get("message") or ""]
     shown += [e["message"] for e in api.get(f"/v1/jobs/{job_id}/events").json()]
     for text in shown:
         assert "Traceback" not in text and home not in text and "site-packages" not in text, text
@@ -133,7 +134,7 @@ def test_an_endless_teacher_is_killed_at_the_time_limit_and_on_cancel_and_the_wo
     limited = submit(api, spec)
     final = wait_for(lambda: ended(api, limited), timeout=120, what="the time limit to stop the job")
     assert final["status"] == "failed"
-    assert (final["error_code"], final["error_field"]) == ("time_limit_exceeded", "limits.time_limit_seconds")
+    assert (final["error"]["code"], final["error"]["field"]) == ("time_limit_exceeded", "limits.time_limit_seconds")
 
     cancelled = submit(api, {**spec, "limits": {}})
     wait_for(lambda: job(api, cancelled)["phase"] == "soft_targets", timeout=120, what="the endless teacher to run")
@@ -159,8 +160,8 @@ def test_a_teacher_past_its_batch_deadline_fails_the_job_saying_so(make_service,
     stuck = submit(api, endless_job(api))
     final = wait_for(lambda: ended(api, stuck), timeout=120, what="the teacher deadline")
     assert final["status"] == "failed"
-    assert (final["error_code"], final["error_field"]) == ("teacher_deadline_exceeded", "teacher.artifact")
-    assert "teacher_batch_seconds" in final["error"]
+    assert (final["error"]["code"], final["error"]["field"]) == ("teacher_deadline_exceeded", "teacher.artifact")
+    assert "teacher_batch_seconds" in final["error"]["message"]
     assert_nothing_of_the_server_shows(api, svc, stuck)
 
     following = submit(api, TINY_JOB)
@@ -180,8 +181,8 @@ def test_a_runner_process_killed_under_its_job_fails_it_after_max_attempts_and_i
     wait_for(lambda: job(api, stuck)["phase"] == "soft_targets", timeout=120, what="the endless teacher")
     os.kill(runner_pids(svc)[-1], signal.SIGKILL)  # as the kernel's OOM killer would
     final = wait_for(lambda: ended(api, stuck), timeout=60, what="the job to fail")
-    assert (final["status"], final["error_code"]) == ("failed", "worker_lost")
-    assert "killed by signal 9" in final["error"]
+    assert (final["status"], final["error"]["code"]) == ("failed", "worker_lost")
+    assert "killed by signal 9" in final["error"]["message"]
 
     following = submit(api, TINY_JOB)
     assert wait_for(lambda: ended(api, following), timeout=120, what="the next job")["status"] == "succeeded"

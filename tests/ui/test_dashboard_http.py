@@ -316,3 +316,19 @@ def test_a_running_job_shows_its_epoch_budget_and_time_left(web: TestClient):
     assert "epoch 14 of 60" in page
     assert re.search(r'<dd id="epochs">14 of 380 <span class="muted">\(planned 420', page)
     assert re.search(r"about (9|10) min \d\d s left", page), re.findall(r"about [^<]* left", page)
+
+
+def test_a_queued_job_says_it_waits_for_a_worker_and_a_failed_one_shows_its_error(web: TestClient):
+    from app import jobs
+    from app.db import get_sessionmaker
+
+    key = log_in(web)
+    waiting, failing = submit(web, key), submit(web, key)
+    assert "waiting for a worker: none has been seen in the last 30 s" in web.get(f"/ui/jobs/{waiting}").text
+    assert 'class="muted small waiting">waiting for a worker' in web.get("/ui/jobs").text
+    with get_sessionmaker()() as session:
+        jobs.fail(session, failing, "cannot read /srv/x/uploads/data.npz", code="artifact_unavailable", field="dataset")
+        session.commit()
+    page = web.get(f"/ui/jobs/{failing}").text
+    assert 'id="job-error">cannot read data.npz' in page and "<code>dataset</code>" in page and "/srv" not in page
+    assert 'id="job-waiting"' not in page
