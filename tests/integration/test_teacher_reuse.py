@@ -5,6 +5,8 @@ by id, another tenant (no reuse, 422), and the teacher-output cache (hit, corrup
 
 from __future__ import annotations
 
+import re
+import signal
 import uuid
 from pathlib import Path
 
@@ -102,3 +104,94 @@ def test_teachers_are_trained_once_per_tenant_and_their_outputs_cached(make_serv
     assert float(figures["distill_teacher_cache_bytes"]) > 0
     refused = other.post("/v1/jobs", json={**SPEC, "teacher": {"artifact": {"id": kept, "arch": TEACHER["arch"]}}})
     assert refused.status_code == 422, refused.text
+
+
+# Lost workers are noticed within seconds (tests/integration/test_resilience.py).
+FAST = {"lease_seconds": 3, "heartbeat_seconds": 0.5, "sweep_seconds": 1, "resend_after_seconds": 4}
+
+
+def student_epoch(api, job_id: str) -> int:
+    latest = api.get(f"/v1/jobs/{job_id}").json()["latest_metrics"] or {}
+    return latest.get("epoch", 0) if latest.get("phase") == "student" else 0
+
+
+def teacher_files(api, job_id: str) -> dict[str, str]:
+    items = api.get(f"/v1/jobs/{job_id}/artifacts").json()
+    items = items["items"] if isinstance(items, dict) else items
+    names = [a["filename"] for a in items if a["kind"] == "teacher"]
+    assert len(names) == len(set(names)), names  # each kept file once
+    return {a["filename"]: a["id"] for a in items if a["kind"] == "teacher"}
+
+
+def test_a_job_resumed_after_its_teacher_phase_keeps_its_teachers_once(make_service, tmp_path):
+    svc = make_service(service_env(tmp_path, None, "filesystem://", **FAST))
+    worker = svc.start_worker("w0")
+    api = svc.client()
+    teacher = {"arch": {"name": "mlp", "hidden": [32]}, "epochs": 2}
+    assisted = {
+        "dataset": {"name": "mnist1d"},
+        "teacher": {"train": teacher},
+        "student": {"arch": {"name": "cnn", "channels": [16, 32], "hidden": 32}},  # slow: killed in its phase
+        "method": {"name": "teacher_assistant", "assistants": [{"name": "mlp", "hidden": [16]}]},
+        "training": {"epochs": 12, "batch_size": 32},
+        "seeds": [0],
+        "baseline": False,
+        "export": {"formats": ["safetensors"]},
+        "limits": {"max_attempts": 4},
+    }
+    job_id = submit(api, assisted)
+    wait_for(lambda: student_epoch(api, job_id) >= 1, timeout=240, what="the student phase")
+    svc.kill(worker, signal.SIGKILL)  # after the teacher and the assistant were kept
+    svc.start_worker("w1")
+    final = finished(api, job_id)
+    assert final["attempts"] == 2
+
+    kept = teacher_files(api, job_id)
+    assert sorted(kept) == [
+        "assistant-link1.onnx",
+        "assistant-link1.safetensors",
+        "teacher.onnx",
+        "teacher.safetensors",
+    ]
+    # Its own teacher, restored from its checkpoint: not "reused" from itself.
+    assert "teacher_reused" not in final["result"]
+    assert final["result"]["teacher"]["source"] == "trained"
+
+    # The published teacher is the artifact recorded by the first attempt.
+    later_spec = {**SPEC, "dataset": {"name": "mnist1d"}, "teacher": {"train": teacher}}
+    later = submit(api, later_spec)
+    assert finished(api, later)["result"]["teacher"]["artifact"] == kept["teacher.safetensors"]
+
+
+def worker_pid(api, job_id: str) -> int:
+    """The main process of the worker that started the job's latest attempt (its lease owner)."""
+    started = [m for m in events(api, job_id) if " started the job" in m]
+    return int(re.search(r"worker \S+?:(\d+):", started[-1]).group(1))
+
+
+def test_a_waiter_takes_over_a_teacher_build_whose_job_was_handed_back(make_service, tmp_path):
+    svc = make_service(service_env(tmp_path, None, "filesystem://", **FAST))
+    workers = {w.pid: w for w in (svc.start_worker("w0"), svc.start_worker("w1"))}
+    api = svc.client()
+    # A teacher slow enough to be mid-training when its worker stops.
+    slow = {"arch": {"name": "mlp", "hidden": [64]}, "epochs": 40, "batch_size": 16, "patience": None}
+    spec = {**SPEC, "dataset": {"name": "mnist1d"}, "teacher": {"train": slow}}
+    builder = submit(api, {**spec, "name": "builder"})
+    wait_for(lambda: teacher_epochs(api, builder) >= 1, timeout=180, what="the builder's teacher epochs")
+    waiter = submit(api, {**spec, "name": "waiter"})
+    wait_for(lambda: any("waiting for it" in m for m in events(api, waiter)), timeout=120, what="the waiter")
+
+    # The builder's worker shuts down: the builder goes back to the queue, and the one worker
+    # left is busy with the waiter, which must not wait for a build no one runs.
+    stopping = workers.pop(worker_pid(api, builder))
+    stopping.send_signal(signal.SIGTERM)
+    stopping.wait(timeout=60)
+    assert wait_for(lambda: api.get(f"/v1/jobs/{builder}").json()["status"] == "queued", timeout=30, what="hand-back")
+
+    finished(api, waiter)
+    assert any("was handed back: this job trains it instead" in m for m in events(api, waiter))
+    assert teacher_epochs(api, waiter) > 0
+    # The builder runs again on the worker left and reuses the teacher the waiter trained.
+    resumed = finished(api, builder)
+    assert resumed["result"]["teacher_reused"] == ["teacher"]
+    assert resumed["result"]["teacher"]["artifact"] == teacher_files(api, waiter)["teacher.safetensors"]
