@@ -92,20 +92,20 @@ def _claim_or_find(session: Session, job: Job, key: str) -> Claim:
         return Claim("train")
     if usable:
         return Claim("reuse", artifact_id=row.artifact_id)
-    why = None
-    if row.job_id != job.id and row.status != READY:
-        why = _stale(session.get(Job, row.job_id) if row.job_id else None)
+    holder, why = row.job_id, None  # read before the UPDATE below refreshes `row`
+    if holder != job.id and row.status != READY:
+        why = _stale(session.get(Job, holder) if holder else None)
         if why is None:
-            return Claim("wait", holder=row.job_id)
+            return Claim("wait", holder=holder)
     taken = session.execute(
         update(TeacherBuild)
-        .where(TeacherBuild.tenant_id == tenant, TeacherBuild.key == key, TeacherBuild.job_id == row.job_id)
+        .where(TeacherBuild.tenant_id == tenant, TeacherBuild.key == key, TeacherBuild.job_id == holder)
         .where(TeacherBuild.status == row.status)
         .values(status=TRAINING, job_id=job.id, artifact_id=None, updated_at=utcnow())
     )
     if taken.rowcount != 1:  # another job took it first: wait for that one
-        return Claim("wait", holder=row.job_id)
-    return Claim("train", holder=row.job_id if why else None, why=why)
+        return Claim("wait", holder=holder)
+    return Claim("train", holder=holder if why else None, why=why)
 
 
 def resolve_teachers(
