@@ -1,7 +1,9 @@
 """Teachers trained once (issue 12), with real processes: an API and two Celery workers on
 SQLite and the filesystem broker. Reuse by content hash, two identical jobs at once (one
 teacher training), a changed teacher field or reuse: false (a new one), a kept teacher named
-by id, another tenant (no reuse, 422), and the teacher-output cache (hit, corrupted file)."""
+by id, another tenant (no reuse, 422), and the teacher-output cache (hit, corrupted file).
+On PostgreSQL and Redis, workers killed and shut down: a job resumed after its teacher phase
+keeps its teachers once, and a waiter takes over a build whose job was handed back."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import REDIS_URL, _empty_postgres
 from tests.integration.conftest import service_env, wait_for
 from tests.integration.test_queue_fairness import tenant_client
 from tests.integration.test_runner import TINY_JOB, ended, submit
@@ -110,6 +113,14 @@ def test_teachers_are_trained_once_per_tenant_and_their_outputs_cached(make_serv
 FAST = {"lease_seconds": 3, "heartbeat_seconds": 0.5, "sweep_seconds": 1, "resend_after_seconds": 4}
 
 
+@pytest.fixture
+def distributed_env(tmp_path, postgres_database: str) -> dict:
+    """PostgreSQL and Redis, as for the crash tests: the filesystem broker's reader can meet a
+    message file its writer has created but not yet written (kombu), which a sweeper's resend
+    right after a crash makes likely."""
+    return service_env(tmp_path, _empty_postgres(postgres_database), REDIS_URL, **FAST)
+
+
 def student_epoch(api, job_id: str) -> int:
     latest = api.get(f"/v1/jobs/{job_id}").json()["latest_metrics"] or {}
     return latest.get("epoch", 0) if latest.get("phase") == "student" else 0
@@ -123,8 +134,8 @@ def teacher_files(api, job_id: str) -> dict[str, str]:
     return {a["filename"]: a["id"] for a in items if a["kind"] == "teacher"}
 
 
-def test_a_job_resumed_after_its_teacher_phase_keeps_its_teachers_once(make_service, tmp_path):
-    svc = make_service(service_env(tmp_path, None, "filesystem://", **FAST))
+def test_a_job_resumed_after_its_teacher_phase_keeps_its_teachers_once(make_service, distributed_env):
+    svc = make_service(distributed_env)
     worker = svc.start_worker("w0")
     api = svc.client()
     teacher = {"arch": {"name": "mlp", "hidden": [32]}, "epochs": 2}
@@ -133,7 +144,7 @@ def test_a_job_resumed_after_its_teacher_phase_keeps_its_teachers_once(make_serv
         "teacher": {"train": teacher},
         "student": {"arch": {"name": "cnn", "channels": [16, 32], "hidden": 32}},  # slow: killed in its phase
         "method": {"name": "teacher_assistant", "assistants": [{"name": "mlp", "hidden": [16]}]},
-        "training": {"epochs": 12, "batch_size": 32},
+        "training": {"epochs": 4, "batch_size": 32},
         "seeds": [0],
         "baseline": False,
         "export": {"formats": ["safetensors"]},
@@ -173,8 +184,8 @@ def said(api, job_id: str, text: str) -> bool:
     return any(text in m for m in events(api, job_id))
 
 
-def test_a_waiter_takes_over_a_teacher_build_whose_job_was_handed_back(make_service, tmp_path):
-    svc = make_service(service_env(tmp_path, None, "filesystem://", **FAST))
+def test_a_waiter_takes_over_a_teacher_build_whose_job_was_handed_back(make_service, distributed_env):
+    svc = make_service(distributed_env)
     workers = {w.pid: w for w in (svc.start_worker("w0"), svc.start_worker("w1"))}
     api = svc.client()
     # A teacher that trains far longer than the test runs: what matters is who trains it.
