@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import jobs
@@ -228,34 +229,51 @@ class JobReporter:
 
     def keep_teacher(self, files, facts: dict, key: str | None) -> None:
         """A trained teacher (or assistant): stored now as the job's artifacts, and, when this job
-        claimed its key, published for the tenant's later jobs."""
+        claimed its key, published for the tenant's later jobs. A file an earlier attempt of this
+        job kept (it was resumed after the teacher phase) is not kept twice: its artifact stands."""
+        recorded = in_transaction(lambda s: self._kept_teachers(s, [f.name for f in files]))
         storage = get_storage()
-        stored = [(f, storage.put_file(f.path, f"jobs/{self.job_id}/{f.name}")) for f in files]
+        new = [(f, storage.put_file(f.path, f"jobs/{self.job_id}/{f.name}")) for f in files if f.name not in recorded]
 
         def write(s: Session) -> None:
             tenant_id = s.get(Job, self.job_id).tenant_id
-            for f, st in stored:
-                inspection = {**facts, "trained_by": {"job": self.job_id, "key": key}}
-                if f.kind == "safetensors":
-                    inspection |= read_header(f.path)
-                artifact = Artifact(
-                    tenant_id=tenant_id,
-                    job_id=self.job_id,
-                    kind="teacher",
-                    format=f.kind,
-                    filename=f.name,
-                    media_type=f.media_type,
-                    storage_key=st.key,
-                    size_bytes=st.size_bytes,
-                    sha256=st.sha256,
-                    inspection=json_safe(inspection),
-                )
-                s.add(artifact)
-                s.flush()
-                if key is not None and f.kind == "safetensors":
-                    publish(s, tenant_id, self.job_id, key, artifact.id)
+            ids = dict(recorded)
+            for f, stored in new:
+                ids[f.name] = self._add_teacher_artifact(s, tenant_id, f, stored, facts, key)
+            weights = next((f.name for f in files if f.kind == "safetensors"), None)
+            if key is not None and weights in ids:
+                publish(s, tenant_id, self.job_id, key, ids[weights])
 
         self._write(write)
+
+    def _kept_teachers(self, session: Session, names: list[str]) -> dict[str, str]:
+        """filename -> artifact id of the teacher files this job already kept, among `names`."""
+        rows = session.execute(
+            select(Artifact.filename, Artifact.id).where(
+                Artifact.job_id == self.job_id, Artifact.kind == "teacher", Artifact.filename.in_(names)
+            )
+        )
+        return dict(rows.tuples().all())
+
+    def _add_teacher_artifact(self, s: Session, tenant_id: str, f, stored, facts: dict, key: str | None) -> str:
+        inspection = {**facts, "trained_by": {"job": self.job_id, "key": key}}
+        if f.kind == "safetensors":
+            inspection |= read_header(f.path)
+        artifact = Artifact(
+            tenant_id=tenant_id,
+            job_id=self.job_id,
+            kind="teacher",
+            format=f.kind,
+            filename=f.name,
+            media_type=f.media_type,
+            storage_key=stored.key,
+            size_bytes=stored.size_bytes,
+            sha256=stored.sha256,
+            inspection=json_safe(inspection),
+        )
+        s.add(artifact)
+        s.flush()
+        return artifact.id
 
     # --- endings -------------------------------------------------------------------
     def store_outputs(self, files) -> None:

@@ -2,6 +2,10 @@
 or claims the right to train it (one conditional insert: two jobs at once never both train it;
 the second waits for the first, or takes the claim over once the first has ended without it).
 
+A claim whose job was handed back or lost its worker (its lease expired) is taken over by
+the next job that finds it, so a waiter never waits for a build that no one is running. A
+resumed job finds its own published teacher and restores it from its checkpoint instead.
+
 Runs in the runner process, before the engine plans the job (worker/runner_job.py)."""
 
 from __future__ import annotations
@@ -48,26 +52,60 @@ def _usable(session: Session, tenant_id: str, artifact_id: str | None) -> bool:
     )
 
 
-def _claim_or_find(session: Session, job: Job, key: str) -> tuple[str, str | None]:
-    """('reuse', artifact id) | ('train', None) | ('wait', holder job id)."""
+@dataclass(frozen=True)
+class Claim:
+    """What a job does about one teacher key: reuse an artifact, train it, or wait for a holder."""
+
+    action: str  # "reuse" | "train" | "wait"
+    artifact_id: str | None = None  # reuse: the kept safetensors weights
+    holder: str | None = None  # wait: the job training it; train: the job whose claim was taken over
+    why: str | None = None  # train after a takeover: what became of that job
+
+
+def _stale(holder: Job | None) -> str | None:
+    """Why a claim holder will not finish its build (None: it is training it now). A job holds a
+    claim only while it runs; handed back or requeued (its worker stopped or died), no one
+    trains the teacher until it runs again, which may be never on a busy or single worker."""
+    if holder is None:
+        return "is gone"
+    if holder.status in jobs.TERMINAL:
+        return f"ended ({holder.status}) without it"
+    if holder.status != jobs.Status.RUNNING:
+        return "was handed back"
+    expires = holder.lease_expires_at
+    if expires is None or expires < utcnow():
+        return "lost its worker (its lease expired)"
+    return None
+
+
+def _claim_or_find(session: Session, job: Job, key: str) -> Claim:
     tenant = job.tenant_id
     if insert_ignoring_conflict(
         session, TeacherBuild, tenant_id=tenant, key=key, status=TRAINING, job_id=job.id, updated_at=utcnow()
     ):
-        return "train", None
+        return Claim("train")
     row = session.scalars(select(TeacherBuild).where(TeacherBuild.tenant_id == tenant, TeacherBuild.key == key)).one()
-    if row.status == READY and _usable(session, tenant, row.artifact_id):
-        return "reuse", row.artifact_id
-    holder = session.get(Job, row.job_id) if row.job_id else None
-    if row.job_id == job.id or row.status == READY or holder is None or holder.status in jobs.TERMINAL:
-        taken = session.execute(
-            update(TeacherBuild)
-            .where(TeacherBuild.tenant_id == tenant, TeacherBuild.key == key, TeacherBuild.job_id == row.job_id)
-            .where(TeacherBuild.status == row.status)
-            .values(status=TRAINING, job_id=job.id, artifact_id=None, updated_at=utcnow())
-        )
-        return ("train", None) if taken.rowcount == 1 else ("wait", row.job_id)
-    return "wait", row.job_id
+    usable = row.status == READY and _usable(session, tenant, row.artifact_id)
+    if usable and row.job_id == job.id:
+        # An earlier attempt of this job trained and published it: this attempt restores it
+        # from its checkpoint like an uninterrupted run, and keeps the artifact recorded.
+        return Claim("train")
+    if usable:
+        return Claim("reuse", artifact_id=row.artifact_id)
+    holder, why = row.job_id, None  # read before the UPDATE below refreshes `row`
+    if holder != job.id and row.status != READY:
+        why = _stale(session.get(Job, holder) if holder else None)
+        if why is None:
+            return Claim("wait", holder=holder)
+    taken = session.execute(
+        update(TeacherBuild)
+        .where(TeacherBuild.tenant_id == tenant, TeacherBuild.key == key, TeacherBuild.job_id == holder)
+        .where(TeacherBuild.status == row.status)
+        .values(status=TRAINING, job_id=job.id, artifact_id=None, updated_at=utcnow())
+    )
+    if taken.rowcount != 1:  # another job took it first: wait for that one
+        return Claim("wait", holder=holder)
+    return Claim("train", holder=holder if why else None, why=why)
 
 
 def resolve_teachers(
@@ -79,19 +117,27 @@ def resolve_teachers(
         if not isinstance(member, TeacherTrain) or not member.reuse:
             continue
         key = teacher_key(member, spec.dataset, dataset_sha256)
-        said = False
+        waiting_for = None
         while not should_stop():
-            action, value = in_transaction(lambda s, key=key: _claim_or_find(s, job, key))
-            if action == "reuse":
-                found.reused[i] = value
+            claim = in_transaction(lambda s, key=key: _claim_or_find(s, job, key))
+            if claim.action == "reuse":
+                found.reused[i] = claim.artifact_id
                 in_transaction(lambda s: count(s, job.tenant_id, teachers_reused=1))
                 break
-            if action == "train":
+            if claim.action == "train":
                 found.claimed[i] = key
+                if claim.why:
+                    say(
+                        f"teacher: job {claim.holder}, which was training the same teacher, {claim.why}: "
+                        "this job trains it instead"
+                    )
                 break
-            if not said:
-                say(f"teacher: job {value} is training the same teacher; waiting for it instead of training it twice")
-                said = True
+            if claim.holder != waiting_for:
+                say(
+                    f"teacher: job {claim.holder} is training the same teacher; waiting for it instead of "
+                    "training it twice"
+                )
+                waiting_for = claim.holder
             time.sleep(POLL_SECONDS)  # another job's training: nothing to wake us but its row
     return found
 

@@ -1,16 +1,21 @@
 """Teachers trained once (issue 12), with real processes: an API and two Celery workers on
 SQLite and the filesystem broker. Reuse by content hash, two identical jobs at once (one
 teacher training), a changed teacher field or reuse: false (a new one), a kept teacher named
-by id, another tenant (no reuse, 422), and the teacher-output cache (hit, corrupted file)."""
+by id, another tenant (no reuse, 422), and the teacher-output cache (hit, corrupted file).
+On PostgreSQL and Redis, workers killed and shut down: a job resumed after its teacher phase
+keeps its teachers once, and a waiter takes over a build whose job was handed back."""
 
 from __future__ import annotations
 
+import re
+import signal
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.conftest import REDIS_URL, _empty_postgres
 from tests.integration.conftest import service_env, wait_for
 from tests.integration.test_queue_fairness import tenant_client
 from tests.integration.test_runner import TINY_JOB, ended, submit
@@ -102,3 +107,112 @@ def test_teachers_are_trained_once_per_tenant_and_their_outputs_cached(make_serv
     assert float(figures["distill_teacher_cache_bytes"]) > 0
     refused = other.post("/v1/jobs", json={**SPEC, "teacher": {"artifact": {"id": kept, "arch": TEACHER["arch"]}}})
     assert refused.status_code == 422, refused.text
+
+
+# Lost workers are noticed within seconds (tests/integration/test_resilience.py).
+FAST = {"lease_seconds": 3, "heartbeat_seconds": 0.5, "sweep_seconds": 1, "resend_after_seconds": 4}
+
+
+@pytest.fixture
+def distributed_env(tmp_path, postgres_database: str) -> dict:
+    """PostgreSQL and Redis, as for the crash tests: the filesystem broker's reader can meet a
+    message file its writer has created but not yet written (kombu), which a sweeper's resend
+    right after a crash makes likely."""
+    return service_env(tmp_path, _empty_postgres(postgres_database), REDIS_URL, **FAST)
+
+
+def student_epoch(api, job_id: str) -> int:
+    latest = api.get(f"/v1/jobs/{job_id}").json()["latest_metrics"] or {}
+    return latest.get("epoch", 0) if latest.get("phase") == "student" else 0
+
+
+def teacher_files(api, job_id: str) -> dict[str, str]:
+    items = api.get(f"/v1/jobs/{job_id}/artifacts").json()
+    items = items["items"] if isinstance(items, dict) else items
+    names = [a["filename"] for a in items if a["kind"] == "teacher"]
+    assert len(names) == len(set(names)), names  # each kept file once
+    return {a["filename"]: a["id"] for a in items if a["kind"] == "teacher"}
+
+
+def test_a_job_resumed_after_its_teacher_phase_keeps_its_teachers_once(make_service, distributed_env):
+    svc = make_service(distributed_env)
+    worker = svc.start_worker("w0")
+    api = svc.client()
+    teacher = {"arch": {"name": "mlp", "hidden": [32]}, "epochs": 2}
+    assisted = {
+        "dataset": {"name": "mnist1d"},
+        "teacher": {"train": teacher},
+        "student": {"arch": {"name": "cnn", "channels": [16, 32], "hidden": 32}},  # slow: killed in its phase
+        "method": {"name": "teacher_assistant", "assistants": [{"name": "mlp", "hidden": [16]}]},
+        "training": {"epochs": 4, "batch_size": 32},
+        "seeds": [0],
+        "baseline": False,
+        "export": {"formats": ["safetensors"]},
+        "limits": {"max_attempts": 4},
+    }
+    job_id = submit(api, assisted)
+    wait_for(lambda: student_epoch(api, job_id) >= 1, timeout=240, what="the student phase")
+    svc.kill(worker, signal.SIGKILL)  # after the teacher and the assistant were kept
+    svc.start_worker("w1")
+    final = finished(api, job_id)
+    assert final["attempts"] == 2
+
+    kept = teacher_files(api, job_id)
+    assert sorted(kept) == [
+        "assistant-link1.onnx",
+        "assistant-link1.safetensors",
+        "teacher.onnx",
+        "teacher.safetensors",
+    ]
+    # Its own teacher, restored from its checkpoint: not "reused" from itself.
+    assert "teacher_reused" not in final["result"]
+    assert final["result"]["teacher"]["source"] == "trained"
+
+    # The published teacher is the artifact recorded by the first attempt.
+    later_spec = {**SPEC, "dataset": {"name": "mnist1d"}, "teacher": {"train": teacher}}
+    later = submit(api, later_spec)
+    assert finished(api, later)["result"]["teacher"]["artifact"] == kept["teacher.safetensors"]
+
+
+def worker_pid(api, job_id: str) -> int:
+    """The main process of the worker that started the job's latest attempt (its lease owner)."""
+    started = [m for m in events(api, job_id) if " started the job" in m]
+    return int(re.search(r"worker \S+?:(\d+):", started[-1]).group(1))
+
+
+def said(api, job_id: str, text: str) -> bool:
+    return any(text in m for m in events(api, job_id))
+
+
+def test_a_waiter_takes_over_a_teacher_build_whose_job_was_handed_back(make_service, distributed_env):
+    svc = make_service(distributed_env)
+    workers = {w.pid: w for w in (svc.start_worker("w0"), svc.start_worker("w1"))}
+    api = svc.client()
+    # A teacher that trains far longer than the test runs: what matters is who trains it.
+    endless = {"arch": {"name": "mlp", "hidden": [64]}, "epochs": 10_000, "patience": None}
+    spec = {**SPEC, "dataset": {"name": "mnist1d"}, "teacher": {"train": endless}}
+    builder = submit(api, {**spec, "name": "builder"})
+    wait_for(lambda: teacher_epochs(api, builder) >= 1, timeout=180, what="the builder's teacher epochs")
+    waiter = submit(api, {**spec, "name": "waiter"})
+    waits_for = "is training the same teacher; waiting for it"
+    wait_for(lambda: said(api, waiter, f"job {builder} {waits_for}"), timeout=120, what="the waiter waiting")
+
+    # The builder's worker shuts down: the builder goes back to the queue, and the one worker
+    # left is busy with the waiter, which must not wait for a build that no one runs.
+    stopping = workers.pop(worker_pid(api, builder))
+    stopping.send_signal(signal.SIGTERM)
+    stopping.wait(timeout=60)
+    assert wait_for(lambda: api.get(f"/v1/jobs/{builder}").json()["status"] == "queued", timeout=30, what="hand-back")
+    took_over = f"job {builder}, which was training the same teacher, was handed back: this job trains it instead"
+    wait_for(lambda: said(api, waiter, took_over), timeout=60, what="the waiter taking the build over")
+    wait_for(lambda: teacher_epochs(api, waiter) >= 1, timeout=120, what="the waiter's teacher epochs")
+
+    # The builder, run again on a new worker, waits for the waiter: the teacher is not trained
+    # twice at once. The waiter cancelled, the builder takes the build back.
+    svc.start_worker("w2")
+    wait_for(lambda: said(api, builder, f"job {waiter} {waits_for}"), timeout=180, what="the builder waiting")
+    assert api.post(f"/v1/jobs/{waiter}/cancel").status_code == 202
+    taken_back = f"job {waiter}, which was training the same teacher, ended (cancelled) without it"
+    wait_for(lambda: said(api, builder, taken_back), timeout=60, what="the builder taking the build back")
+    assert api.post(f"/v1/jobs/{builder}/cancel").status_code == 202
+    assert wait_for(lambda: ended(api, builder), timeout=60, what="the builder cancelled")["status"] == "cancelled"
