@@ -229,3 +229,22 @@ def test_evaluate_and_export_are_expected_to_take_what_they_took_before() -> Non
     clock.now += 1.0
     estimator.epoch(1)
     assert estimator.seconds_left() == pytest.approx(1.0 + 4.0)
+
+
+def test_one_slow_epoch_does_not_multiply_the_time_left_and_a_warm_up_epoch_is_not_a_pace():
+    clock = Clock()
+    student = PlannedRun("student", "seed=0", "mlp", budget=10)
+    later = PlannedRun("student", "seed=1", "mlp", budget=10)
+    estimator = Estimator([student, later], clock, Tails())
+    estimator.start_run(student.key)
+    for epoch, seconds in enumerate([2.0, 0.1, 0.1, 5.0, 0.1, 0.1], start=1):  # warm-up, then a checkpoint
+        clock.now += seconds
+        estimator.epoch(epoch)
+    left = estimator.seconds_left()
+    # 4 epochs of this run and 10 of the next at 0.1 s, plus the tail: not at the 1.06 s mean
+    assert left == pytest.approx(14 * 0.1 + TAIL_SECONDS + TAIL_SHARE * (7.4 + 1.4), rel=1e-6)
+    estimator.finish_run(10)
+    estimator.start_run(later.key)
+    clock.now += 3.0  # the next run's first epoch pays its own warm-up
+    estimator.epoch(1)
+    assert estimator.seconds_left() < 2 + TAIL_SECONDS + 1  # priced from the run measured longer

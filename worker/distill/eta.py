@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -101,11 +102,12 @@ class _Run:
     last_at: float | None = None  # the clock at its last epoch end (or its start)
 
     def pace(self) -> float | None:
+        """The median of its last few epochs: one slow epoch (a checkpoint, the machine busy for
+        a moment) must not multiply the time left of every run priced from this one."""
         if not self.durations:
             return None
         recent = self.durations[1:] if len(self.durations) > 1 else self.durations
-        recent = recent[-RECENT:]
-        return sum(recent) / len(recent)
+        return statistics.median(recent[-RECENT:])
 
 
 def expected_epochs(budget: int, patience: int | None, epoch: int, best: int | None) -> float:
@@ -209,7 +211,9 @@ class Estimator:
 
     def _run_seconds(self, run: _Run) -> float | None:
         """A run's seconds left: its expected epochs left at its pace."""
-        pace = run.pace() or self._pace_of(run)
+        # A run's first epoch pays its warm-up: until it has a second, a run of the same kind
+        # measured longer says more.
+        pace = run.pace() if len(run.durations) > 1 else (self._pace_of(run) or run.pace())
         if pace is None:
             return None
         epochs = expected_epochs(run.plan.budget, run.plan.patience, run.epoch, run.best) - run.epoch
@@ -220,8 +224,9 @@ class Estimator:
         same_phase = [m for m in self._measured if (m.plan.phase, m.plan.arch) == (run.plan.phase, run.plan.arch)]
         same_arch = [m for m in self._measured if m.plan.arch == run.plan.arch]
         for found in (same_phase, same_arch):
-            if found:
-                return found[-1].pace() * _ratio(run.rows, found[-1].rows)
+            if found:  # the one measured longest (ties: the latest)
+                best = max(reversed(found), key=lambda m: len(m.durations))
+                return best.pace() * _ratio(run.rows, best.rows)
         latest = self._measured[-1]
         work = _ratio(run.plan.work, latest.plan.work)
         return latest.pace() * work * _ratio(run.rows, latest.rows)
