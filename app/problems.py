@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -247,6 +248,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
+        return problem_response(request, database_problem(request, exc))
+
+    @app.exception_handler(psycopg.OperationalError)  # the event-loop read (app/async_reads.py)
+    async def _database_down_async(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
         return problem_response(request, database_problem(request, exc))
 
     @app.exception_handler(PoolTimeout)

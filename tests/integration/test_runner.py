@@ -12,6 +12,7 @@ import re
 import signal
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -123,6 +124,11 @@ def full_logs(svc: Service) -> str:
 def start_one_worker(make_service, tmp_path, **settings) -> tuple[Service, object]:
     svc = make_service(service_env(tmp_path, None, "filesystem://", **(QUICK_STOP | settings)))
     worker = svc.start_worker("only")
+    # Its heartbeat comes once its runner process is up: a job's time limit must not run out
+    # while torch is still being imported (that job would never need a kill).
+    wait_for(
+        lambda: "1 live worker" in httpx.get(f"{svc.url}/readyz").json()["workers"], timeout=120, what="the runner"
+    )
     return svc, worker
 
 
