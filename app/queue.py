@@ -7,10 +7,14 @@ The Celery configuration lives here too, so the API's client and the worker
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING, cast
 
 from celery import Celery
 
 from app.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from kombu.transport.virtual import Channel
 
 RUN_JOB_TASK = "distill.run_job"
 
@@ -92,7 +96,8 @@ def pending_messages() -> int:
     with _client().connection_for_write() as conn:
         # Not passive: Redis keeps no key for an empty list, and a passive declare would say
         # the queue does not exist. A declare only counts on these virtual transports.
-        return conn.default_channel.queue_declare(queue=get_settings().queue).message_count
+        channel = cast("Channel", conn.default_channel)  # Redis and filesystem: virtual channels
+        return channel.queue_declare(queue=get_settings().queue).message_count
 
 
 def broker_reachable() -> bool:
