@@ -79,7 +79,10 @@ def jitter(x: torch.Tensor, strength: float) -> torch.Tensor:
     """Brightness, contrast, saturation, each with a factor U(1 - s, 1 + s) per image (on 0..255
     floats); saturation only for colour images."""
     n = len(x)
-    factor = lambda: _uniform(n, max(0.0, 1 - strength), 1 + strength, x.device)  # noqa: E731
+
+    def factor() -> torch.Tensor:
+        return _uniform(n, max(0.0, 1 - strength), 1 + strength, x.device)
+
     x = _blend(x, torch.zeros_like(x), factor())
     grey = TF.rgb_to_grayscale(x) if x.shape[1] == 3 else x
     x = _blend(x, grey.mean(dim=(1, 2, 3), keepdim=True).expand_as(x), factor())
