@@ -20,28 +20,28 @@ RUN_JOB_TASK = "distill.run_job"
 
 
 def celery_config(settings: Settings) -> dict:
-    config = dict(
-        broker_url=settings.broker_url,
+    config = {
+        "broker_url": settings.broker_url,
         # The database is the source of truth for jobs; Celery results are not kept.
-        task_ignore_result=True,
-        result_backend=None,
-        task_serializer="json",
-        accept_content=["json"],
-        task_default_queue=settings.queue,
-        task_routes={RUN_JOB_TASK: {"queue": settings.queue}},
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": settings.queue,
+        "task_routes": {RUN_JOB_TASK: {"queue": settings.queue}},
         # A job is acknowledged only when it ends, so a worker that dies mid-job
         # leaves it for another; run_job is idempotent on our job id.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
         # One job at a time per worker, run by a thread of the worker's main process that
         # supervises the worker's long-lived runner process (worker/runner.py): nothing forks.
-        worker_pool="threads",
-        worker_concurrency=1,
-        broker_connection_retry_on_startup=True,
+        "worker_pool": "threads",
+        "worker_concurrency": 1,
+        "broker_connection_retry_on_startup": True,
         # Fail fast when the broker is down instead of hanging the HTTP request.
-        broker_connection_timeout=3,
-        broker_transport_options={
+        "broker_connection_timeout": 3,
+        "broker_transport_options": {
             "max_retries": 2,
             "interval_start": 0,
             "interval_step": 0.5,
@@ -54,8 +54,8 @@ def celery_config(settings: Settings) -> dict:
             "unacked_restore_interval": min(60, max(1, settings.visibility_timeout_seconds // 4)),
             "unacked_restore_throttle": 1,
         },
-        worker_hijack_root_logger=False,
-    )
+        "worker_hijack_root_logger": False,
+    }
     if settings.broker_url.startswith("filesystem://"):
         folder = settings.broker_dir / "messages"
         processed = settings.broker_dir / "processed"

@@ -40,7 +40,7 @@ def apply_override(spec: dict[str, Any], assignment: str) -> dict[str, Any]:
     """A copy of `spec` with `path.to.field=VALUE` set; missing objects on the way are created,
     a number indexes into a list (seeds.0=3)."""
     path, sep, raw = assignment.partition("=")
-    keys = [k for k in path.strip().split(".")]
+    keys = list(path.strip().split("."))
     if not sep or not all(keys):
         raise SpecError(f"--set {assignment!r}: write it as dotted.path=VALUE, e.g. training.epochs=20")
     result = copy.deepcopy(spec)

@@ -311,7 +311,7 @@ class OnnxClassifier:
                 raise InspectionError(f"Output {output!r} is a probability map, not {output_kind}.", field="output")
             self.output_kind = "probability_map"
         else:
-            self.num_classes = dict((t[0], t[2]) for t in tensors)[output]
+            self.num_classes = {t[0]: t[2] for t in tensors}[output]
             if output_kind == "probability_map":
                 raise InspectionError(f"Output {output!r} is a tensor, not a probability map.", field="output")
             self.output_kind = detected if output_kind == "auto" else output_kind

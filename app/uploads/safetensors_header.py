@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.uploads.errors import InspectionError
+import itertools
 
 # The header is a JSON list of tensors: ~100 bytes each, so 1 MiB holds ~10,000 tensors,
 # far more than any of our architectures has. (The format's reader allows 100 MB, which is
@@ -122,7 +123,7 @@ def _tensor_span(name: str, entry: Any, data_len: int) -> tuple[int, int, int]:
 def _check_spans(spans: list[tuple[int, int, str]], data_len: int) -> None:
     """The tensors tile the data section: no overlap, no trailing bytes."""
     spans.sort()
-    for (b0, e0, a), (b1, e1, b) in zip(spans, spans[1:]):
+    for (_b0, e0, a), (b1, _e1, b) in itertools.pairwise(spans):
         if b1 < e0:
             raise _bad(f"tensors {a!r} and {b!r} overlap in the data section")
     used = max((end for _, end, _ in spans), default=0)

@@ -11,7 +11,7 @@ from worker.distill.image_augment import augment_images, image_augment_active
 
 
 def _aug(**kw):
-    base = dict(crop="none", crop_padding=4, crop_scale=0.35, flip=False, color_jitter=0.0)
+    base = {"crop": "none", "crop_padding": 4, "crop_scale": 0.35, "flip": False, "color_jitter": 0.0}
     return SimpleNamespace(**{**base, **kw})
 
 

@@ -49,7 +49,7 @@ def test_images_and_labels_check_sizes_and_classes(tmp_path):
 
 @pytest.mark.skipif(bool(PACKAGED["fashion_mnist"].missing()), reason="dataset-fashion-mnist not installed")
 def test_fashion_mnist_from_the_debian_package(tmp_path):
-    x_tr, y_tr, x_te, y_te = data._load_fashion_mnist(DatasetSpec(name="digits"), tmp_path)
+    x_tr, _y_tr, x_te, y_te = data._load_fashion_mnist(DatasetSpec(name="digits"), tmp_path)
     assert x_tr.shape == (60_000, 28, 28) and x_te.shape == (10_000, 28, 28)
     assert x_tr.dtype == np.uint8 and np.bincount(y_te).tolist() == [1000] * 10
     assert 0 < x_tr.mean() < 255

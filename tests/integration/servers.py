@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from tests.integration.conftest import free_port, wait_for
+import contextlib
 
 
 def _pg_bin(name: str) -> str:
@@ -76,10 +77,8 @@ class PostgresServer:
         self._as_postgres(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

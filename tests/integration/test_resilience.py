@@ -17,7 +17,7 @@ from tests.integration.servers import PostgresServer, RedisServer
 pytestmark = pytest.mark.integration
 
 # Lost workers are noticed within seconds, not the production minute.
-FAST = dict(lease_seconds=3, heartbeat_seconds=0.5, sweep_seconds=1, resend_after_seconds=4)
+FAST = {"lease_seconds": 3, "heartbeat_seconds": 0.5, "sweep_seconds": 1, "resend_after_seconds": 4}
 
 # Slow enough per epoch (a small CNN on MNIST-1D, small batches) to kill it mid-phase.
 SLOW_JOB = {

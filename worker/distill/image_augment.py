@@ -107,8 +107,5 @@ def augment_images(x: torch.Tensor, aug) -> torch.Tensor:
         out = flip(out)
     if aug.color_jitter > 0:
         out = jitter(out, aug.color_jitter)
-    if dtype == torch.uint8:
-        out = out.round().clamp(0, 255).to(torch.uint8)
-    else:
-        out = out.to(dtype)
+    out = out.round().clamp(0, 255).to(torch.uint8) if dtype == torch.uint8 else out.to(dtype)
     return out.squeeze(1) if grey else out
