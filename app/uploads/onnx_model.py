@@ -229,7 +229,7 @@ class OnnxClassifier:
         described: list[dict] = []
         tensors: list[tuple[str, str, int]] = []  # name, kind, classes
         maps: list[tuple[str, list]] = []  # name, sorted keys
-        for out, value in zip(outs, values):
+        for out, value in zip(outs, values, strict=True):
             dtype = _TENSOR_DTYPES.get(out.type)
             kind = "other"
             if dtype in _FLOATS:

@@ -3,6 +3,7 @@ package in the API): 8 bytes little-endian u64 N, N bytes of UTF-8 JSON, the dat
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -10,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from app.uploads.errors import InspectionError
-import itertools
 
 # The header is a JSON list of tensors: ~100 bytes each, so 1 MiB holds ~10,000 tensors,
 # far more than any of our architectures has. (The format's reader allows 100 MB, which is

@@ -31,7 +31,7 @@ def test_idx_round_trip_and_refusals(tmp_path):
     with pytest.raises(ValueError, match="type 0x0d"):
         read_idx(_idx(tmp_path / "f.gz", x, type_code=0x0D), ndim=3)
     short = tmp_path / "short"
-    short.write_bytes(gzip.decompress(open(tmp_path / "a.gz", "rb").read())[:-1])
+    short.write_bytes(gzip.decompress((tmp_path / "a.gz").read_bytes())[:-1])
     with pytest.raises(ValueError, match="promises"):
         read_idx(short, ndim=3)
 

@@ -3,6 +3,7 @@ them. The shared servers of the machine are never touched."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -11,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 from tests.integration.conftest import free_port, wait_for
-import contextlib
 
 
 def _pg_bin(name: str) -> str:

@@ -89,11 +89,11 @@ def test_sigkilled_workers_resume_from_checkpoints_until_the_job_succeeds(make_s
     for k in range(kills):
         # Past at least one new epoch checkpoint of the student, then pull the plug.
         target = 2 + 3 * k
-        wait_for(lambda: student_epoch(api, job_id) >= target, timeout=180, what=f"student epoch {target}")
+        wait_for(lambda target=target: student_epoch(api, job_id) >= target, timeout=180, what=f"student epoch {target}")
         svc.kill(worker, signal.SIGKILL)
         worker = svc.start_worker(f"w{k + 1}")
 
-    final = wait_for(lambda: terminal(api, job_id), timeout=240, what="the job to finish")
+    final = wait_for(lambda job_id=job_id: terminal(api, job_id), timeout=240, what="the job to finish")
     assert final["status"] == "succeeded", final["error"]
     assert final["attempts"] == kills + 1
 
@@ -153,7 +153,7 @@ def test_a_job_that_always_kills_its_worker_fails_after_max_attempts(make_servic
     for attempt in (1, 2):
         worker = svc.start_worker(f"w{attempt}")
         wait_for(
-            lambda: job(api, job_id)["attempts"] == attempt and job(api, job_id)["status"] == "running",
+            lambda attempt=attempt: job(api, job_id)["attempts"] == attempt and job(api, job_id)["status"] == "running",
             timeout=120,
             what=f"attempt {attempt}",
         )

@@ -68,7 +68,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     per_class = np.floor(exact).astype(int)
     for i in np.argsort(-(exact - per_class), kind="stable")[: n_out - per_class.sum()]:
         per_class[i] += 1
-    held = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, per_class)]
+    held = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, per_class, strict=True)]
     held_out = np.sort(np.concatenate(held))
     kept = np.setdiff1d(np.arange(len(y)), held_out)
     return rng.permutation(kept), rng.permutation(held_out)

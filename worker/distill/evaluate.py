@@ -150,6 +150,7 @@ def evaluate_job(
 def job_report(spec: JobSpec, evaluation: Evaluation, files: list[OutputFile]) -> dict[str, Any]:
     """The report as report.json and the API give it: plain JSON."""
     chosen, sections = evaluation.chosen, evaluation.sections
+    checks = [f.check for f in files if f.check is not None]  # with an ONNX export; the last one counts
     return json_safe(
         {
             **sections,
@@ -160,7 +161,7 @@ def job_report(spec: JobSpec, evaluation: Evaluation, files: list[OutputFile]) -
                 "test_accuracy": chosen["test_accuracy"],
                 "files": {f.kind: f.name for f in files},
                 "onnx_opset": spec.export.onnx_opset if "onnx" in spec.export.formats else None,
-                **{"onnx_check": f.check for f in files if f.check is not None},  # with an ONNX export
+                **({"onnx_check": checks[-1]} if checks else {}),
             },
             "summary": summary(sections["teacher"], sections["student"], sections["baseline"]),
         }

@@ -17,7 +17,7 @@ from app.contract.phases import BASELINE, TEACHER, member_run, seed_run
 from app.contract.spec import JobSpec, OptimSpec, TeacherArtifact, TeacherTrain
 
 
-class LearnsFrom(str, Enum):
+class LearnsFrom(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() of members
     """Where a run's teacher signal comes from."""
 
     NONE = "none"  # labels only: a teacher, a baseline, or method ce
