@@ -76,7 +76,7 @@ def with_default_time_limit(spec: JobSpec) -> JobSpec:
 
 
 def _parameters(arch: Arch, data: DataFacts) -> int:
-    if isinstance(arch, standard.StandardArch):  # the names file's facts: no torch in the API
+    if isinstance(arch, (standard.TimmArch, standard.TorchvisionArch)):  # the names file's facts: no torch in the API
         return standard.state_size(arch, data.input_shape, data.num_classes)[2]
     return sum(math.prod(shape) for shape, _ in state_shapes(arch, data.input_shape, data.num_classes).values())
 

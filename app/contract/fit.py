@@ -68,7 +68,7 @@ def _shape(shape) -> str:
 
 
 def _arch_fit(arch: Arch, input_shape: tuple[int, ...], loc: tuple) -> list[FieldError]:
-    if isinstance(arch, standard.StandardArch):
+    if isinstance(arch, (standard.TimmArch, standard.TorchvisionArch)):
         return [FieldError(loc=(*loc, where), msg=msg) for where, msg in standard.fit_messages(arch, input_shape)]
     if isinstance(arch, CNNArch) and len(input_shape) > 3:
         return [
@@ -193,7 +193,7 @@ def _weights_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: 
 
 def _state_errors(arch: Arch, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:
     """A safetensors file's tensors against the state dict of `arch` for this data (an error at `loc`)."""
-    if isinstance(arch, standard.StandardArch):
+    if isinstance(arch, (standard.TimmArch, standard.TorchvisionArch)):
         return _standard_weights_errors(arch, found, data, loc)
     expected = state_shapes(arch, data.input_shape, data.num_classes)
     got = {k: (tuple(v["shape"]), v["dtype"]) for k, v in found["tensors"].items()}

@@ -20,7 +20,7 @@ from app.contract.base import FieldError
 
 
 def stage_shapes(arch: Arch, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    if isinstance(arch, standard.StandardArch):
+    if isinstance(arch, (standard.TimmArch, standard.TorchvisionArch)):
         return standard.stage_shapes(arch, input_shape)
     if isinstance(arch, MLPArch):
         return {f"hidden{i}": (h,) for i, h in enumerate(arch.hidden)}

@@ -24,7 +24,7 @@ from worker.distill.objectives import Objective
 from worker.distill.teachers import OnnxTeacher
 
 if TYPE_CHECKING:
-    from worker.distill.models import Model
+    from worker.distill.models import Classifier as Model
 
 Features = dict[str, torch.Tensor]
 
