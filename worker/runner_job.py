@@ -65,7 +65,9 @@ def job_inputs(session: Session, job: Job, spec: JobSpec) -> JobInputs:
             dataset_sha256 = f"{artifact.sha256}:{artifact.options_sha256}"
         else:
             path = storage.path(artifact.storage_key)
-            teachers[artifact_id] = BroughtTeacher(path, cast(TeacherFormat, artifact.format), dict(artifact.inspection or {}))
+            teachers[artifact_id] = BroughtTeacher(
+                path, cast(TeacherFormat, artifact.format), dict(artifact.inspection or {})
+            )
         if not path.is_file():
             raise ArtifactUnavailable(f"{kind} artifact {artifact_id!r}: its file is missing from the store", kind)
     return JobInputs(dataset_npz=dataset_npz, teachers=teachers, dataset_sha256=dataset_sha256)

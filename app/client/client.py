@@ -131,7 +131,11 @@ class Client:
         return JobPage.model_validate(self._request("GET", "/v1/jobs", params=params).json())
 
     def iter_jobs(
-        self, *, status: builtins.list[str] | None = None, page_size: int = 50, metadata: Mapping[str, str] | None = None
+        self,
+        *,
+        status: builtins.list[str] | None = None,
+        page_size: int = 50,
+        metadata: Mapping[str, str] | None = None,
     ) -> Iterator[Job]:
         """Every job, newest first, page after page (cursor pagination)."""
         cursor = None

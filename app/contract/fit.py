@@ -339,8 +339,22 @@ def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = No
         )
     if m.needs_teacher_arch:
         if spec.teacher.ensemble is not None:
-            return [*errors, FieldError(loc=("teacher", "ensemble"), msg=f"{m.name} needs a single teacher (its stages or its architecture): use teacher.train.")]
+            return [
+                *errors,
+                FieldError(
+                    loc=("teacher", "ensemble"),
+                    msg=f"{m.name} needs a single teacher (its stages or its architecture): use teacher.train.",
+                ),
+            ]
         if spec.teacher.arch is None:
-            return [*errors, FieldError(loc=("teacher", "artifact"), msg=f"{m.name} needs the teacher's " "architecture (its stages), and an ONNX teacher exposes none: bring " "safetensors weights with their arch, or use kd, dkd or adversarial.")]
+            return [
+                *errors,
+                FieldError(
+                    loc=("teacher", "artifact"),
+                    msg=f"{m.name} needs the teacher's "
+                    "architecture (its stages), and an ONNX teacher exposes none: bring "
+                    "safetensors weights with their arch, or use kd, dkd or adversarial.",
+                ),
+            ]
     errors += m.fit_errors(spec, shape)
     return errors

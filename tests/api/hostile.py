@@ -56,7 +56,11 @@ def _classifier_head(graph_nodes: list, extra: str) -> tuple[list, list]:
     from onnx import helper, numpy_helper
 
     weight = numpy_helper.from_array(np.ones((4, 2), np.float32), "W")
-    nodes = [*graph_nodes, helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", extra], ["logits"])]
+    nodes = [
+        *graph_nodes,
+        helper.make_node("MatMul", ["x", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", extra], ["logits"]),
+    ]
     return nodes, [weight]
 
 

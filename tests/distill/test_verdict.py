@@ -251,7 +251,8 @@ def test_a_real_tiny_digits_job(tmp_path, data_cache, digits, tiny_spec):
     json.dumps(added, allow_nan=False)  # plain JSON, as the report must be
     assert added["verdict"] == out
     pairs = [
-        (s["test_accuracy"], b["test_accuracy"]) for s, b in zip(report["student"]["runs"], report["baseline"]["runs"], strict=False)
+        (s["test_accuracy"], b["test_accuracy"])
+        for s, b in zip(report["student"]["runs"], report["baseline"]["runs"], strict=False)
     ]
     assert out["kd_minus_scratch"]["n"] == len(spec.seeds) == 2
     assert out["kd_minus_scratch"]["mean"] == pytest.approx(statistics.fmean(s - b for s, b in pairs))

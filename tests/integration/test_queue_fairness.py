@@ -69,7 +69,11 @@ def heartbeat(api: httpx.Client, job_id: str) -> datetime:
 
 def test_the_sweeper_resends_only_lost_messages_not_those_of_jobs_waiting_for_a_busy_worker(make_service, tmp_path):
     fast = {
-        "sweep_seconds": 0.5, "resend_after_seconds": 1, "heartbeat_seconds": 0.5, "stop_grace_seconds": 1, "kill_grace_seconds": 1
+        "sweep_seconds": 0.5,
+        "resend_after_seconds": 1,
+        "heartbeat_seconds": 0.5,
+        "stop_grace_seconds": 1,
+        "kill_grace_seconds": 1,
     }
     svc = make_service(service_env(tmp_path, None, "filesystem://", **fast))
     svc.start_worker("only")

@@ -89,7 +89,9 @@ def test_sigkilled_workers_resume_from_checkpoints_until_the_job_succeeds(make_s
     for k in range(kills):
         # Past at least one new epoch checkpoint of the student, then pull the plug.
         target = 2 + 3 * k
-        wait_for(lambda target=target: student_epoch(api, job_id) >= target, timeout=180, what=f"student epoch {target}")
+        wait_for(
+            lambda target=target: student_epoch(api, job_id) >= target, timeout=180, what=f"student epoch {target}"
+        )
         svc.kill(worker, signal.SIGKILL)
         worker = svc.start_worker(f"w{k + 1}")
 
@@ -205,7 +207,7 @@ def test_redis_and_postgres_restarts_lose_no_accepted_job(make_service, tmp_path
         queued.append(wait_for(lambda: _submit_when_ready(api), timeout=30, what="submission after postgres"))
 
         for job_id in [running, *queued]:
-            final = wait_for(lambda: terminal(api, job_id), timeout=240, what=f"job {job_id}")
+            final = wait_for(lambda job_id=job_id: terminal(api, job_id), timeout=240, what=f"job {job_id}")
             assert final["status"] == "succeeded", (job_id, final["error"])
             assert events(api, job_id).count("job succeeded") == 1
         # The messages of the queued jobs died with Redis; the sweeper sent them again.

@@ -315,7 +315,10 @@ class Attention(Objective):
         t_shapes = stage_shapes(ctx.teacher_arch, ctx.input_shape)
         s_shapes = stage_shapes(ctx.student_arch, ctx.input_shape)
         ts, ss = method.stages(t_shapes, s_shapes)
-        pairs = [(t, s, tuple(min(a, b) for a, b in zip(t_shapes[t][1:], s_shapes[s][1:], strict=False))) for t, s in zip(ts, ss, strict=False)]
+        pairs = [
+            (t, s, tuple(min(a, b) for a, b in zip(t_shapes[t][1:], s_shapes[s][1:], strict=False)))
+            for t, s in zip(ts, ss, strict=False)
+        ]
         return cls(method.temperature, method.alpha, method.beta, pairs)
 
     def __init__(self, temperature, alpha, beta, pairs: list[tuple[str, str, tuple[int, ...]]]) -> None:
