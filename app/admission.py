@@ -76,7 +76,7 @@ def with_default_time_limit(spec: JobSpec) -> JobSpec:
 
 
 def _parameters(arch: Arch, data: DataFacts) -> int:
-    if arch.name in ("timm", "torchvision"):  # the names file's facts: no torch in the API
+    if isinstance(arch, (standard.TimmArch, standard.TorchvisionArch)):  # the names file's facts: no torch in the API
         return standard.state_size(arch, data.input_shape, data.num_classes)[2]
     return sum(math.prod(shape) for shape, _ in state_shapes(arch, data.input_shape, data.num_classes).values())
 
@@ -93,6 +93,7 @@ def _batch_bytes(arch: Arch, data: DataFacts, batch_size: int) -> int:
 def _examples(spec: JobSpec, artifacts: dict[str, ArtifactFacts], data: DataFacts) -> int:
     if spec.dataset.name is not None:
         return DATASETS[spec.dataset.name].train_size
+    assert spec.dataset.artifact is not None  # a DatasetSpec names a dataset or an artifact
     found = artifacts[spec.dataset.artifact].inspection
     return int(found.get("rows", 0)) + data.unlabeled_rows
 

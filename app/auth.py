@@ -69,14 +69,14 @@ class RateLimiter:
     def wait_seconds(self, key_id: str, per_minute: int | None = None, burst: int | None = None) -> int:
         """Take a token: 0 if there was one, else how long until there is."""
         settings = get_settings()
-        per_minute = settings.rate_limit_per_minute if per_minute is None else per_minute
-        rate, burst = per_minute / 60.0, float(settings.rate_limit_burst if burst is None else burst)
+        rate = (settings.rate_limit_per_minute if per_minute is None else per_minute) / 60.0
+        capacity = float(settings.rate_limit_burst if burst is None else burst)
         if rate <= 0:
             return 0
         now = time.monotonic()
         with self._lock:
-            tokens, at = self._buckets.get(key_id, (burst, now))
-            tokens = min(burst, tokens + (now - at) * rate)
+            tokens, at = self._buckets.get(key_id, (capacity, now))
+            tokens = min(capacity, tokens + (now - at) * rate)
             if tokens >= 1:
                 self._buckets[key_id] = (tokens - 1, now)
                 return 0

@@ -17,7 +17,6 @@ No database session is open while the body streams: the key check closes its own
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -137,7 +136,7 @@ class Replay:
         self.body: bytes | None = body
         self.receive = receive
 
-    async def __call__(self) -> dict[str, Any]:
+    async def __call__(self) -> Message:
         if self.body is None:
             return await self.receive()
         body, self.body = self.body, None

@@ -20,9 +20,9 @@ import select
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import CursorResult, Engine, Executable, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import get_settings
@@ -122,3 +122,9 @@ def read_retrying(work: Callable[..., T], *args: object) -> T:
             raise
     with get_read_engine().connect() as connection:
         return work(connection, *args)
+
+
+def rows_changed(session: Session, statement: Executable) -> int:
+    """The rows an UPDATE or INSERT changed. Its result is a CursorResult; Session.execute is
+    typed with the base Result, which has no rowcount."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount

@@ -25,6 +25,7 @@ from sqlalchemy import ColumnElement, and_, case, delete, select, update
 from sqlalchemy.orm import Session
 
 from app.contract.spec import JobSpec
+from app.db import rows_changed
 from app.models import Job, JobEvent, JobMetric, utcnow
 from app.redact import scrub
 
@@ -72,19 +73,28 @@ def _transition(
     sources = sources_of(target)
     if only_from is not None:
         sources = [s for s in sources if s == only_from.value]
-    condition = Job.status.in_(sources)
+    condition: ColumnElement[bool] = Job.status.in_(sources)
     if owner is not None:
         condition = and_(condition, _held_by(owner))
     if target in TERMINAL or target == Status.QUEUED:
         values |= {"lease_owner": None, "lease_expires_at": None}
     now = utcnow()
-    result = session.execute(
+    changed = rows_changed(
+        session,
         update(Job)
         .where(Job.id == job_id, condition)
         .values(status=target.value, updated_at=now, **values)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1
+    return changed == 1
+
+
+def get(session: Session, job_id: str) -> Job:
+    """A job that exists (one a worker claimed or runs); LookupError if it was deleted."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise LookupError(f"job {job_id} does not exist")
+    return job
 
 
 def add_event(session: Session, job_id: str, message: str, *, phase: str | None = None, level: str = "info") -> None:
@@ -151,13 +161,14 @@ def renew_lease(session: Session, job_id: str, owner: str, lease_seconds: float)
     """The worker's heartbeat. False: the lease is lost (expired and handed on, or the
     job ended): the worker must stop and write nothing more."""
     now = utcnow()
-    result = session.execute(
+    changed = rows_changed(
+        session,
         update(Job)
         .where(Job.id == job_id, _held_by(owner))
         .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=lease_seconds))
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1
+    return changed == 1
 
 
 def report_progress(
@@ -180,13 +191,14 @@ def report_progress(
         # Never backwards, even when a resumed attempt recounts from its last checkpoint.
         new = min(max(progress, 0.0), 1.0)
         values["progress"] = case((Job.progress > new, Job.progress), else_=new)
-    result = session.execute(
+    changed = rows_changed(
+        session,
         update(Job)
         .where(Job.id == job_id, _held_by(owner))
         .values(**values)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount == 1
+    return changed == 1
 
 
 def add_metrics(session: Session, job_id: str, phase: str, run: str, epoch: int, values: dict[str, float]) -> None:
@@ -272,13 +284,14 @@ def request_cancel(session: Session, job_id: str) -> Job | None:
     if _transition(session, job_id, Status.CANCELLED, only_from=Status.QUEUED, finished_at=utcnow()):
         add_event(session, job_id, "job cancelled before it started")
     else:
-        flagged = session.execute(
+        flagged = rows_changed(
+            session,
             update(Job)
             .where(Job.id == job_id, Job.status == Status.RUNNING.value)
             .values(cancel_requested=True, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
         )
-        if flagged.rowcount == 1:
+        if flagged == 1:
             add_event(session, job_id, "cancellation requested; stopping at the next batch")
     session.flush()
     return session.execute(

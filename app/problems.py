@@ -235,7 +235,7 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail = exc.detail if isinstance(exc.detail, str) else "See the API documentation at /docs."
         titles = {404: "Not found", 405: "Method not allowed"}
-        headers = exc.headers
+        headers = dict(exc.headers) if exc.headers is not None else None
         if exc.status_code == 405:
             # Starlette names the methods of the first route that matched the path only.
             allowed = _allowed_methods(request)

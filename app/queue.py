@@ -7,37 +7,41 @@ The Celery configuration lives here too, so the API's client and the worker
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING, cast
 
 from celery import Celery
 
 from app.config import Settings, get_settings
 
+if TYPE_CHECKING:
+    from kombu.transport.virtual import Channel
+
 RUN_JOB_TASK = "distill.run_job"
 
 
 def celery_config(settings: Settings) -> dict:
-    config = dict(
-        broker_url=settings.broker_url,
+    config = {
+        "broker_url": settings.broker_url,
         # The database is the source of truth for jobs; Celery results are not kept.
-        task_ignore_result=True,
-        result_backend=None,
-        task_serializer="json",
-        accept_content=["json"],
-        task_default_queue=settings.queue,
-        task_routes={RUN_JOB_TASK: {"queue": settings.queue}},
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": settings.queue,
+        "task_routes": {RUN_JOB_TASK: {"queue": settings.queue}},
         # A job is acknowledged only when it ends, so a worker that dies mid-job
         # leaves it for another; run_job is idempotent on our job id.
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
         # One job at a time per worker, run by a thread of the worker's main process that
         # supervises the worker's long-lived runner process (worker/runner.py): nothing forks.
-        worker_pool="threads",
-        worker_concurrency=1,
-        broker_connection_retry_on_startup=True,
+        "worker_pool": "threads",
+        "worker_concurrency": 1,
+        "broker_connection_retry_on_startup": True,
         # Fail fast when the broker is down instead of hanging the HTTP request.
-        broker_connection_timeout=3,
-        broker_transport_options={
+        "broker_connection_timeout": 3,
+        "broker_transport_options": {
             "max_retries": 2,
             "interval_start": 0,
             "interval_step": 0.5,
@@ -50,8 +54,8 @@ def celery_config(settings: Settings) -> dict:
             "unacked_restore_interval": min(60, max(1, settings.visibility_timeout_seconds // 4)),
             "unacked_restore_throttle": 1,
         },
-        worker_hijack_root_logger=False,
-    )
+        "worker_hijack_root_logger": False,
+    }
     if settings.broker_url.startswith("filesystem://"):
         folder = settings.broker_dir / "messages"
         processed = settings.broker_dir / "processed"
@@ -92,7 +96,8 @@ def pending_messages() -> int:
     with _client().connection_for_write() as conn:
         # Not passive: Redis keeps no key for an empty list, and a passive declare would say
         # the queue does not exist. A declare only counts on these virtual transports.
-        return conn.default_channel.queue_declare(queue=get_settings().queue).message_count
+        channel = cast("Channel", conn.default_channel)  # Redis and filesystem: virtual channels
+        return channel.queue_declare(queue=get_settings().queue).message_count
 
 
 def broker_reachable() -> bool:

@@ -55,6 +55,14 @@ def find_tenant(session: Session, name_or_id: str) -> Tenant | None:
     return session.scalars(select(Tenant).where((Tenant.name == name_or_id) | (Tenant.id == name_or_id))).first()
 
 
+def of(session: Session, tenant_id: str) -> Tenant:
+    """The tenant of a key, job or sweep: it exists (they are deleted with it)."""
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise LookupError(f"tenant {tenant_id} does not exist")
+    return tenant
+
+
 def create_key(session: Session, tenant: Tenant, name: str | None = None) -> NewKey:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     record = ApiKey(tenant_id=tenant.id, name=name, prefix=key[:PREFIX_LENGTH], key_sha256=key_sha256(key))
@@ -99,6 +107,7 @@ def local_tenant(session: Session) -> Tenant:
                 tenant = create_tenant(session, LOCAL_TENANT)
         except (IntegrityError, TenantExists):  # another process created it first
             tenant = find_tenant(session, LOCAL_TENANT)
+    assert tenant is not None  # found, created, or created by the other process
     return tenant
 
 

@@ -177,7 +177,7 @@ def measure(trees: dict[str, Path], jobs: int, rounds: int) -> dict:
                 services[name] = Service(tree, Path(tmp) / name)
                 services[name].start()
             samples: dict[str, dict[str, list[float]]] = {n: {"running": [], "done": [], "claimed": []} for n in trees}
-            for name, svc in services.items():  # one warm-up job each: imports, data cache
+            for svc in services.values():  # one warm-up job each: imports, data cache
                 with httpx.Client(base_url=svc.url, timeout=30) as client:
                     one_job(client)
             compute = WarmCompute()

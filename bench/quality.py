@@ -351,7 +351,7 @@ def configurations(profile: str, seeds: list[int], hp: dict | None = None) -> li
                 job("mnist1d small cnn", {"name": "ce"}, student=small_cnn, teacher_=unused_teacher),
             ),
             (
-                "Hinton (1): MLP 64-64 from the teacher alone (alpha=1, T=%g), training inputs only" % T,
+                f"Hinton (1): MLP 64-64 from the teacher alone (alpha=1, T={T:g}), training inputs only",
                 "",
                 "student",
                 job(f"mnist1d teacher-only T={T:g}", {"name": "kd", "temperature": T, "alpha": 1.0}),

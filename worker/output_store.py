@@ -54,7 +54,7 @@ class OutputStore:
     def _evict(self, s: Session, keep: str) -> int:
         """Least recently used files out until the tenant's total fits the cap (never `keep`)."""
         mine = TeacherOutput.tenant_id == self.tenant_id
-        total = s.scalar(select(func.coalesce(func.sum(TeacherOutput.size_bytes), 0)).where(mine))
+        total = s.scalar(select(func.coalesce(func.sum(TeacherOutput.size_bytes), 0)).where(mine)) or 0
         oldest = s.scalars(
             select(TeacherOutput).where(mine, TeacherOutput.key != keep).order_by(TeacherOutput.last_used_at)
         )

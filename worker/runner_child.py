@@ -70,7 +70,7 @@ def warm_up() -> None:
     # make. A full collection of the imported heap costs ~0.5 s.
     gc.collect()
     gc.freeze()
-    import worker.runner_job  # noqa: F401
+    import worker.runner_job  # noqa: F401 - loaded here, not on the first job
 
 
 def devices() -> list[dict]:

@@ -14,8 +14,8 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,7 +28,7 @@ from app.models import Artifact, Job, utcnow
 from app.storage import dataset_arrays_key, get_storage
 from app.uploads.safetensors_header import read_header
 from worker.distill.eta import Estimate
-from worker.distill.inputs import BroughtTeacher, JobInputs
+from worker.distill.inputs import BroughtTeacher, JobInputs, TeacherFormat
 from worker.distill.report import json_safe
 from worker.output_store import OutputStore
 from worker.runner_db import StopReason, end_stopped, in_transaction
@@ -65,14 +65,23 @@ def job_inputs(session: Session, job: Job, spec: JobSpec) -> JobInputs:
             dataset_sha256 = f"{artifact.sha256}:{artifact.options_sha256}"
         else:
             path = storage.path(artifact.storage_key)
-            teachers[artifact_id] = BroughtTeacher(path, artifact.format, dict(artifact.inspection or {}))
+            teachers[artifact_id] = BroughtTeacher(
+                path, cast(TeacherFormat, artifact.format), dict(artifact.inspection or {})
+            )
         if not path.is_file():
             raise ArtifactUnavailable(f"{kind} artifact {artifact_id!r}: its file is missing from the store", kind)
     return JobInputs(dataset_npz=dataset_npz, teachers=teachers, dataset_sha256=dataset_sha256)
 
 
+def _get_job(s: Session, job_id: str) -> Job:
+    job = s.get(Job, job_id)
+    assert job is not None, job_id  # the runner holds the job's lease: its row exists
+    return job
+
+
 def kept_teacher(session: Session, artifact_id: str) -> BroughtTeacher:
     artifact = session.get(Artifact, artifact_id)
+    assert artifact is not None, artifact_id  # just published or read by this job
     return BroughtTeacher(get_storage().path(artifact.storage_key), "safetensors", dict(artifact.inspection or {}))
 
 
@@ -107,7 +116,7 @@ class JobReporter:
         self.checkpoint_dir = get_storage().path(f"checkpoints/{job_id}")
         self.checkpoint_seconds = settings.checkpoint_seconds
         self.workdir = settings.home.resolve() / "work" / job_id / uuid.uuid4().hex[:8]
-        self.deadline = None  # limits.time_limit_seconds, known once the job is read
+        self.deadline: datetime | None = None  # limits.time_limit_seconds, known once the job is read
         self.claimed: dict[int, str] = {}  # teachers this job trains for the tenant (member -> key)
         self._phase: str | None = None
         self._lock = threading.Lock()  # guards the buffer
@@ -236,7 +245,7 @@ class JobReporter:
         new = [(f, storage.put_file(f.path, f"jobs/{self.job_id}/{f.name}")) for f in files if f.name not in recorded]
 
         def write(s: Session) -> None:
-            tenant_id = s.get(Job, self.job_id).tenant_id
+            tenant_id = _get_job(s, self.job_id).tenant_id
             ids = dict(recorded)
             for f, stored in new:
                 ids[f.name] = self._add_teacher_artifact(s, tenant_id, f, stored, facts, key)
@@ -281,7 +290,7 @@ class JobReporter:
         stored = [(f, storage.put_file(f.path, f"jobs/{self.job_id}/{f.name}")) for f in files]
 
         def write(s: Session) -> None:
-            tenant_id = s.get(Job, self.job_id).tenant_id
+            tenant_id = _get_job(s, self.job_id).tenant_id
             for f, st in stored:
                 s.add(
                     Artifact(
@@ -310,7 +319,7 @@ def run_attempt(job_id: str, owner: str, stop_flag: Any) -> None:
     settings = get_settings()
     reporter = JobReporter(job_id, owner, stop_flag)
     try:
-        job = in_transaction(lambda s: s.get(Job, job_id))
+        job = in_transaction(lambda s: _get_job(s, job_id))
         spec = JobSpec.model_validate(job.spec)
         reporter.deadline = job.deadline_at
         inputs = in_transaction(lambda s: job_inputs(s, job, spec))
@@ -347,6 +356,6 @@ def _close_quietly(reporter: JobReporter) -> None:
 
 def forget_finished_checkpoints(job_id: str) -> None:
     """Checkpoints stay while the job may resume (queued again, or held by another)."""
-    status = in_transaction(lambda s: s.get(Job, job_id).status)
+    status = in_transaction(lambda s: _get_job(s, job_id).status)
     if status in jobs.TERMINAL:
         shutil.rmtree(get_storage().path(f"checkpoints/{job_id}"), ignore_errors=True)

@@ -65,6 +65,8 @@ def advance_sweeps() -> list[str]:
 def _advance_sweep(sweep_id: str) -> list[str]:
     with get_sessionmaker()() as session:
         sweep = session.get(Sweep, sweep_id)
+        if sweep is None:  # deleted with its tenant meanwhile
+            return []
         released, finished = sweep_state.advance(session, sweep)
         session.commit()
         if finished:
@@ -75,6 +77,8 @@ def _advance_sweep(sweep_id: str) -> list[str]:
 def _draw_pareto(session: Session, sweep_id: str) -> None:
     """The finished sweep's figure, in the artifact store; its key in the result."""
     sweep = session.get(Sweep, sweep_id)
+    if sweep is None:  # deleted with its tenant meanwhile
+        return
     session.refresh(sweep)
     result = dict(sweep.result or {})
     if not result.get("leaderboard"):

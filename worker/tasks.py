@@ -14,8 +14,8 @@ import os
 import socket
 import uuid
 
+from app import jobs
 from app.config import get_settings
-from app.models import Job
 from app.queue import RUN_JOB_TASK
 from worker import runner
 from worker.celery_app import app
@@ -46,5 +46,5 @@ def run_job(job_id: str) -> None:
         return
     if claimed != job_id:
         log.info("message for job %s: took job %s (fair share between tenants)", job_id, claimed)
-    deadline = in_transaction(lambda s: s.get(Job, claimed).deadline_at)
+    deadline = in_transaction(lambda s: jobs.get(s, claimed).deadline_at)
     runner.supervise(claimed, owner, deadline)

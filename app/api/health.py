@@ -96,7 +96,7 @@ class JobCounts:
                     totals = session.execute(select(*sums)).one()
                     held = session.scalar(select(func.coalesce(func.sum(TeacherOutput.size_bytes), 0)))
                 self._counts, self._at = dict(rows), time.monotonic()
-                self._cache = {**dict(zip(CACHE_COUNTERS, map(int, totals), strict=True)), "bytes": int(held)}
+                self._cache = {**dict(zip(CACHE_COUNTERS, map(int, totals), strict=True)), "bytes": int(held or 0)}
             return self._counts, self._cache
 
 

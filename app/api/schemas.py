@@ -211,7 +211,7 @@ class ArtifactOut(BaseModel):
     )
     created_at: datetime
 
-    @computed_field(examples=["/v1/artifacts/5d41a0c1-77a3-4a8e-b38c-0e3f4cf2b8f7/content"])
+    @computed_field(examples=["/v1/artifacts/5d41a0c1-77a3-4a8e-b38c-0e3f4cf2b8f7/content"])  # type: ignore[prop-decorator]  # mypy does not see through it (pydantic's docs)
     @property
     def content_url(self) -> str:
         return f"/v1/artifacts/{self.id}/content"

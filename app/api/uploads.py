@@ -16,7 +16,7 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import APIRouter, Request, Response, status
 from python_multipart.exceptions import FormParserError
@@ -123,7 +123,7 @@ class StreamedForm:
         self.size = 0
         self.sha256 = hashlib.sha256()
         self._target, self._cap = target, cap
-        self._out = None
+        self._out: BinaryIO | None = None
         self._header_field = bytearray()
         self._header_value = bytearray()
         self._disposition: dict[str, str] = {}
@@ -176,11 +176,13 @@ class StreamedForm:
         if self.size > self._cap:
             raise _too_large(self._cap)
         self.sha256.update(chunk)
+        assert self._out is not None  # the file part's headers opened it
         self._out.write(chunk)
 
     def _part_end(self) -> None:
         name = self._disposition.get("name")
         if name == "file":  # fsync happens in _store, off the event loop
+            assert self._out is not None  # the file part's headers opened it
             self._out.close()
         elif name:
             self.fields[name] = self._value.decode("utf-8", "replace")
@@ -321,7 +323,8 @@ async def _accept(caller: Caller, form: StreamedForm, incoming: Path) -> tuple[A
     arrays = incoming.with_suffix(".npz")
     try:
         kind, fmt, options = _form_fields(form)
-        refuse_code_carrying(upload, form.filename)
+        filename = form.filename or ""  # never None here: _form_fields refuses a form without a file
+        refuse_code_carrying(upload, filename)
     except InspectionError as exc:
         raise _field_error(exc.field, str(exc), "refused") from exc
     digest, options_digest = form.sha256.hexdigest(), _options_sha256(kind, fmt, options)
@@ -347,13 +350,13 @@ async def _accept(caller: Caller, form: StreamedForm, incoming: Path) -> tuple[A
         kind=kind,
         format=fmt,
         name=form.fields.get("name"),
-        filename=_safe_filename(form.filename, fmt),
+        filename=_safe_filename(filename, fmt),
         media_type=MEDIA_TYPES.get(fmt, "application/octet-stream"),
         size_bytes=form.size,
         sha256=digest,
         options_sha256=options_digest,
         inspection=inspection,
-        storage_key=upload_key(caller.tenant_id, f"{digest}-{options_digest[:16]}", _safe_filename(form.filename, fmt)),
+        storage_key=upload_key(caller.tenant_id, f"{digest}-{options_digest[:16]}", _safe_filename(filename, fmt)),
     )
     return await run_in_threadpool(_store, stored, upload, arrays)
 
@@ -368,8 +371,8 @@ def _store(artifact: Artifact, upload: Path, arrays: Path) -> tuple[Artifact, bo
     if artifact.kind == "dataset":
         moved.append(storage.path(dataset_arrays_key(artifact.storage_key)))
         os.replace(arrays, moved[-1])
-    if artifact.format == "safetensors":  # the full tensor list beside the file; the row holds a summary
-        moved.append(final.with_name(TENSORS_FILE))
+    if artifact.format == "safetensors" and artifact.inspection is not None:  # the full tensor list beside
+        moved.append(final.with_name(TENSORS_FILE))  # the file; the row holds a summary
         moved[-1].write_text(json.dumps(artifact.inspection["tensors"]))
         artifact.inspection = safetensors_summary(artifact.inspection)
     with upload.open("rb") as f:
@@ -381,7 +384,9 @@ def _store(artifact: Artifact, upload: Path, arrays: Path) -> tuple[Artifact, bo
             session.commit()
         except IntegrityError:  # the same content and options, uploaded at the same moment
             session.rollback()
-            return _existing(artifact.tenant_id, artifact.kind, artifact.sha256, artifact.options_sha256), False
+            twin = _existing(artifact.tenant_id, artifact.kind, artifact.sha256, artifact.options_sha256)
+            assert twin is not None  # the row that won the unique constraint
+            return twin, False
         except BaseException:
             for path in moved:
                 path.unlink(missing_ok=True)

@@ -98,7 +98,7 @@ def submit(
     spec: Annotated[Path, typer.Argument(help="A job spec, .json or .yaml.")],
     set_: Annotated[
         list[str], typer.Option("--set", help="dotted.path=JSON, e.g. training.epochs=20 or seeds=[0,1]; repeatable.")
-    ] = [],  # noqa: B006
+    ] = [],  # noqa: B006 - typer reads the default; the list is never mutated
     wait: Annotated[bool, typer.Option(help="Watch the job to its end and print the result.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the job id.")] = False,
     every: Annotated[float, EVERY] = 1.0,

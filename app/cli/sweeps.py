@@ -21,7 +21,7 @@ SWEEP_ID = typer.Argument(help="The sweep id.")
 def submit(
     ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="A sweep spec (base, axes, ...), .json or .yaml.")],
-    set_: Annotated[list[str], typer.Option("--set", help="dotted.path=JSON override; repeatable.")] = [],  # noqa: B006
+    set_: Annotated[list[str], typer.Option("--set", help="dotted.path=JSON override; repeatable.")] = [],  # noqa: B006 - typer reads the default
     wait: Annotated[bool, typer.Option(help="Follow the sweep to its end and print the leaderboard.")] = False,
     every: Annotated[float, EVERY] = 2.0,
 ) -> None:

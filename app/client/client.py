@@ -5,6 +5,7 @@ Only HTTP (httpx) and the typed answers of app.client.models: it runs without th
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import time
@@ -130,7 +131,11 @@ class Client:
         return JobPage.model_validate(self._request("GET", "/v1/jobs", params=params).json())
 
     def iter_jobs(
-        self, *, status: list[str] | None = None, page_size: int = 50, metadata: Mapping[str, str] | None = None
+        self,
+        *,
+        status: builtins.list[str] | None = None,
+        page_size: int = 50,
+        metadata: Mapping[str, str] | None = None,
     ) -> Iterator[Job]:
         """Every job, newest first, page after page (cursor pagination)."""
         cursor = None
@@ -147,7 +152,7 @@ class Client:
         """Delete an ended job with its files (ApiError 409 while it is queued or running)."""
         self._request("DELETE", f"/v1/jobs/{job_id}")
 
-    def events(self, job_id: str, *, after: int | None = None, limit: int = 500) -> list[Event]:
+    def events(self, job_id: str, *, after: int | None = None, limit: int = 500) -> builtins.list[Event]:
         params: dict[str, Any] = {"limit": limit} | ({"after": after} if after is not None else {})
         return _EVENTS.validate_python(self._request("GET", f"/v1/jobs/{job_id}/events", params=params).json())
 
@@ -173,7 +178,7 @@ class Client:
     def sweep(self, sweep_id: str) -> Sweep:
         return Sweep.model_validate(self._request("GET", f"/v1/sweeps/{sweep_id}").json())
 
-    def sweeps(self, *, limit: int = 20) -> list[Sweep]:
+    def sweeps(self, *, limit: int = 20) -> builtins.list[Sweep]:
         return _SWEEPS.validate_python(self._request("GET", "/v1/sweeps", params={"limit": limit}).json())
 
     def cancel_sweep(self, sweep_id: str) -> Sweep:
@@ -190,10 +195,10 @@ class Client:
 
     # --- artifacts ---------------------------------------------------------------------------
 
-    def artifacts(self, job_id: str) -> list[Artifact]:
+    def artifacts(self, job_id: str) -> builtins.list[Artifact]:
         return _ARTIFACTS.validate_python(self._request("GET", f"/v1/jobs/{job_id}/artifacts").json())
 
-    def uploads(self, *, kind: str | None = None) -> list[Artifact]:
+    def uploads(self, *, kind: str | None = None) -> builtins.list[Artifact]:
         params = {"kind": kind} if kind else {}
         return _ARTIFACTS.validate_python(self._request("GET", "/v1/artifacts", params=params).json())
 
@@ -228,7 +233,7 @@ class Client:
             partial.unlink(missing_ok=True)
         return target
 
-    def download_job(self, job_id: str, directory: Path) -> list[Path]:
+    def download_job(self, job_id: str, directory: Path) -> builtins.list[Path]:
         return [self.download(a, directory) for a in self.artifacts(job_id)]
 
     def upload(

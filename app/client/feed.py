@@ -70,7 +70,8 @@ class Message:
 
 def parse_messages(lines: Iterable[str]) -> Iterator[Message]:
     """text/event-stream lines -> messages (comments, the heartbeats, and retry: are skipped)."""
-    event, data, id_ = "message", [], None
+    event, id_ = "message", None
+    data: list[str] = []
     for line in lines:
         if not line:
             if data:

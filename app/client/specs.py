@@ -40,20 +40,21 @@ def apply_override(spec: dict[str, Any], assignment: str) -> dict[str, Any]:
     """A copy of `spec` with `path.to.field=VALUE` set; missing objects on the way are created,
     a number indexes into a list (seeds.0=3)."""
     path, sep, raw = assignment.partition("=")
-    keys = [k for k in path.strip().split(".")]
+    keys = list(path.strip().split("."))
     if not sep or not all(keys):
         raise SpecError(f"--set {assignment!r}: write it as dotted.path=VALUE, e.g. training.epochs=20")
     result = copy.deepcopy(spec)
     node: Any = result
-    for i, key in enumerate(keys):
+    for i, name in enumerate(keys):
         last = i == len(keys) - 1
+        key: str | int = name
         if isinstance(node, list):
-            if not key.isdigit() or int(key) >= len(node):
+            if not name.isdigit() or int(name) >= len(node):
                 raise SpecError(
                     f"--set {assignment!r}: {'.'.join(keys[:i]) or 'the spec'} is a list of "
-                    f"{len(node)}; {key!r} is not an index in it"
+                    f"{len(node)}; {name!r} is not an index in it"
                 )
-            key = int(key)
+            key = int(name)
         elif not isinstance(node, dict):
             raise SpecError(f"--set {assignment!r}: {'.'.join(keys[:i])} is a value, not an object")
         if last:

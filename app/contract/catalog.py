@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -61,7 +63,7 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def entry(model: type) -> dict[str, Any]:
+def entry(model: type[BaseModel]) -> dict[str, Any]:
     """The catalog's entry of a spec class (an architecture or a method): its documentation
     and its parameters' JSON schema, both taken from the class itself."""
     schema = model.model_json_schema()

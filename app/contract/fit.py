@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from app.contract import standard
-from app.contract.architectures import CNNArch, MLPArch
+from app.contract.architectures import Arch, CNNArch
 from app.contract.base import FieldError
 from app.contract.catalog import DATASETS
 from app.contract.methods import METHODS
@@ -41,7 +41,7 @@ class DataFacts:
 
 def artifact_refs(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str, str]]:
     """Every uploaded artifact the spec names: (location in the spec, id, expected kind)."""
-    refs = []
+    refs: list[tuple[tuple[str | int, ...], str, str]] = []
     if spec.dataset.artifact is not None:
         refs.append((("dataset", "artifact"), spec.dataset.artifact, "dataset"))
     if spec.teacher.artifact is not None:
@@ -58,6 +58,7 @@ def data_facts(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts]) -> DataFac
     if spec.dataset.name is not None:
         info = DATASETS[spec.dataset.name]
         return DataFacts(tuple(info.input_shape), info.num_classes)
+    assert spec.dataset.artifact is not None  # a DatasetSpec names a dataset or an artifact
     found = artifacts[spec.dataset.artifact].inspection
     return DataFacts(tuple(found["input_shape"]), int(found["num_classes"]), int(found.get("unlabeled_rows", 0)))
 
@@ -66,8 +67,8 @@ def _shape(shape) -> str:
     return "x".join(map(str, shape)) or "a scalar"
 
 
-def _arch_fit(arch: MLPArch | CNNArch, input_shape: tuple[int, ...], loc: tuple) -> list[FieldError]:
-    if arch.name in ("timm", "torchvision"):
+def _arch_fit(arch: Arch, input_shape: tuple[int, ...], loc: tuple) -> list[FieldError]:
+    if isinstance(arch, (standard.TimmArch, standard.TorchvisionArch)):
         return [FieldError(loc=(*loc, where), msg=msg) for where, msg in standard.fit_messages(arch, input_shape)]
     if isinstance(arch, CNNArch) and len(input_shape) > 3:
         return [
@@ -190,9 +191,9 @@ def _weights_errors(member: TeacherArtifact, found: dict, data: DataFacts, loc: 
     return _state_errors(member.arch, found, data, (*loc, "arch"))
 
 
-def _state_errors(arch, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:
+def _state_errors(arch: Arch, found: dict, data: DataFacts, loc: tuple) -> list[FieldError]:
     """A safetensors file's tensors against the state dict of `arch` for this data (an error at `loc`)."""
-    if arch.name in ("timm", "torchvision"):
+    if isinstance(arch, (standard.TimmArch, standard.TorchvisionArch)):
         return _standard_weights_errors(arch, found, data, loc)
     expected = state_shapes(arch, data.input_shape, data.num_classes)
     got = {k: (tuple(v["shape"]), v["dtype"]) for k, v in found["tensors"].items()}
@@ -243,8 +244,10 @@ def _standard_weights_errors(arch, found: dict, data: DataFacts, loc: tuple) -> 
 
 
 def _brought_teacher_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts], data: DataFacts) -> list[FieldError]:
-    errors = []
-    members = [(("teacher", "artifact"), spec.teacher.artifact)] if spec.teacher.artifact else []
+    errors: list[FieldError] = []
+    members: list[tuple[tuple[str | int, ...], TeacherArtifact]] = (
+        [(("teacher", "artifact"), spec.teacher.artifact)] if spec.teacher.artifact else []
+    )
     members += [
         (("teacher", "ensemble", i), m)
         for i, m in enumerate(spec.teacher.ensemble or [])
@@ -336,20 +339,22 @@ def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = No
         )
     if m.needs_teacher_arch:
         if spec.teacher.ensemble is not None:
-            return errors + [
+            return [
+                *errors,
                 FieldError(
                     loc=("teacher", "ensemble"),
                     msg=f"{m.name} needs a single teacher (its stages or its architecture): use teacher.train.",
-                )
+                ),
             ]
         if spec.teacher.arch is None:
-            return errors + [
+            return [
+                *errors,
                 FieldError(
                     loc=("teacher", "artifact"),
                     msg=f"{m.name} needs the teacher's "
                     "architecture (its stages), and an ONNX teacher exposes none: bring "
                     "safetensors weights with their arch, or use kd, dkd or adversarial.",
-                )
+                ),
             ]
     errors += m.fit_errors(spec, shape)
     return errors

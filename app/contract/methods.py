@@ -193,6 +193,8 @@ class FitNetMethod(_KDTerms):
         return [t], [st]
 
     def fit_errors(self, spec: JobSpec, input_shape: tuple[int, ...]) -> list[FieldError]:
+        if spec.teacher.arch is None:  # app/contract/fit.py has refused the job already
+            return []
         t_shapes = stage_shapes(spec.teacher.arch, input_shape)
         s_shapes = stage_shapes(spec.student.arch, input_shape)
         ts, ss = self.stages(t_shapes, s_shapes)
@@ -260,6 +262,8 @@ class AttentionMethod(_KDTerms):
         return list(ts), list(ss)
 
     def fit_errors(self, spec: JobSpec, input_shape: tuple[int, ...]) -> list[FieldError]:
+        if spec.teacher.arch is None:  # app/contract/fit.py has refused the job already
+            return []
         t_shapes = stage_shapes(spec.teacher.arch, input_shape)
         s_shapes = stage_shapes(spec.student.arch, input_shape)
         ts, ss = self.stages(t_shapes, s_shapes)
@@ -364,5 +368,7 @@ class TeacherAssistantMethod(_KDTerms):
 
 
 # The spec's union, in registration order (the order of this file).
-# Union of the registered classes: a runtime tuple, which only typing.Union takes.
-Method = Annotated[Union[tuple(METHODS.values())], Field(discriminator="name")]  # noqa: UP007
+if TYPE_CHECKING:  # a union built at run time is no static type: the checker sees the base
+    Method = MethodSpec
+else:  # Union of the registered classes: a runtime tuple, which only typing.Union takes.
+    Method = Annotated[Union[tuple(METHODS.values())], Field(discriminator="name")]  # noqa: UP007

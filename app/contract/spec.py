@@ -9,7 +9,7 @@ in app/contract/fit.py.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     ConfigDict,
@@ -279,7 +279,10 @@ class TeacherSpec(Strict):
     @property
     def members(self) -> list[TeacherTrain | TeacherArtifact]:
         """Every teacher of the job, in order: one, or the ensemble's members."""
-        return list(self.ensemble) if self.ensemble is not None else [self.train or self.artifact]
+        if self.ensemble is not None:
+            return list(self.ensemble)
+        single = self.train or self.artifact
+        return [single] if single is not None else []  # _one_kind leaves exactly one
 
     @property
     def arch(self) -> Arch | None:
@@ -389,9 +392,13 @@ class TrainingSpec(OptimSpec):
 # --- export --------------------------------------------------------------------
 
 
+ExportFormat = Literal["safetensors", "onnx"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("safetensors", "onnx")
+
+
 class ExportSpec(Strict):
-    formats: list[Literal["safetensors", "onnx"]] = Field(
-        default_factory=lambda: ["safetensors", "onnx"],
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: list(EXPORT_FORMATS),
         min_length=1,
         description="Files of the student to produce. report.json is always written.",
     )
@@ -421,7 +428,7 @@ class LimitsSpec(Strict):
 
 # --- the job -------------------------------------------------------------------
 
-EXAMPLE_SPEC = {
+EXAMPLE_SPEC: dict[str, Any] = {
     "name": "mnist1d cnn -> mlp",
     "dataset": {"name": "mnist1d"},
     "teacher": {"train": {"arch": {"name": "cnn", "channels": [32, 64, 64]}, "epochs": 60}},

@@ -14,16 +14,15 @@ Shapes are per example, without the batch axis:
 
 from __future__ import annotations
 
-from app.contract.architectures import CNNArch, MLPArch
+from app.contract import standard
+from app.contract.architectures import Arch, CNNArch, MLPArch
 from app.contract.base import FieldError
 
 
-def stage_shapes(arch: MLPArch | CNNArch, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    if arch.name in ("timm", "torchvision"):
-        from app.contract import standard
-
+def stage_shapes(arch: Arch, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    if isinstance(arch, (standard.TimmArch, standard.TorchvisionArch)):
         return standard.stage_shapes(arch, input_shape)
-    if arch.name == "mlp":
+    if isinstance(arch, MLPArch):
         return {f"hidden{i}": (h,) for i, h in enumerate(arch.hidden)}
     shapes: dict[str, tuple[int, ...]] = {}
     for i, c in enumerate(arch.channels):
@@ -48,7 +47,7 @@ def state_shapes(
 
     f32 = "F32"
     state: dict[str, tuple[tuple[int, ...], str]] = {"mean": ((), f32), "std": ((), f32)}
-    if arch.name == "mlp":
+    if isinstance(arch, MLPArch):
         width = math.prod(input_shape)
         for i, h in enumerate(arch.hidden):
             state[f"stages.{i}.0.weight"] = ((h, width), f32)

@@ -19,7 +19,7 @@ import json
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
@@ -33,7 +33,7 @@ HOW_TO_BRING_WEIGHTS = (
     "kind teacher) and name it as teacher.artifact with this arch, or as student.init to start the "
     "student from it; or export the model to ONNX."
 )
-KwargValue = Union[bool, int, float, str, None]
+KwargValue = bool | int | float | str | None
 
 
 @lru_cache(maxsize=1)
@@ -130,7 +130,7 @@ class TorchvisionArch(_StandardArch):
     name: Literal["torchvision"] = "torchvision"
 
 
-StandardArch = Union[TimmArch, TorchvisionArch]
+StandardArch = TimmArch | TorchvisionArch
 
 
 def catalog_entry(library: str) -> dict:

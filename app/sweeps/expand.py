@@ -67,7 +67,7 @@ def controls(sweep: SweepSpec, configs: list[dict[str, Any]]) -> list[dict[str, 
 def trials(sweep: SweepSpec) -> list[dict[str, Any]]:
     """[{"index", "config", "control", "spec"}], the grid's first (trial 0 trains the teacher)."""
     configs = configurations(sweep)
-    out = [{"config": c, "control": False} for c in configs]
+    out: list[dict[str, Any]] = [{"config": c, "control": False} for c in configs]
     out += [{"config": c, "control": True} for c in controls(sweep, configs)]
     for index, trial in enumerate(out):
         trial["index"] = index

@@ -28,7 +28,8 @@ from sqlalchemy.orm import Session
 
 from app import jobs, tenants
 from app.contract.spec import JobSpec
-from app.models import Artifact, Job, JobMetric, Sweep, Tenant, utcnow
+from app.db import rows_changed
+from app.models import Artifact, Job, JobMetric, Sweep, utcnow
 from app.sweeps import board
 from app.sweeps.spec import SweepSpec
 
@@ -40,7 +41,7 @@ ENDED = frozenset({"succeeded", "failed", "cancelled"})
 
 def trial_jobs(session: Session, sweep_id: str) -> dict[int, Job]:
     rows = session.scalars(select(Job).where(Job.sweep_id == sweep_id).execution_options(populate_existing=True))
-    return {j.sweep_trial: j for j in rows}
+    return {j.sweep_trial: j for j in rows if j.sweep_trial is not None}  # a sweep's jobs all have one
 
 
 def _teacher_override(session: Session, sweep: Sweep, first: Job) -> dict[str, Any] | None:
@@ -99,7 +100,7 @@ def release(session: Session, sweep: Sweep) -> list[str]:
         return []  # all released, or the teacher trial runs alone
     tenants.lock_for_submission(session, sweep.tenant_id)  # counts serialised with submissions
     active = sum(1 for j in by_trial.values() if j.status not in ENDED)
-    tenant = session.get(Tenant, sweep.tenant_id)
+    tenant = tenants.of(session, sweep.tenant_id)
     room = min(
         SweepSpec.model_validate(sweep.spec).max_parallel - active,
         tenants.job_cap(tenant) - tenants.active_jobs(session, tenant.id),
@@ -206,13 +207,14 @@ def _maybe_finish(session: Session, sweep: Sweep) -> bool:
         status = "cancelled"
     else:
         status = "succeeded" if any(j.status == "succeeded" for j in by_trial.values()) else "failed"
-    done = session.execute(
+    done = rows_changed(
+        session,
         update(Sweep)
         .where(Sweep.id == sweep.id, Sweep.status == RUNNING)
         .values(status=status, result=result, finished_at=utcnow(), updated_at=utcnow())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return done.rowcount == 1
+    return done == 1
 
 
 def advance(session: Session, sweep: Sweep) -> tuple[list[str], bool]:

@@ -199,15 +199,15 @@ class OnnxClassifier:
         self.input_name = inp.name
         self.input_dtype = np.dtype(dtype)
         self._fixed_batch = dims[0]
-        self.input_shape: tuple[int | None, ...] = tuple(dims[1:])
         self.inputs = [{"name": inp.name, "shape": dims, "dtype": dtype}]
-        if any(d is None for d in self.input_shape):
+        if any(d is None for d in dims[1:]):
             raise InspectionError(
                 f"The ONNX model's input {inp.name!r} has shape {dims}: only the batch axis may be "
                 "symbolic, the input shape must be fixed. Export it with fixed example dimensions "
                 "(dynamic_axes / dynamic_shapes on the batch axis only).",
                 field="file",
             )
+        self.input_shape: tuple[int, ...] = tuple(d for d in dims[1:] if d is not None)  # all of them
         self._probe(output, output_kind)
 
     # -- the probe: which output holds the class scores, and what they are --------------
@@ -229,7 +229,7 @@ class OnnxClassifier:
         described: list[dict] = []
         tensors: list[tuple[str, str, int]] = []  # name, kind, classes
         maps: list[tuple[str, list]] = []  # name, sorted keys
-        for out, value in zip(outs, values):
+        for out, value in zip(outs, values, strict=True):
             dtype = _TENSOR_DTYPES.get(out.type)
             kind = "other"
             if dtype in _FLOATS:
@@ -311,7 +311,7 @@ class OnnxClassifier:
                 raise InspectionError(f"Output {output!r} is a probability map, not {output_kind}.", field="output")
             self.output_kind = "probability_map"
         else:
-            self.num_classes = dict((t[0], t[2]) for t in tensors)[output]
+            self.num_classes = {t[0]: t[2] for t in tensors}[output]
             if output_kind == "probability_map":
                 raise InspectionError(f"Output {output!r} is a tensor, not a probability map.", field="output")
             self.output_kind = detected if output_kind == "auto" else output_kind
@@ -346,7 +346,7 @@ class OnnxClassifier:
             raise InspectionError("Inputs must be a batch (N, ...).", field="file")
         per = tuple(x.shape[1:])
         if per != self.input_shape:
-            if math.prod(per) != math.prod(self.input_shape):  # type: ignore[arg-type]
+            if math.prod(per) != math.prod(self.input_shape):
                 raise InspectionError(
                     f"Examples of shape {list(per)} do not fit the model's input {list(self.input_shape)}.",
                     field="file",

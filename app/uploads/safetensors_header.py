@@ -3,6 +3,7 @@ package in the API): 8 bytes little-endian u64 N, N bytes of UTF-8 JSON, the dat
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import struct
@@ -52,6 +53,26 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def read_header(path: Path) -> dict:
     """{"format": "safetensors", "tensors": {name: {"dtype", "shape"}}, "parameters",
     "metadata"}: every offset checked against the data section and the shapes."""
+    header, data_len = _json_header(path)
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise _bad("__metadata__ must map strings to strings")
+    tensors: dict[str, dict] = {}
+    spans: list[tuple[int, int, str]] = []
+    parameters = 0
+    for name, entry in header.items():
+        begin, end, count = _tensor_span(name, entry, data_len)
+        spans.append((begin, end, name))
+        tensors[name] = {"dtype": entry["dtype"], "shape": entry["shape"]}
+        parameters += count
+    _check_spans(spans, data_len)
+    return {"format": "safetensors", "tensors": tensors, "parameters": parameters, "metadata": metadata}
+
+
+def _json_header(path: Path) -> tuple[dict, int]:
+    """The header's JSON object and the length of the data section after it."""
     size = path.stat().st_size
     with open(path, "rb") as fp:
         prefix = fp.read(8)
@@ -73,42 +94,38 @@ def read_header(path: Path) -> dict:
         raise _bad(f"its header holds a value JSON readers refuse ({str(exc)[:120]})") from exc
     if not isinstance(header, dict):
         raise _bad("its header is not a JSON object")
-    data_len = size - 8 - n
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise _bad("__metadata__ must map strings to strings")
-    tensors: dict[str, dict] = {}
-    spans: list[tuple[int, int, str]] = []
-    parameters = 0
-    for name, entry in header.items():
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise _bad(f"tensor {name!r} must have exactly dtype, shape and data_offsets")
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in DTYPE_SIZES:
-            raise _bad(f"tensor {name!r} has an unknown dtype {dtype!r} (known: {', '.join(DTYPE_SIZES)})")
-        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-            raise _bad(f"tensor {name!r} has an invalid shape {shape!r}")
-        if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets):
-            raise _bad(f"tensor {name!r} has invalid data_offsets {offsets!r}")
-        begin, end = offsets
-        if not 0 <= begin <= end <= data_len:
-            raise _bad(f"tensor {name!r} has data_offsets [{begin}, {end}] outside the {data_len} bytes of data")
-        count = math.prod(shape)
-        if end - begin != count * DTYPE_SIZES[dtype]:
-            raise _bad(
-                f"tensor {name!r} of shape {shape} and dtype {dtype} needs "
-                f"{count * DTYPE_SIZES[dtype]} bytes, its offsets give {end - begin}"
-            )
-        spans.append((begin, end, name))
-        tensors[name] = {"dtype": dtype, "shape": shape}
-        parameters += count
+    return header, size - 8 - n
+
+
+def _tensor_span(name: str, entry: Any, data_len: int) -> tuple[int, int, int]:
+    """(begin, end, element count) of one tensor's entry, checked against its dtype and shape."""
+    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        raise _bad(f"tensor {name!r} must have exactly dtype, shape and data_offsets")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if dtype not in DTYPE_SIZES:
+        raise _bad(f"tensor {name!r} has an unknown dtype {dtype!r} (known: {', '.join(DTYPE_SIZES)})")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise _bad(f"tensor {name!r} has an invalid shape {shape!r}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(type(o) is int for o in offsets):
+        raise _bad(f"tensor {name!r} has invalid data_offsets {offsets!r}")
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_len:
+        raise _bad(f"tensor {name!r} has data_offsets [{begin}, {end}] outside the {data_len} bytes of data")
+    count = math.prod(shape)
+    if end - begin != count * DTYPE_SIZES[dtype]:
+        raise _bad(
+            f"tensor {name!r} of shape {shape} and dtype {dtype} needs "
+            f"{count * DTYPE_SIZES[dtype]} bytes, its offsets give {end - begin}"
+        )
+    return begin, end, count
+
+
+def _check_spans(spans: list[tuple[int, int, str]], data_len: int) -> None:
+    """The tensors tile the data section: no overlap, no trailing bytes."""
     spans.sort()
-    for (b0, e0, a), (b1, e1, b) in zip(spans, spans[1:]):
+    for (_b0, e0, a), (b1, _e1, b) in itertools.pairwise(spans):
         if b1 < e0:
             raise _bad(f"tensors {a!r} and {b!r} overlap in the data section")
     used = max((end for _, end, _ in spans), default=0)
     if used != data_len:  # what safetensors' own loader refuses (the worker would fail later)
         raise _bad(f"its tensors use {used} bytes of data but {data_len} follow the header (trailing bytes)")
-    return {"format": "safetensors", "tensors": tensors, "parameters": parameters, "metadata": metadata}

@@ -116,8 +116,9 @@ async def inspect_isolated(request: InspectRequest, limits: SandboxLimits) -> di
         if proc.returncode is None:  # the limit, or the client left: the child goes too
             os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
-    if proc.returncode != 0:
-        raise _from_exit(proc.returncode, err, limits)
+    code = await proc.wait()  # at once: communicate() saw the exit
+    if code != 0:
+        raise _from_exit(code, err, limits)
     answer = json.loads(out)
     if "error" in answer:
         if answer.get("limit") == "memory":
@@ -151,6 +152,7 @@ def _inspect(request: InspectRequest) -> dict:
 
     if request.kind == "teacher":
         return inspect_teacher(Path(request.path), request.fmt, output=request.output)
+    assert request.canonical_out is not None  # a dataset request names where it goes
     return inspect_dataset(
         Path(request.path),
         request.fmt,

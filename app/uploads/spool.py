@@ -9,7 +9,7 @@ import math
 import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import numpy as np
 
@@ -18,7 +18,7 @@ CHUNK_BYTES = 8 << 20  # what is read back at a time
 
 def _bytes(array: np.ndarray) -> memoryview:
     """A C-contiguous, non-empty array's memory as bytes, without a copy."""
-    return memoryview(array).cast("B")
+    return memoryview(array).cast("B")  # type: ignore[arg-type]  # numpy's stubs lack __buffer__ for ndarray here
 
 
 class Spool:
@@ -45,6 +45,7 @@ class Spool:
         if tuple(block.shape[1:]) != self.row_shape:
             raise ValueError(f"rows of shape {block.shape[1:]} in a spool of {self.row_shape}")
         if block.size:  # (a cast of an empty view is refused)
+            assert self.file is not None, "append after close"
             self.file.write(_bytes(block))
         self.rows += len(block)
 
@@ -81,6 +82,7 @@ class ImageSpool(Spool):
         return not all(self.grey)
 
     def append_image(self, image: np.ndarray) -> None:
+        assert self.file is not None, "append after close"
         self.file.write(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
         self.grey.append(image.ndim == 2)
         self.rows += 1
@@ -107,7 +109,7 @@ class ImageSpool(Spool):
                 yield out
 
 
-def _write_rows(member: BinaryIO, dtype: np.dtype, shape: tuple[int, ...], chunks) -> None:
+def _write_rows(member: IO[bytes], dtype: np.dtype, shape: tuple[int, ...], chunks) -> None:
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
     np.lib.format.write_array_header_1_0(member, header)
     for chunk in chunks:

@@ -56,7 +56,8 @@ def _classifier_head(graph_nodes: list, extra: str) -> tuple[list, list]:
     from onnx import helper, numpy_helper
 
     weight = numpy_helper.from_array(np.ones((4, 2), np.float32), "W")
-    nodes = graph_nodes + [
+    nodes = [
+        *graph_nodes,
         helper.make_node("MatMul", ["x", "W"], ["xw"]),
         helper.make_node("Add", ["xw", extra], ["logits"]),
     ]
@@ -92,7 +93,7 @@ def constant_of_shape_bomb(scale: int = 1 << 24) -> bytes:
     ]
     axis = numpy_helper.from_array(np.array([1], np.int64), "axis1")
     nodes, inits = _classifier_head(nodes, "row_sums")
-    return _model(nodes, inits + [factor, axis])
+    return _model(nodes, [*inits, factor, axis])
 
 
 def endless_loop(trip_count: int = 2**62) -> bytes:

@@ -79,7 +79,7 @@ def test_onnx_teachers_must_take_the_data_and_score_its_classes(client):
     assert "/teacher/artifact/arch" in arch["errors"]
 
     # The right data: a CSV of the same 40 features and 3 classes, label in its own column.
-    rows = "\n".join(",".join([f"{v:.5f}" for v in xi] + [f"c{yi}"]) for xi, yi in zip(x, y))
+    rows = "\n".join(",".join([f"{v:.5f}" for v in xi] + [f"c{yi}"]) for xi, yi in zip(x, y, strict=True))
     header = ",".join([f"f{i}" for i in range(40)] + ["target"])
     data = upload(client, "dataset", "d.csv", f"{header}\n{rows}\n".encode(), label_column="target")
     assert (data["inspection"]["rows"], data["inspection"]["columns"], data["inspection"]["classes"]) == (

@@ -22,11 +22,11 @@ def test_shift_is_a_circular_roll_per_example_and_scale_multiplies():
     x = torch.arange(2 * 12, dtype=torch.float32).view(2, 12)
     torch.manual_seed(0)
     out = augment_batch(x, AugmentSpec(shift=3))
-    for row, orig in zip(out, x):
+    for row, orig in zip(out, x, strict=True):
         assert any(torch.equal(row, torch.roll(orig, k)) for k in range(-3, 4))
     img = torch.arange(2 * 4 * 4, dtype=torch.float32).view(2, 4, 4)
     out = augment_batch(img, AugmentSpec(shift=1))
-    for row, orig in zip(out, img):
+    for row, orig in zip(out, img, strict=True):
         assert any(torch.equal(row, torch.roll(orig, (a, b), (0, 1))) for a in (-1, 0, 1) for b in (-1, 0, 1))
     out = augment_batch(x + 1, AugmentSpec(scale=0.5))
     ratio = out / (x + 1)
@@ -72,7 +72,7 @@ def test_teacher_sees_the_augmented_batch_the_student_sees(digits):
     t_seen = [b for b in teacher.seen if len(b) != len(digits.val)]
     assert len(t_seen) == n_batches
     raw = torch.as_tensor(digits.train.x)
-    for tb, sb in zip(t_seen, s_train):
+    for tb, sb in zip(t_seen, s_train, strict=False):
         assert torch.equal(tb, sb)
     assert not any(torch.equal(tb, raw[: len(tb)]) for tb in t_seen)
 

@@ -188,7 +188,7 @@ def test_onnx_teacher_runs_per_batch_under_augmentation(
         method={"name": "dkd"},
         training={"epochs": 1, "batch_size": 64, "augment": {"noise_std": 0.5}},
     )
-    result, reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(teachers={ONNX_ID: brought}))
+    result, _reporter = run_tiny_job(spec, tmp_path, data_cache, JobInputs(teachers={ONNX_ID: brought}))
     assert result.report["soft_targets"] == "recomputed"
     # one onnxruntime call per training batch of the one epoch (then the evaluation's)
     assert batches[: -(-len(digits.train) // 64)] == [64] * (len(digits.train) // 64) + [len(digits.train) % 64]

@@ -11,7 +11,7 @@ from worker.distill.image_augment import augment_images, image_augment_active
 
 
 def _aug(**kw):
-    base = dict(crop="none", crop_padding=4, crop_scale=0.35, flip=False, color_jitter=0.0)
+    base = {"crop": "none", "crop_padding": 4, "crop_scale": 0.35, "flip": False, "color_jitter": 0.0}
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -38,9 +38,9 @@ def test_flip_flips_some_examples_exactly():
     x = _images((64, 3, 5, 7))
     torch.manual_seed(0)
     out = augment_images(x, _aug(flip=True))
-    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, x)]
-    kept = [torch.equal(o, i) for o, i in zip(out, x)]
-    assert all(f or k for f, k in zip(flipped, kept)) and 10 < sum(flipped) < 54
+    flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, x, strict=True)]
+    kept = [torch.equal(o, i) for o, i in zip(out, x, strict=True)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True)) and 10 < sum(flipped) < 54
 
 
 def test_pad_crop_is_a_shifted_window_of_each_own():
@@ -49,7 +49,7 @@ def test_pad_crop_is_a_shifted_window_of_each_own():
     out = augment_images(x, _aug(crop="pad", crop_padding=2))
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
     shifts = []
-    for o, p in zip(out, padded):
+    for o, p in zip(out, padded, strict=True):
         found = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(o, p[:, dy : dy + 10, dx : dx + 10])]
         assert found
         shifts.append(found[0])

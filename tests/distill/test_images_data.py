@@ -31,7 +31,7 @@ def test_idx_round_trip_and_refusals(tmp_path):
     with pytest.raises(ValueError, match="type 0x0d"):
         read_idx(_idx(tmp_path / "f.gz", x, type_code=0x0D), ndim=3)
     short = tmp_path / "short"
-    short.write_bytes(gzip.decompress(open(tmp_path / "a.gz", "rb").read())[:-1])
+    short.write_bytes(gzip.decompress((tmp_path / "a.gz").read_bytes())[:-1])
     with pytest.raises(ValueError, match="promises"):
         read_idx(short, ndim=3)
 
@@ -49,7 +49,7 @@ def test_images_and_labels_check_sizes_and_classes(tmp_path):
 
 @pytest.mark.skipif(bool(PACKAGED["fashion_mnist"].missing()), reason="dataset-fashion-mnist not installed")
 def test_fashion_mnist_from_the_debian_package(tmp_path):
-    x_tr, y_tr, x_te, y_te = data._load_fashion_mnist(DatasetSpec(name="digits"), tmp_path)
+    x_tr, _y_tr, x_te, y_te = data._load_fashion_mnist(DatasetSpec(name="digits"), tmp_path)
     assert x_tr.shape == (60_000, 28, 28) and x_te.shape == (10_000, 28, 28)
     assert x_tr.dtype == np.uint8 and np.bincount(y_te).tolist() == [1000] * 10
     assert 0 < x_tr.mean() < 255

@@ -215,14 +215,14 @@ def test_adversarial_step_trains_the_discriminator_only_and_checkpoints_its_opti
     other.load_state_dict(state)
     obj.auxiliary_step(s, te)
     other.auxiliary_step(s, te)
-    for a, b in zip(obj.parameters(), other.parameters()):
+    for a, b in zip(obj.parameters(), other.parameters(), strict=True):
         assert torch.equal(a, b)
 
 
 def test_trainable_parts_are_seeded():
     a = build_objective(AdversarialMethod(), num_classes=10, seed=1)
     b = build_objective(AdversarialMethod(), num_classes=10, seed=1)
-    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
 
 
 def test_kd_temperature_and_alpha_follow_their_warmups():

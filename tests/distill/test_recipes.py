@@ -135,7 +135,7 @@ def test_feature_and_adversarial_methods_resume_to_the_same_numbers(tmp_path, da
 
 def test_train_fraction_students_learn_from_a_share_the_teacher_from_all(tmp_path, data_cache, tiny_spec):
     spec = tiny_spec(dataset={"name": "digits", "train_fraction": 0.1}, seeds=[0], training={"epochs": 2})
-    result, reporter = run_tiny_job(spec, tmp_path, data_cache)
+    result, _reporter = run_tiny_job(spec, tmp_path, data_cache)
     d = result.report["dataset"]
     assert d["train_size"] == 130 and d["teacher_train_size"] == 1293
     assert result.report["baseline"]["runs"][0]["test_accuracy"] > 0

@@ -33,7 +33,7 @@ def _runs(accuracies, **fields):
             "epochs_run": 10,
             "stopped_early": False,
         }
-        for s, a in zip(SEEDS, accuracies)
+        for s, a in zip(SEEDS, accuracies, strict=False)
     ]
     return {"arch": {"name": "mlp"}, **aggregate(rows)}
 
@@ -208,7 +208,7 @@ def test_every_warning_is_an_event(spec):
     out = v.assess(report, spec, splits(duplicated=1), reporter=reporter)["verdict"]
     warned = [m for level, m in reporter.events if level == "warning"]
     assert len(warned) == len(out["warnings"]) >= 4
-    for w, message in zip(out["warnings"], warned):
+    for w, message in zip(out["warnings"], warned, strict=True):
         assert w["code"] in message and w["message"] in message
     assert reporter.events[-1] == ("info", f"verdict: {out['summary']}")
 
@@ -251,7 +251,8 @@ def test_a_real_tiny_digits_job(tmp_path, data_cache, digits, tiny_spec):
     json.dumps(added, allow_nan=False)  # plain JSON, as the report must be
     assert added["verdict"] == out
     pairs = [
-        (s["test_accuracy"], b["test_accuracy"]) for s, b in zip(report["student"]["runs"], report["baseline"]["runs"])
+        (s["test_accuracy"], b["test_accuracy"])
+        for s, b in zip(report["student"]["runs"], report["baseline"]["runs"], strict=False)
     ]
     assert out["kd_minus_scratch"]["n"] == len(spec.seeds) == 2
     assert out["kd_minus_scratch"]["mean"] == pytest.approx(statistics.fmean(s - b for s, b in pairs))

@@ -66,9 +66,9 @@ def test_standard_model_takes_raw_uint8_and_its_stages_match_the_api(library, mo
     assert torch.equal(logits, m(x))
     api = standard.stage_shapes(arch, shape)
     assert list(api) == m.stage_names and m.stage_names
-    for (name, want), got in zip(api.items(), feats):
+    for (name, want), got in zip(api.items(), feats, strict=True):
         assert got.shape[1] == want[0], name  # channels exact; sides within one of the API's
-        assert all(abs(g - w) <= 1 for g, w in zip(got.shape[2:], want[1:])), name
+        assert all(abs(g - w) <= 1 for g, w in zip(got.shape[2:], want[1:], strict=True)), name
 
 
 def test_state_size_of_the_api_is_the_built_models():

@@ -3,6 +3,7 @@ them. The shared servers of the machine are never touched."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -76,10 +77,8 @@ class PostgresServer:
         self._as_postgres(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -49,7 +49,7 @@ def test_a_tenant_with_many_long_jobs_does_not_starve_another_tenants_small_one(
     mine = submit(small, {**TINY_JOB, "name": "small"})  # queued behind three long ones
 
     for api, job_id in [(small, mine)] + [(busy, j) for j in many]:
-        final = wait_for(lambda: ended(api, job_id), timeout=300, what=f"job {job_id}")
+        final = wait_for(lambda api=api, job_id=job_id: ended(api, job_id), timeout=300, what=f"job {job_id}")
         assert final["status"] == "succeeded", final["error"]
     # One worker, tenants take turns: the small job ran right after the long job that was
     # running when it came, before the long ones queued earlier.
@@ -68,9 +68,13 @@ def heartbeat(api: httpx.Client, job_id: str) -> datetime:
 
 
 def test_the_sweeper_resends_only_lost_messages_not_those_of_jobs_waiting_for_a_busy_worker(make_service, tmp_path):
-    fast = dict(
-        sweep_seconds=0.5, resend_after_seconds=1, heartbeat_seconds=0.5, stop_grace_seconds=1, kill_grace_seconds=1
-    )
+    fast = {
+        "sweep_seconds": 0.5,
+        "resend_after_seconds": 1,
+        "heartbeat_seconds": 0.5,
+        "stop_grace_seconds": 1,
+        "kill_grace_seconds": 1,
+    }
     svc = make_service(service_env(tmp_path, None, "filesystem://", **fast))
     svc.start_worker("only")
     api = svc.client()
@@ -94,7 +98,7 @@ def test_the_sweeper_resends_only_lost_messages_not_those_of_jobs_waiting_for_a_
     assert api.post(f"/v1/jobs/{blocker}/cancel").status_code == 202
     assert wait_for(lambda: ended(api, blocker), timeout=60, what="the cancel")["status"] == "cancelled"
     for job_id in waiting:
-        final = wait_for(lambda: ended(api, job_id), timeout=120, what=f"job {job_id}")
+        final = wait_for(lambda job_id=job_id: ended(api, job_id), timeout=120, what=f"job {job_id}")
         assert final["status"] == "succeeded", final["error"]
         events = [e["message"] for e in api.get(f"/v1/jobs/{job_id}/events").json()]
         assert sum("started the job" in m for m in events) == 1

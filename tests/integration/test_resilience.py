@@ -17,7 +17,7 @@ from tests.integration.servers import PostgresServer, RedisServer
 pytestmark = pytest.mark.integration
 
 # Lost workers are noticed within seconds, not the production minute.
-FAST = dict(lease_seconds=3, heartbeat_seconds=0.5, sweep_seconds=1, resend_after_seconds=4)
+FAST = {"lease_seconds": 3, "heartbeat_seconds": 0.5, "sweep_seconds": 1, "resend_after_seconds": 4}
 
 # Slow enough per epoch (a small CNN on MNIST-1D, small batches) to kill it mid-phase.
 SLOW_JOB = {
@@ -89,11 +89,13 @@ def test_sigkilled_workers_resume_from_checkpoints_until_the_job_succeeds(make_s
     for k in range(kills):
         # Past at least one new epoch checkpoint of the student, then pull the plug.
         target = 2 + 3 * k
-        wait_for(lambda: student_epoch(api, job_id) >= target, timeout=180, what=f"student epoch {target}")
+        wait_for(
+            lambda target=target: student_epoch(api, job_id) >= target, timeout=180, what=f"student epoch {target}"
+        )
         svc.kill(worker, signal.SIGKILL)
         worker = svc.start_worker(f"w{k + 1}")
 
-    final = wait_for(lambda: terminal(api, job_id), timeout=240, what="the job to finish")
+    final = wait_for(lambda job_id=job_id: terminal(api, job_id), timeout=240, what="the job to finish")
     assert final["status"] == "succeeded", final["error"]
     assert final["attempts"] == kills + 1
 
@@ -153,7 +155,7 @@ def test_a_job_that_always_kills_its_worker_fails_after_max_attempts(make_servic
     for attempt in (1, 2):
         worker = svc.start_worker(f"w{attempt}")
         wait_for(
-            lambda: job(api, job_id)["attempts"] == attempt and job(api, job_id)["status"] == "running",
+            lambda attempt=attempt: job(api, job_id)["attempts"] == attempt and job(api, job_id)["status"] == "running",
             timeout=120,
             what=f"attempt {attempt}",
         )
@@ -205,7 +207,7 @@ def test_redis_and_postgres_restarts_lose_no_accepted_job(make_service, tmp_path
         queued.append(wait_for(lambda: _submit_when_ready(api), timeout=30, what="submission after postgres"))
 
         for job_id in [running, *queued]:
-            final = wait_for(lambda: terminal(api, job_id), timeout=240, what=f"job {job_id}")
+            final = wait_for(lambda job_id=job_id: terminal(api, job_id), timeout=240, what=f"job {job_id}")
             assert final["status"] == "succeeded", (job_id, final["error"])
             assert events(api, job_id).count("job succeeded") == 1
         # The messages of the queued jobs died with Redis; the sweeper sent them again.

@@ -20,7 +20,7 @@ from tests.integration.conftest import Service, service_env, wait_for
 
 pytestmark = pytest.mark.integration
 
-QUICK_STOP = dict(stop_grace_seconds=1, kill_grace_seconds=1, sweep_seconds=1)
+QUICK_STOP = {"stop_grace_seconds": 1, "kill_grace_seconds": 1, "sweep_seconds": 1}
 TINY_JOB = {
     "dataset": {"name": "digits"},
     "teacher": {"train": {"arch": {"name": "mlp", "hidden": [16]}, "epochs": 1}},

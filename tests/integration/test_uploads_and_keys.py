@@ -150,7 +150,7 @@ def test_parallel_submissions_at_the_cap_leave_exactly_one_accepted(database, ma
         start = threading.Barrier(2)
         answers: list[httpx.Response] = []
 
-        def submit() -> None:
+        def submit(start: threading.Barrier = start, answers: list[httpx.Response] = answers) -> None:
             with svc.client() as own:
                 start.wait()
                 answers.append(own.post("/v1/jobs", json=SPEC))

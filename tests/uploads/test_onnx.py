@@ -171,7 +171,7 @@ def test_inputs_must_be_one_fixed_float_tensor(tmp_path):
     path = save(
         helper.make_model(two, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "two.onnx"
     )
-    with pytest.raises(InspectionError, match="exactly one input.*a \\[None, 3\\], b \\[None, 3\\]"):
+    with pytest.raises(InspectionError, match=r"exactly one input.*a \[None, 3\], b \[None, 3\]"):
         inspect_teacher(path, "onnx")
 
     path, _, _ = linear_model(tmp_path / "sym.onnx")

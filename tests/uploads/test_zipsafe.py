@@ -21,7 +21,10 @@ def make_zip(path: Path, members: dict[str, bytes], compression: int = zipfile.Z
     return path
 
 
-def refused(path: Path, fmt: str = "zip", limits: UploadLimits = UploadLimits()) -> str:
+DEFAULT_LIMITS = UploadLimits()
+
+
+def refused(path: Path, fmt: str = "zip", limits: UploadLimits = DEFAULT_LIMITS) -> str:
     out = path.parent / "canonical.npz"
     with pytest.raises(InspectionError) as caught:
         inspect_dataset(path, fmt, out, limits=limits)

@@ -20,7 +20,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ from torch import nn
 from app.contract.spec import DatasetSpec, TeacherTrain
 from worker.distill.inference import autocast, model_device, predict_logits
 from worker.distill.reporting import Reporter
+
+if TYPE_CHECKING:
+    from worker.distill.models import Classifier as Model
 
 # Bump when a change of the engine changes what the same teacher spec trains to.
 TEACHER_CODE_VERSION = "1"
@@ -86,7 +89,7 @@ def model_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def tensor_sha256(x: torch.Tensor) -> str:
+def tensor_sha256(x: torch.Tensor | np.ndarray) -> str:
     t = torch.as_tensor(x).detach().cpu().contiguous()
     return hashlib.sha256(str((t.dtype, tuple(t.shape))).encode() + t.numpy().tobytes()).hexdigest()
 
@@ -133,18 +136,21 @@ def _read(found: CachedFile, rows: int) -> dict[str, np.ndarray] | None:
 
 def _write(arrays: dict[str, torch.Tensor], folder: Path) -> Path:
     path = folder / "outputs.npz"
-    np.savez(path, **{k: v.detach().cpu().float().numpy() for k, v in arrays.items()})
+    plain = {k: v.detach().cpu().float().numpy() for k, v in arrays.items()}
+    np.savez(path, **plain)  # type: ignore[arg-type]  # numpy's stub: ** could pass allow_pickle
     return path
 
 
 @torch.no_grad()
-def predict_features(teacher: nn.Module, x: torch.Tensor, max_bytes: int, batch_size: int = 1024):
+def predict_features(teacher: Model, x: torch.Tensor | np.ndarray, max_bytes: int, batch_size: int = 1024):
     """(logits, {stage: features}) of the frozen teacher over x in eval mode, or None as soon as
     the features would pass `max_bytes`."""
     device = model_device(teacher)
     was_training = teacher.training
     teacher.eval()
-    logits, stages, held = [], {name: [] for name in teacher.stage_names}, 0
+    logits: list[torch.Tensor] = []
+    stages: dict[str, list[torch.Tensor]] = {name: [] for name in teacher.stage_names}
+    held = 0
     try:
         for i in range(0, len(x), batch_size):
             with autocast(device):
@@ -164,19 +170,26 @@ class TeacherOutputs:
     """A job's teacher logits over the students' training set: per teaching model, computed once
     in the job, and read from / written to the tenant's store when there is one."""
 
-    def __init__(self, x_train: torch.Tensor, store: OutputStore | None, reporter: Reporter) -> None:
+    def __init__(self, x_train: torch.Tensor | np.ndarray, store: OutputStore | None, reporter: Reporter) -> None:
         self._x = x_train
         self._x_sha: str | None = None
         self._store, self._reporter = store, reporter
         self._logits: dict[int, torch.Tensor] = {}
         self._features: dict[int, tuple[torch.Tensor, dict[str, torch.Tensor]] | None] = {}
 
+    @property
+    def _tenant_store(self) -> OutputStore:
+        """The store, for the methods that run only when there is one."""
+        if self._store is None:
+            raise RuntimeError("no teacher output store in this job")
+        return self._store
+
     def __call__(self, teacher: nn.Module) -> torch.Tensor:
         if id(teacher) not in self._logits:
             self._logits[id(teacher)] = self._from_store(teacher) if self._store else predict_logits(teacher, self._x)
         return self._logits[id(teacher)]
 
-    def features(self, teacher: nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+    def features(self, teacher: Model) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """The teacher's logits and stage features over the training set, once per job and tenant;
         None (the teacher then runs every batch) without a store or past its cap."""
         if self._store is None:
@@ -185,13 +198,13 @@ class TeacherOutputs:
             self._features[id(teacher)] = self._features_from_store(teacher)
         return self._features[id(teacher)]
 
-    def _features_from_store(self, teacher: nn.Module):
+    def _features_from_store(self, teacher: Model):
         key = self.key(teacher, "features")
         arrays = self._cached(key, "stage features")
         if arrays is not None:
             stages = {k.removeprefix("stage:"): torch.from_numpy(v) for k, v in arrays.items() if k != "logits"}
             return torch.from_numpy(arrays["logits"]), stages
-        cap = self._store.max_features_bytes
+        cap = self._tenant_store.max_features_bytes
         found = predict_features(teacher, self._x, cap)
         if found is None:
             self._reporter.event(
@@ -206,7 +219,7 @@ class TeacherOutputs:
     def _cached(self, key: str, what: str) -> dict[str, np.ndarray] | None:
         """The store's arrays for `key` after their check, or None (a miss; a file that fails the
         check is dropped and said)."""
-        found = self._store.lookup(key)
+        found = self._tenant_store.lookup(key)
         if found is None:
             return None
         arrays = _read(found, len(self._x))
@@ -216,7 +229,7 @@ class TeacherOutputs:
                 f"(hit, {found.path.stat().st_size:,} bytes); the teacher did not run over them"
             )
             return arrays
-        self._store.discard(key)
+        self._tenant_store.discard(key)
         self._reporter.event(
             f"teacher outputs: the cached {what} failed their check (altered or truncated): recomputed", "warning"
         )
@@ -226,7 +239,7 @@ class TeacherOutputs:
         with tempfile.TemporaryDirectory() as tmp:
             path = _write(arrays, Path(tmp))
             size = path.stat().st_size
-            held = self._store.store(key, path)
+            held = self._tenant_store.store(key, path)
         self._reporter.event(
             f"teacher outputs: {what} of {len(self._x)} training examples computed and cached "
             f"(miss, {size:,} bytes; the tenant's cache holds {held:,} bytes)"

@@ -68,7 +68,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndar
     per_class = np.floor(exact).astype(int)
     for i in np.argsort(-(exact - per_class), kind="stable")[: n_out - per_class.sum()]:
         per_class[i] += 1
-    held = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, per_class)]
+    held = [rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, per_class, strict=True)]
     held_out = np.sort(np.concatenate(held))
     kept = np.setdiff1d(np.arange(len(y)), held_out)
     return rng.permutation(kept), rng.permutation(held_out)
@@ -117,7 +117,7 @@ def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     # A half-written cache file must never be visible: write aside, then rename.
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]  # numpy's stub: ** could pass allow_pickle
 
 
 def _cached(path: Path, keys: tuple[str, ...], generate: Callable[[], dict]) -> dict[str, np.ndarray]:
@@ -199,6 +199,7 @@ _LOADERS: dict[str, Callable[[DatasetSpec, Path], tuple[np.ndarray, ...]]] = {
 
 def load_dataset(spec: DatasetSpec, cache_dir: Path) -> Splits:
     """Load a built-in dataset and carve a stratified validation split from its training set."""
+    assert spec.name is not None  # a built-in dataset (an uploaded one is read by jobdata)
     info = DATASETS[spec.name]
     x_tr, y_tr, x_te, y_te = _LOADERS[spec.name](spec, Path(cache_dir))
     fit, val = stratified_split(y_tr, spec.val_fraction, spec.split_seed)

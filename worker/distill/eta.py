@@ -200,8 +200,9 @@ class Estimator:
     def seconds_left(self) -> float | None:
         if not self._measured:
             return None
-        training = [self._run_seconds(r) for r in self._runs.values() if r.finished is None]
-        if any(s is None for s in training):
+        left = [self._run_seconds(r) for r in self._runs.values() if r.finished is None]
+        training = [s for s in left if s is not None]
+        if len(training) < len(left):
             return None
         spent = sum(sum(r.durations) for r in self._measured)
         tail = self._tails.expected(spent + sum(training))
@@ -226,10 +227,14 @@ class Estimator:
         for found in (same_phase, same_arch):
             if found:  # the one measured longest (ties: the latest)
                 best = max(reversed(found), key=lambda m: len(m.durations))
-                return best.pace() * _ratio(run.rows, best.rows)
+                best_pace = best.pace()
+                assert best_pace is not None  # a measured run has an epoch
+                return best_pace * _ratio(run.rows, best.rows)
         latest = self._measured[-1]
         work = _ratio(run.plan.work, latest.plan.work)
-        return latest.pace() * work * _ratio(run.rows, latest.rows)
+        latest_pace = latest.pace()
+        assert latest_pace is not None  # a measured run has an epoch
+        return latest_pace * work * _ratio(run.rows, latest.rows)
 
 
 def _ratio(new: float | None, old: float | None) -> float:

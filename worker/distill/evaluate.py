@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from app.contract.methods import BornAgainMethod
 from app.contract.phases import ASSISTANT, BASELINE, GENERATION, STUDENT, TEACHER
 from app.contract.spec import JobSpec
 from worker.distill import metrics
@@ -35,18 +36,20 @@ class Evaluation:
     chosen: dict[str, Any]  # its row of the report
 
 
-def _run_fields(r: TrainResult) -> dict[str, Any]:
+def _run_fields(r: TrainResult | None) -> dict[str, Any]:
+    assert r is not None  # a run trained in the job
     return {"epochs_run": r.epochs_run, "best_epoch": r.best_epoch, "stopped_early": r.stopped_early}
 
 
 def _member_facts(t: Trained) -> dict[str, Any]:
     if t.result is None:
-        return dict(t.facts)
+        return dict(t.facts or {})
+    assert t.run.arch is not None  # trained in the job: one of ours
     return {"source": "trained", "arch": t.run.arch.model_dump(), **_run_fields(t.result)}
 
 
 def _teacher_report(teacher: nn.Module, members: list[Trained], data: JobData) -> dict[str, Any]:
-    out = {**metrics.evaluate(teacher, data.splits)}
+    out: dict[str, Any] = {**metrics.evaluate(teacher, data.splits)}
     if len(members) == 1:
         out.update(_member_facts(members[0]))
     else:
@@ -75,6 +78,7 @@ def _student_reports(spec, trained, data, teacher_logits) -> tuple[list[Trained]
     extra: dict[str, Any] = {}
     generations = _of(trained, GENERATION)
     if generations:  # the last generation is the student: measured once
+        assert isinstance(spec.method, BornAgainMethod)  # the method that trains generations
         n = spec.method.generations
         per_gen = [generations[g * len(spec.seeds) : (g + 1) * len(spec.seeds)] for g in range(n)]
         extra["generations"] = [
@@ -89,7 +93,7 @@ def _student_reports(spec, trained, data, teacher_logits) -> tuple[list[Trained]
         extra["assistants"] = [
             {
                 "link": i,
-                "arch": t.run.arch.model_dump(),
+                "arch": t.run.arch.model_dump() if t.run.arch is not None else None,
                 **metrics.evaluate(t.model, data.labeled, teacher_logits),
                 **_run_fields(t.result),
             }
@@ -146,6 +150,7 @@ def evaluate_job(
 def job_report(spec: JobSpec, evaluation: Evaluation, files: list[OutputFile]) -> dict[str, Any]:
     """The report as report.json and the API give it: plain JSON."""
     chosen, sections = evaluation.chosen, evaluation.sections
+    checks = [f.check for f in files if f.check is not None]  # with an ONNX export; the last one counts
     return json_safe(
         {
             **sections,
@@ -156,7 +161,7 @@ def job_report(spec: JobSpec, evaluation: Evaluation, files: list[OutputFile]) -
                 "test_accuracy": chosen["test_accuracy"],
                 "files": {f.kind: f.name for f in files},
                 "onnx_opset": spec.export.onnx_opset if "onnx" in spec.export.formats else None,
-                **{"onnx_check": f.check for f in files if f.check is not None},  # with an ONNX export
+                **({"onnx_check": checks[-1]} if checks else {}),
             },
             "summary": summary(sections["teacher"], sections["student"], sections["baseline"]),
         }

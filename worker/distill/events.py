@@ -46,6 +46,7 @@ def run_trained(run: Run, model, result: TrainResult) -> str:
         return f"{who}: {best} of {result.epochs_run}" + (" (stopped early)" if result.stopped_early else "")
     if run.phase == ASSISTANT:
         source = "teacher" if run.source is None else f"assistant {run.source[1]}"
+        assert run.arch is not None  # an assistant is one of ours
         return (
             f"assistant {run.name} ({run.arch.name}, {count_parameters(model)} parameters) learned "
             f"from the {source}: {best}"

@@ -15,6 +15,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -22,7 +23,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from worker.distill.models import Classifier, model_from_state
+from worker.distill.models import model_from_state
+
+if TYPE_CHECKING:
+    from worker.distill.models import Classifier as Model
+
+M = TypeVar("M", bound=nn.Module)
 
 FORMAT_TAG = "distill.classifier/1"
 # The exported graph must give the trained model's logits: beyond this (absolute, on logits
@@ -44,28 +50,28 @@ class OutputFile:
     check: dict | None = None  # ONNX: the parity check against the trained model (check_onnx)
 
 
-def _cpu_copy(model: nn.Module) -> nn.Module:
+def _cpu_copy(model: M) -> M:
     return copy.deepcopy(model).to("cpu").float().eval()
 
 
-def save_safetensors(model: Classifier, path: Path) -> Path:
+def save_safetensors(model: Model, path: Path) -> Path:
     state = {k: v.detach().contiguous() for k, v in _cpu_copy(model).state_dict().items()}
     meta = {"format": FORMAT_TAG, "config": json.dumps(model.config(), sort_keys=True)}
     save_file(state, str(path), metadata=meta)
     return Path(path)
 
 
-def load_safetensors(path: Path) -> Classifier:
+def load_safetensors(path: Path) -> Model:
     """Rebuild a Classifier from a file written by save_safetensors."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         if meta.get("format") != FORMAT_TAG:
             raise ValueError(f"{path} was not written by distill (format {meta.get('format')!r})")
-        state = {k: f.get_tensor(k) for k in f.keys()}
+        state = {k: f.get_tensor(k) for k in f}
     return model_from_state(json.loads(meta["config"]), state)
 
 
-def export_onnx(model: Classifier, path: Path, *, opset: int, input_dtype=torch.float32) -> Path:
+def export_onnx(model: Model, path: Path, *, opset: int, input_dtype=torch.float32) -> Path:
     cpu = _cpu_copy(model)
     example = torch.zeros((2, *cpu.input_shape), dtype=input_dtype)
     # The legacy (TorchScript) exporter, on purpose: dynamo=True needs onnxscript,
@@ -131,7 +137,7 @@ def check_onnx(path: Path, model: nn.Module, x: np.ndarray) -> dict:
 
 
 def export_model(
-    model: Classifier,
+    model: Model,
     formats: list[str],
     out_dir: Path,
     *,

@@ -79,7 +79,10 @@ def jitter(x: torch.Tensor, strength: float) -> torch.Tensor:
     """Brightness, contrast, saturation, each with a factor U(1 - s, 1 + s) per image (on 0..255
     floats); saturation only for colour images."""
     n = len(x)
-    factor = lambda: _uniform(n, max(0.0, 1 - strength), 1 + strength, x.device)  # noqa: E731
+
+    def factor() -> torch.Tensor:
+        return _uniform(n, max(0.0, 1 - strength), 1 + strength, x.device)
+
     x = _blend(x, torch.zeros_like(x), factor())
     grey = TF.rgb_to_grayscale(x) if x.shape[1] == 3 else x
     x = _blend(x, grey.mean(dim=(1, 2, 3), keepdim=True).expand_as(x), factor())
@@ -104,8 +107,5 @@ def augment_images(x: torch.Tensor, aug) -> torch.Tensor:
         out = flip(out)
     if aug.color_jitter > 0:
         out = jitter(out, aug.color_jitter)
-    if dtype == torch.uint8:
-        out = out.round().clamp(0, 255).to(torch.uint8)
-    else:
-        out = out.to(dtype)
+    out = out.round().clamp(0, 255).to(torch.uint8) if dtype == torch.uint8 else out.to(dtype)
     return out.squeeze(1) if grey else out

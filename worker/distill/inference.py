@@ -51,8 +51,8 @@ def model_device(model: nn.Module) -> torch.device:
     """Where the model's tensors are; the CPU for one without any (an ONNX teacher)."""
     for t in model.parameters():
         return t.device
-    for t in model.buffers():
-        return t.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+TeacherFormat = Literal["onnx", "safetensors"]
+
 
 @dataclass(frozen=True)
 class BroughtTeacher:
     """An uploaded teacher: an ONNX model, or safetensors weights of one of our architectures."""
 
     path: Path
-    format: Literal["onnx", "safetensors"]
+    format: TeacherFormat
     inspection: Mapping[str, Any] = field(default_factory=dict)  # what the API found at upload
 
 

@@ -34,13 +34,9 @@ class JobData:
     splits: Splits  # the teacher's: all of the training set
     stats: tuple[float, float]  # the models' input normalisation, from the teacher's training set
     data_cache: Path
-    students: Splits = None  # the students' and assistants': a share, plus a transfer set
-    labeled: Splits = None  # the baseline's: the students' share, labels only
+    students: Splits  # the students' and assistants': a share, plus a transfer set
+    labeled: Splits  # the baseline's: the students' share, labels only
     transfer_size: int = 0
-
-    def __post_init__(self) -> None:
-        self.students = self.students or self.splits
-        self.labeled = self.labeled or self.splits
 
     @classmethod
     def load(cls, spec: JobSpec, inputs: JobInputs, data_cache: Path) -> JobData:
@@ -48,7 +44,7 @@ class JobData:
             splits = load_uploaded(uploaded_npz(spec, inputs), spec.dataset)
         else:
             splits = load_dataset(spec.dataset, Path(data_cache))
-        return cls(splits, input_stats(splits.train.x), Path(data_cache))
+        return cls(splits, input_stats(splits.train.x), Path(data_cache), students=splits, labeled=splits)
 
     def for_phase(self, phase: str) -> Splits:
         if phase == TEACHER:
@@ -67,6 +63,7 @@ class JobData:
             if transfer.unlabeled:
                 extra = load_unlabeled(uploaded_npz(spec, inputs))
             else:
+                assert transfer.extra_generated is not None  # TransferSpec holds one of the two
                 extra = mnist1d_transfer(transfer.extra_generated, self.data_cache)
             self.transfer_size = len(extra)
             self.students = dataclasses.replace(self.students, train=with_transfer(self.students.train, extra))

@@ -274,7 +274,7 @@ class FitNet(Objective):
         self.conv = is_conv(teacher_shape) and is_conv(student_shape) and len(teacher_shape) == len(student_shape)
         if self.conv:
             # 1x1 conv between the maps, at the coarser of the two spatial sizes.
-            self.size = tuple(min(a, b) for a, b in zip(teacher_shape[1:], student_shape[1:]))
+            self.size = tuple(min(a, b) for a, b in zip(teacher_shape[1:], student_shape[1:], strict=False))
             conv = nn.Conv1d if len(self.size) == 1 else nn.Conv2d
             self.regressor = conv(student_shape[0], teacher_shape[0], kernel_size=1)
         else:
@@ -315,7 +315,10 @@ class Attention(Objective):
         t_shapes = stage_shapes(ctx.teacher_arch, ctx.input_shape)
         s_shapes = stage_shapes(ctx.student_arch, ctx.input_shape)
         ts, ss = method.stages(t_shapes, s_shapes)
-        pairs = [(t, s, tuple(min(a, b) for a, b in zip(t_shapes[t][1:], s_shapes[s][1:]))) for t, s in zip(ts, ss)]
+        pairs = [
+            (t, s, tuple(min(a, b) for a, b in zip(t_shapes[t][1:], s_shapes[s][1:], strict=False)))
+            for t, s in zip(ts, ss, strict=False)
+        ]
         return cls(method.temperature, method.alpha, method.beta, pairs)
 
     def __init__(self, temperature, alpha, beta, pairs: list[tuple[str, str, tuple[int, ...]]]) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
@@ -55,6 +55,9 @@ from worker.distill.student_init import STARTS_FROM_INIT, StudentStart
 from worker.distill.teachers import EnsembleTeacher, load_brought_teacher
 from worker.distill.trainer import train
 from worker.distill.verdict import assess
+
+if TYPE_CHECKING:
+    from worker.distill.models import Classifier as Model
 
 STUDENT_STEM = "student"
 REPORT_NAME = "report.json"
@@ -113,7 +116,7 @@ class Job:
         self.start = StudentStart.of(spec, self.inputs)  # student.init: where student runs start
         self.kept: list[OutputFile] = []  # the trained teachers' and assistants' files
         self.trained: dict[tuple[str, str], Trained] = {}
-        self.teacher: nn.Module | None = None
+        self._teacher: nn.Module | None = None  # combine_teachers sets it
         self.soft_mode: str | None = None
         self._phase: str | None = None
         self._cached: TeacherOutputs | None = None
@@ -154,8 +157,20 @@ class Job:
             else:
                 self._load(run)
 
+    @property
+    def teacher(self) -> nn.Module:
+        """The students' teacher: the one trained or brought, or the ensemble of them."""
+        if self._teacher is None:
+            raise RuntimeError("no teacher yet: combine_teachers comes after the teacher runs")
+        return self._teacher
+
+    @teacher.setter
+    def teacher(self, teacher: nn.Module) -> None:
+        self._teacher = teacher
+
     def _train(self, run: Run) -> None:
         splits = self.data.for_phase(run.phase)
+        assert run.arch is not None  # a run trained here is one of ours
         model = build_model(run.arch, splits.input_shape, splits.num_classes, *self.data.stats, seed=run.seed)
         if self.start is not None and run.phase in STARTS_FROM_INIT:
             self.start.load_into(model)
@@ -185,7 +200,7 @@ class Job:
         if run.phase in (TEACHER, ASSISTANT):
             self.keep(run, model, splits)
 
-    def keep(self, run: Run, model: nn.Module, splits) -> None:
+    def keep(self, run: Run, model: Model, splits) -> None:
         """A trained teacher or assistant is a job artifact (safetensors + ONNX + its facts);
         a teacher the tenant may reuse is published as soon as it is trained."""
         try:
@@ -200,7 +215,8 @@ class Job:
         except ExportError as exc:  # the job goes on: only the teacher's files are missing
             self.reporter.event(f"{run.phase} {run.name} not kept as an artifact: {exc}", "warning")
             return
-        facts = {"phase": run.phase, "run": run.name, "arch": run.arch.model_dump(mode="json")}
+        assert run.arch is not None  # a kept run was trained here
+        facts: dict[str, Any] = {"phase": run.phase, "run": run.name, "arch": run.arch.model_dump(mode="json")}
         facts |= {"data": self.spec.dataset.label, **metrics.evaluate(model, self.data.splits)}
         self.kept += files
         publish = getattr(self.reporter, "keep_teacher", None)
@@ -209,6 +225,7 @@ class Job:
             publish(files, json_safe(facts), key)
 
     def _load(self, run: Run) -> None:
+        assert run.brought is not None  # a teacher run that is not trained is brought
         brought = self.inputs.teachers.get(run.brought.id)
         if brought is None:
             raise ValueError(f"teacher artifact {run.brought.id!r}: the job was given no file for it")
@@ -266,7 +283,7 @@ class Job:
         self.soft_mode = self.signal(first, objective).mode
         augment = self.spec.training.augment
         augmented = augment is not None and augment.active()
-        if augmented and self.soft_mode == "recomputed":
+        if augmented and self.soft_mode == "recomputed" and self._cached is not None:
             self._cached.bypass("augmentation changes the inputs, so the teacher must see each augmented batch")
         self.reporter.event(
             events.soft_targets(
@@ -286,7 +303,7 @@ class Job:
     def export(self, evaluation: Evaluation) -> JobResult:
         out_dir = self.out_dir
         files = export_model(
-            evaluation.best.model,
+            cast("Model", evaluation.best.model),  # a student: one of ours
             list(self.spec.export.formats),
             out_dir,
             stem=STUDENT_STEM,

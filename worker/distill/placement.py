@@ -64,15 +64,17 @@ class HostRows:
     def take(self, idx: torch.Tensor, host_idx: torch.Tensor | None = None) -> torch.Tensor:
         host_idx = idx.cpu() if host_idx is None else host_idx
         turn, self.turn = self.turn, 1 - self.turn
-        if self.copied[turn] is not None:
-            self.copied[turn].synchronize()
+        copied = self.copied[turn]
+        if copied is not None:
+            copied.synchronize()
         buffer = self.buffers[turn][: len(host_idx)]
         torch.index_select(self.x, 0, host_idx, out=buffer)
         if self.device.type != "cuda":  # no copy to overlap with: a batch of its own
             return buffer.clone()
         batch = buffer.to(self.device, non_blocking=self.pin)
-        self.copied[turn] = torch.cuda.Event()
-        self.copied[turn].record()
+        event = torch.cuda.Event()
+        event.record()
+        self.copied[turn] = event
         return batch
 
 

@@ -17,7 +17,7 @@ from app.contract.phases import BASELINE, TEACHER, member_run, seed_run
 from app.contract.spec import JobSpec, OptimSpec, TeacherArtifact, TeacherTrain
 
 
-class LearnsFrom(str, Enum):
+class LearnsFrom(str, Enum):  # noqa: UP042 - StrEnum would change str() and format() of members
     """Where a run's teacher signal comes from."""
 
     NONE = "none"  # labels only: a teacher, a baseline, or method ce
@@ -68,7 +68,7 @@ def teacher_runs(spec: JobSpec, reused: Mapping[int, str] | None = None) -> list
     runs = []
     for i, member in enumerate(members, 1):
         name = member_run(i, len(members))
-        if i - 1 in reused:
+        if i - 1 in reused and isinstance(member, TeacherTrain):  # only trained members are reused
             artifact = TeacherArtifact(id=reused[i - 1], arch=member.arch)
             runs.append(Run(TEACHER, name, member.seed, 0, member.arch, member, brought=artifact, reused=True))
         elif isinstance(member, TeacherArtifact):

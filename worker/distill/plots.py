@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import matplotlib
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -66,7 +68,9 @@ def _draw_run(ax_loss, ax_acc, epochs: Sequence[Mapping[str, float]], colour) ->
 def _run_colours(histories: Histories) -> dict[str, tuple]:
     """One colour per run name, first seen first: seed=0 is the same colour in every phase."""
     names = list(dict.fromkeys(run for _, run in histories))
-    palette = matplotlib.colormaps["tab10"].colors
+    tab10 = matplotlib.colormaps["tab10"]
+    assert isinstance(tab10, ListedColormap)  # a list of ten colours
+    palette = cast(Sequence[tuple[float, float, float]], tab10.colors)  # tab10's: RGB triples
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 

@@ -5,7 +5,9 @@ per seed, learning from the job's teacher."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
+from app.contract.methods import BornAgainMethod, TeacherAssistantMethod
 from app.contract.phases import (
     ASSISTANT,
     GENERATION,
@@ -19,10 +21,11 @@ from worker.distill.plan import LearnsFrom, Run, job_teacher, teacher_seed
 
 Recipe = Callable[[JobSpec], list[Run]]
 RECIPES: dict[str, Recipe] = {}
+R = TypeVar("R", bound=Recipe)
 
 
-def recipe(name: str) -> Callable[[Recipe], Recipe]:
-    def register(build: Recipe) -> Recipe:
+def recipe(name: str) -> Callable[[R], R]:
+    def register(build: R) -> R:
         RECIPES[name] = build
         return build
 
@@ -59,8 +62,10 @@ def students(spec: JobSpec, learns_from: LearnsFrom | None = None, source: tuple
 def assistant_chain(spec: JobSpec) -> list[Run]:
     """teacher -> assistant 1 -> ... -> student (Mirzadeh et al. 2019): each link learns from
     the one before it, the students from the last."""
-    links = []
-    for i, arch in enumerate(spec.method.assistants, 1):
+    method = spec.method
+    assert isinstance(method, TeacherAssistantMethod)  # its recipe
+    links: list[Run] = []
+    for i, arch in enumerate(method.assistants, 1):
         learns, source = (job_teacher(spec), None) if i == 1 else (LearnsFrom.ASSISTANT, (ASSISTANT, links[-1].name))
         links.append(
             Run(ASSISTANT, link_run(i), teacher_seed(spec), spec.training.epochs, arch, spec.training, learns, source)
@@ -72,8 +77,10 @@ def assistant_chain(spec: JobSpec) -> list[Run]:
 def generations(spec: JobSpec) -> list[Run]:
     """Born-again networks (Furlanello et al. 2018): generation g of each seed learns from
     generation g - 1 of that seed, generation 0 being the teacher; the last is the student."""
+    method = spec.method
+    assert isinstance(method, BornAgainMethod)  # its recipe
     runs = []
-    for g in range(1, spec.method.generations + 1):
+    for g in range(1, method.generations + 1):
         for seed in spec.seeds:
             learns, source = (
                 (job_teacher(spec), None)

@@ -26,8 +26,10 @@ class Reporter(Protocol):
     # At least this long between two checkpoints of a run (each run's end is always one);
     # 0: one at every epoch end.  A crash loses at most this (plus the epoch under way).
     checkpoint_seconds: float
+
     # The job's id where there is one (the report's provenance names it); None in tests and bench.
-    job_id: str | None
+    @property
+    def job_id(self) -> str | None: ...
 
     def phase(self, name: str) -> None:
         """A new phase starts (one of app.contract.phases.PHASES)."""

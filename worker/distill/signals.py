@@ -14,12 +14,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from app.contract.spec import TrainingSpec
 from worker.distill.objectives import Objective
 from worker.distill.teachers import OnnxTeacher
+
+if TYPE_CHECKING:
+    from worker.distill.models import Classifier as Model
 
 Features = dict[str, torch.Tensor]
 
@@ -84,6 +89,7 @@ class LiveTeacher(TeacherSignal):
 
 class LiveFeatures(LiveTeacher):
     features = True
+    teacher: Model  # one of ours: it has stages
 
     def outputs(self, xb, idx):
         with torch.no_grad():

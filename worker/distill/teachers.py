@@ -13,7 +13,7 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -88,7 +88,7 @@ class OnnxTeacher(nn.Module):
     It has no torch parameters. The onnxruntime session is opened lazily from `path` and
     shared by deep copies (a session is read-only), never pickled."""
 
-    stage_names: list[str] = []  # no stages: feature methods are refused at submission
+    stage_names: ClassVar[list[str]] = []  # no stages: feature methods are refused at submission
     # Deadline of one batch; the worker's runner process sets it from teacher_batch_seconds.
     batch_seconds: float = 60.0
 

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,9 @@ from worker.distill.inference import as_layout, autocast, predict_logits, use_ch
 from worker.distill.objectives import Objective
 from worker.distill.reporting import Cancelled, Reporter
 from worker.distill.signals import NoTeacher, TeacherSignal
+
+if TYPE_CHECKING:
+    from worker.distill.models import Classifier as Model
 
 # Called after each epoch with the number of epochs this run has completed.
 EpochCallback = Callable[[int], None]
@@ -182,7 +186,7 @@ class Loop:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: Model,
         objective: Objective,
         train_split: ArraySplit,
         val_split: ArraySplit,
@@ -226,7 +230,18 @@ class Loop:
         self.opt = _optimizer(list(model.parameters()) + list(objective.student_parameters()), optim)
         self.total_steps = optim.epochs * math.ceil(self.n / optim.batch_size)
         self.shuffle = torch.Generator().manual_seed(seed)
-        self.state: RunState | None = None
+        self._state: RunState | None = None
+
+    @property
+    def state(self) -> RunState:
+        """The run state of the run under way (fit sets it)."""
+        if self._state is None:
+            raise RuntimeError("the loop has no run state yet: fit(state) gives it one")
+        return self._state
+
+    @state.setter
+    def state(self, state: RunState) -> None:
+        self._state = state
 
     def signature(self) -> str:
         """What a checkpoint must have been written for to be resumed by this run."""
@@ -272,6 +287,7 @@ class Loop:
                     callback.on_epoch_end(self, values)
                 if stop:
                     break
+        assert state.best.state is not None  # set by the first epoch (a run has at least one)
         self.model.load_state_dict(state.best.state)
         self.model.eval()
         return TrainResult(
@@ -377,6 +393,9 @@ def _restore(loop: Loop, state: RunState, reporter: Reporter, label: str) -> boo
     model, objective, opt, shuffle = loop.model, loop.objective, loop.opt, loop.shuffle
     initial = (_clone_state(model), _clone_state(objective), opt.state_dict(), shuffle.get_state())
     try:
+        # A saved checkpoint holds every part (a missing one fails here, as a misfit would).
+        assert state.best.state is not None and state.model is not None and state.objective is not None
+        assert state.optimizer is not None and state.shuffle_rng is not None and state.cpu_rng is not None
         model.load_state_dict(state.best.state)  # the best weights must fit too ...
         model.load_state_dict(state.model)  # ... but training goes on from the last epoch's
         objective.load_state_dict(state.objective)
@@ -420,7 +439,7 @@ def resume(loop: Loop, path: Path, phase: str, run: str, reporter: Reporter) -> 
 
 
 def train(
-    model: nn.Module,
+    model: Model,
     objective: Objective,
     train_split: ArraySplit,
     val_split: ArraySplit,

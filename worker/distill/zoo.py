@@ -65,6 +65,11 @@ def create_network(
     raise ValueError(f"unknown model library {library!r}: use one of {', '.join(LIBRARIES)}")
 
 
+def _pair(size: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d's kernel, stride or dilation: a pair (torch types it as any tuple)."""
+    return (size[0], size[1])
+
+
 def _set_input_channels(net: nn.Module, in_chans: int) -> None:
     """torchvision models take 3 channels: rebuild their first convolution for `in_chans`."""
     for name, module in net.named_modules():
@@ -74,10 +79,10 @@ def _set_input_channels(net: nn.Module, in_chans: int) -> None:
             conv = nn.Conv2d(
                 in_chans,
                 module.out_channels,
-                module.kernel_size,
-                module.stride,
-                module.padding,
-                module.dilation,
+                _pair(module.kernel_size),
+                _pair(module.stride),
+                module.padding if isinstance(module.padding, str) else _pair(module.padding),
+                _pair(module.dilation),
                 module.groups,
                 module.bias is not None,
                 module.padding_mode,
@@ -140,7 +145,7 @@ def feature_stages(library: str, net: nn.Module, probe_size: int = 224) -> list[
     checked by one probe forward at `probe_size`."""
     declared: dict[str, int] = {}
     if library == "timm" and hasattr(net, "feature_info"):
-        info = net.feature_info
+        info: Any = net.feature_info  # timm's FeatureInfo (a list of dicts in older timm)
         declared = {i["module"]: int(i["reduction"]) for i in (info.info if hasattr(info, "info") else info)}
     names = list(declared) or _candidate_modules(net)
     x = torch.zeros(1, _input_channels(net), probe_size, probe_size, device=next(net.parameters()).device)

@@ -18,6 +18,9 @@ from worker.distill import zoo
 
 
 class InputAdapter(nn.Module):
+    mean: torch.Tensor  # buffers (register_buffer)
+    std: torch.Tensor
+
     def __init__(self, input_shape: tuple[int, ...], side: int, mean: float, std: float) -> None:
         super().__init__()
         if std <= 0:
