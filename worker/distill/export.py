@@ -67,7 +67,7 @@ def load_safetensors(path: Path) -> Model:
         meta = f.metadata() or {}
         if meta.get("format") != FORMAT_TAG:
             raise ValueError(f"{path} was not written by distill (format {meta.get('format')!r})")
-        state = {k: f.get_tensor(k) for k in f}
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     return model_from_state(json.loads(meta["config"]), state)
 
 
