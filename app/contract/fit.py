@@ -290,6 +290,13 @@ def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = No
     if package is not None and package.missing():
         return [FieldError(loc=("dataset", "name"), msg=f"{spec.dataset.name}: {package.install_hint()}")]
     data = data_facts(spec, artifacts)
+    if errors := _model_errors(spec, artifacts, data):
+        return errors
+    return _transfer_errors(spec, data) + _augment_errors(spec) + _method_errors(spec, data.input_shape)
+
+
+def _model_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts], data: DataFacts) -> list[FieldError]:
+    """Each model fits the data's shape; the student's starting weights and the brought teachers too."""
     shape = data.input_shape
     errors = _arch_fit(spec.student.arch, shape, ("student", "arch"))
     errors = errors or _student_init_errors(spec, artifacts, data)
@@ -298,63 +305,74 @@ def fit_errors(spec: JobSpec, artifacts: Mapping[str, ArtifactFacts] | None = No
     for i, member in enumerate(spec.teacher.ensemble or []):
         if not isinstance(member, TeacherArtifact):
             errors += _arch_fit(member.arch, shape, ("teacher", "ensemble", i, "arch"))
-    m = spec.method
-    for loc, arch in m.extra_archs():
+    for loc, arch in spec.method.extra_archs():
         errors += _arch_fit(arch, shape, loc)
-    errors += _brought_teacher_errors(spec, artifacts, data)
-    if errors:
-        return errors
+    return errors + _brought_teacher_errors(spec, artifacts, data)
+
+
+def _transfer_errors(spec: JobSpec, data: DataFacts) -> list[FieldError]:
+    """A transfer set: generated only for mnist1d, unlabeled rows that exist, a method that learns from it."""
     transfer = spec.dataset.transfer
-    if transfer is not None:
-        if transfer.extra_generated is not None and spec.dataset.name != "mnist1d":
-            errors.append(
-                FieldError(
-                    loc=("dataset", "transfer", "extra_generated"),
-                    msg="extra_generated needs a dataset with a generator: mnist1d.",
-                )
+    if transfer is None:
+        return []
+    errors = []
+    if transfer.extra_generated is not None and spec.dataset.name != "mnist1d":
+        errors.append(
+            FieldError(
+                loc=("dataset", "transfer", "extra_generated"),
+                msg="extra_generated needs a dataset with a generator: mnist1d.",
             )
-        if transfer.unlabeled and data.unlabeled_rows == 0:
-            errors.append(
-                FieldError(
-                    loc=("dataset", "transfer", "unlabeled"),
-                    msg="the dataset has no "
-                    "unlabeled rows (an uploaded dataset's x_unlabeled, empty labels, or "
-                    "unlabeled/ folder).",
-                )
+        )
+    if transfer.unlabeled and data.unlabeled_rows == 0:
+        errors.append(
+            FieldError(
+                loc=("dataset", "transfer", "unlabeled"),
+                msg="the dataset has no "
+                "unlabeled rows (an uploaded dataset's x_unlabeled, empty labels, or "
+                "unlabeled/ folder).",
             )
-        if not m.takes_transfer_set:
-            suited = " or ".join(name for name, cls in METHODS.items() if cls.takes_transfer_set)
-            errors.append(
-                FieldError(loc=("method", "name"), msg=f"a transfer set has no labels: use {suited}, not {m.name}.")
-            )
+        )
+    m = spec.method
+    if not m.takes_transfer_set:
+        suited = " or ".join(name for name, cls in METHODS.items() if cls.takes_transfer_set)
+        errors.append(
+            FieldError(loc=("method", "name"), msg=f"a transfer set has no labels: use {suited}, not {m.name}.")
+        )
+    return errors
+
+
+def _augment_errors(spec: JobSpec) -> list[FieldError]:
     aug = spec.training.augment
     if aug is not None and aug.active() and spec.training.soft_targets == "cached":
-        errors.append(
+        return [
             FieldError(
                 loc=("training", "soft_targets"),
                 msg="augmentation changes the "
                 "inputs every batch, so the teacher's outputs cannot be cached: use "
                 '"auto" or "recomputed".',
             )
-        )
+        ]
+    return []
+
+
+def _method_errors(spec: JobSpec, shape: tuple[int, ...]) -> list[FieldError]:
+    """The method's own checks, once it has the single teacher of known architecture it may need."""
+    m = spec.method
     if m.needs_teacher_arch:
         if spec.teacher.ensemble is not None:
             return [
-                *errors,
                 FieldError(
                     loc=("teacher", "ensemble"),
                     msg=f"{m.name} needs a single teacher (its stages or its architecture): use teacher.train.",
-                ),
+                )
             ]
         if spec.teacher.arch is None:
             return [
-                *errors,
                 FieldError(
                     loc=("teacher", "artifact"),
                     msg=f"{m.name} needs the teacher's "
                     "architecture (its stages), and an ONNX teacher exposes none: bring "
                     "safetensors weights with their arch, or use kd, dkd or adversarial.",
-                ),
+                )
             ]
-    errors += m.fit_errors(spec, shape)
-    return errors
+    return m.fit_errors(spec, shape)

@@ -155,6 +155,74 @@ def _sort_key(key: Any) -> tuple:
     return (0, key, "") if isinstance(key, (int, np.integer)) else (1, 0, str(key))
 
 
+def _classify(out: Any, value: Any) -> tuple[str, Any]:
+    """What one probed output is: (kind, its classes for a score tensor, its sorted keys for a
+    probability map, else None)."""
+    dtype = _TENSOR_DTYPES.get(out.type)
+    if dtype in _FLOATS:
+        arr = np.asarray(value)
+        if arr.ndim == 2 and arr.shape[0] == PROBE_EXAMPLES and arr.shape[1] >= 2:
+            arr = arr.astype(np.float64)
+            probs = _looks_like_probabilities(arr, 1e-3) or (
+                "prob" in out.name.lower() and _looks_like_probabilities(arr, 1e-2)
+            )
+            return ("probabilities" if probs else "logits"), int(arr.shape[1])
+    elif dtype in _LABELS:
+        arr = np.asarray(value)
+        if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
+            return "label", None
+    elif out.type.startswith("seq(map("):
+        rows = list(value)
+        if rows and all(isinstance(r, dict) for r in rows):
+            keys = sorted(rows[0], key=_sort_key)
+            if len(keys) >= 2 and all(sorted(r, key=_sort_key) == keys for r in rows):
+                return "probability_map", keys
+    return "other", None
+
+
+def _choose_output(
+    output: str | None, described: list[dict], tensors: list[tuple[str, str, int]], maps: list[tuple[str, list]]
+) -> str:
+    """The output to distill from: the one asked for (checked), else the only score tensor, else
+    the only probability map; several or none is refused, listing them."""
+    listed = ", ".join(f"{d['name']} ({d['kind']})" for d in described)
+    if output is not None:
+        chosen = next((d for d in described if d["name"] == output), None)
+        if chosen is None:
+            raise InspectionError(
+                f"The ONNX model has no output {output!r}; its outputs are: {listed}.", field="output"
+            )
+        if chosen["kind"] not in OUTPUT_KINDS:
+            raise InspectionError(
+                f"Output {output!r} is a {chosen['kind']}, not per-class scores (an [N, C] float "
+                f"tensor or a probability map); the outputs are: {listed}.",
+                field="output",
+            )
+        return output
+    if len(tensors) == 1:
+        return tensors[0][0]
+    if len(tensors) > 1:
+        raise InspectionError(
+            f"The ONNX model has several outputs that could be class scores: "
+            f"{', '.join(t[0] for t in tensors)}. Name the one to distill from as "
+            f"`teacher.artifact.output` in the job spec (outputs: {listed}).",
+            field="output",
+        )
+    if len(maps) == 1:
+        return maps[0][0]
+    if len(maps) > 1:
+        raise InspectionError(
+            f"The ONNX model has several probability maps: {', '.join(m[0] for m in maps)}. "
+            f"Name one as `teacher.artifact.output` in the job spec.",
+            field="output",
+        )
+    raise InspectionError(
+        f"No output of the ONNX model gives per-class scores (an [N, C] float tensor with "
+        f"C >= 2, or a probability map); its outputs are: {listed}.",
+        field="file",
+    )
+
+
 class OnnxClassifier:
     """An ONNX model that maps one input tensor (N, *input_shape) to class scores."""
 
@@ -212,12 +280,35 @@ class OnnxClassifier:
 
     # -- the probe: which output holds the class scores, and what they are --------------
     def _probe(self, output: str | None, output_kind: str) -> None:
+        outs = self.session.get_outputs()
+        values = self._probe_values([o.name for o in outs])
+        described: list[dict] = []
+        tensors: list[tuple[str, str, int]] = []  # name, kind, classes
+        maps: list[tuple[str, list]] = []  # name, sorted keys
+        for out, value in zip(outs, values, strict=True):
+            kind, found = _classify(out, value)
+            if kind in ("probabilities", "logits"):
+                tensors.append((out.name, kind, found))
+            elif kind == "probability_map":
+                maps.append((out.name, found))
+            described.append(
+                {
+                    "name": out.name,
+                    "shape": _dims(out.shape) if out.type.startswith("tensor(") else None,
+                    "dtype": _TENSOR_DTYPES.get(out.type) or out.type,
+                    "kind": kind,
+                }
+            )
+        self.outputs = described
+        self.output = _choose_output(output, described, tensors, maps)
+        self._settle_kind(output_kind, described, tensors, maps)
+
+    def _probe_values(self, names: list[str]) -> list:
+        """The outputs `names` on a seeded random batch of PROBE_EXAMPLES inputs."""
         rng = np.random.default_rng(0)
         x = rng.standard_normal((PROBE_EXAMPLES, *self.input_shape)).astype(self.input_dtype)
-        outs = self.session.get_outputs()
-        names = [o.name for o in outs]
         try:
-            values = self._run(x, names)
+            return self._run(x, names)
         except InspectionError:
             raise
         except Exception as exc:
@@ -226,80 +317,11 @@ class OnnxClassifier:
                 field="file",
             ) from exc
 
-        described: list[dict] = []
-        tensors: list[tuple[str, str, int]] = []  # name, kind, classes
-        maps: list[tuple[str, list]] = []  # name, sorted keys
-        for out, value in zip(outs, values, strict=True):
-            dtype = _TENSOR_DTYPES.get(out.type)
-            kind = "other"
-            if dtype in _FLOATS:
-                arr = np.asarray(value)
-                if arr.ndim == 2 and arr.shape[0] == PROBE_EXAMPLES and arr.shape[1] >= 2:
-                    arr = arr.astype(np.float64)
-                    probs = _looks_like_probabilities(arr, 1e-3) or (
-                        "prob" in out.name.lower() and _looks_like_probabilities(arr, 1e-2)
-                    )
-                    kind = "probabilities" if probs else "logits"
-                    tensors.append((out.name, kind, int(arr.shape[1])))
-            elif dtype in _LABELS:
-                arr = np.asarray(value)
-                if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
-                    kind = "label"
-            elif out.type.startswith("seq(map("):
-                rows = list(value)
-                if rows and all(isinstance(r, dict) for r in rows):
-                    keys = sorted(rows[0], key=_sort_key)
-                    if len(keys) >= 2 and all(sorted(r, key=_sort_key) == keys for r in rows):
-                        kind = "probability_map"
-                        maps.append((out.name, keys))
-            described.append(
-                {
-                    "name": out.name,
-                    "shape": _dims(out.shape) if out.type.startswith("tensor(") else None,
-                    "dtype": dtype or out.type,
-                    "kind": kind,
-                }
-            )
-        self.outputs = described
-        listed = ", ".join(f"{d['name']} ({d['kind']})" for d in described)
-
-        if output is not None:
-            if output not in names:
-                raise InspectionError(
-                    f"The ONNX model has no output {output!r}; its outputs are: {listed}.", field="output"
-                )
-            chosen = next(d for d in described if d["name"] == output)
-            if chosen["kind"] not in OUTPUT_KINDS:
-                raise InspectionError(
-                    f"Output {output!r} is a {chosen['kind']}, not per-class scores (an [N, C] float "
-                    f"tensor or a probability map); the outputs are: {listed}.",
-                    field="output",
-                )
-        elif len(tensors) == 1:
-            output = tensors[0][0]
-        elif len(tensors) > 1:
-            raise InspectionError(
-                f"The ONNX model has several outputs that could be class scores: "
-                f"{', '.join(t[0] for t in tensors)}. Name the one to distill from as "
-                f"`teacher.artifact.output` in the job spec (outputs: {listed}).",
-                field="output",
-            )
-        elif len(maps) == 1:
-            output = maps[0][0]
-        elif len(maps) > 1:
-            raise InspectionError(
-                f"The ONNX model has several probability maps: {', '.join(m[0] for m in maps)}. "
-                f"Name one as `teacher.artifact.output` in the job spec.",
-                field="output",
-            )
-        else:
-            raise InspectionError(
-                f"No output of the ONNX model gives per-class scores (an [N, C] float tensor with "
-                f"C >= 2, or a probability map); its outputs are: {listed}.",
-                field="file",
-            )
-
-        self.output = output
+    def _settle_kind(
+        self, output_kind: str, described: list[dict], tensors: list[tuple[str, str, int]], maps: list[tuple[str, list]]
+    ) -> None:
+        """The chosen output's classes and kind, checked against the kind the caller asked for."""
+        output = self.output
         self._keys: list | None = None
         self.classes: list[str] | None = None
         detected = next(d["kind"] for d in described if d["name"] == output)

@@ -24,10 +24,10 @@ import pytest
 from app.client import Client
 from tests.conftest import ROOT
 from tests.integration.conftest import Service, service_env, wait_for
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, headless_chromium
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "dashboard"
 JOB = {
     "name": "dashboard digits",
@@ -63,8 +63,6 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
 
 from selenium import webdriver  # noqa: E402 (only once Chromium is known to be there)
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service as DriverService  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -98,19 +96,9 @@ def client(svc: Service, key: str) -> Iterator[Client]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    options = Options()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1360,1700",
+    driver = headless_chromium(
         "--lang=en-US",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=DriverService(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    )
     yield driver
     driver.quit()
 
