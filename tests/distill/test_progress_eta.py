@@ -4,9 +4,10 @@ clock drives a real Progress and Estimator; the jobs are synthetic timings (no t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
+import torch
 
 from app.contract.architectures import CNNArch, MLPArch
 from tests.support.engine import run_tiny_job, tiny_spec
@@ -16,12 +17,16 @@ from worker.distill.eta import (
     TAIL_SHARE,
     Estimator,
     PlannedRun,
+    StepProbe,
     Tails,
     expected_epochs,
     forward_work,
+    planned_run,
 )
+from worker.distill.plan import plan
 from worker.distill.progress import Progress
 from worker.distill.reporting import MemoryReporter
+from worker.distill.step_probe import probe, with_probes
 
 
 class Clock:
@@ -95,6 +100,47 @@ def test_counting_epochs_alike_is_what_it_replaces() -> None:
     seen, end = run_job([Sim(plain[0], 10, 1.0), Sim(plain[1], 10, 0.1)])
     assert worst_error(seen, end, after=1.0) > 1.0  # 10 student epochs at 1 s each
     assert worst_error(seen, end, after=10.2) < 0.05  # the student's own pace, once measured
+
+
+def test_a_probed_student_is_priced_by_the_probes_ratio_not_by_its_work() -> None:
+    # The demo's case: a small student's step is mostly fixed cost, so its multiply-adds (a
+    # tenth of the teacher's) price it at a tenth when it costs half. Probes of both steps
+    # (before the job trains) give the ratio; the measured teacher pace carries the machine's.
+    def probed(run: PlannedRun, step_seconds: float) -> PlannedRun:
+        return replace(run, probe=StepProbe(step_seconds, step_seconds / 3, batch_size=10, val_rows=20))
+
+    sims = [
+        Sim(probed(teacher(), 0.04), 10, 1.0),  # measured 2.5x its probe: data, metrics, load
+        Sim(probed(student("student", 0), 0.02), 10, 0.5),
+        Sim(probed(student("baseline", 0), 0.02), 10, 0.5),
+    ]
+    seen, end = run_job(sims)
+    assert worst_error(seen, end, after=1.0) < 0.05
+    unprobed, end = run_job([Sim(replace(s.plan, probe=None), s.ran, s.seconds) for s in sims])
+    assert worst_error(unprobed, end, after=1.0) > 0.3  # what work alone said
+
+
+def test_a_probe_times_a_small_model_below_a_large_one_and_moves_no_random_stream() -> None:
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    small = probe(MLPArch(name="mlp", hidden=[8]), (40,), 10, 64, 100, torch.device("cpu"))
+    large = probe(MLPArch(name="mlp", hidden=[512, 512, 512]), (40,), 10, 64, 100, torch.device("cpu"))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert 0 < small.step_seconds < large.step_seconds
+    assert small.epoch_seconds(640) == pytest.approx(10 * small.step_seconds + 100 / 64 * small.forward_seconds)
+
+
+def test_probes_are_taken_only_where_the_plan_has_several_architectures() -> None:
+    cpu = torch.device("cpu")
+    spec = tiny_spec()
+    runs = [r for r in plan(spec) if r.trained]
+    planned = [planned_run(r, (8, 8), 10, 100) for r in runs]
+    probed = with_probes(planned, runs, (8, 8), 10, 50, cpu)
+    assert all(p.probe is not None for p in probed)
+    assert len({id(p.probe) for p in probed}) == 2  # one per architecture: the teacher's, the students'
+    students = [r for r in runs if r.phase != "teacher"]
+    alike = [planned_run(r, (8, 8), 10, 100) for r in students]
+    assert with_probes(alike, students, (8, 8), 10, 50, cpu) == alike
 
 
 def test_later_runs_of_the_same_arch_take_its_measured_pace() -> None:

@@ -8,9 +8,11 @@ budget. So each run is priced on its own:
   leaving out its first once there are others: the first pays warm-up);
 - a run not started yet, from what is known, best first: a run of the same phase and architecture
   already measured (a student seed after the first), else the same architecture in another phase
-  (the baseline after the students), else a measured run scaled by forward multiply-adds per
-  example and by training rows (`work`: a teacher's pace says little about a student's otherwise),
-  else the last measured pace as it is (a brought or standard model whose work is unknown);
+  (the baseline after the students), else the latest measured run scaled by the ratio of the
+  two architectures' probed epochs (`probe`: a few optimizer steps of each, timed on random data
+  before the job trains, worker/distill/step_probe.py; a small model's step is mostly fixed cost,
+  which multiply-adds do not see), else by forward multiply-adds per example and training rows
+  (`work`), else the last measured pace as it is (a brought model: nothing to compare);
 - early stopping: a run with `patience` is expected to stop `patience` epochs after its best one,
   plus a share (STILL_IMPROVING) of the budget beyond that while it has improved recently;
 - evaluate and export: what they took in this process before (Tails), else TAIL_SECONDS plus
@@ -60,6 +62,19 @@ TAILS = Tails()  # the process's own; tests give an Estimator a fresh one
 
 
 @dataclass(frozen=True)
+class StepProbe:
+    step_seconds: float  # one optimizer step on a batch
+    forward_seconds: float  # one eval-mode forward pass of a batch (the per-epoch validation)
+    batch_size: int
+    val_rows: int
+
+    def epoch_seconds(self, rows: int) -> float:
+        """An epoch of `rows` training rows: its steps, then validation."""
+        steps = math.ceil(rows / self.batch_size)
+        return steps * self.step_seconds + self.val_rows / self.batch_size * self.forward_seconds
+
+
+@dataclass(frozen=True)
 class PlannedRun:
     phase: str
     name: str
@@ -68,6 +83,7 @@ class PlannedRun:
     patience: int | None = None
     work: float | None = None  # forward multiply-adds per example; None: unknown
     rows: int | None = None  # training rows; None: as the first run's
+    probe: StepProbe | None = None  # its step timed before the job trained (worker/distill/step_probe.py)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -231,9 +247,13 @@ class Estimator:
                 assert best_pace is not None  # a measured run has an epoch
                 return best_pace * _ratio(run.rows, best.rows)
         latest = self._measured[-1]
-        work = _ratio(run.plan.work, latest.plan.work)
         latest_pace = latest.pace()
         assert latest_pace is not None  # a measured run has an epoch
+        if run.plan.probe and latest.plan.probe and run.rows and latest.rows:
+            # the probes' ratio: what the job's data, metrics and the machine's load add to a
+            # bare step shows in the measured run and is assumed alike for this one
+            return latest_pace * run.plan.probe.epoch_seconds(run.rows) / latest.plan.probe.epoch_seconds(latest.rows)
+        work = _ratio(run.plan.work, latest.plan.work)
         return latest_pace * work * _ratio(run.rows, latest.rows)
 
 

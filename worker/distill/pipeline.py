@@ -51,6 +51,7 @@ from worker.distill.report import json_safe, write_json
 from worker.distill.report_html import write_report_files
 from worker.distill.reporting import Cancelled, Reporter
 from worker.distill.signals import NoTeacher, TeacherSignal, choose
+from worker.distill.step_probe import with_probes
 from worker.distill.student_init import STARTS_FROM_INIT, StudentStart
 from worker.distill.teachers import EnsembleTeacher, load_brought_teacher
 from worker.distill.trainer import train
@@ -137,9 +138,11 @@ class Job:
         """The trained runs as the ETA prices them (brought teachers are loaded: no epochs); the
         students' rows are the teacher's until their data is made (prepare_student_data)."""
         splits = self.data.splits
-        return [
+        planned = [
             planned_run(r, splits.input_shape, splits.num_classes, len(splits.train)) for r in self.runs if r.trained
         ]
+        trained = [r for r in self.runs if r.trained]
+        return with_probes(planned, trained, splits.input_shape, splits.num_classes, len(splits.val), self.device)
 
     def enter(self, phase: str) -> None:
         # Phases without batches (soft targets, evaluate, export) honour a cancel here.

@@ -101,7 +101,7 @@ def _val_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[fl
     return loss, acc
 
 
-def _rng_devices(device: torch.device) -> list[int]:
+def rng_devices(device: torch.device) -> list[int]:
     if device.type == "cuda":
         return [device.index if device.index is not None else torch.cuda.current_device()]
     return []
@@ -273,7 +273,7 @@ class Loop:
         """Train from `state` (fresh, or restored from a checkpoint) to the end of the run; leaves
         the best validation epoch's weights in the model."""
         self.state, start = state, state.epoch
-        with torch.random.fork_rng(devices=_rng_devices(self.device)):
+        with torch.random.fork_rng(devices=rng_devices(self.device)):
             torch.manual_seed(self.seed)  # dropout masks
             if state.cpu_rng is not None:  # resumed: the stream goes on where it was
                 torch.set_rng_state(state.cpu_rng)
