@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from app.config import get_settings
 from app.contract import standard
@@ -29,6 +29,7 @@ SEED_LIMIT = 2**32  # numpy's legacy seeding and torch's generators take seeds b
 FLOAT_BYTES = 4
 BACKWARD_FACTOR = 3
 FLOPS_PER_PARAMETER_EXAMPLE = 6  # forward 2, backward 4
+S = TypeVar("S", bound=JobSpec)  # a JobSpec, or a subclass of it (app.api.schemas.JobSubmission)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ def value_errors(document: dict) -> list[dict[str, str]]:
     return errors
 
 
-def with_default_time_limit(spec: JobSpec) -> JobSpec:
+def with_default_time_limit(spec: S) -> S:
     """Every job ends: a spec without a time limit gets DISTILL_DEFAULT_TIME_LIMIT_SECONDS."""
     if spec.limits.time_limit_seconds is not None:
         return spec

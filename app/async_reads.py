@@ -43,7 +43,11 @@ class CompiledRead:
     def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
-        self.names = [column.key for column in statement.selected_columns]
+        self.names: list[str] = []
+        for column in statement.selected_columns:
+            if column.key is None:  # every column a select() selects has one; a row needs the names
+                raise ValueError(f"the read selects a column without a name: {column}")
+            self.names.append(column.key)
         # psycopg's own loaders already give the values SQLAlchemy's psycopg dialect gives for
         # plain types (str, float, bool, json); only the project's own types convert further
         # (UTCDateTime: naive UTC -> aware).

@@ -7,6 +7,7 @@ problems also list each wrong field as a JSON pointer into the request body.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import psycopg
@@ -102,7 +103,7 @@ def document_pointer(loc: tuple | list, document: Any) -> str:
     return pointer(_client_path(["body", *loc], document))
 
 
-def error_detail(error: dict[str, Any], root: type[BaseModel] | None, document: Any) -> str:
+def error_detail(error: Mapping[str, Any], root: type[BaseModel] | None, document: Any) -> str:
     """A validation error's message, with a hint for an unknown field (app/hints.py);
     `error["loc"]` is relative to `document`, the body validated against `root`."""
     msg = error.get("msg", "invalid")

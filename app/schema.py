@@ -37,8 +37,9 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def revisions(engine: Engine) -> tuple[str | None, str]:
-    """(the database's revision, None when it has none; the code's head)."""
+def revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """(the database's revision, None when it has none; the code's head, None when the
+    migrations folder has no revision)."""
     head = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(False))).get_current_head()
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
@@ -49,6 +50,8 @@ def revisions(engine: Engine) -> tuple[str | None, str]:
 def _migration_lock(url: str) -> Iterator[None]:
     """Processes starting together on one SQLite file migrate it one after the other."""
     database = make_url(url).database
+    if database is None:
+        raise ValueError(f"{url!r} names no database file to lock beside (an in-memory SQLite database)")
     lock_path = Path(database).with_name(Path(database).name + ".migrate.lock")
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("w") as lock:

@@ -34,7 +34,7 @@ class LiveWorkers:
         """ "2 live workers: cpu (2), cuda NVIDIA H200 (1)", or that none is live."""
         if not self.devices:
             return f"no worker seen in the last {self.seen_seconds:g} s"
-        kinds = Counter()
+        kinds: Counter[str] = Counter()
         for worker in self.devices:
             kinds.update({_device_name(d) for d in worker})
         plural = "s" if self.count != 1 else ""

@@ -14,7 +14,9 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 
 from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -44,7 +46,7 @@ def beat(session: Session, worker_id: str, devices: list[dict], queue: str) -> N
 
 
 class Heartbeat:
-    def __init__(self, worker_id: str, devices_of) -> None:  # devices_of: () -> list | None
+    def __init__(self, worker_id: str, devices_of: Callable[[], list[dict] | None]) -> None:
         self.worker_id, self.devices_of = worker_id, devices_of
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="worker-heartbeat", daemon=True)
@@ -75,7 +77,7 @@ class Heartbeat:
         while devices is not None and not self._stopped.is_set():
             devices = self.devices_of() or devices  # a replaced runner reports again
             try:
-                in_transaction(lambda s, devices=devices: beat(s, self.worker_id, devices, settings.queue))
+                in_transaction(partial(beat, worker_id=self.worker_id, devices=devices, queue=settings.queue))
             except Exception:
                 log.exception("worker heartbeat not recorded; trying again")
             self._stopped.wait(settings.heartbeat_seconds)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -39,7 +41,9 @@ class TeacherPlan:
 def insert_ignoring_conflict(session: Session, table, **values) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True when this call inserted the row."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    return session.execute(insert(table).values(**values).on_conflict_do_nothing()).rowcount == 1
+    # An INSERT's result is a CursorResult (Session.execute is typed for any statement).
+    result = cast(CursorResult[Any], session.execute(insert(table).values(**values).on_conflict_do_nothing()))
+    return result.rowcount == 1
 
 
 def _usable(session: Session, tenant_id: str, artifact_id: str | None) -> bool:
@@ -97,11 +101,14 @@ def _claim_or_find(session: Session, job: Job, key: str) -> Claim:
         why = _stale(session.get(Job, holder) if holder else None)
         if why is None:
             return Claim("wait", holder=holder)
-    taken = session.execute(
-        update(TeacherBuild)
-        .where(TeacherBuild.tenant_id == tenant, TeacherBuild.key == key, TeacherBuild.job_id == holder)
-        .where(TeacherBuild.status == row.status)
-        .values(status=TRAINING, job_id=job.id, artifact_id=None, updated_at=utcnow())
+    taken = cast(  # an UPDATE's result is a CursorResult (Session.execute is typed for any statement)
+        CursorResult[Any],
+        session.execute(
+            update(TeacherBuild)
+            .where(TeacherBuild.tenant_id == tenant, TeacherBuild.key == key, TeacherBuild.job_id == holder)
+            .where(TeacherBuild.status == row.status)
+            .values(status=TRAINING, job_id=job.id, artifact_id=None, updated_at=utcnow())
+        ),
     )
     if taken.rowcount != 1:  # another job took it first: wait for that one
         return Claim("wait", holder=holder)
@@ -119,8 +126,9 @@ def resolve_teachers(
         key = teacher_key(member, spec.dataset, dataset_sha256)
         waiting_for = None
         while not should_stop():
-            claim = in_transaction(lambda s, key=key: _claim_or_find(s, job, key))
+            claim = in_transaction(partial(_claim_or_find, job=job, key=key))
             if claim.action == "reuse":
+                assert claim.artifact_id is not None  # a "reuse" claim names the artifact
                 found.reused[i] = claim.artifact_id
                 in_transaction(lambda s: count(s, job.tenant_id, teachers_reused=1))
                 break

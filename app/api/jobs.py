@@ -8,7 +8,7 @@ import json
 import logging
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response, status
 from sqlalchemy import Connection, and_, bindparam, delete, or_, select
@@ -36,12 +36,14 @@ from app.auth import API_KEY_SCHEME, Caller, CallerDep, rate_limited, read_as_ca
 from app.contract.fit import ArtifactFacts, artifact_refs, fit_errors
 from app.contract.spec import JobSpec
 from app.db import read_retrying, session_scope
-from app.models import Artifact, Job, JobEvent, JobMetric, Tenant, utcnow
+from app.models import Artifact, Job, JobEvent, JobMetric, utcnow
 from app.problems import Problem, invalid_spec, pointer
 from app.queue import enqueue_job
 from app.storage import TENSORS_FILE, get_storage
 from app.tenants import key_sha256
 from app.workers import LiveWorkers, cached_workers, gpu_refusal, live_workers, recent_workers, waiting_detail
+
+S = TypeVar("S", bound=JobSpec)  # a JobSpec, or a JobSubmission (a spec with the client's labels)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["jobs"], responses=problems(400, 401, 422, 429, 503))
@@ -97,7 +99,6 @@ def job_out(
     with each epoch's metrics, app/jobs.add_metrics), so a poll costs one row read. A queued
     job says what it waits for when the live `workers` are given."""
     values = {name: getattr(job, name) for name in _PLAIN}
-    queued = job.status == jobs.Status.QUEUED and workers is not None
     estimate = getattr(job, "estimate", None)
     return JobOut(
         **values,
@@ -105,7 +106,11 @@ def job_out(
         eta_seconds=_eta_seconds(job),
         epochs=EpochBudget.model_validate(estimate["epochs"]) if estimate else None,
         latest_metrics=job.latest_metrics if with_metrics else None,
-        status_detail=waiting_detail(workers, getattr(job, "spec", None)) if queued else None,
+        status_detail=(
+            waiting_detail(workers, getattr(job, "spec", None))
+            if job.status == jobs.Status.QUEUED and workers is not None
+            else None
+        ),
         error=_error(job),
         metadata=job.labels or {},
     )
@@ -181,18 +186,19 @@ def device_errors(session: Session, spec: JobSpec) -> list[dict[str, Any]]:
     return [{"pointer": "/training/device", "in": "body", "detail": why, "type": "no_gpu_worker"}]
 
 
-def _admit(session: Session, spec: JobSpec, caller: Caller, *, check_devices: bool = True) -> JobSpec:
-    """Everything a submission must pass (app/admission.py); the spec as it will run."""
+def _admit(session: Session, spec: S, caller: Caller, *, check_devices: bool = True) -> S:
+    """Everything a submission must pass (app/admission.py); the spec as it will run (of the
+    class it came as: a submission keeps its metadata)."""
     if errors := admission.value_errors(spec.model_dump(mode="json")):
         raise invalid_spec(errors)
     if check_devices and (errors := device_errors(session, spec)):
         raise invalid_spec(errors)
     artifacts = _artifacts_named(session, caller, spec)
-    if errors := fit_errors(spec, artifacts):
+    if misfits := fit_errors(spec, artifacts):
         raise invalid_spec(
-            [{"pointer": pointer(e.loc), "in": "body", "detail": e.msg, "type": "does_not_fit"} for e in errors]
+            [{"pointer": pointer(e.loc), "in": "body", "detail": e.msg, "type": "does_not_fit"} for e in misfits]
         )
-    if errors := admission.cost_errors(spec, artifacts, session.get(Tenant, caller.tenant_id)):
+    if errors := admission.cost_errors(spec, artifacts, tenants.of(session, caller.tenant_id)):
         raise invalid_spec(errors)
     return admission.with_default_time_limit(spec)
 
@@ -225,7 +231,7 @@ def _submit(
             response.headers["Location"] = f"/v1/jobs/{existing.id}"
             return job_out(existing)
 
-    tenant = session.get(Tenant, caller.tenant_id)
+    tenant = tenants.of(session, caller.tenant_id)
     if (active := tenants.active_jobs(session, tenant.id)) >= (cap := tenants.job_cap(tenant)):
         session.rollback()
         raise Problem(
@@ -264,7 +270,7 @@ def _submit(
     return job_out(job, with_metrics=False, workers=live_workers(session))
 
 
-def _encode_cursor(job: Job) -> str:
+def _encode_cursor(job: Job | Row[Any]) -> str:
     return base64.urlsafe_b64encode(f"{job.created_at.isoformat()}|{job.id}".encode()).decode()
 
 

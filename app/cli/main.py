@@ -186,9 +186,12 @@ def delete(
     with client_of(ctx) as client:
         if artifact is not None:
             client.delete_artifact(artifact)
+            deleted = "artifact " + artifact
         else:
+            assert job is not None  # exactly one of job and --artifact (checked above)
             client.delete(job)
-    out_console().print(f"deleted {'artifact ' + artifact if artifact else 'job ' + job}", highlight=False)
+            deleted = "job " + job
+    out_console().print(f"deleted {deleted}", highlight=False)
 
 
 @app.command()

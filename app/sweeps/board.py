@@ -70,7 +70,11 @@ def row(trial: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
         "scratch_test_accuracy": scratch_test,
         "teacher_test_accuracy": teacher_test,
         "pseudo_label_test_accuracy": None,  # filled in from the control trial of the same student
-        "gap_closed": _gap_closed(teacher_test, test and test["mean"], scratch_test and scratch_test["mean"]),
+        "gap_closed": _gap_closed(
+            teacher_test,
+            None if test is None else test["mean"],
+            None if scratch_test is None else scratch_test["mean"],
+        ),
         "student_arch": (student or {}).get("arch") or _spec_arch(trial),
         "parameters": _whole((student or {}).get("mean", {}).get("parameters")),
         "bytes": _whole((student or {}).get("mean", {}).get("bytes")),
@@ -104,7 +108,7 @@ def _ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def pareto_front(rows: list[dict[str, Any]], cost: str) -> list[int]:
     """Trials not dominated in (higher validation accuracy, lower `cost`), cheapest first."""
     points = [r for r in _ranked(rows) if r[cost] is not None]
-    front = []
+    front: list[dict[str, Any]] = []
     for r in sorted(points, key=lambda r: (r[cost], -r["val_accuracy"]["mean"])):
         if not front or r["val_accuracy"]["mean"] > front[-1]["val_accuracy"]["mean"]:
             front.append(r)

@@ -67,8 +67,7 @@ def inspect_dataset(
     why = code_carrying_content(path)
     if why:
         raise InspectionError(f"The dataset is refused: it is {why}. {HOW_TO_CONVERT}", field="file")
-    readers = {"npz": _read_npz, "csv": _read_csv, "parquet": _read_parquet, "zip": _read_image_zip}
-    if fmt not in readers:
+    if fmt not in DATASET_FORMATS:
         raise InspectionError(
             f"Unknown dataset format {fmt!r}: use one of {', '.join(DATASET_FORMATS)}.", field="format"
         )
@@ -82,7 +81,7 @@ def inspect_dataset(
         elif fmt == "zip":
             parts = _read_image_zip(path, limits, image_size, Path(spool_dir))
         else:
-            parts = _images_channels_first(readers[fmt](path, limits))
+            parts = _read_npz(path, limits)
         return _finish(fmt, parts, canonical_out)
 
 
@@ -201,23 +200,13 @@ def _stored_features(x: Rows, what: str) -> Rows:
     return _features(x, what)
 
 
-def _channels_first(x: np.ndarray | None) -> np.ndarray | None:
+def _channels_first(x: np.ndarray) -> np.ndarray:
     """(n, H, W, C) with C in 1, 3, 4 -> (n, C, H, W); (n, C, H, W) and everything else as given."""
-    if x is None or x.ndim != 4:
+    if x.ndim != 4:
         return x
     if x.shape[3] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     return x
-
-
-def _images_channels_first(parts: _Parts) -> _Parts:
-    """NPZ images may come as (n, H, W), (n, H, W, C) or (n, C, H, W): stored channels first."""
-    parts.x = _channels_first(parts.x)
-    parts.x_unlabeled = _channels_first(parts.x_unlabeled)
-    parts.x_test = _channels_first(parts.x_test)
-    if parts.x.ndim == 4:
-        parts.extra["layout"] = "NCHW"
-    return parts
 
 
 def _finish(fmt: str, parts: _Parts, canonical_out: Path) -> dict:
@@ -285,7 +274,7 @@ def _check_test_split(parts: _Parts) -> None:
             "Give some, or leave x_test and y_test out (test_fraction is then held out).",
             field="file",
         )
-    if parts.y_test is not None and len(parts.y_test) != len(parts.x_test):
+    if parts.x_test is not None and parts.y_test is not None and len(parts.y_test) != len(parts.x_test):
         raise InspectionError(f"x_test has {len(parts.x_test)} rows but y_test has {len(parts.y_test)}.", field="file")
 
 
@@ -379,7 +368,7 @@ def _read_npz(path: Path, limits: UploadLimits) -> _Parts:
                 if cells > limits.max_cells:
                     raise _too_many_cells(cells, limits)
                 data = np.empty(count * dtype.itemsize, dtype=np.uint8)  # read straight into the array
-                if member.read_into(memoryview(data)) != len(data) or member.read(1):
+                if member.read_into(data.data) != len(data) or member.read(1):
                     raise InspectionError(
                         f"{key} in the npz is damaged: its data does not match its shape {list(shape)}.", field="file"
                     )
@@ -389,13 +378,21 @@ def _read_npz(path: Path, limits: UploadLimits) -> _Parts:
         raise InspectionError(
             f"The npz file lacks {' and '.join(missing)}; save it with numpy.savez('data.npz', x=x, y=y).", field="file"
         )
+    y = _normalise_labels(arrays["y"], "y")
     y_test = arrays.get("y_test")
+    if y_test is not None:
+        y_test = _normalise_labels(y_test, "y_test")
+    # NPZ images may come as (n, H, W), (n, H, W, C) or (n, C, H, W): stored channels first.
+    for key in ("x", "x_unlabeled", "x_test"):
+        if key in arrays:
+            arrays[key] = _channels_first(arrays[key])
     return _Parts(
         x=arrays["x"],
-        y=_normalise_labels(arrays["y"], "y"),
+        y=y,
         x_unlabeled=arrays.get("x_unlabeled"),
         x_test=arrays.get("x_test"),
-        y_test=None if y_test is None else _normalise_labels(y_test, "y_test"),
+        y_test=y_test,
+        extra={"layout": "NCHW"} if arrays["x"].ndim == 4 else {},
     )
 
 
@@ -622,10 +619,10 @@ def _decode_image(data: bytes, name: str, limits: UploadLimits, image_size: int 
                     field="file",
                 )
             mode = "L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
-            img = img.convert(mode)
-            if image_size is not None and img.size != (image_size, image_size):
-                img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            picture = img.convert(mode)
+            if image_size is not None and picture.size != (image_size, image_size):
+                picture = picture.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            return np.asarray(picture, dtype=np.uint8)
     except InspectionError:
         raise
     except (
@@ -719,7 +716,8 @@ def _read_image_zip(path: Path, limits: UploadLimits, image_size: int | None, sp
                 labels.append(folder)
     _refuse_mixed_sizes(sizes)
     if False not in spools:  # only unlabeled images: refused later, for want of classes
-        spools[False] = ImageSpool(spool_dir / "images-0", spools[True].row_shape[-2:])
+        height, width = spools[True].row_shape[-2:]
+        spools[False] = ImageSpool(spool_dir / "images-0", (height, width))
     if any(spool.has_rgb for spool in spools.values()):  # one layout for both
         for spool in spools.values():
             spool.make_rgb()

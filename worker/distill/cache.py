@@ -31,7 +31,7 @@ from worker.distill.inference import autocast, model_device, predict_logits
 from worker.distill.reporting import Reporter
 
 if TYPE_CHECKING:
-    from worker.distill.models import Classifier as Model
+    from worker.distill.models import Model
 
 # Bump when a change of the engine changes what the same teacher spec trains to.
 TEACHER_CODE_VERSION = "1"

@@ -26,7 +26,7 @@ from torch import nn
 from worker.distill.models import model_from_state
 
 if TYPE_CHECKING:
-    from worker.distill.models import Classifier as Model
+    from worker.distill.models import Model
 
 M = TypeVar("M", bound=nn.Module)
 

@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from worker.distill.models import Classifier, count_parameters, plus_external
 ONNX_OPSET = 17
 
 
-def accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(logits: torch.Tensor, y: torch.Tensor | np.ndarray) -> float:
     # count / n in Python floats: exactly what onnx_accuracy computes from the same counts
     return (logits.argmax(1) == torch.as_tensor(y)).sum().item() / len(logits)
 
@@ -44,8 +45,8 @@ def expected_calibration_error(logits: torch.Tensor, y: torch.Tensor, n_bins: in
     """ECE (Guo et al. 2017): sum over equal-width confidence bins (lo, hi] of
     |B|/n * |accuracy(B) - mean confidence(B)|, confidence = max softmax probability."""
     probs = torch.softmax(logits.double(), dim=1)
-    conf, pred = probs.max(1)
-    conf, correct = conf.numpy(), (pred == torch.as_tensor(y)).numpy()
+    top, pred = probs.max(1)
+    conf, correct = top.numpy(), (pred == torch.as_tensor(y)).numpy()
     bins = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     ece = 0.0
     for b in range(n_bins):
@@ -93,7 +94,9 @@ def latency_ms(model: nn.Module, runs: int = LATENCY_MAX_RUNS) -> float:
     """Median wall time of one single-example forward pass in PyTorch on the CPU, in ms
     (at most `runs` runs within LATENCY_BUDGET_SECONDS)."""
     model = copy.deepcopy(model).to("cpu").eval()
-    x = torch.zeros((1, *model.input_shape), dtype=torch.float32)
+    # Every model the worker evaluates keeps its raw input shape (ours, zoo, ONNX and ensemble teachers).
+    input_shape = cast(tuple[int, ...], model.input_shape)
+    x = torch.zeros((1, *input_shape), dtype=torch.float32)
     return _median_ms(lambda: model(x), runs)
 
 
@@ -135,19 +138,23 @@ def evaluate(
     teacher_test_logits: torch.Tensor | None = None,
     *,
     latency_runs: int = 200,
-) -> dict[str, float]:
-    """Report metrics of one trained model (fp32, CPU)."""
+) -> dict[str, float | None]:
+    """Report metrics of one trained model (fp32, CPU); None where a figure is unknown (the
+    parameters and bytes of a brought ONNX teacher whose initializers could not be read)."""
     cpu = copy.deepcopy(model).to("cpu").float().eval()
     train_logits = predict_logits(cpu, splits.train.x)
     val_logits = predict_logits(cpu, splits.val.x)
     test_logits = predict_logits(cpu, splits.test.x)
     y_test = torch.as_tensor(splits.test.y)
-    out = {
-        "test_accuracy": accuracy(test_logits, y_test),
-        "val_accuracy": accuracy(val_logits, splits.val.y),
-        "train_accuracy": accuracy(train_logits, splits.train.y),
+    test_accuracy = accuracy(test_logits, y_test)
+    val_accuracy = accuracy(val_logits, splits.val.y)
+    train_accuracy = accuracy(train_logits, splits.train.y)
+    out: dict[str, float | None] = {
+        "test_accuracy": test_accuracy,
+        "val_accuracy": val_accuracy,
+        "train_accuracy": train_accuracy,
+        "generalization_gap": train_accuracy - test_accuracy,
     }
-    out["generalization_gap"] = out["train_accuracy"] - out["test_accuracy"]
     if teacher_test_logits is not None:
         out["test_agreement"] = agreement(test_logits, teacher_test_logits.cpu())
     out["test_ece"] = expected_calibration_error(test_logits, y_test)

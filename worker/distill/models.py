@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 from torch import nn
@@ -21,10 +22,18 @@ from torch import nn
 from app.contract.architectures import CNNArch, MLPArch
 from app.contract.standard import StandardArch, TimmArch, TorchvisionArch
 
+if TYPE_CHECKING:
+    from worker.distill.zoo_model import StandardClassifier
+
 ArchSpec = MLPArch | CNNArch | TimmArch | TorchvisionArch
+# A stage list, its names and the head: what the builders of our own architectures give.
+Layers: TypeAlias = tuple[list[nn.Module], list[str], nn.Module]
 
 
 class Classifier(nn.Module):
+    mean: torch.Tensor  # buffers (register_buffer)
+    std: torch.Tensor
+
     def __init__(
         self,
         *,
@@ -80,9 +89,17 @@ class Classifier(nn.Module):
         }
 
 
-def _mlp(arch: MLPArch, input_shape: tuple[int, ...], num_classes: int):
+# What build_model makes: a Classifier (our architectures) or a StandardClassifier (timm,
+# torchvision), which has the same interface (input_shape, num_classes, stage_names,
+# forward_features, config). For annotations only: zoo_model imports timm.
+if TYPE_CHECKING:
+    Model: TypeAlias = Classifier | StandardClassifier
+
+
+def _mlp(arch: MLPArch, input_shape: tuple[int, ...], num_classes: int) -> Layers:
     width = math.prod(input_shape)
-    stages, names = [], []
+    stages: list[nn.Module] = []
+    names: list[str] = []
     for i, h in enumerate(arch.hidden):
         layers: list[nn.Module] = [nn.Linear(width, h), nn.ReLU()]
         if arch.dropout > 0:
@@ -93,8 +110,11 @@ def _mlp(arch: MLPArch, input_shape: tuple[int, ...], num_classes: int):
     return stages, names, nn.Linear(width, num_classes)
 
 
-def _cnn(arch: CNNArch, input_shape: tuple[int, ...], num_classes: int):
+def _cnn(arch: CNNArch, input_shape: tuple[int, ...], num_classes: int) -> Layers:
     c_in, axes = (input_shape[0], input_shape[1:]) if len(input_shape) == 3 else (1, input_shape)
+    conv: type[nn.Conv1d | nn.Conv2d]
+    bn: type[nn.BatchNorm1d | nn.BatchNorm2d]
+    pool: type[nn.MaxPool1d | nn.MaxPool2d]
     if len(axes) == 1:
         conv, bn, pool = nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d
     elif len(axes) == 2:
@@ -105,7 +125,8 @@ def _cnn(arch: CNNArch, input_shape: tuple[int, ...], num_classes: int):
     spatial = [s >> n for s in axes]  # each MaxPool(2) floor-halves every axis
     if min(spatial) < 1:
         raise ValueError(f"{n} conv stages are too many for input shape {input_shape}")
-    stages, names = [], []
+    stages: list[nn.Module] = []
+    names: list[str] = []
     for i, c in enumerate(arch.channels):
         stages.append(
             nn.Sequential(
@@ -129,9 +150,6 @@ def _cnn(arch: CNNArch, input_shape: tuple[int, ...], num_classes: int):
     return stages, names, nn.Sequential(*head)
 
 
-_BUILDERS = {MLPArch: _mlp, CNNArch: _cnn}
-
-
 def build_model(
     arch: ArchSpec,
     input_shape: tuple[int, ...],
@@ -140,18 +158,21 @@ def build_model(
     std: float = 1.0,
     *,
     seed: int | None = None,
-) -> Classifier:
+) -> Model:
     """Build a Classifier (or, for timm/torchvision, a zoo_model.StandardClassifier, which has
     the same interface). With `seed`, the initial weights depend on it alone
     (the global RNG is forked, so nobody else's random stream moves)."""
     input_shape = tuple(input_shape)
 
-    def make() -> nn.Module:
+    def make() -> Model:
         if isinstance(arch, (TimmArch, TorchvisionArch)):
             from worker.distill.zoo_model import StandardClassifier  # imports timm: only when asked
 
             return StandardClassifier(arch, input_shape, num_classes, mean, std)
-        stages, names, head = _BUILDERS[type(arch)](arch, input_shape, num_classes)
+        if isinstance(arch, MLPArch):
+            stages, names, head = _mlp(arch, input_shape, num_classes)
+        else:
+            stages, names, head = _cnn(arch, input_shape, num_classes)
         return Classifier(
             arch=arch,
             input_shape=input_shape,
@@ -170,7 +191,7 @@ def build_model(
         return make()
 
 
-def model_from_config(config: Mapping) -> Classifier:
+def model_from_config(config: Mapping) -> Model:
     """Inverse of Classifier.config(): an untrained model of the same shape."""
     from pydantic import TypeAdapter
 
@@ -182,7 +203,7 @@ def model_from_config(config: Mapping) -> Classifier:
     return build_model(arch, tuple(cfg["input_shape"]), int(cfg["num_classes"]))
 
 
-def model_from_state(config: Mapping, state: Mapping[str, torch.Tensor]) -> Classifier:
+def model_from_state(config: Mapping, state: Mapping[str, torch.Tensor]) -> Model:
     """Rebuild a trained model: its config plus its state dict (buffers included)."""
     model = model_from_config(config)
     model.load_state_dict(dict(state), strict=True)
@@ -193,8 +214,9 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Weights from a safetensors file into a built model, every key matched (strict): ours with
     their mean/std buffers; a timm/torchvision model's bare network state dict, or our own export
     of it (adapter buffers and `net.` keys)."""
-    if hasattr(model, "load_network_state"):
-        model.load_network_state(dict(state))
+    load_network_state = getattr(model, "load_network_state", None)  # a StandardClassifier's
+    if load_network_state is not None:
+        load_network_state(dict(state))
     else:
         model.load_state_dict(dict(state), strict=True)
 

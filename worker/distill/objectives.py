@@ -44,6 +44,18 @@ class ObjectiveContext:
     teacher_arch: Any = None
     student_arch: Any = None
 
+    def shape(self) -> tuple[int, ...]:
+        """The input shape, which feature methods need for their stages' shapes."""
+        if self.input_shape is None:
+            raise ValueError("this method needs the input shape: build_objective(..., input_shape=...)")
+        return self.input_shape
+
+    def classes(self) -> int:
+        """The number of classes, which the discriminator needs."""
+        if self.num_classes is None:
+            raise ValueError("this method needs the number of classes: build_objective(..., num_classes=...)")
+        return self.num_classes
+
 
 # method name (app.contract.methods.METHODS) -> the objective class its runs train with
 OBJECTIVES: dict[str, type[Objective]] = {}
@@ -113,6 +125,11 @@ class Objective(nn.Module):
 
     needs_teacher: bool = False
     needs_features: bool = False
+
+    @classmethod
+    def from_spec(cls, method: Any, ctx: ObjectiveContext) -> Objective:
+        """The objective of a method spec (each registered class builds itself)."""
+        raise NotImplementedError
 
     def forward(self, student_logits, teacher_logits, labels, features=None) -> torch.Tensor:
         raise NotImplementedError
@@ -242,8 +259,10 @@ class DKD(Objective):
 def _pool_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     if tuple(x.shape[2:]) == tuple(size):
         return x
-    pool = F.adaptive_avg_pool1d if len(size) == 1 else F.adaptive_avg_pool2d
-    return pool(x, size)
+    if len(size) == 1:
+        return F.adaptive_avg_pool1d(x, size)
+    height, width = size
+    return F.adaptive_avg_pool2d(x, (height, width))
 
 
 @objective_of("fitnet")
@@ -253,8 +272,8 @@ class FitNet(Objective):
 
     @classmethod
     def from_spec(cls, method, ctx: ObjectiveContext) -> FitNet:
-        t_shapes = stage_shapes(ctx.teacher_arch, ctx.input_shape)
-        s_shapes = stage_shapes(ctx.student_arch, ctx.input_shape)
+        t_shapes = stage_shapes(ctx.teacher_arch, ctx.shape())
+        s_shapes = stage_shapes(ctx.student_arch, ctx.shape())
         (ts,), (ss,) = method.stages(t_shapes, s_shapes)
         return cls(method.temperature, method.alpha, method.hint_weight, ts, ss, t_shapes[ts], s_shapes[ss])
 
@@ -274,16 +293,18 @@ class FitNet(Objective):
         self.conv = is_conv(teacher_shape) and is_conv(student_shape) and len(teacher_shape) == len(student_shape)
         if self.conv:
             # 1x1 conv between the maps, at the coarser of the two spatial sizes.
-            self.size = tuple(min(a, b) for a, b in zip(teacher_shape[1:], student_shape[1:], strict=False))
+            self.size: tuple[int, ...] | None = tuple(
+                min(a, b) for a, b in zip(teacher_shape[1:], student_shape[1:], strict=False)
+            )
             conv = nn.Conv1d if len(self.size) == 1 else nn.Conv2d
-            self.regressor = conv(student_shape[0], teacher_shape[0], kernel_size=1)
+            self.regressor: nn.Module = conv(student_shape[0], teacher_shape[0], kernel_size=1)
         else:
             self.size = None
             self.regressor = nn.Linear(math.prod(student_shape), math.prod(teacher_shape))
 
     def hint(self, student_feature: torch.Tensor, teacher_feature: torch.Tensor) -> torch.Tensor:
         s, t = _at_least_fp32(student_feature), _at_least_fp32(teacher_feature).detach()
-        if self.conv:
+        if self.size is not None:  # set exactly when self.conv
             s, t = _pool_to(s, self.size), _pool_to(t, self.size)
         else:
             s, t = s.flatten(1), t.flatten(1)
@@ -312,8 +333,8 @@ class Attention(Objective):
 
     @classmethod
     def from_spec(cls, method, ctx: ObjectiveContext) -> Attention:
-        t_shapes = stage_shapes(ctx.teacher_arch, ctx.input_shape)
-        s_shapes = stage_shapes(ctx.student_arch, ctx.input_shape)
+        t_shapes = stage_shapes(ctx.teacher_arch, ctx.shape())
+        s_shapes = stage_shapes(ctx.student_arch, ctx.shape())
         ts, ss = method.stages(t_shapes, s_shapes)
         pairs = [
             (t, s, tuple(min(a, b) for a, b in zip(t_shapes[t][1:], s_shapes[s][1:], strict=False)))
@@ -326,8 +347,8 @@ class Attention(Objective):
         self.temperature, self.alpha, self.beta = float(temperature), float(alpha), float(beta)
         self.pairs = pairs  # (teacher stage, student stage, common spatial size)
 
-    def at_loss(self, sf: dict, tf: dict) -> torch.Tensor:
-        total = 0.0
+    def at_loss(self, sf: dict, tf: dict) -> torch.Tensor | float:
+        total: torch.Tensor | float = 0.0  # a tensor once a pair is added
         for t_name, s_name, size in self.pairs:
             qs, qt = attention_map(sf[s_name], size), attention_map(tf[t_name].detach(), size)
             total = total + (qs - qt).pow(2).mean()
@@ -346,7 +367,7 @@ class Adversarial(Objective):
     @classmethod
     def from_spec(cls, method, ctx: ObjectiveContext) -> Adversarial:
         return cls(
-            method.temperature, method.alpha, method.adv_weight, ctx.num_classes, method.disc_hidden, method.disc_lr
+            method.temperature, method.alpha, method.adv_weight, ctx.classes(), method.disc_hidden, method.disc_lr
         )
 
     def __init__(self, temperature, alpha, adv_weight, num_classes: int, hidden: int, lr: float) -> None:

@@ -58,7 +58,7 @@ from worker.distill.trainer import train
 from worker.distill.verdict import assess
 
 if TYPE_CHECKING:
-    from worker.distill.models import Classifier as Model
+    from worker.distill.models import Model
 
 STUDENT_STEM = "student"
 REPORT_NAME = "report.json"

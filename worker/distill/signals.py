@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,7 +25,7 @@ from worker.distill.objectives import Objective
 from worker.distill.teachers import OnnxTeacher
 
 if TYPE_CHECKING:
-    from worker.distill.models import Classifier as Model
+    from worker.distill.models import Model
 
 Features = dict[str, torch.Tensor]
 
@@ -72,7 +73,7 @@ class LiveTeacher(TeacherSignal):
 
     def __init__(self, teacher: nn.Module) -> None:
         self.teacher = teacher
-        self.forward = teacher
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = teacher  # torch.compile'd by compile()
 
     def prepare(self, device: torch.device, n_train: int, augmented: bool) -> None:
         self.teacher.to(device).eval()

@@ -13,7 +13,7 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -21,8 +21,12 @@ from torch import nn
 
 from app.contract.spec import TeacherArtifact
 from worker.distill.inputs import BroughtTeacher
-from worker.distill.models import ArchSpec, Classifier, build_model, count_parameters, load_weights
+from worker.distill.models import ArchSpec, build_model, count_parameters, load_weights
 from worker.distill.preprocess import Preprocess
+
+if TYPE_CHECKING:
+    from app.uploads.onnx_model import OnnxClassifier
+    from worker.distill.models import Model
 
 
 def onnx_size(path: Path) -> tuple[int | None, int | None]:
@@ -107,7 +111,7 @@ class OnnxTeacher(nn.Module):
         # teacher.artifact.preprocess: what the model was trained with, applied before it runs
         self.preprocess = Preprocess(preprocess) if preprocess is not None else None
         self._requested = (output, output_kind)
-        self._clf = None
+        self._clf: OnnxClassifier | None = None
         clf = self.classifier  # open it now: a broken file fails the job here, not mid-training
         self.output = clf.output
         self.output_kind = clf.output_kind
@@ -122,7 +126,7 @@ class OnnxTeacher(nn.Module):
         self.external_parameters, self.external_bytes = onnx_size(self.path)
 
     @property
-    def classifier(self):
+    def classifier(self) -> OnnxClassifier:
         if self._clf is None:
             from app.uploads.onnx_model import OnnxClassifier
 
@@ -166,7 +170,7 @@ class OnnxTeacher(nn.Module):
         return f"path={str(self.path)!r}, output={self.output!r}, output_kind={self.output_kind!r}"
 
 
-def load_weights_teacher(path: Path, arch: ArchSpec, input_shape: tuple[int, ...], num_classes: int) -> Classifier:
+def load_weights_teacher(path: Path, arch: ArchSpec, input_shape: tuple[int, ...], num_classes: int) -> Model:
     """safetensors weights of one of our architectures (mean/std buffers included, as our own
     exported students carry them), loaded strictly, frozen, in eval mode."""
     from safetensors.torch import load_file
@@ -216,6 +220,7 @@ def load_brought_teacher(
     member: TeacherArtifact, brought: BroughtTeacher, input_shape: tuple[int, ...], num_classes: int
 ) -> LoadedTeacher:
     facts: dict[str, Any] = {"source": "artifact", "artifact": member.id, "format": brought.format}
+    model: nn.Module
     if brought.format == "onnx":
         model = OnnxTeacher(
             brought.path,

@@ -58,7 +58,7 @@ from worker.distill.reporting import Cancelled, Reporter
 from worker.distill.signals import NoTeacher, TeacherSignal
 
 if TYPE_CHECKING:
-    from worker.distill.models import Classifier as Model
+    from worker.distill.models import Model
 
 # Called after each epoch with the number of epochs this run has completed.
 EpochCallback = Callable[[int], None]
