@@ -1,6 +1,8 @@
 """Record the golden outcomes: run once on the code whose figures are the reference.
 
-    PYTHONPATH=$PWD python -m tests.distill.golden.record [--onnx]
+    PYTHONPATH=$PWD python -m tests.distill.golden.record MACHINE [--onnx]
+
+MACHINE: the folder of this kind of machine (cases.py says which exist and why there are several).
 
 --onnx also (re)makes teacher.onnx (a scikit-learn MLP on digits' 64 pixels) and its
 inspection; normally they stay as committed.
@@ -41,13 +43,15 @@ def make_onnx_teacher(data_cache: Path) -> None:
 
 
 def main() -> None:
+    machine = sys.argv[1]
+    (HERE / machine).mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "data"
         if "--onnx" in sys.argv:
             make_onnx_teacher(cache)
         for case in CASES:
             shown = outcome(case, Path(tmp) / case.name, cache)
-            recorded_path(case).write_text(json.dumps(shown, indent=1, sort_keys=True) + "\n")
+            recorded_path(case, machine).write_text(json.dumps(shown, indent=1, sort_keys=True) + "\n")
             print(f"recorded {case.name}")
 
 
