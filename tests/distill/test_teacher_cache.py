@@ -9,7 +9,8 @@ import pytest
 from app.contract.spec import JobSpec
 from app.models import Tenant
 from tests.conftest import clear_caches
-from tests.support.engine import run_tiny_job, tiny_spec, without_timing
+from tests.support.engine import run_tiny_job, without_timing
+from tests.support.specs import tiny_spec
 from worker.distill.cache import teacher_key
 from worker.distill.inputs import JobInputs
 from worker.output_store import OutputStore
