@@ -18,7 +18,7 @@ from worker.runner_db import in_transaction
 
 
 @pytest.fixture
-def store_env(database_url, service_env, monkeypatch):
+def store_env(database_url, in_process_env, monkeypatch):
     monkeypatch.setenv("DISTILL_DATABASE_URL", database_url)
     clear_caches()
     for name in ("a", "b"):
