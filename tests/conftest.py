@@ -88,17 +88,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return _empty_postgres(request.getfixturevalue("postgres_database"))
 
 
-@pytest.fixture
-def service_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """DISTILL_* settings for one test, in os.environ and as a dict for subprocesses.
-    The broker is a filesystem folder nobody consumes unless a test starts a worker."""
-    env = {
-        "DISTILL_HOME": str(tmp_path / "home"),
-        "DISTILL_BROKER_URL": "filesystem://",
+def fresh_settings(home: Path, broker_url: str = "filesystem://") -> dict[str, str]:
+    """The DISTILL_* of one test's own service: its home, its broker and a queue of its own, the
+    shared data cache, no rate or concurrency limits."""
+    return {
+        "DISTILL_HOME": str(home),
+        "DISTILL_BROKER_URL": broker_url,
         "DISTILL_QUEUE": f"train-{uuid.uuid4().hex[:8]}",
         "DISTILL_DATA_CACHE_DIR": str(ROOT / "var" / "test-cache"),
         **NO_LIMITS,
     }
+
+
+@pytest.fixture
+def in_process_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """fresh_settings in this process's os.environ (and as a dict), for app code that runs in the
+    test process; the caches that read them are reset. The broker is a filesystem folder nobody
+    consumes. (API and worker processes get theirs from tests.support.services.subprocess_env.)"""
+    env = fresh_settings(tmp_path / "home")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     clear_caches()

@@ -5,7 +5,6 @@ them first; a lost lease stops the job and writes nothing more."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import time
 
 import pytest
 from sqlalchemy import select
@@ -16,6 +15,7 @@ from app.contract.spec import EXAMPLE_SPEC, JobSpec
 from app.db import make_engine
 from app.models import Job, JobEvent, JobMetric, Tenant
 from tests.conftest import clear_caches
+from tests.support.polling import NotYet, poll_until
 from worker.runner_db import StopReason
 from worker.runner_job import JobReporter, LeaseLost
 
@@ -23,7 +23,7 @@ OWNER = "w:test"
 
 
 @pytest.fixture
-def claimed(service_env, database_url, monkeypatch):
+def claimed(in_process_env, database_url, monkeypatch):
     """A job claimed by OWNER, and a session on its database."""
     monkeypatch.setenv("DISTILL_DATABASE_URL", database_url)
     monkeypatch.setenv("DISTILL_REPORT_SECONDS", "0.05")
@@ -47,14 +47,6 @@ def _epochs(session: Session, job_id: str) -> list[int]:
     return sorted(m.epoch for m in rows)
 
 
-def _poll(check, seconds: float = 10.0):
-    deadline = time.monotonic() + seconds
-    while not (result := check()):
-        assert time.monotonic() < deadline, "not written in time"
-        time.sleep(0.01)
-    return result
-
-
 def test_metrics_are_buffered_and_written_by_the_thread(claimed):
     job_id, s = claimed
     reporter = JobReporter(job_id, OWNER, mp.Value("i", StopReason.NONE))
@@ -62,8 +54,18 @@ def test_metrics_are_buffered_and_written_by_the_thread(claimed):
         for epoch in range(1, 201):
             reporter.metric("student", "seed=0", epoch, {"loss": 1.0 / epoch})
         reporter.progress(0.5)
-        _poll(lambda: _epochs(s, job_id) == list(range(1, 201)))
-        _poll(lambda: (s.expire_all(), s.get(Job, job_id).progress == 0.5)[1])
+        poll_until(
+            lambda: (e := _epochs(s, job_id)) == list(range(1, 201)) or NotYet(f"{len(e)} epochs"),
+            timeout=10,
+            what="the thread to write the 200 epochs",
+            every=0.01,
+        )
+        poll_until(
+            lambda: (s.expire_all(), s.get(Job, job_id).progress == 0.5)[1],
+            timeout=10,
+            what="the thread to write progress 0.5",
+            every=0.01,
+        )
     finally:
         reporter.close(flush=True)
 
@@ -95,7 +97,8 @@ def test_a_lost_lease_stops_the_job_and_writes_nothing(claimed):
     assert jobs.hand_back(s, job_id, OWNER, "test") and jobs.claim(s, job_id, "w:other", 60.0)
     s.commit()
     reporter.metric("student", "seed=0", 1, {"loss": 0.5})
-    _poll(lambda: flag.value == StopReason.LOST)  # found by the writer thread
+    # Found by the writer thread.
+    poll_until(lambda: flag.value == StopReason.LOST, timeout=10, what="the lost lease", every=0.01)
     assert reporter.should_stop()
     reporter.close(flush=True)  # nothing is written for a lease that is gone
     with pytest.raises(LeaseLost):

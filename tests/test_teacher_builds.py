@@ -20,7 +20,7 @@ KEY = "k" * 64
 
 
 @pytest.fixture
-def session(database_url: str, service_env):
+def session(database_url: str, in_process_env):
     engine = make_engine(database_url)
     with Session(engine, expire_on_commit=False) as s:
         yield s

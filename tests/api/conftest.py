@@ -10,7 +10,7 @@ from tests.conftest import clear_caches
 
 
 @pytest.fixture
-def client(service_env: dict, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+def client(in_process_env: dict, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
     """The API in process over a real, migrated database (SQLite and PostgreSQL)."""
     monkeypatch.setenv("DISTILL_DATABASE_URL", database_url)
     clear_caches()

@@ -11,23 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.integration.conftest import Service, service_env
+from tests.support.services import Service, running_service, subprocess_env
 
 
 @contextmanager
 def api_process(tmp_path: Path, database_url: str, **settings: str) -> Iterator[Service]:
-    env = service_env(tmp_path, database_url, "filesystem://", **settings)
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
-    service = Service(env=env, logs=logs)
-    service.start_api()
-    try:
+    with running_service(subprocess_env(tmp_path, database_url, "filesystem://", **settings), logs) as service:
         yield service
-    except BaseException:
-        print(service.dump_logs())
-        raise
-    finally:
-        service.stop()
 
 
 def rss_bytes(pid: int) -> int:

@@ -13,7 +13,7 @@ from tests.conftest import clear_caches
 
 
 @pytest.fixture
-def client_without_broker(service_env, database_url, monkeypatch):
+def client_without_broker(in_process_env, database_url, monkeypatch):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -24,7 +24,7 @@ from tests.api.hostile import (
     rss_bytes,
 )
 from tests.conftest import _empty_postgres
-from tests.integration.conftest import wait_for
+from tests.support.polling import poll_until
 
 EXAMPLE = {
     "dataset": {"name": "digits"},
@@ -87,7 +87,7 @@ def test_stalled_uploads_do_not_take_other_requests_down(tmp_path, pg):
         api = svc.client()
         key = api.headers["Authorization"][7:]
         stalled = [_stalled_upload(svc.port, key) for _ in range(20)]
-        wait_for(lambda: len(incoming_files(svc)) == 20, timeout=10, what="20 uploads streaming")
+        poll_until(lambda: len(incoming_files(svc)) == 20, timeout=10, what="20 uploads streaming")
         # While they stall: reads, writes, wrong keys and probes all answer.
         assert api.get("/v1/jobs").status_code == 200
         assert api.post("/v1/jobs", json=EXAMPLE).status_code == 202
@@ -96,14 +96,14 @@ def test_stalled_uploads_do_not_take_other_requests_down(tmp_path, pg):
         assert [_status_of(s) for s in stalled] == [408] * 20
         for s in stalled:
             s.close()
-        wait_for(lambda: incoming_files(svc) == [], timeout=10, what="partial files removed")
+        poll_until(lambda: incoming_files(svc) == [], timeout=10, what="partial files removed")
 
 
 def test_one_key_streams_a_bounded_number_of_uploads(tmp_path, pg):
     with api_process(tmp_path, pg, body_timeout_seconds="5", max_concurrent_uploads_per_key="2") as svc:
         key = svc.client().headers["Authorization"][7:]
         first = [_stalled_upload(svc.port, key) for _ in range(2)]
-        wait_for(lambda: len(incoming_files(svc)) == 2, timeout=10, what="2 uploads streaming")
+        poll_until(lambda: len(incoming_files(svc)) == 2, timeout=10, what="2 uploads streaming")
         third = _stalled_upload(svc.port, key)
         assert _status_of(third) == 429
         assert [_status_of(s) for s in first] == [408, 408]

@@ -34,7 +34,7 @@ class TenantKey:
 
 
 @pytest.fixture
-def embedded(service_env, tmp_path, monkeypatch) -> str:
+def embedded(in_process_env, tmp_path, monkeypatch) -> str:
     """A migrated SQLite database with one tenant; returns its API key."""
     url = f"sqlite:///{tmp_path / 'fuzz.db'}"
     migrate(url)

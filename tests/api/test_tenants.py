@@ -204,7 +204,7 @@ def test_admin_routes_are_off_without_an_admin_key(client):
     assert r.status_code == 403 and "DISTILL_ADMIN_KEY" in r.json()["detail"]
 
 
-def test_admin_command_creates_and_revokes_keys(client, service_env):
+def test_admin_command_creates_and_revokes_keys(client, in_process_env):
     def admin(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "app.admin", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
@@ -220,7 +220,7 @@ def test_admin_command_creates_and_revokes_keys(client, service_env):
     assert client.get("/v1/jobs", headers=bearer(key)).status_code == 401
 
 
-def test_auth_off_serves_everyone_as_the_local_tenant(service_env, database_url, monkeypatch):
+def test_auth_off_serves_everyone_as_the_local_tenant(in_process_env, database_url, monkeypatch):
     from fastapi.testclient import TestClient
 
     from tests.conftest import clear_caches

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny data and specs, so the whole directory runs in seconds."""
+"""Shared fixtures: tiny data, so the whole directory runs in seconds (the tiny spec:
+tests/support/specs.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from app.contract.spec import DatasetSpec
-from tests.support.engine import tiny_spec
 from worker.distill.data import Splits, load_dataset
 from worker.distill.reporting import MemoryReporter
 
@@ -25,9 +25,3 @@ def digits(data_cache) -> Splits:
 @pytest.fixture
 def reporter(tmp_path) -> MemoryReporter:
     return MemoryReporter(checkpoint_dir=tmp_path / "checkpoints")
-
-
-@pytest.fixture(scope="session", name="tiny_spec")
-def tiny_spec_factory():
-    """Factory: tiny_spec(seeds=[0], baseline=False, ...) -> JobSpec."""
-    return tiny_spec

@@ -8,6 +8,7 @@ import torch
 from app.contract.architectures import MLPArch
 from app.contract.fit import fit_errors
 from app.contract.spec import AugmentSpec, OptimSpec
+from tests.support.specs import tiny_spec
 from worker.distill.augment import augment_batch
 from worker.distill.models import build_model
 from worker.distill.objectives import KD
@@ -113,7 +114,7 @@ def test_augmented_training_is_reproducible_and_refuses_cached_logits(digits):
         )
 
 
-def test_pipeline_recomputes_soft_targets_and_says_so(tmp_path, data_cache, tiny_spec):
+def test_pipeline_recomputes_soft_targets_and_says_so(tmp_path, data_cache):
     from worker.distill.pipeline import run_job
 
     spec = tiny_spec(training={"epochs": 1, "augment": {"noise_std": 0.5, "shift": 1}}, seeds=[0])

@@ -14,6 +14,7 @@ import torch
 from app.contract.architectures import CNNArch, MLPArch
 from app.contract.spec import DatasetSpec
 from tests.support.engine import run_tiny_job
+from tests.support.specs import CNN, MLP, tiny_spec
 from worker.distill import cache
 from worker.distill.data import load_uploaded
 from worker.distill.inference import predict_logits
@@ -24,8 +25,6 @@ from worker.distill.reporting import MemoryReporter
 from worker.distill.teachers import EnsembleTeacher, OnnxTeacher, load_weights_teacher
 
 ONNX_ID, CNN_ID, MLP_ID, DATA_ID = "onnx-teacher", "cnn-weights", "mlp-weights", "digits-upload"
-CNN = {"name": "cnn", "channels": [8], "hidden": 16}
-MLP = {"name": "mlp", "hidden": [16]}
 
 
 def _flat(x: np.ndarray) -> np.ndarray:
@@ -130,7 +129,7 @@ def test_ensemble_member_may_be_onnx(sk_teacher, digits):
 # --- jobs with brought teachers --------------------------------------------------------------
 
 
-def test_onnx_teacher_job(sk_teacher, digits, tmp_path, data_cache, tiny_spec, monkeypatch):
+def test_onnx_teacher_job(sk_teacher, digits, tmp_path, data_cache, monkeypatch):
     from sklearn.metrics import accuracy_score
 
     clf, brought = sk_teacher
@@ -169,9 +168,7 @@ def test_onnx_teacher_job(sk_teacher, digits, tmp_path, data_cache, tiny_spec, m
     assert r["student"]["runs"][0]["test_accuracy"] > 0.2  # chance is 0.1
 
 
-def test_onnx_teacher_runs_per_batch_under_augmentation(
-    sk_teacher, digits, tmp_path, data_cache, tiny_spec, monkeypatch
-):
+def test_onnx_teacher_runs_per_batch_under_augmentation(sk_teacher, digits, tmp_path, data_cache, monkeypatch):
     _, brought = sk_teacher
     batches = []
     forward = OnnxTeacher.forward
@@ -195,7 +192,7 @@ def test_onnx_teacher_runs_per_batch_under_augmentation(
     assert 0 <= result.report["student"]["runs"][0]["test_agreement"] <= 1
 
 
-def test_safetensors_teacher_job(weights_teachers, digits, tmp_path, data_cache, tiny_spec):
+def test_safetensors_teacher_job(weights_teachers, digits, tmp_path, data_cache):
     model, brought = weights_teachers[CNN_ID]
     spec = tiny_spec(
         teacher={"artifact": {"id": CNN_ID, "arch": CNN}},
@@ -213,7 +210,7 @@ def test_safetensors_teacher_job(weights_teachers, digits, tmp_path, data_cache,
     assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
 
 
-def test_safetensors_teacher_with_born_again_and_fitnet(weights_teachers, tmp_path, data_cache, tiny_spec):
+def test_safetensors_teacher_with_born_again_and_fitnet(weights_teachers, tmp_path, data_cache):
     inputs = JobInputs(teachers={k: b for k, (_, b) in weights_teachers.items()})
     born = tiny_spec(
         teacher={"artifact": {"id": MLP_ID, "arch": MLP}},
@@ -238,7 +235,7 @@ def test_safetensors_teacher_with_born_again_and_fitnet(weights_teachers, tmp_pa
     assert r.report["student"]["runs"][0]["test_accuracy"] > 0
 
 
-def test_mixed_ensemble_trains_only_its_trained_member(sk_teacher, digits, tmp_path, data_cache, tiny_spec):
+def test_mixed_ensemble_trains_only_its_trained_member(sk_teacher, digits, tmp_path, data_cache):
     clf, brought = sk_teacher
     spec = tiny_spec(
         teacher={"ensemble": [{"arch": MLP, "epochs": 2, "seed": 1}, {"id": ONNX_ID}]},
@@ -258,7 +255,7 @@ def test_mixed_ensemble_trains_only_its_trained_member(sk_teacher, digits, tmp_p
     assert any(m.startswith(f"teacher member=2: brought teacher {ONNX_ID}") for _, m in reporter.events)
 
 
-def test_missing_brought_file_fails_clearly(tmp_path, data_cache, tiny_spec):
+def test_missing_brought_file_fails_clearly(tmp_path, data_cache):
     spec = tiny_spec(teacher={"artifact": {"id": ONNX_ID}}, seeds=[0])
     with pytest.raises(ValueError, match=ONNX_ID):
         run_tiny_job(spec, tmp_path, data_cache)
@@ -311,7 +308,7 @@ def test_load_uploaded_with_and_without_a_test_split(tmp_path):
     assert load_uploaded(tmp_path / "c.npz", DatasetSpec(artifact=DATA_ID)).num_classes == 5
 
 
-def test_uploaded_dataset_with_unlabeled_transfer_set(tmp_path, data_cache, tiny_spec):
+def test_uploaded_dataset_with_unlabeled_transfer_set(tmp_path, data_cache):
     from worker.distill.export import load_safetensors
 
     arrays = _digits_npz(tmp_path / "upload.npz")

@@ -11,6 +11,7 @@ import torch
 
 from app.contract.phases import KD_PHASES as PHASES
 from tests.support.engine import run_tiny_job, without_timing
+from tests.support.specs import tiny_spec
 from worker.distill.export import load_safetensors, onnx_accuracy
 from worker.distill.inference import predict_logits
 from worker.distill.metrics import accuracy
@@ -39,7 +40,7 @@ METRICS = {
 
 
 @pytest.fixture(scope="module")
-def job(tmp_path_factory, data_cache, tiny_spec):
+def job(tmp_path_factory, data_cache):
     tmp = tmp_path_factory.mktemp("job")
     result, reporter = run_tiny_job(tiny_spec(), tmp, data_cache)
     return result, reporter, tmp
@@ -111,14 +112,14 @@ def test_exported_student_is_best_on_validation_and_matches_report(job, digits):
     assert accuracy(predict_logits(student, digits.test.x), digits.test.y) == exported["test_accuracy"]
 
 
-def test_same_spec_gives_same_report(job, tmp_path, data_cache, tiny_spec):
+def test_same_spec_gives_same_report(job, tmp_path, data_cache):
     first, first_reporter, _ = job
     again, reporter = run_tiny_job(tiny_spec(), tmp_path, data_cache)
     assert without_timing(again.report) == without_timing(first.report)
     assert reporter.metrics == first_reporter.metrics
 
 
-def test_recomputed_soft_targets_match_cached(job, tmp_path, data_cache, tiny_spec):
+def test_recomputed_soft_targets_match_cached(job, tmp_path, data_cache):
     cached = job[0].report
     spec = tiny_spec(training={"epochs": 3, "batch_size": 64, "soft_targets": "recomputed"}, baseline=False)
     recomputed = run_tiny_job(spec, tmp_path, data_cache)[0].report
@@ -128,7 +129,7 @@ def test_recomputed_soft_targets_match_cached(job, tmp_path, data_cache, tiny_sp
             assert a[key] == pytest.approx(b[key], abs=1e-4)
 
 
-def test_ce_method_without_baseline(tmp_path, data_cache, tiny_spec):
+def test_ce_method_without_baseline(tmp_path, data_cache):
     spec = tiny_spec(method={"name": "ce"}, baseline=False, seeds=[3], export={"formats": ["safetensors"]})
     result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     r = result.report
@@ -153,7 +154,7 @@ class _CancelInPhase(MemoryReporter):
 
 
 @pytest.mark.parametrize("phase", ["soft_targets", "student"])  # between phases; inside training
-def test_cancellation_propagates(tmp_path, data_cache, tiny_spec, phase):
+def test_cancellation_propagates(tmp_path, data_cache, phase):
     reporter = _CancelInPhase(phase, checkpoint_dir=tmp_path / "ck")
     with pytest.raises(Cancelled):
         run_job(tiny_spec(), reporter, tmp_path / "work", data_cache)
@@ -162,7 +163,7 @@ def test_cancellation_propagates(tmp_path, data_cache, tiny_spec, phase):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
-def test_cuda_job_reports_fp32_numbers_that_the_onnx_file_reproduces(tmp_path, data_cache, tiny_spec, digits):
+def test_cuda_job_reports_fp32_numbers_that_the_onnx_file_reproduces(tmp_path, data_cache, digits):
     # Training runs under bf16 autocast; the report's metrics are fp32 on the CPU.
     spec = tiny_spec(training={"epochs": 3, "batch_size": 64, "device": "cuda"}, seeds=[0], baseline=False)
     result, reporter = run_tiny_job(spec, tmp_path, data_cache)
@@ -171,7 +172,7 @@ def test_cuda_job_reports_fp32_numbers_that_the_onnx_file_reproduces(tmp_path, d
     assert onnx_accuracy(onnx_path, digits.test.x, digits.test.y) == result.report["exported"]["test_accuracy"]
 
 
-def test_compiled_job_reports_what_the_eager_one_does(job, tmp_path, data_cache, tiny_spec):
+def test_compiled_job_reports_what_the_eager_one_does(job, tmp_path, data_cache):
     # training.compile: the students' forward pass and the live teacher's go through
     # torch.compile (inductor, C++ on the CPU). Fused kernels may round differently from
     # eager ones, so the figures agree to a tolerance, not bit for bit.

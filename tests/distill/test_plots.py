@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.distill.test_verdict import crafted, splits
+from tests.support.specs import tiny_spec
 from worker.distill import verdict
 from worker.distill.plots import draw_curves, figure_size, phases_of
 from worker.distill.report_html import render, write_report_files
@@ -110,7 +111,7 @@ def full_report(spec, name=EVIL, dataset=EVIL):
 
 
 @pytest.fixture
-def spec(tiny_spec):
+def spec():
     return tiny_spec(name=EVIL, seeds=[0, 1, 2])
 
 

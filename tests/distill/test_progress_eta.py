@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from app.contract.architectures import CNNArch, MLPArch
-from tests.support.engine import run_tiny_job, tiny_spec
+from tests.support.engine import run_tiny_job
+from tests.support.specs import tiny_spec
 from worker.distill.eta import (
     STILL_IMPROVING,
     TAIL_SECONDS,

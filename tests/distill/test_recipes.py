@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.engine import TIMING, run_tiny_job
+from tests.support.specs import tiny_spec
 from worker.distill.reporting import MemoryReporter
 
 CNN_TEACHER = {"train": {"arch": {"name": "cnn", "channels": [8], "hidden": 16}, "epochs": 3, "patience": 2}}
@@ -18,7 +19,7 @@ def _runs(reporter):
     return runs
 
 
-def test_born_again_reports_every_generation(tmp_path, data_cache, tiny_spec):
+def test_born_again_reports_every_generation(tmp_path, data_cache):
     arch = {"name": "mlp", "hidden": [16]}
     spec = tiny_spec(
         teacher={"train": {"arch": arch, "epochs": 3}},
@@ -39,14 +40,14 @@ def test_born_again_reports_every_generation(tmp_path, data_cache, tiny_spec):
     assert reporter.progresses[-1] == 1.0
 
 
-def test_born_again_needs_the_student_arch_as_teacher(tiny_spec):
+def test_born_again_needs_the_student_arch_as_teacher():
     from app.contract.fit import fit_errors
 
     errors = fit_errors(tiny_spec(method={"name": "born_again"}))
     assert [e.loc for e in errors] == [("teacher", "train", "arch")]
 
 
-def test_teacher_assistant_chain_reports_every_link(tmp_path, data_cache, tiny_spec):
+def test_teacher_assistant_chain_reports_every_link(tmp_path, data_cache):
     spec = tiny_spec(
         method={
             "name": "teacher_assistant",
@@ -79,7 +80,7 @@ def test_teacher_assistant_chain_reports_every_link(tmp_path, data_cache, tiny_s
         {"name": "pseudo_label"},
     ],
 )
-def test_each_method_runs_a_tiny_job(tmp_path, data_cache, tiny_spec, method):
+def test_each_method_runs_a_tiny_job(tmp_path, data_cache, method):
     spec = tiny_spec(method=method, seeds=[0], baseline=False)
     result, reporter = run_tiny_job(spec, tmp_path, data_cache)
     assert reporter.phases == ["teacher", "soft_targets", "student", "evaluate", "export"]
@@ -91,7 +92,7 @@ def test_each_method_runs_a_tiny_job(tmp_path, data_cache, tiny_spec, method):
         assert result.report["soft_targets"] == "recomputed"
 
 
-def test_attention_with_a_cnn_student(tmp_path, data_cache, tiny_spec):
+def test_attention_with_a_cnn_student(tmp_path, data_cache):
     spec = tiny_spec(
         method={"name": "attention"},
         student={"arch": {"name": "cnn", "channels": [4], "hidden": 0}},
@@ -110,7 +111,7 @@ def test_attention_with_a_cnn_student(tmp_path, data_cache, tiny_spec):
         {"name": "fitnet"},
     ],
 )
-def test_feature_and_adversarial_methods_resume_to_the_same_numbers(tmp_path, data_cache, tiny_spec, method):
+def test_feature_and_adversarial_methods_resume_to_the_same_numbers(tmp_path, data_cache, method):
     """Killed after the first student epoch and restarted: the same report as an uninterrupted run."""
     spec = tiny_spec(method=method, seeds=[0], baseline=False)
     whole, _ = run_tiny_job(spec, tmp_path / "a", data_cache)
@@ -133,7 +134,7 @@ def test_feature_and_adversarial_methods_resume_to_the_same_numbers(tmp_path, da
     assert [strip(r) for r in resumed.report["student"]["runs"]] == [strip(r) for r in whole.report["student"]["runs"]]
 
 
-def test_train_fraction_students_learn_from_a_share_the_teacher_from_all(tmp_path, data_cache, tiny_spec):
+def test_train_fraction_students_learn_from_a_share_the_teacher_from_all(tmp_path, data_cache):
     spec = tiny_spec(dataset={"name": "digits", "train_fraction": 0.1}, seeds=[0], training={"epochs": 2})
     result, _reporter = run_tiny_job(spec, tmp_path, data_cache)
     d = result.report["dataset"]
@@ -141,7 +142,7 @@ def test_train_fraction_students_learn_from_a_share_the_teacher_from_all(tmp_pat
     assert result.report["baseline"]["runs"][0]["test_accuracy"] > 0
 
 
-def test_ensemble_teacher_trains_every_member_and_averages_probabilities(tmp_path, data_cache, tiny_spec):
+def test_ensemble_teacher_trains_every_member_and_averages_probabilities(tmp_path, data_cache):
     import numpy as np
     import torch
 
@@ -164,7 +165,7 @@ def test_ensemble_teacher_trains_every_member_and_averages_probabilities(tmp_pat
     assert np.allclose(got, np.log((pa + pb) / 2), atol=1e-6)
 
 
-def test_ensemble_spec_rules(tiny_spec):
+def test_ensemble_spec_rules():
     import pydantic
 
     from app.contract.fit import fit_errors
@@ -178,7 +179,7 @@ def test_ensemble_spec_rules(tiny_spec):
     assert [e.loc for e in fit_errors(bad)] == [("teacher", "ensemble")]
 
 
-def test_transfer_set_is_generated_deterministically_and_unlabeled(tmp_path, data_cache, tiny_spec):
+def test_transfer_set_is_generated_deterministically_and_unlabeled(tmp_path, data_cache):
     import numpy as np
 
     from app.contract.fit import fit_errors

@@ -18,6 +18,7 @@ import torch
 from app.contract.architectures import MLPArch
 from app.contract.spec import OptimSpec
 from tests.support.engine import DiesAt, Killed, without_timing
+from tests.support.specs import tiny_spec
 from worker.distill import checkpoint
 from worker.distill.data import input_stats
 from worker.distill.inference import predict_logits
@@ -66,7 +67,7 @@ def _crash_then_resume(spec, crashes, tmp_path, data_cache):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_cache, tiny_spec):
+def reference(tmp_path_factory, data_cache):
     """The uninterrupted run, in a checkpoint folder of its own."""
     tmp = tmp_path_factory.mktemp("reference")
     reporter = MemoryReporter(checkpoint_dir=tmp / "ck")
@@ -86,7 +87,7 @@ def _assert_same_as_reference(result, reporters, reference):
 # --- the pipeline ----------------------------------------------------------------------
 
 
-def test_killed_in_a_student_run_resumes_at_its_last_epoch(tmp_path, data_cache, tiny_spec, reference):
+def test_killed_in_a_student_run_resumes_at_its_last_epoch(tmp_path, data_cache, reference):
     spec = tiny_spec()
     result, (dead, resumed) = _crash_then_resume(spec, [("batch", "student", "seed=1", 2)], tmp_path, data_cache)
     _assert_same_as_reference(result, [dead, resumed], reference)
@@ -113,7 +114,7 @@ def test_killed_in_a_student_run_resumes_at_its_last_epoch(tmp_path, data_cache,
     assert resumed.progresses[0] >= dead.progresses[-1]
 
 
-def test_killed_mid_teacher_resumes_the_teacher(tmp_path, data_cache, tiny_spec, reference):
+def test_killed_mid_teacher_resumes_the_teacher(tmp_path, data_cache, reference):
     result, (dead, resumed) = _crash_then_resume(
         tiny_spec(), [("batch", "teacher", "teacher", 1)], tmp_path, data_cache
     )
@@ -124,7 +125,7 @@ def test_killed_mid_teacher_resumes_the_teacher(tmp_path, data_cache, tiny_spec,
     assert 0 < resumed.progresses[0] < 0.5
 
 
-def test_several_crashes_in_a_row(tmp_path, data_cache, tiny_spec, reference):
+def test_several_crashes_in_a_row(tmp_path, data_cache, reference):
     crashes = [
         ("metric", "teacher", "teacher", 2),  # metric out, checkpoint not yet: epoch 2 again
         ("batch", "student", "seed=0", 1),
@@ -145,7 +146,7 @@ def test_several_crashes_in_a_row(tmp_path, data_cache, tiny_spec, reference):
     assert reporters[-1].progresses[0] == pytest.approx(0.95)  # all training was done
 
 
-def test_a_bad_checkpoint_in_a_job_restarts_only_that_run(tmp_path, data_cache, tiny_spec, reference):
+def test_a_bad_checkpoint_in_a_job_restarts_only_that_run(tmp_path, data_cache, reference):
     spec = tiny_spec()
     ck = tmp_path / "ck"
     with pytest.raises(Killed):

@@ -10,7 +10,8 @@ from safetensors.torch import load_file, save_file
 from app.contract.architectures import MLPArch
 from app.contract.fit import ArtifactFacts, fit_errors
 from app.contract.spec import TeacherTrain
-from tests.support.engine import MLP, run_tiny_job
+from tests.support.engine import run_tiny_job
+from tests.support.specs import MLP, tiny_spec
 from worker.distill.data import input_stats
 from worker.distill.inference import predict_logits
 from worker.distill.inputs import BroughtTeacher, JobInputs
@@ -44,7 +45,7 @@ def _inputs(path) -> JobInputs:
     return JobInputs(teachers={INIT_ID: BroughtTeacher(path, "safetensors", {})})
 
 
-def test_students_and_baseline_start_from_the_files_weights(tiny_spec, trained_mlp, digits, tmp_path, data_cache):
+def test_students_and_baseline_start_from_the_files_weights(trained_mlp, digits, tmp_path, data_cache):
     model, path = trained_mlp
     # One epoch at a learning rate too small to move anything: what the runs end with is where they began.
     spec = tiny_spec(
@@ -65,7 +66,7 @@ def test_students_and_baseline_start_from_the_files_weights(tiny_spec, trained_m
     assert any("start from the uploaded weights student-init" in message for _, message in reporter.events)
 
 
-def test_without_init_each_seed_starts_afresh(tiny_spec, trained_mlp, tmp_path, data_cache):
+def test_without_init_each_seed_starts_afresh(trained_mlp, tmp_path, data_cache):
     spec = tiny_spec(seeds=[0], baseline=False, training={"epochs": 1, "lr": 1e-9, "lr_schedule": "constant"})
     result, _ = run_tiny_job(spec, tmp_path, data_cache)
     assert "init" not in result.report["student"]
@@ -83,7 +84,7 @@ def test_keys_are_matched_strictly(trained_mlp, digits, tmp_path):
         StudentStart(INIT_ID, tmp_path / "extra.safetensors").load_into(model)
 
 
-def test_submission_checks_name_the_init_field(tiny_spec, trained_mlp):
+def test_submission_checks_name_the_init_field(trained_mlp):
     tensors = {k: {"shape": list(v.shape), "dtype": "F32"} for k, v in trained_mlp[0].state_dict().items()}
     spec = tiny_spec(student={"arch": MLP, "init": {"artifact": INIT_ID}})
     fits = {INIT_ID: ArtifactFacts("teacher", "safetensors", {"tensors": tensors})}

@@ -9,7 +9,8 @@ import pytest
 from app.contract.spec import JobSpec
 from app.models import Tenant
 from tests.conftest import clear_caches
-from tests.support.engine import run_tiny_job, tiny_spec, without_timing
+from tests.support.engine import run_tiny_job, without_timing
+from tests.support.specs import tiny_spec
 from worker.distill.cache import teacher_key
 from worker.distill.inputs import JobInputs
 from worker.output_store import OutputStore
@@ -17,7 +18,7 @@ from worker.runner_db import in_transaction
 
 
 @pytest.fixture
-def store_env(database_url, service_env, monkeypatch):
+def store_env(database_url, in_process_env, monkeypatch):
     monkeypatch.setenv("DISTILL_DATABASE_URL", database_url)
     clear_caches()
     for name in ("a", "b"):

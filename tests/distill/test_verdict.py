@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.support.specs import tiny_spec
 from worker.distill import verdict as v
 from worker.distill.data import ArraySplit, Splits
 from worker.distill.pipeline import run_job
@@ -95,7 +96,7 @@ def splits(duplicated: int = 0) -> Splits:
 
 
 @pytest.fixture
-def spec(tiny_spec):
+def spec():
     return tiny_spec(seeds=SEEDS, training={"epochs": 3, "batch_size": 64})
 
 
@@ -238,7 +239,7 @@ def _histories(metrics):
     return out
 
 
-def test_a_real_tiny_digits_job(tmp_path, data_cache, digits, tiny_spec):
+def test_a_real_tiny_digits_job(tmp_path, data_cache, digits):
     spec = tiny_spec(
         training={"epochs": 2, "batch_size": 64},
         teacher={"train": {"arch": {"name": "cnn", "channels": [8], "hidden": 16}, "epochs": 2}},

@@ -12,7 +12,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.integration.conftest import Service, service_env, wait_for
+from tests.support.polling import wait_for_job
+from tests.support.services import Service, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ def npz_bytes(**arrays) -> bytes:
 
 
 def test_an_onnx_teacher_from_another_framework_is_distilled_into_an_mlp(make_service, tmp_path: Path, sklearn_teacher):
-    svc: Service = make_service(service_env(tmp_path, None, "filesystem://"))
+    svc: Service = make_service(subprocess_env(tmp_path, None, "filesystem://"))
     svc.start_worker()
     api = svc.client()
     t = sklearn_teacher
@@ -89,11 +90,7 @@ def test_an_onnx_teacher_from_another_framework_is_distilled_into_an_mlp(make_se
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
 
-    def finished():
-        job = api.get(f"/v1/jobs/{job_id}").json()
-        return job if job["status"] in {"succeeded", "failed", "cancelled"} else None
-
-    job = wait_for(finished, timeout=240, what="the job to finish", every=0.5)
+    job = wait_for_job(api, job_id, timeout=240, what="the job to finish", every=0.5)
     assert job["status"] == "succeeded", (job["error"], svc.dump_logs())
     report = job["result"]
     # The teacher ran in onnxruntime on the uploaded test split: exactly scikit-learn's accuracy.

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from app.cli import app
 from app.client import ApiError, Client
 from tests.conftest import ROOT
-from tests.integration.conftest import Service, service_env, wait_for
+from tests.support.polling import poll_until
+from tests.support.services import Service, running_service, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +52,8 @@ LONG_SPEC = {
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory) -> Service:
     root = tmp_path_factory.mktemp("client-cli")
-    service = Service(env=service_env(root, None, "filesystem://"), logs=root)
-    try:
-        service.start_api()
-        service.start_worker()
+    with running_service(subprocess_env(root, None, "filesystem://"), root, workers=1) as service:
         yield service
-    finally:
-        service.stop()
 
 
 def distill(svc: Service, *args: str, **env: str | None):
@@ -141,7 +137,7 @@ def test_download_checks_sha256_and_catches_a_tampered_file(svc: Service, finish
 def test_watch_detaches_on_ctrl_c_reattaches_and_cancel_stops_the_job(svc: Service, tmp_path: Path):
     api = client(svc)
     handle = api.submit(LONG_SPEC)
-    wait_for(lambda: api.get(handle.id).latest_metrics is not None, timeout=60, what="the job to train")
+    poll_until(lambda: api.get(handle.id).latest_metrics is not None, timeout=60, what="the job to train")
 
     log = tmp_path / "watch.out"
     env = {
@@ -158,7 +154,7 @@ def test_watch_detaches_on_ctrl_c_reattaches_and_cancel_stops_the_job(svc: Servi
             stderr=subprocess.STDOUT,
         )
         try:
-            wait_for(lambda: "phase student started" in log.read_text(), timeout=30, what="watch to attach")
+            poll_until(lambda: "phase student started" in log.read_text(), timeout=30, what="watch to attach")
             watcher.send_signal(signal.SIGINT)
             assert watcher.wait(timeout=30) == 130
         finally:
@@ -263,7 +259,7 @@ def test_labels_a_structured_failure_and_delete_through_the_command(svc: Service
 
     refused = distill(svc, "delete", job_id)  # not ended yet
     assert refused.exit_code == 1 and "409" in refused.output, refused.output
-    failed = wait_for(lambda: (j := api.get(job_id)).ended and j, timeout=120, what="the time limit")
+    failed = poll_until(lambda: (j := api.get(job_id)).ended and j, timeout=120, what="the time limit")
     assert (failed.status, failed.error.code, failed.error.field) == (
         "failed",
         "time_limit_exceeded",

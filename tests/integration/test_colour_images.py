@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from app.contract.spec import JobSpec
-from tests.integration.conftest import service_env, wait_for
+from tests.support.polling import wait_for_job
+from tests.support.services import subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +34,7 @@ def colour_zip(n_per_class: int = 24, side: int = 10) -> tuple[bytes, dict[str, 
 
 
 def test_colour_zip_to_a_deployable_timm_student(tmp_path: Path, make_service):
-    svc = make_service(service_env(tmp_path, None, "filesystem://"))
+    svc = make_service(subprocess_env(tmp_path, None, "filesystem://"))
     svc.start_worker()
     api = svc.client()
     r = api.post("/v1/artifacts", data={"kind": "dataset"}, files={"file": ("colours.zip", colour_zip())})
@@ -51,12 +52,7 @@ def test_colour_zip_to_a_deployable_timm_student(tmp_path: Path, make_service):
     r = api.post("/v1/jobs", json=spec)
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
-    job = wait_for(
-        lambda: (j := api.get(f"/v1/jobs/{job_id}").json())["status"] in ("succeeded", "failed", "cancelled") and j,
-        timeout=300,
-        what="the job",
-        every=0.5,
-    )
+    job = wait_for_job(api, job_id, timeout=300, what="the job", every=0.5)
     assert job["status"] == "succeeded", (job.get("error"), svc.dump_logs())
     report = job["result"]
     assert report["exported"]["onnx_check"]["argmax_agreement"] == 1.0

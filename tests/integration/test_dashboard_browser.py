@@ -23,8 +23,9 @@ import pytest
 
 from app.client import Client
 from tests.conftest import ROOT
-from tests.integration.conftest import Service, service_env, wait_for
-from tests.support.browser import CHROMEDRIVER, CHROMIUM, headless_chromium
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, headless_chromium, poll_page
+from tests.support.polling import poll_until
+from tests.support.services import Service, running_service, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -62,9 +63,7 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
     pytest.skip("no Chromium here: apt-get install -y chromium chromium-driver (.ci/run does)", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402 (only once Chromium is known to be there)
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +72,11 @@ def svc(tmp_path_factory) -> Iterator[Service]:
     # The default rate limit (NO_LIMITS turns it off): the pages' polling must stay under it. A JSON
     # cap below the upload's size: the upload form streams past the body guard. The sweeper every
     # second: it releases a sweep's next trial when one ends.
-    env = service_env(root, None, "filesystem://", rate_limit_per_minute=600, max_json_body_bytes=1024, sweep_seconds=1)
-    service = Service(env=env, logs=root)
-    try:
-        service.start_api()
-        service.start_worker()
+    env = subprocess_env(
+        root, None, "filesystem://", rate_limit_per_minute=600, max_json_body_bytes=1024, sweep_seconds=1
+    )
+    with running_service(env, root, workers=1) as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +120,6 @@ def screenshots(request, browser: webdriver.Chrome, svc: Service) -> Iterator[No
         keep_screenshot(browser, Path(always), request.node.name)
 
 
-def wait(driver: webdriver.Chrome, condition, timeout: float, what: str):
-    # htmx swaps the panel while it refreshes: an element found a moment ago may be gone; look again.
-    return WebDriverWait(
-        driver, timeout, poll_frequency=0.2, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
-    ).until(condition, message=f"waiting for {what}")
-
-
 def curves_of(driver: webdriver.Chrome):
     """Found again at each look: htmx moves the (preserved) curves element on every panel refresh."""
     return driver.find_element(By.ID, "curves")
@@ -142,7 +131,7 @@ def log_in(driver: webdriver.Chrome, svc: Service, key: str) -> None:
         return  # still logged in from an earlier test of this module
     driver.find_element(By.ID, "key").send_keys(key)
     driver.find_element(By.ID, "login").click()
-    wait(driver, lambda d: d.current_url.endswith("/ui/jobs"), 15, "the jobs page after logging in")
+    poll_page(driver, lambda d: d.current_url.endswith("/ui/jobs"), timeout=15, what="the jobs page after logging in")
 
 
 def test_a_wrong_key_shows_a_login_error(browser, svc: Service):
@@ -151,7 +140,7 @@ def test_a_wrong_key_shows_a_login_error(browser, svc: Service):
     assert browser.current_url.endswith("/ui/login")  # no cookie: the login form
     browser.find_element(By.ID, "key").send_keys("dk_not-a-key")
     browser.find_element(By.ID, "login").click()
-    error = wait(browser, lambda d: d.find_elements(By.ID, "login-error"), 15, "the login error")[0]
+    error = poll_page(browser, lambda d: d.find_elements(By.ID, "login-error"), timeout=15, what="the login error")[0]
     assert "unknown or revoked" in error.text
     assert browser.current_url.endswith("/ui/login")
     assert not browser.get_cookies()
@@ -175,18 +164,30 @@ def test_a_job_page_shows_live_curves_then_the_result_table(browser, svc: Servic
     log_in(browser, svc, key)
     job_id = client.submit(JOB).id
     browser.get(f"{svc.url}/ui/jobs")
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-job='{job_id}']"), 15, "the job in the list")
+    poll_page(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-job='{job_id}']"),
+        timeout=15,
+        what="the job in the list",
+    )
     browser.find_element(By.CSS_SELECTOR, f"tr[data-job='{job_id}'] a").click()
-    wait(browser, lambda d: d.current_url.endswith(f"/ui/jobs/{job_id}"), 15, "the job's page")
-    wait(browser, lambda d: int(curves_of(d).get_attribute("data-points")) > 0, 60, "the curves' first points")
+    poll_page(browser, lambda d: d.current_url.endswith(f"/ui/jobs/{job_id}"), timeout=15, what="the job's page")
+    poll_page(
+        browser,
+        lambda d: int(curves_of(d).get_attribute("data-points")) > 0,
+        timeout=60,
+        what="the curves' first points",
+    )
     assert browser.find_elements(By.CSS_SELECTOR, "#chart-loss canvas")  # uPlot drew it
-    wait(
+    poll_page(
         browser,
         lambda d: d.find_element(By.ID, "panel").get_attribute("data-status") == "succeeded",
-        90,
-        "the job to succeed, seen by the page",
+        timeout=90,
+        what="the job to succeed, seen by the page",
     )
-    wait(browser, lambda d: curves_of(d).get_attribute("data-final") == "true", 15, "the curves' last poll")
+    poll_page(
+        browser, lambda d: curves_of(d).get_attribute("data-final") == "true", timeout=15, what="the curves' last poll"
+    )
 
     labels = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#result tbody th")]
     assert [label.split(" (")[0] for label in labels] == ["teacher", "student", "baseline"]
@@ -225,8 +226,11 @@ def test_the_upload_form_stores_a_dataset(browser, svc: Service, key: str, clien
     browser.find_element(By.ID, "file").send_keys(str(path))
     browser.find_element(By.ID, "name").send_keys("tiny from the browser")
     browser.find_element(By.ID, "upload").click()
-    ok = wait(
-        browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-ok, #upload-error"), 30, "the upload's answer"
+    ok = poll_page(
+        browser,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-ok, #upload-error"),
+        timeout=30,
+        what="the upload's answer",
     )[0]
     assert ok.get_attribute("id") == "upload-ok", ok.text
     (stored,) = [a for a in client.uploads(kind="dataset") if a.name == "tiny from the browser"]
@@ -238,7 +242,7 @@ def test_the_upload_form_stores_a_dataset(browser, svc: Service, key: str, clien
 def test_cancel_from_the_page_and_never_without_the_csrf_token(browser, svc: Service, key: str, client: Client):
     log_in(browser, svc, key)
     job_id = client.submit(LONG_JOB).id
-    wait_for(lambda: client.get(job_id).status == "running", timeout=60, what="the long job to run")
+    poll_until(lambda: client.get(job_id).status == "running", timeout=60, what="the long job to run")
     (cookie,) = browser.get_cookies()
     forged = httpx.post(f"{svc.url}/ui/jobs/{job_id}/cancel", cookies={cookie["name"]: cookie["value"]})
     assert forged.status_code == 403  # the cookie alone is not enough
@@ -252,15 +256,15 @@ def test_cancel_from_the_page_and_never_without_the_csrf_token(browser, svc: Ser
 
     browser.get(f"{svc.url}/ui/jobs/{job_id}")
     # The panel may be swapped between finding the button and clicking it: click again until one lands.
-    wait(browser, lambda d: d.find_element(By.ID, "cancel").click() or True, 10, "the cancel button")
-    confirm = wait(browser, lambda d: d.switch_to.alert, 10, "the confirmation")
+    poll_page(browser, lambda d: d.find_element(By.ID, "cancel").click() or True, timeout=10, what="the cancel button")
+    confirm = poll_page(browser, lambda d: d.switch_to.alert, timeout=10, what="the confirmation")
     assert "Cancel this job?" in confirm.text
     confirm.accept()
-    wait(
+    poll_page(
         browser,
         lambda d: d.find_element(By.ID, "panel").get_attribute("data-status") == "cancelled",
-        60,
-        "the job to be cancelled, seen by the page",
+        timeout=60,
+        what="the job to be cancelled, seen by the page",
     )
     assert client.get(job_id).status == "cancelled"
 
@@ -273,9 +277,9 @@ def test_a_sweep_page_shows_progress_then_the_leaderboard_with_the_winner_marked
     browser.get(f"{svc.url}/ui/jobs")
     browser.find_element(By.ID, "nav-sweeps").click()
     row = f"tr[data-sweep='{sweep_id}'] a"
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), 15, "the sweep in the list")
+    poll_page(browser, lambda d: d.find_elements(By.CSS_SELECTOR, row), timeout=15, what="the sweep in the list")
     browser.find_element(By.CSS_SELECTOR, row).click()
-    wait(browser, lambda d: d.current_url.endswith(f"/ui/sweeps/{sweep_id}"), 15, "the sweep's page")
+    poll_page(browser, lambda d: d.current_url.endswith(f"/ui/sweeps/{sweep_id}"), timeout=15, what="the sweep's page")
     assert "trials done" in browser.find_element(By.ID, "sweep-progress").text
 
     def final_rows(d) -> list:
@@ -284,8 +288,8 @@ def test_a_sweep_page_shows_progress_then_the_leaderboard_with_the_winner_marked
         rows = d.find_elements(By.CSS_SELECTOR, "#leaderboard tbody tr")
         return rows if len(rows) == 2 else []
 
-    wait(browser, final_rows, 240, "the leaderboard's 2 rows, the sweep ended")
-    wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#pareto img"), 30, "the Pareto figure")
+    poll_page(browser, final_rows, timeout=240, what="the leaderboard's 2 rows, the sweep ended")
+    poll_page(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#pareto img"), timeout=30, what="the Pareto figure")
     sweep = client.sweep(sweep_id)
     winner = sweep.result["winner"]["trial"]
     marked = browser.find_elements(By.CSS_SELECTOR, "#leaderboard tr[data-winner='true']")
@@ -303,7 +307,7 @@ def test_a_sweep_page_shows_progress_then_the_leaderboard_with_the_winner_marked
 def test_logging_out_sends_pages_to_the_login_form(browser, svc: Service, key: str):
     log_in(browser, svc, key)
     browser.find_element(By.ID, "logout").click()
-    wait(browser, lambda d: d.current_url.endswith("/ui/login"), 15, "the login form")
+    poll_page(browser, lambda d: d.current_url.endswith("/ui/login"), timeout=15, what="the login form")
     assert not browser.get_cookies()
     browser.get(f"{svc.url}/ui/artifacts")
     assert browser.current_url.endswith("/ui/login")

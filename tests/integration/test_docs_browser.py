@@ -13,13 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import ROOT
-from tests.integration.conftest import Service, service_env
-from tests.support.browser import CHROMEDRIVER, CHROMIUM, headless_chromium
+from tests.support.browser import CHROMEDRIVER, CHROMIUM, headless_chromium, poll_page
+from tests.support.services import Service, running_service, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +32,8 @@ if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("docs")
-    service = Service(env=service_env(root, None, "filesystem://"), logs=root)
-    try:
-        service.start_api()
+    with running_service(subprocess_env(root, None, "filesystem://"), root) as service:
         yield service
-    finally:
-        service.stop()
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +58,6 @@ def screenshots(request, browser: webdriver.Chrome, svc: Service) -> Iterator[No
         print(f"docs test failed: screenshot and page kept in {png}, {html}\n{svc.dump_logs()}")
 
 
-def wait(driver: webdriver.Chrome, condition, timeout: float, what: str):
-    return WebDriverWait(
-        driver, timeout, poll_frequency=0.2, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
-    ).until(condition, message=f"waiting for {what}")
-
-
 def loaded_urls(driver: webdriver.Chrome) -> list[str]:
     return driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
 
@@ -83,29 +71,41 @@ def test_swagger_ui_renders_offline_and_its_authorize_button_takes_the_key(brows
     key = (Path(svc.env["DISTILL_HOME"]) / "api-key").read_text().strip()
     browser.get(f"{svc.url}/docs")
     expected = operation_count(svc)
-    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) == expected, 30, "every operation")
+    poll_page(
+        browser,
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) == expected,
+        timeout=30,
+        what="every operation",
+    )
     urls = loaded_urls(browser)
     assert any(u.endswith("swagger-ui-bundle.js") for u in urls) and any(u.endswith("/openapi.json") for u in urls)
     assert all(u.startswith(svc.url + "/") for u in urls), urls
 
     browser.find_element(By.CSS_SELECTOR, ".auth-wrapper .authorize").click()
-    dialog = wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".modal-ux"), 10, "the Authorize dialog")
+    dialog = poll_page(
+        browser, lambda d: d.find_element(By.CSS_SELECTOR, ".modal-ux"), timeout=10, what="the Authorize dialog"
+    )
     assert "ApiKey" in dialog.text and "AdminKey" in dialog.text and "Bearer" in dialog.text
     first = dialog.find_elements(By.CSS_SELECTOR, ".auth-container")[0]
     assert "ApiKey" in first.text
     first.find_element(By.CSS_SELECTOR, "input").send_keys(key)
     first.find_element(By.CSS_SELECTOR, "button.authorize").click()
-    wait(browser, lambda d: "Logout" in first.text, 10, "the key to be taken")
+    poll_page(browser, lambda d: "Logout" in first.text, timeout=10, what="the key to be taken")
     dialog.find_element(By.CSS_SELECTOR, "button.btn-done").click()
 
     catalog = browser.find_element(By.ID, "operations-catalog-catalog_v1_catalog_get")
     catalog.find_element(By.CSS_SELECTOR, ".opblock-summary").click()
-    wait(browser, lambda d: catalog.find_elements(By.CSS_SELECTOR, "button.execute"), 10, "the Execute button")
+    poll_page(
+        browser,
+        lambda d: catalog.find_elements(By.CSS_SELECTOR, "button.execute"),
+        timeout=10,
+        what="the Execute button",
+    )
     catalog.find_element(By.CSS_SELECTOR, "button.execute").click()
-    status = wait(
+    status = poll_page(
         browser,
         lambda d: catalog.find_elements(By.CSS_SELECTOR, ".live-responses-table tr.response .response-col_status"),
-        20,
-        "the call's answer",
+        timeout=20,
+        what="the call's answer",
     )
     assert status[0].text.strip().startswith("200"), status[0].text  # 401 without the key

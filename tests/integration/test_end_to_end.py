@@ -9,43 +9,39 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
 from app.contract.spec import JobSpec
-from tests.integration.conftest import Service, wait_for
+from tests.support.polling import poll_until, wait_for_job
+from tests.support.services import Service
+from tests.support.specs import EVERY_EXPORT, tiny_job
 
 pytestmark = pytest.mark.integration
 
-TINY_JOB = {
-    "name": "integration",
-    "dataset": {"name": "digits"},
-    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [64]}, "epochs": 6, "patience": 3}},
-    "student": {"arch": {"name": "mlp", "hidden": [16]}},
-    "method": {"name": "kd", "temperature": 4.0, "alpha": 0.9},
-    "training": {"epochs": 4},
-    "seeds": [0, 1],
-    "baseline": True,
-}
+# The tiny job with every phase in it: two seeds and a baseline, a teacher that may stop early,
+# the ONNX file to check.
+JOB = tiny_job(
+    name="integration",
+    teacher={"train": {"arch": {"name": "mlp", "hidden": [64]}, "epochs": 6, "patience": 3}},
+    student={"arch": {"name": "mlp", "hidden": [16]}},
+    method={"name": "kd", "temperature": 4.0, "alpha": 0.9},
+    training={"epochs": 4},
+    seeds=[0, 1],
+    baseline=True,
+    export=EVERY_EXPORT,
+)
 PHASES = ["teacher", "soft_targets", "student", "baseline", "evaluate", "export"]
-
-
-def finished(api: httpx.Client, job_id: str, polls: list[dict] | None = None) -> dict | None:
-    job = api.get(f"/v1/jobs/{job_id}").json()
-    if polls is not None:
-        polls.append(job)
-    return job if job["status"] in {"succeeded", "failed", "cancelled"} else None
 
 
 def test_job_runs_to_a_student_that_matches_its_report(service: Service, tmp_path: Path):
     api = service.client()
-    r = api.post("/v1/jobs", json=TINY_JOB)
+    r = api.post("/v1/jobs", json=JOB)
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
 
     polls: list[dict] = []
-    job = wait_for(lambda: finished(api, job_id, polls), timeout=240, what="the job to finish", every=0.5)
+    job = wait_for_job(api, job_id, timeout=240, what="the job to finish", every=0.5, seen=polls)
     assert job["status"] == "succeeded", (job["error"], service.dump_logs())
     assert job["progress"] == 1.0 and job["attempts"] == 1 and job["eta_seconds"] is None
 
@@ -87,7 +83,7 @@ def test_job_runs_to_a_student_that_matches_its_report(service: Service, tmp_pat
 
     from worker.distill.data import load_dataset
 
-    splits = load_dataset(JobSpec.model_validate(TINY_JOB).dataset, Path(service.env["DISTILL_DATA_CACHE_DIR"]))
+    splits = load_dataset(JobSpec.model_validate(JOB).dataset, Path(service.env["DISTILL_DATA_CACHE_DIR"]))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (logits,) = session.run(None, {session.get_inputs()[0].name: splits.test.x})
     onnx_accuracy = float(np.mean(logits.argmax(axis=1) == splits.test.y))
@@ -103,18 +99,20 @@ def test_job_runs_to_a_student_that_matches_its_report(service: Service, tmp_pat
 
 def test_a_running_job_is_cancelled_at_a_batch_and_the_worker_takes_the_next(service: Service):
     api = service.client()
-    long_job = {**TINY_JOB, "name": "long", "training": {"epochs": 2000, "batch_size": 8}, "seeds": [0]}
+    long_job = {**JOB, "name": "long", "training": {"epochs": 2000, "batch_size": 8}, "seeds": [0]}
     job_id = api.post("/v1/jobs", json=long_job).json()["id"]
-    wait_for(lambda: api.get(f"/v1/jobs/{job_id}").json()["phase"] == "student", timeout=120, what="the student phase")
+    poll_until(
+        lambda: api.get(f"/v1/jobs/{job_id}").json()["phase"] == "student", timeout=120, what="the student phase"
+    )
 
     r = api.post(f"/v1/jobs/{job_id}/cancel")
     assert r.status_code == 202 and r.json()["cancel_requested"]
-    job = wait_for(lambda: finished(api, job_id), timeout=60, what="the cancel to land")
+    job = wait_for_job(api, job_id, timeout=60, what="the cancel to land")
     assert job["status"] == "cancelled" and job["result"] is None
     # Metrics so far are kept.
     assert api.get(f"/v1/jobs/{job_id}/metrics", params={"phase": "teacher"}).json()["series"]
 
     # The worker is free again: the next job runs.
-    next_id = api.post("/v1/jobs", json={**TINY_JOB, "seeds": [0], "baseline": False}).json()["id"]
-    job = wait_for(lambda: finished(api, next_id), timeout=180, what="the next job", every=0.5)
+    next_id = api.post("/v1/jobs", json={**JOB, "seeds": [0], "baseline": False}).json()["id"]
+    job = wait_for_job(api, next_id, timeout=180, what="the next job", every=0.5)
     assert job["status"] == "succeeded", job["error"]

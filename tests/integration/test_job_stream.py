@@ -18,19 +18,18 @@ import pytest
 from app.client import Client
 from app.client.feed import Message, parse_messages
 from tests.conftest import ROOT
-from tests.integration.conftest import Service, service_env, wait_for
+from tests.support.polling import poll_until
+from tests.support.services import Service, running_service, subprocess_env
+from tests.support.specs import EVERY_EXPORT, tiny_job
 
 pytestmark = pytest.mark.integration
 
-SMALL = {
-    "name": "stream",
-    "dataset": {"name": "digits"},
-    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [16]}, "epochs": 2}},
-    "student": {"arch": {"name": "mlp", "hidden": [8]}},
-    "training": {"epochs": 2},
-    "seeds": [0],
-    "baseline": False,
-}
+SMALL = tiny_job(
+    name="stream",
+    teacher={"train": {"arch": {"name": "mlp", "hidden": [16]}, "epochs": 2}},
+    training={"epochs": 2},
+    export=EVERY_EXPORT,
+)
 ENDLESS = {**SMALL, "name": "stream endless", "training": {"epochs": 5000, "patience": None}}
 THREADS = 4  # the fewest the API takes: more streams than this must not starve it
 
@@ -39,13 +38,8 @@ THREADS = 4  # the fewest the API takes: more streams than this must not starve 
 def svc(tmp_path_factory) -> Iterator[Service]:
     root = tmp_path_factory.mktemp("stream")
     settings = {"api_threads": THREADS, "stream_poll_seconds": 0.2, "stream_heartbeat_seconds": 0.5, "max_streams": 8}
-    service = Service(env=service_env(root, None, "filesystem://", **settings), logs=root)
-    try:
-        service.start_api()
-        service.start_worker()
+    with running_service(subprocess_env(root, None, "filesystem://", **settings), root, workers=1) as service:
         yield service
-    finally:
-        service.stop()
 
 
 def submit(svc: Service, spec: dict) -> str:
@@ -140,7 +134,7 @@ def test_streams_hold_no_thread_and_a_client_that_leaves_frees_its_slot(svc: Ser
             for s in streams:
                 s.__exit__(None, None, None)
             # The server notices at its next heartbeat and frees the slots.
-            wait_for(lambda: _opens(http, job_id), timeout=20, what="a freed stream slot")
+            poll_until(lambda: _opens(http, job_id), timeout=20, what="a freed stream slot")
     finally:
         with svc.client() as http:
             http.post(f"/v1/jobs/{job_id}/cancel")

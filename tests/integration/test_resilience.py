@@ -10,14 +10,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, _empty_postgres
-from tests.integration.conftest import Service, service_env, wait_for
-from tests.integration.servers import PostgresServer, RedisServer
+from tests.support.jobs import events, job, student_epoch, submit
+from tests.support.polling import poll_until, wait_for_job
+from tests.support.services import FAST_RECOVERY, PostgresServer, RedisServer, subprocess_env
+from tests.support.specs import tiny_job
 
 pytestmark = pytest.mark.integration
-
-# Lost workers are noticed within seconds, not the production minute.
-FAST = {"lease_seconds": 3, "heartbeat_seconds": 0.5, "sweep_seconds": 1, "resend_after_seconds": 4}
 
 # Slow enough per epoch (a small CNN on MNIST-1D, small batches) to kill it mid-phase.
 SLOW_JOB = {
@@ -32,56 +30,11 @@ SLOW_JOB = {
     "export": {"formats": ["safetensors"]},
     "limits": {"max_attempts": 6},
 }
-TINY_JOB = {
-    "dataset": {"name": "digits"},
-    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [16]}, "epochs": 1}},
-    "student": {"arch": {"name": "mlp", "hidden": [8]}},
-    "training": {"epochs": 1},
-    "seeds": [0],
-    "baseline": False,
-    "export": {"formats": ["safetensors"]},
-}
-
-
-def api_of(svc: Service) -> httpx.Client:
-    return svc.client()
-
-
-def job(api: httpx.Client, job_id: str) -> dict:
-    return api.get(f"/v1/jobs/{job_id}").json()
-
-
-def events(api: httpx.Client, job_id: str) -> list[str]:
-    return [e["message"] for e in api.get(f"/v1/jobs/{job_id}/events").json()]
-
-
-def terminal(api: httpx.Client, job_id: str) -> dict | None:
-    j = job(api, job_id)
-    return j if j["status"] in {"succeeded", "failed", "cancelled"} else None
-
-
-def student_epoch(api: httpx.Client, job_id: str) -> int:
-    latest = job(api, job_id)["latest_metrics"] or {}
-    return latest.get("epoch", 0) if latest.get("phase") == "student" else 0
-
-
-def submit(api: httpx.Client, body: dict) -> str:
-    r = api.post("/v1/jobs", json=body)
-    assert r.status_code == 202, r.text
-    return r.json()["id"]
-
-
-@pytest.fixture
-def distributed_env(tmp_path: Path, postgres_database: str):
-    def make(**settings) -> dict:
-        return service_env(tmp_path, _empty_postgres(postgres_database), REDIS_URL, **(FAST | settings))
-
-    return make
 
 
 def test_sigkilled_workers_resume_from_checkpoints_until_the_job_succeeds(make_service, distributed_env):
     svc = make_service(distributed_env())
-    api = api_of(svc)
+    api = svc.client()
     worker = svc.start_worker("w0")
     job_id = submit(api, SLOW_JOB)
 
@@ -89,13 +42,13 @@ def test_sigkilled_workers_resume_from_checkpoints_until_the_job_succeeds(make_s
     for k in range(kills):
         # Past at least one new epoch checkpoint of the student, then pull the plug.
         target = 2 + 3 * k
-        wait_for(
+        poll_until(
             lambda target=target: student_epoch(api, job_id) >= target, timeout=180, what=f"student epoch {target}"
         )
         svc.kill(worker, signal.SIGKILL)
         worker = svc.start_worker(f"w{k + 1}")
 
-    final = wait_for(lambda job_id=job_id: terminal(api, job_id), timeout=240, what="the job to finish")
+    final = wait_for_job(api, job_id, timeout=240, what="the job to finish")
     assert final["status"] == "succeeded", final["error"]
     assert final["attempts"] == kills + 1
 
@@ -131,37 +84,37 @@ def test_sigkilled_workers_resume_from_checkpoints_until_the_job_succeeds(make_s
 
 def test_warm_shutdown_hands_the_job_back_and_another_worker_resumes_it(make_service, distributed_env):
     svc = make_service(distributed_env())
-    api = api_of(svc)
+    api = svc.client()
     worker = svc.start_worker("w0")
     job_id = submit(api, SLOW_JOB)
-    wait_for(lambda: student_epoch(api, job_id) >= 2, timeout=180, what="student epoch 2")
+    poll_until(lambda: student_epoch(api, job_id) >= 2, timeout=180, what="student epoch 2")
 
     worker.send_signal(signal.SIGTERM)  # to the main process only, as `docker stop` does
     worker.wait(timeout=60)
-    handed = wait_for(lambda: job(api, job_id)["status"] == "queued", timeout=30, what="hand-back")
+    handed = wait_for_job(api, job_id, timeout=30, statuses={"queued"}, what="hand-back")
     assert handed
     assert any("handed the job back" in m for m in events(api, job_id))
 
     svc.start_worker("w1")
-    final = wait_for(lambda: terminal(api, job_id), timeout=240, what="the job to finish")
+    final = wait_for_job(api, job_id, timeout=240, what="the job to finish")
     assert final["status"] == "succeeded", final["error"]
     assert any("resumed student" in m for m in events(api, job_id))
 
 
 def test_a_job_that_always_kills_its_worker_fails_after_max_attempts(make_service, distributed_env):
     svc = make_service(distributed_env())
-    api = api_of(svc)
+    api = svc.client()
     job_id = submit(api, {**SLOW_JOB, "limits": {"max_attempts": 2}})
     for attempt in (1, 2):
         worker = svc.start_worker(f"w{attempt}")
-        wait_for(
+        poll_until(
             lambda attempt=attempt: job(api, job_id)["attempts"] == attempt and job(api, job_id)["status"] == "running",
             timeout=120,
             what=f"attempt {attempt}",
         )
         svc.kill(worker, signal.SIGKILL)  # like an out-of-memory kill, every time
     svc.start_worker("reaper")  # a live worker's sweeper notices the lost lease
-    final = wait_for(lambda: terminal(api, job_id), timeout=60, what="the job to fail")
+    final = wait_for_job(api, job_id, timeout=60, what="the job to fail")
     assert final["status"] == "failed"
     assert "max_attempts 2" in final["error"]["message"] and final["error"]["field"] == "limits.max_attempts"
     assert final["attempts"] == 2
@@ -171,11 +124,11 @@ def test_a_duplicate_delivery_is_ignored_while_the_lease_is_live(make_service, d
     # Redis redelivers an unacknowledged task after the visibility timeout, here 2 s,
     # while the first worker still runs it for much longer.
     svc = make_service(distributed_env(visibility_timeout_seconds=2))
-    api = api_of(svc)
+    api = svc.client()
     svc.start_worker("w0")
     svc.start_worker("w1")
     job_id = submit(api, {**SLOW_JOB, "training": {"epochs": 5, "batch_size": 32}})
-    final = wait_for(lambda: terminal(api, job_id), timeout=240, what="the job to finish")
+    final = wait_for_job(api, job_id, timeout=240, what="the job to finish")
     assert final["status"] == "succeeded", final["error"]
     assert final["attempts"] == 1
     messages = events(api, job_id)
@@ -188,26 +141,26 @@ def test_redis_and_postgres_restarts_lose_no_accepted_job(make_service, tmp_path
     redis.start()
     postgres.start()
     try:
-        svc = make_service(service_env(tmp_path, postgres.url, redis.url, **FAST))
-        api = api_of(svc)
+        svc = make_service(subprocess_env(tmp_path, postgres.url, redis.url, **FAST_RECOVERY))
+        api = svc.client()
         svc.start_worker("w0")
         running = submit(api, {**SLOW_JOB, "training": {"epochs": 6, "batch_size": 32}})
-        queued = [submit(api, TINY_JOB) for _ in range(3)]
-        wait_for(lambda: job(api, running)["status"] == "running", timeout=120, what="a running job")
+        queued = [submit(api, tiny_job()) for _ in range(3)]
+        poll_until(lambda: job(api, running)["status"] == "running", timeout=120, what="a running job")
 
         redis.stop()  # the queued messages die with it (no persistence)
-        r = api.post("/v1/jobs", json=TINY_JOB)
+        r = api.post("/v1/jobs", json=tiny_job())
         assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
         redis.start()
-        queued.append(wait_for(lambda: _submit_when_ready(api), timeout=30, what="submission after redis"))
+        queued.append(poll_until(lambda: _submit_when_ready(api), timeout=30, what="submission after redis"))
 
         postgres.stop()
         assert api.get(f"/v1/jobs/{running}").status_code == 503
         postgres.start()
-        queued.append(wait_for(lambda: _submit_when_ready(api), timeout=30, what="submission after postgres"))
+        queued.append(poll_until(lambda: _submit_when_ready(api), timeout=30, what="submission after postgres"))
 
         for job_id in [running, *queued]:
-            final = wait_for(lambda job_id=job_id: terminal(api, job_id), timeout=240, what=f"job {job_id}")
+            final = wait_for_job(api, job_id, timeout=240, what=f"job {job_id}")
             assert final["status"] == "succeeded", (job_id, final["error"])
             assert events(api, job_id).count("job succeeded") == 1
         # The messages of the queued jobs died with Redis; the sweeper sent them again.
@@ -219,7 +172,7 @@ def test_redis_and_postgres_restarts_lose_no_accepted_job(make_service, tmp_path
 
 def _submit_when_ready(api: httpx.Client) -> str | None:
     try:
-        r = api.post("/v1/jobs", json=TINY_JOB)
+        r = api.post("/v1/jobs", json=tiny_job())
     except httpx.TransportError:
         return None
     return r.json()["id"] if r.status_code == 202 else None
@@ -230,15 +183,15 @@ MANY = 24  # the runner process keeps torch imported: 24 tiny jobs take well und
 
 def test_many_jobs_on_two_workers_with_one_killed_none_lost_none_twice(make_service, distributed_env):
     svc = make_service(distributed_env())
-    api = api_of(svc)
+    api = svc.client()
     workers = [svc.start_worker("w0"), svc.start_worker("w1")]
-    ids = [submit(api, {**TINY_JOB, "name": f"tiny {i}"}) for i in range(MANY)]
+    ids = [submit(api, tiny_job(name=f"tiny {i}")) for i in range(MANY)]
 
     def succeeded() -> int:  # one request, not one per job: polling must not starve the workers
         page = api.get("/v1/jobs", params={"status": "succeeded", "limit": 100}).json()
         return len(page["items"])
 
-    wait_for(lambda: succeeded() >= MANY // 4, timeout=300, what="a quarter of the jobs done", every=1)
+    poll_until(lambda: succeeded() >= MANY // 4, timeout=300, what="a quarter of the jobs done", every=1)
     svc.kill(workers[0], signal.SIGKILL)
     svc.start_worker("w2")
 
@@ -246,7 +199,7 @@ def test_many_jobs_on_two_workers_with_one_killed_none_lost_none_twice(make_serv
         page = api.get("/v1/jobs", params={"status": ["queued", "running"], "limit": 100}).json()
         return len(page["items"])
 
-    wait_for(lambda: unfinished() == 0, timeout=600, what="every job to end", every=1)
+    poll_until(lambda: unfinished() == 0, timeout=600, what="every job to end", every=1)
     for job_id in ids:
         final = job(api, job_id)
         assert final["status"] == "succeeded", (job_id, final["error"])
@@ -256,17 +209,17 @@ def test_many_jobs_on_two_workers_with_one_killed_none_lost_none_twice(make_serv
 
 def test_a_job_past_its_time_limit_fails_with_a_clear_error(make_service, distributed_env):
     svc = make_service(distributed_env())
-    api = api_of(svc)
+    api = svc.client()
     svc.start_worker("w0")
     job_id = submit(
         api, {**SLOW_JOB, "training": {"epochs": 500, "batch_size": 32}, "limits": {"time_limit_seconds": 8}}
     )
-    final = wait_for(lambda: terminal(api, job_id), timeout=120, what="the time limit")
+    final = wait_for_job(api, job_id, timeout=120, what="the time limit")
     assert final["status"] == "failed"
     assert "time limit exceeded" in final["error"]["message"]
     # The worker is free again afterwards.
-    next_id = submit(api, TINY_JOB)
-    assert wait_for(lambda: terminal(api, next_id), timeout=120, what="the next job")["status"] == "succeeded"
+    next_id = submit(api, tiny_job())
+    assert wait_for_job(api, next_id, timeout=120, what="the next job")["status"] == "succeeded"
 
 
 def assert_outputs_stored_once(api, job_id: str) -> None:

@@ -16,20 +16,14 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.integration.conftest import Service, service_env, wait_for
+from tests.support.jobs import job, submit
+from tests.support.polling import poll_until, wait_for_job
+from tests.support.services import Service, subprocess_env
+from tests.support.specs import tiny_job
 
 pytestmark = pytest.mark.integration
 
 QUICK_STOP = {"stop_grace_seconds": 1, "kill_grace_seconds": 1, "sweep_seconds": 1}
-TINY_JOB = {
-    "dataset": {"name": "digits"},
-    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [16]}, "epochs": 1}},
-    "student": {"arch": {"name": "mlp", "hidden": [8]}},
-    "training": {"epochs": 1},
-    "seeds": [0],
-    "baseline": False,
-    "export": {"formats": ["safetensors"]},
-}
 
 
 def endless_teacher(cheap_rows: int = 32) -> bytes:
@@ -82,21 +76,6 @@ def endless_teacher(cheap_rows: int = 32) -> bytes:
     return model.SerializeToString()
 
 
-def submit(api, body: dict) -> str:
-    r = api.post("/v1/jobs", json=body)
-    assert r.status_code == 202, r.text
-    return r.json()["id"]
-
-
-def job(api, job_id: str) -> dict:
-    return api.get(f"/v1/jobs/{job_id}").json()
-
-
-def ended(api, job_id: str) -> dict | None:
-    j = job(api, job_id)
-    return j if j["status"] in {"succeeded", "failed", "cancelled"} else None
-
-
 def endless_job(api, **limits) -> dict:
     r = api.post(
         "/v1/artifacts",
@@ -104,7 +83,7 @@ def endless_job(api, **limits) -> dict:
         files={"file": ("endless.onnx", endless_teacher())},
     )
     assert r.status_code in (200, 201), r.text
-    return {**TINY_JOB, "teacher": {"artifact": {"id": r.json()["id"]}}, "limits": limits}
+    return tiny_job(teacher={"artifact": {"id": r.json()["id"]}}, limits=limits)
 
 
 def assert_nothing_of_the_server_shows(api, svc: Service, job_id: str) -> None:
@@ -116,17 +95,12 @@ def assert_nothing_of_the_server_shows(api, svc: Service, job_id: str) -> None:
         assert "Traceback" not in text and home not in text and "site-packages" not in text, text
 
 
-def full_logs(svc: Service) -> str:
-    """Every line the service's processes logged (dump_logs keeps only the tails)."""
-    return "".join(p.read_text(errors="replace") for p in sorted(svc.logs.glob("*.log")))
-
-
 def start_one_worker(make_service, tmp_path, **settings) -> tuple[Service, object]:
-    svc = make_service(service_env(tmp_path, None, "filesystem://", **(QUICK_STOP | settings)))
+    svc = make_service(subprocess_env(tmp_path, None, "filesystem://", **(QUICK_STOP | settings)))
     worker = svc.start_worker("only")
     # Its heartbeat comes once its runner process is up: a job's time limit must not run out
     # while torch is still being imported (that job would never need a kill).
-    wait_for(
+    poll_until(
         lambda: "1 live worker" in httpx.get(f"{svc.url}/readyz").json()["workers"], timeout=120, what="the runner"
     )
     return svc, worker
@@ -138,24 +112,24 @@ def test_an_endless_teacher_is_killed_at_the_time_limit_and_on_cancel_and_the_wo
     spec = endless_job(api, time_limit_seconds=4)
 
     limited = submit(api, spec)
-    final = wait_for(lambda: ended(api, limited), timeout=120, what="the time limit to stop the job")
+    final = wait_for_job(api, limited, timeout=120, what="the time limit to stop the job")
     assert final["status"] == "failed"
     assert (final["error"]["code"], final["error"]["field"]) == ("time_limit_exceeded", "limits.time_limit_seconds")
 
     cancelled = submit(api, {**spec, "limits": {}})
-    wait_for(lambda: job(api, cancelled)["phase"] == "soft_targets", timeout=120, what="the endless teacher to run")
+    poll_until(lambda: job(api, cancelled)["phase"] == "soft_targets", timeout=120, what="the endless teacher to run")
     r = api.post(f"/v1/jobs/{cancelled}/cancel")
     assert r.status_code == 202, r.text
-    final = wait_for(lambda: ended(api, cancelled), timeout=60, what="the cancel to stop the job")
+    final = wait_for_job(api, cancelled, timeout=60, what="the cancel to stop the job")
     assert final["status"] == "cancelled"
 
-    following = submit(api, TINY_JOB)
-    final = wait_for(lambda: ended(api, following), timeout=120, what="the next job")
+    following = submit(api, tiny_job())
+    final = wait_for_job(api, following, timeout=120, what="the next job")
     assert final["status"] == "succeeded", final["error"]
     assert worker.poll() is None  # the same worker, still up, ran it
     # Its main process never loaded torch (only its spawned runner process does).
     assert "libtorch" not in Path(f"/proc/{worker.pid}/maps").read_text()
-    assert full_logs(svc).count("killing its runner process") == 2
+    assert svc.full_logs().count("killing its runner process") == 2
     for job_id in (limited, cancelled):
         assert_nothing_of_the_server_shows(api, svc, job_id)
 
@@ -164,34 +138,34 @@ def test_a_teacher_past_its_batch_deadline_fails_the_job_saying_so(make_service,
     svc, _ = start_one_worker(make_service, tmp_path, teacher_batch_seconds=1)
     api = svc.client()
     stuck = submit(api, endless_job(api))
-    final = wait_for(lambda: ended(api, stuck), timeout=120, what="the teacher deadline")
+    final = wait_for_job(api, stuck, timeout=120, what="the teacher deadline")
     assert final["status"] == "failed"
     assert (final["error"]["code"], final["error"]["field"]) == ("teacher_deadline_exceeded", "teacher.artifact")
     assert "teacher_batch_seconds" in final["error"]["message"]
     assert_nothing_of_the_server_shows(api, svc, stuck)
 
-    following = submit(api, TINY_JOB)
-    assert wait_for(lambda: ended(api, following), timeout=120, what="the next job")["status"] == "succeeded"
+    following = submit(api, tiny_job())
+    assert wait_for_job(api, following, timeout=120, what="the next job")["status"] == "succeeded"
     # Stopped from inside onnxruntime: the runner process lived on.
-    assert "killing its runner process" not in full_logs(svc)
+    assert "killing its runner process" not in svc.full_logs()
 
 
 def runner_pids(svc: Service) -> list[int]:
-    return [int(pid) for pid in re.findall(r"runner process (\d+) started", full_logs(svc))]
+    return [int(pid) for pid in re.findall(r"runner process (\d+) started", svc.full_logs())]
 
 
 def test_a_runner_process_killed_under_its_job_fails_it_after_max_attempts_and_is_replaced(make_service, tmp_path):
     svc, worker = start_one_worker(make_service, tmp_path, teacher_batch_seconds=3600)
     api = svc.client()
     stuck = submit(api, endless_job(api, max_attempts=1))
-    wait_for(lambda: job(api, stuck)["phase"] == "soft_targets", timeout=120, what="the endless teacher")
+    poll_until(lambda: job(api, stuck)["phase"] == "soft_targets", timeout=120, what="the endless teacher")
     os.kill(runner_pids(svc)[-1], signal.SIGKILL)  # as the kernel's OOM killer would
-    final = wait_for(lambda: ended(api, stuck), timeout=60, what="the job to fail")
+    final = wait_for_job(api, stuck, timeout=60, what="the job to fail")
     assert (final["status"], final["error"]["code"]) == ("failed", "worker_lost")
     assert "killed by signal 9" in final["error"]["message"]
 
-    following = submit(api, TINY_JOB)
-    assert wait_for(lambda: ended(api, following), timeout=120, what="the next job")["status"] == "succeeded"
+    following = submit(api, tiny_job())
+    assert wait_for_job(api, following, timeout=120, what="the next job")["status"] == "succeeded"
     assert len(runner_pids(svc)) == 2 and worker.poll() is None
 
 
@@ -199,7 +173,7 @@ def test_a_warm_shutdown_stops_an_endless_job_hands_it_back_and_leaves_no_proces
     svc, worker = start_one_worker(make_service, tmp_path, teacher_batch_seconds=3600)
     api = svc.client()
     stuck = submit(api, endless_job(api))
-    wait_for(lambda: job(api, stuck)["phase"] == "soft_targets", timeout=120, what="the endless teacher")
+    poll_until(lambda: job(api, stuck)["phase"] == "soft_targets", timeout=120, what="the endless teacher")
 
     worker.send_signal(signal.SIGTERM)  # to the main process only, as `docker stop` does
     worker.wait(timeout=60)

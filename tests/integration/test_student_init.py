@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Service, service_env, wait_for
+from tests.support.polling import wait_for_job
+from tests.support.services import Service, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -24,17 +25,13 @@ SPEC = {
 
 
 def _finished(api, job_id: str, svc: Service) -> dict:
-    def done():
-        job = api.get(f"/v1/jobs/{job_id}").json()
-        return job if job["status"] in {"succeeded", "failed", "cancelled"} else None
-
-    job = wait_for(done, timeout=240, what="the job to finish", every=0.5)
+    job = wait_for_job(api, job_id, timeout=240, what="the job to finish", every=0.5)
     assert job["status"] == "succeeded", (job["error"], svc.dump_logs())
     return job
 
 
 def test_a_jobs_student_is_the_next_jobs_starting_point(make_service, tmp_path: Path):
-    svc: Service = make_service(service_env(tmp_path, None, "filesystem://"))
+    svc: Service = make_service(subprocess_env(tmp_path, None, "filesystem://"))
     svc.start_worker()
     api = svc.client()
 

@@ -11,9 +11,10 @@ import pytest
 
 from app.client import Client
 from app.contract.spec import TeacherTrain
-from tests.integration.conftest import Service, service_env, wait_for
 from tests.integration.test_client_cli import distill
-from tests.integration.test_resilience import distributed_env, student_epoch  # noqa: F401 (distributed_env: a fixture)
+from tests.support.jobs import student_epoch
+from tests.support.polling import poll_until, wait_for_job
+from tests.support.services import Service, subprocess_env
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +57,7 @@ def trial_jobs(api: httpx.Client, sweep: dict) -> list[dict]:
 
 @pytest.fixture
 def embedded(tmp_path, make_service) -> Service:
-    svc = make_service(service_env(tmp_path, None, "filesystem://", sweep_seconds=1, resend_after_seconds=4))
+    svc = make_service(subprocess_env(tmp_path, None, "filesystem://", sweep_seconds=1, resend_after_seconds=4))
     svc.start_worker()
     return svc
 
@@ -64,7 +65,7 @@ def embedded(tmp_path, make_service) -> Service:
 def test_a_tiny_grid_ends_with_a_leaderboard_and_a_winner_chosen_on_validation(embedded: Service):
     api = embedded.client()
     sweep_id = submit(api, GRID)
-    sweep = wait_for(lambda: ended(api, sweep_id), timeout=400, what="the sweep to end", every=1)
+    sweep = poll_until(lambda: ended(api, sweep_id), timeout=400, what="the sweep to end", every=1)
     assert sweep["status"] == "succeeded", embedded.dump_logs()
     assert sweep["progress"]["succeeded"] == 4 and sweep["progress"]["pending"] == 0
 
@@ -102,7 +103,7 @@ def test_a_tiny_grid_ends_with_a_leaderboard_and_a_winner_chosen_on_validation(e
     assert f"{result['winner']['trial']} *" in watched.output  # the winner marked
 
     # The worker draws the figure just after it wrote the result.
-    url = wait_for(lambda: (sweep_of(api, sweep_id)["result"] or {}).get("pareto_png_url"), timeout=30, what="figure")
+    url = poll_until(lambda: (sweep_of(api, sweep_id)["result"] or {}).get("pareto_png_url"), timeout=30, what="figure")
     png = api.get(url)
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     assert set(result["pareto"]) == {"latency_ms", "latency_batch_ms", "parameters", "bytes"}
@@ -120,7 +121,7 @@ def test_a_budget_no_candidate_meets_is_a_clear_result(embedded: Service):
         "budget": {"params": 10},
     }
     sweep_id = submit(api, ladder)
-    sweep = wait_for(lambda: ended(api, sweep_id), timeout=300, what="the sweep to end", every=1)
+    sweep = poll_until(lambda: ended(api, sweep_id), timeout=300, what="the sweep to end", every=1)
     assert sweep["status"] == "succeeded"
     answer = sweep["result"]["budget"]
     assert answer["met"] is False and answer["fitting"] == 0 and answer["candidates"] == 2
@@ -133,10 +134,10 @@ def test_cancelling_a_sweep_cancels_its_trials(embedded: Service):
     slow = GRID | {"base": BASE | {"training": {"epochs": 40, "batch_size": 8}}}
     sweep_id = submit(api, slow)
     first = sweep_of(api, sweep_id)["trials"][0]["job_id"]
-    wait_for(lambda: api.get(f"/v1/jobs/{first}").json()["status"] == "running", timeout=120, what="trial 0 runs")
+    wait_for_job(api, first, timeout=120, statuses={"running"}, what="trial 0 runs")
     r = api.post(f"/v1/sweeps/{sweep_id}/cancel")
     assert r.status_code == 200, r.text
-    sweep = wait_for(lambda: ended(api, sweep_id), timeout=120, what="the sweep to end", every=0.5)
+    sweep = poll_until(lambda: ended(api, sweep_id), timeout=120, what="the sweep to end", every=0.5)
     assert sweep["status"] == "cancelled"
     assert [t["status"] for t in sweep["trials"]] == ["cancelled", "pending", "pending", "pending"]
     assert sweep["result"]["winner"] is None
@@ -144,7 +145,7 @@ def test_cancelling_a_sweep_cancels_its_trials(embedded: Service):
     assert all(j["status"] == "cancelled" for j in trial_jobs(api, sweep_of(api, sweep_id)))
 
 
-def test_a_worker_killed_mid_sweep_loses_one_trials_epoch_not_the_sweep(make_service, distributed_env):  # noqa: F811
+def test_a_worker_killed_mid_sweep_loses_one_trials_epoch_not_the_sweep(make_service, distributed_env):
     svc = make_service(distributed_env())
     api = svc.client()
     worker = svc.start_worker("w0")
@@ -153,14 +154,14 @@ def test_a_worker_killed_mid_sweep_loses_one_trials_epoch_not_the_sweep(make_ser
     body = {"base": base, "axes": {"training.epochs": [2, 12]}}
     sweep_id = submit(api, body | {"max_parallel": 1})
 
-    second = wait_for(
+    second = poll_until(
         lambda: sweep_of(api, sweep_id)["trials"][1]["job_id"], timeout=400, what="trial 1 released", every=0.5
     )
-    wait_for(lambda: student_epoch(api, second) >= 2, timeout=240, what="trial 1 at student epoch 2")
+    poll_until(lambda: student_epoch(api, second) >= 2, timeout=240, what="trial 1 at student epoch 2")
     svc.kill(worker, signal.SIGKILL)
     svc.start_worker("w1")
 
-    sweep = wait_for(lambda: ended(api, sweep_id), timeout=500, what="the sweep to end", every=1)
+    sweep = poll_until(lambda: ended(api, sweep_id), timeout=500, what="the sweep to end", every=1)
     assert sweep["status"] == "succeeded", svc.dump_logs()
     jobs = trial_jobs(api, sweep)
     assert len(jobs) == 2 and len({j["id"] for j in jobs}) == 2  # each trial once

@@ -15,19 +15,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import REDIS_URL, _empty_postgres
-from tests.integration.conftest import service_env, wait_for
 from tests.integration.test_queue_fairness import tenant_client
-from tests.integration.test_runner import TINY_JOB, ended, submit
+from tests.support.jobs import events, student_epoch, submit
+from tests.support.polling import poll_until, wait_for_job
+from tests.support.services import subprocess_env
+from tests.support.specs import tiny_job
 
 pytestmark = pytest.mark.integration
 
 TEACHER = {"arch": {"name": "mlp", "hidden": [16]}, "epochs": 2}
-SPEC = {**TINY_JOB, "teacher": {"train": TEACHER}}
+SPEC = tiny_job(teacher={"train": TEACHER})
 
 
 def finished(api, job_id: str) -> dict:
-    final = wait_for(lambda: ended(api, job_id), timeout=300, what=f"job {job_id}")
+    final = wait_for_job(api, job_id, timeout=300)
     assert final["status"] == "succeeded", final["error"]
     return final
 
@@ -35,12 +36,6 @@ def finished(api, job_id: str) -> dict:
 def teacher_epochs(api, job_id: str) -> int:
     points = api.get(f"/v1/jobs/{job_id}/metrics", params={"phase": "teacher"}).json()
     return len(points["series"]) if isinstance(points, dict) and "series" in points else len(points)
-
-
-def events(api, job_id: str) -> list[str]:
-    body = api.get(f"/v1/jobs/{job_id}/events").json()
-    items = body["items"] if isinstance(body, dict) else body
-    return [e["message"] for e in items]
 
 
 def kept_teacher_id(api, job_id: str) -> str:
@@ -52,7 +47,7 @@ def kept_teacher_id(api, job_id: str) -> str:
 def test_teachers_are_trained_once_per_tenant_and_their_outputs_cached(make_service, tmp_path):
     admin_key = "admin-" + uuid.uuid4().hex
     metrics_key = "metrics-" + uuid.uuid4().hex
-    svc = make_service(service_env(tmp_path, None, "filesystem://", admin_key=admin_key, metrics_key=metrics_key))
+    svc = make_service(subprocess_env(tmp_path, None, "filesystem://", admin_key=admin_key, metrics_key=metrics_key))
     svc.start_worker("one")
     svc.start_worker("two")
     api = svc.client()
@@ -109,23 +104,6 @@ def test_teachers_are_trained_once_per_tenant_and_their_outputs_cached(make_serv
     assert refused.status_code == 422, refused.text
 
 
-# Lost workers are noticed within seconds (tests/integration/test_resilience.py).
-FAST = {"lease_seconds": 3, "heartbeat_seconds": 0.5, "sweep_seconds": 1, "resend_after_seconds": 4}
-
-
-@pytest.fixture
-def distributed_env(tmp_path, postgres_database: str) -> dict:
-    """PostgreSQL and Redis, as for the crash tests: the filesystem broker's reader can meet a
-    message file its writer has created but not yet written (kombu), which a sweeper's resend
-    right after a crash makes likely."""
-    return service_env(tmp_path, _empty_postgres(postgres_database), REDIS_URL, **FAST)
-
-
-def student_epoch(api, job_id: str) -> int:
-    latest = api.get(f"/v1/jobs/{job_id}").json()["latest_metrics"] or {}
-    return latest.get("epoch", 0) if latest.get("phase") == "student" else 0
-
-
 def teacher_files(api, job_id: str) -> dict[str, str]:
     items = api.get(f"/v1/jobs/{job_id}/artifacts").json()
     items = items["items"] if isinstance(items, dict) else items
@@ -134,8 +112,13 @@ def teacher_files(api, job_id: str) -> dict[str, str]:
     return {a["filename"]: a["id"] for a in items if a["kind"] == "teacher"}
 
 
+# These run on PostgreSQL and Redis, as the crash tests do: the filesystem broker's reader can meet a
+# message file its writer has created but not yet written (kombu), which a sweeper's resend right
+# after a crash makes likely.
+
+
 def test_a_job_resumed_after_its_teacher_phase_keeps_its_teachers_once(make_service, distributed_env):
-    svc = make_service(distributed_env)
+    svc = make_service(distributed_env())
     worker = svc.start_worker("w0")
     api = svc.client()
     teacher = {"arch": {"name": "mlp", "hidden": [32]}, "epochs": 2}
@@ -151,7 +134,7 @@ def test_a_job_resumed_after_its_teacher_phase_keeps_its_teachers_once(make_serv
         "limits": {"max_attempts": 4},
     }
     job_id = submit(api, assisted)
-    wait_for(lambda: student_epoch(api, job_id) >= 1, timeout=240, what="the student phase")
+    poll_until(lambda: student_epoch(api, job_id) >= 1, timeout=240, what="the student phase")
     svc.kill(worker, signal.SIGKILL)  # after the teacher and the assistant were kept
     svc.start_worker("w1")
     final = finished(api, job_id)
@@ -185,34 +168,34 @@ def said(api, job_id: str, text: str) -> bool:
 
 
 def test_a_waiter_takes_over_a_teacher_build_whose_job_was_handed_back(make_service, distributed_env):
-    svc = make_service(distributed_env)
+    svc = make_service(distributed_env())
     workers = {w.pid: w for w in (svc.start_worker("w0"), svc.start_worker("w1"))}
     api = svc.client()
     # A teacher that trains far longer than the test runs: what matters is who trains it.
     endless = {"arch": {"name": "mlp", "hidden": [64]}, "epochs": 10_000, "patience": None}
     spec = {**SPEC, "dataset": {"name": "mnist1d"}, "teacher": {"train": endless}}
     builder = submit(api, {**spec, "name": "builder"})
-    wait_for(lambda: teacher_epochs(api, builder) >= 1, timeout=180, what="the builder's teacher epochs")
+    poll_until(lambda: teacher_epochs(api, builder) >= 1, timeout=180, what="the builder's teacher epochs")
     waiter = submit(api, {**spec, "name": "waiter"})
     waits_for = "is training the same teacher; waiting for it"
-    wait_for(lambda: said(api, waiter, f"job {builder} {waits_for}"), timeout=120, what="the waiter waiting")
+    poll_until(lambda: said(api, waiter, f"job {builder} {waits_for}"), timeout=120, what="the waiter waiting")
 
     # The builder's worker shuts down: the builder goes back to the queue, and the one worker
     # left is busy with the waiter, which must not wait for a build that no one runs.
     stopping = workers.pop(worker_pid(api, builder))
     stopping.send_signal(signal.SIGTERM)
     stopping.wait(timeout=60)
-    assert wait_for(lambda: api.get(f"/v1/jobs/{builder}").json()["status"] == "queued", timeout=30, what="hand-back")
+    assert wait_for_job(api, builder, timeout=30, statuses={"queued"}, what="hand-back")
     took_over = f"job {builder}, which was training the same teacher, was handed back: this job trains it instead"
-    wait_for(lambda: said(api, waiter, took_over), timeout=60, what="the waiter taking the build over")
-    wait_for(lambda: teacher_epochs(api, waiter) >= 1, timeout=120, what="the waiter's teacher epochs")
+    poll_until(lambda: said(api, waiter, took_over), timeout=60, what="the waiter taking the build over")
+    poll_until(lambda: teacher_epochs(api, waiter) >= 1, timeout=120, what="the waiter's teacher epochs")
 
     # The builder, run again on a new worker, waits for the waiter: the teacher is not trained
     # twice at once. The waiter cancelled, the builder takes the build back.
     svc.start_worker("w2")
-    wait_for(lambda: said(api, builder, f"job {waiter} {waits_for}"), timeout=180, what="the builder waiting")
+    poll_until(lambda: said(api, builder, f"job {waiter} {waits_for}"), timeout=180, what="the builder waiting")
     assert api.post(f"/v1/jobs/{waiter}/cancel").status_code == 202
     taken_back = f"job {waiter}, which was training the same teacher, ended (cancelled) without it"
-    wait_for(lambda: said(api, builder, taken_back), timeout=60, what="the builder taking the build back")
+    poll_until(lambda: said(api, builder, taken_back), timeout=60, what="the builder taking the build back")
     assert api.post(f"/v1/jobs/{builder}/cancel").status_code == 202
-    assert wait_for(lambda: ended(api, builder), timeout=60, what="the builder cancelled")["status"] == "cancelled"
+    assert wait_for_job(api, builder, timeout=60, what="the builder cancelled")["status"] == "cancelled"

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REDIS_URL
-from tests.integration.conftest import Service, service_env
+from tests.support.services import Service, subprocess_env
 
 pytestmark = pytest.mark.integration
 CAP = 100_000
@@ -49,7 +49,7 @@ def multipart(kind: str, filename: str, content: bytes, boundary: str = "b0undar
 
 @pytest.fixture
 def uploads_service(make_service, tmp_path: Path) -> Service:
-    return make_service(service_env(tmp_path, None, "filesystem://", max_upload_bytes=CAP))
+    return make_service(subprocess_env(tmp_path, None, "filesystem://", max_upload_bytes=CAP))
 
 
 def test_the_upload_cap_holds_with_and_without_content_length(uploads_service: Service):
@@ -139,11 +139,11 @@ def test_parallel_submissions_at_the_cap_leave_exactly_one_accepted(database, ma
     if database == "postgresql":
         from tests.conftest import _empty_postgres
 
-        env = service_env(
+        env = subprocess_env(
             tmp_path, _empty_postgres(request.getfixturevalue("postgres_database")), REDIS_URL, max_concurrent_jobs=1
         )
     else:
-        env = service_env(tmp_path, None, "filesystem://", max_concurrent_jobs=1)
+        env = subprocess_env(tmp_path, None, "filesystem://", max_concurrent_jobs=1)
     svc = make_service(env)  # no worker: accepted jobs stay queued
     api = svc.client()
     for round_ in range(5):
@@ -170,7 +170,7 @@ def test_parallel_submissions_at_the_cap_leave_exactly_one_accepted(database, ma
 
 def test_keys_never_reach_the_database_or_the_logs(make_service, tmp_path: Path):
     admin_key = "admin-" + uuid.uuid4().hex
-    svc = make_service(service_env(tmp_path, None, "filesystem://", admin_key=admin_key))
+    svc = make_service(subprocess_env(tmp_path, None, "filesystem://", admin_key=admin_key))
     first = (Path(svc.env["DISTILL_HOME"]) / "api-key").read_text().strip()
     admin = {"Authorization": f"Bearer {admin_key}"}
     with httpx.Client(base_url=svc.url, timeout=10) as http:

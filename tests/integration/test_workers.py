@@ -15,17 +15,12 @@ from alembic import command
 from sqlalchemy import create_engine, select, text
 
 from app.schema import alembic_config
-from tests.conftest import PG_ADMIN_URL, REDIS_URL, _empty_postgres
-from tests.integration.conftest import BIN, ROOT, free_port, service_env, wait_for
+from tests.conftest import PG_ADMIN_URL, REDIS_URL, ROOT, _empty_postgres
+from tests.support.polling import poll_until, wait_for_job
+from tests.support.services import BIN, free_port, subprocess_env
+from tests.support.specs import EVERY_EXPORT, tiny_job
 
-TINY_JOB = {
-    "dataset": {"name": "digits"},
-    "teacher": {"train": {"arch": {"name": "mlp", "hidden": [16]}, "epochs": 1}},
-    "student": {"arch": {"name": "mlp", "hidden": [8]}},
-    "training": {"epochs": 1},
-    "seeds": [0],
-    "baseline": False,
-}
+TINY_JOB = tiny_job(export=EVERY_EXPORT)
 CUDA_JOB = {**TINY_JOB, "training": {"epochs": 1, "device": "cuda"}}
 
 
@@ -46,7 +41,7 @@ def cuda_refusal(api: httpx.Client) -> str | None:
 
 
 def test_a_fresh_embedded_home_is_migrated_and_a_workers_heartbeat_is_seen(make_service, tmp_path):
-    env = service_env(tmp_path, None, "filesystem://", migrated=False, worker_seen_seconds=600)
+    env = subprocess_env(tmp_path, None, "filesystem://", migrated=False, worker_seen_seconds=600)
     assert not Path(env["DISTILL_HOME"]).exists()
     svc = make_service(env)  # no `alembic upgrade head`: the API does it
     assert "distill: migrated the SQLite database from empty to 0009" in (svc.logs / "api.log").read_text()
@@ -57,13 +52,9 @@ def test_a_fresh_embedded_home_is_migrated_and_a_workers_heartbeat_is_seen(make_
     assert "no worker has been seen in the last 600 s" in cuda_refusal(api)
 
     worker = svc.start_worker("hb")
-    line = wait_for(lambda: (w := workers_line(api)).startswith("1 live") and w, timeout=180, what="the heartbeat")
+    line = poll_until(lambda: (w := workers_line(api)).startswith("1 live") and w, timeout=180, what="the heartbeat")
     assert "cpu (1)" in line
-    done = wait_for(
-        lambda: (j := api.get(f"/v1/jobs/{queued['id']}").json())["status"] == "succeeded" and j,
-        timeout=180,
-        what="the worker to run the queued job",
-    )
+    done = wait_for_job(api, queued["id"], timeout=180, statuses={"succeeded"}, what="the worker to run the queued job")
     assert done["status_detail"] is None
     refusal = cuda_refusal(api)
     if "cuda" not in line:  # a CPU machine: the refusal names what the live worker has
@@ -79,10 +70,10 @@ def test_a_fresh_embedded_home_is_migrated_and_a_workers_heartbeat_is_seen(make_
 
 def test_a_killed_worker_ages_out_on_postgresql(make_service, tmp_path, postgres_database):
     database = _empty_postgres(postgres_database)
-    svc = make_service(service_env(tmp_path, database, REDIS_URL, worker_seen_seconds=4))
+    svc = make_service(subprocess_env(tmp_path, database, REDIS_URL, worker_seen_seconds=4))
     api = svc.client()
     worker = svc.start_worker("doomed")
-    wait_for(lambda: workers_line(api).startswith("1 live"), timeout=180, what="the heartbeat")
+    poll_until(lambda: workers_line(api).startswith("1 live"), timeout=180, what="the heartbeat")
 
     from app.models import Worker
 
@@ -94,7 +85,7 @@ def test_a_killed_worker_ages_out_on_postgresql(make_service, tmp_path, postgres
     assert {"type": "cpu"}.items() <= row.devices[0].items() and row.pid > 0
 
     svc.kill(worker, signal.SIGKILL)  # no shutdown handler runs: the row stays, and ages out
-    wait_for(lambda: workers_line(api).startswith("none"), timeout=30, what="the dead worker to age out")
+    poll_until(lambda: workers_line(api).startswith("none"), timeout=30, what="the dead worker to age out")
     job = api.post("/v1/jobs", json=TINY_JOB).json()
     assert job["status_detail"] == "waiting for a worker: none has been seen in the last 4 s"
 
@@ -107,7 +98,7 @@ def test_the_api_refuses_a_postgresql_schema_that_is_behind(tmp_path):
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     try:
         command.upgrade(alembic_config(url), "0007")
-        env = service_env(tmp_path, url, REDIS_URL, migrated=False)
+        env = subprocess_env(tmp_path, url, REDIS_URL, migrated=False)
         port = str(free_port())
         started = subprocess.run(
             [str(BIN / "uvicorn"), "app.main:app", "--host", "127.0.0.1", "--port", port],

@@ -1,4 +1,5 @@
-"""Running the engine in process: tiny specs, a run-a-job helper, reports without wall-clock."""
+"""Running the engine in process: a run-a-job helper, reporters that die on cue, reports without
+wall-clock (the specs: tests/support/specs.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from worker.distill.inputs import JobInputs
 from worker.distill.pipeline import JobResult, run_job
 from worker.distill.reporting import MemoryReporter
 
-CNN = {"name": "cnn", "channels": [8], "hidden": 16}
-MLP = {"name": "mlp", "hidden": [16]}
 # wall-clock: the only report numbers that may differ (and the ONNX latency's thread count and
 # batch size beside it)
 TIMING = {
@@ -22,22 +21,6 @@ TIMING = {
     "latency_onnx_threads",
     "speedup",
 }
-
-
-def tiny_spec(**overrides: Any) -> JobSpec:
-    """A digits job that trains in about a second: CNN teacher, MLP student, two seeds, a baseline."""
-    spec = {
-        "name": "tiny",
-        "dataset": {"name": "digits"},
-        "teacher": {"train": {"arch": CNN, "epochs": 4, "patience": 2}},
-        "student": {"arch": MLP},
-        "method": {"name": "kd", "temperature": 4.0, "alpha": 0.9},
-        "training": {"epochs": 3, "batch_size": 64},
-        "seeds": [0, 1],
-        "baseline": True,
-    }
-    spec.update(overrides)
-    return JobSpec.model_validate(spec)
 
 
 def run_tiny_job(

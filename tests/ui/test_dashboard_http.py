@@ -63,7 +63,7 @@ def _app_client(monkeypatch, tmp_path, base_url: str = "http://testserver", auth
 
 
 @pytest.fixture
-def web(service_env, monkeypatch, tmp_path) -> Iterator[TestClient]:
+def web(in_process_env, monkeypatch, tmp_path) -> Iterator[TestClient]:
     with _app_client(monkeypatch, tmp_path) as c:
         yield c
 
@@ -112,7 +112,7 @@ def test_the_login_cookie_is_httponly_strict_and_scoped_to_the_dashboard(web: Te
     assert web.get("/v1/jobs").status_code == 401  # the API takes keys in headers only
 
 
-def test_over_https_the_cookie_is_secure(service_env, monkeypatch, tmp_path):
+def test_over_https_the_cookie_is_secure(in_process_env, monkeypatch, tmp_path):
     with _app_client(monkeypatch, tmp_path, base_url="https://testserver") as web:
         answer = web.post("/ui/login", data={"key": local_key()}, follow_redirects=False)
         assert "secure" in answer.headers["set-cookie"].lower()
@@ -212,7 +212,7 @@ def test_assets_are_served_from_the_service_only(web: TestClient):
     assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing from another host
 
 
-def test_without_keys_the_login_is_a_continue_button(service_env, monkeypatch, tmp_path):
+def test_without_keys_the_login_is_a_continue_button(in_process_env, monkeypatch, tmp_path):
     with _app_client(monkeypatch, tmp_path, auth="off") as web:
         assert "Continue" in web.get("/ui/login").text
         assert web.post("/ui/login", follow_redirects=False).status_code == 303
@@ -233,7 +233,7 @@ def test_the_job_list_pages_to_older_jobs(web: TestClient, monkeypatch):
     assert first in page and second not in page and 'id="older"' not in page
 
 
-def test_the_upload_form_streams_past_the_json_body_cap(service_env, monkeypatch, tmp_path):
+def test_the_upload_form_streams_past_the_json_body_cap(in_process_env, monkeypatch, tmp_path):
     """The form's body goes to the API's streamed upload: the body guard's JSON cap is not its cap."""
     import io
 
@@ -267,7 +267,7 @@ def test_the_upload_form_streams_past_the_json_body_cap(service_env, monkeypatch
         assert big_login.status_code == 413
 
 
-def test_the_dashboard_counts_against_its_keys_rate_limit(service_env, monkeypatch, tmp_path):
+def test_the_dashboard_counts_against_its_keys_rate_limit(in_process_env, monkeypatch, tmp_path):
     monkeypatch.setenv("DISTILL_RATE_LIMIT_PER_MINUTE", "1")
     monkeypatch.setenv("DISTILL_RATE_LIMIT_BURST", "3")
     with _app_client(monkeypatch, tmp_path) as web:
@@ -278,7 +278,7 @@ def test_the_dashboard_counts_against_its_keys_rate_limit(service_env, monkeypat
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
 
 
-def test_wrong_keys_at_the_login_form_are_rate_limited_per_address(service_env, monkeypatch, tmp_path):
+def test_wrong_keys_at_the_login_form_are_rate_limited_per_address(in_process_env, monkeypatch, tmp_path):
     """As on the API: the login form is no faster a way to guess keys."""
     monkeypatch.setenv("DISTILL_AUTH_FAILURES_PER_MINUTE", "1")
     monkeypatch.setenv("DISTILL_AUTH_FAILURES_BURST", "2")

@@ -30,7 +30,7 @@ SWEEP = {
 
 
 @pytest.fixture
-def web(service_env, monkeypatch, tmp_path) -> Iterator[TestClient]:
+def web(in_process_env, monkeypatch, tmp_path) -> Iterator[TestClient]:
     with _app_client(monkeypatch, tmp_path) as c:
         yield c
 

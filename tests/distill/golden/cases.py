@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.engine import DiesAt, Killed, without_timing
+from tests.support.specs import CNN, MLP
 from worker.distill.inputs import BroughtTeacher, JobInputs
 from worker.distill.pipeline import run_job
 from worker.distill.reporting import MemoryReporter
@@ -35,8 +36,6 @@ from worker.distill.reporting import MemoryReporter
 HERE = Path(__file__).resolve().parent
 ONNX_ID = "onnx-teacher"
 
-CNN = {"name": "cnn", "channels": [8], "hidden": 16}
-MLP = {"name": "mlp", "hidden": [16]}
 BASE: dict[str, Any] = {
     "dataset": {"name": "digits"},
     "teacher": {"train": {"arch": CNN, "epochs": 3, "patience": 2}},
