@@ -53,5 +53,6 @@ def test_wait_for_job_waits_for_the_statuses_asked_and_says_where_the_job_was():
     )
     with pytest.raises(AssertionError) as caught:
         wait_for_job(_Jobs("running"), "j3", timeout=0.05, every=0.01)
-    assert "waiting for job j3 to end; last seen: {'status': 'running', 'phase': 'student'" in str(caught.value)
-    assert "spec" not in str(caught.value)
+    message = str(caught.value)
+    assert "waiting for job j3 to end; last seen: {'id': 'j3', 'status': 'running', 'phase': 'student'" in message
+    assert "spec" not in message

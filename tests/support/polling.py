@@ -13,7 +13,7 @@ T = TypeVar("T")
 # The statuses a job never leaves (app.jobs.TERMINAL, as the HTTP API spells them).
 JOB_ENDED = frozenset({"succeeded", "failed", "cancelled"})
 # What a timed-out wait for a job says about the job it saw last (a job's JSON is long).
-_JOB_GIST = ("status", "phase", "progress", "attempts", "error")
+_JOB_GIST = ("id", "status", "phase", "progress", "attempts", "error")
 
 
 class NotYet:
