@@ -26,7 +26,7 @@ from tests.conftest import ROOT
 METHODS_HTTP = ("get", "post", "put", "patch", "delete")
 UNSECURED = {"/healthz", "/readyz", "/metrics"}
 # The reports the golden jobs wrote (tests/distill/test_golden.py); read here without the engine.
-GOLDEN = [json.loads(p.read_text()) for p in sorted((ROOT / "tests/distill/golden").glob("*.json"))]
+GOLDEN = [json.loads(p.read_text()) for p in sorted((ROOT / "tests/distill/golden").glob("machine-*/*.json"))]
 # And one whole report as a worker writes it today: verdict, reproducibility, latencies (the golden
 # reports leave those out); tests/distill/golden/cases.py's kd case, run on 2026-12-01.
 FULL_REPORT = json.loads((ROOT / "tests/api/data/report-full.json").read_text())
