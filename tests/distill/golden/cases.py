@@ -11,6 +11,8 @@ recording, and an outcome must equal one of them exactly:
   on it through stop 17);
 - machine-b/: an "Intel(R) Xeon(R) Processor" with AVX512 (session 5), recorded from main at
   ffcd3e8, the code that matched machine-a exactly in CI.
+- machine-c/: an "AMD EPYC" with AVX2 (session 6), recorded from main at 00ee7c3, the code that
+  passed CI at stop 18.
 A new kind of machine fails here with the diff against the closest recording: record it from
 a commit that passes on a recorded machine (record.py), never from the change under test.
 
@@ -175,7 +177,7 @@ def _shown(reporter: MemoryReporter) -> dict[str, Any]:
     return {"phases": reporter.phases, "metrics": reporter.metrics, "events": events, "progress": reporter.progresses}
 
 
-MACHINES = ("machine-a", "machine-b")
+MACHINES = ("machine-a", "machine-b", "machine-c")
 
 
 def recorded_path(case: Case, machine: str) -> Path:
