@@ -1,6 +1,6 @@
 """The arrows of DESIGN.md that a test can see: the API never imports torch or
-the worker; the engine imports nothing of app but the contract (pydantic + stdlib), and
-never the DB, Celery or FastAPI."""
+the worker; the engine imports nothing of app but the contract (pydantic + stdlib, and the
+ONNX runner's numpy), and never the DB, Celery or FastAPI."""
 
 from __future__ import annotations
 
@@ -54,23 +54,22 @@ def test_app_never_imports_worker_or_torch():
 def test_engine_imports_only_the_contract_from_app():
     # An allow-list: whatever new module app/ grows, the engine may not reach for it.
     allowed = ("app.contract",)
-    # The one exception, until the API's sandboxed inspection (branch api) and the ONNX per-batch
-    # deadline (branch worker) have landed: running an ONNX teacher (onnxruntime, numpy) is code
-    # both sides need, and neither app.contract (stdlib only) nor worker/ (app may not import it)
-    # can hold it for both. Then the engine gets its own runner, driven by the stored inspection.
-    pending = {"worker/distill/teachers.py: app.uploads.onnx_model"}
     bad = [
         f"{path}: {name}"
         for path, names in imported_modules(ROOT / "worker" / "distill").items()
         for name in names
         if name.split(".")[0] == "app" and not any(name == a or name.startswith(a + ".") for a in allowed)
     ]
-    bad = [b for b in bad if b not in pending]
     assert bad == []
 
 
 def test_engine_never_imports_db_celery_or_http():
     assert offenders("worker/distill", ("sqlalchemy", "celery", "fastapi", "starlette")) == []
+
+
+# The ONNX runner both sides use (the API inspects an uploaded teacher, the engine runs it) needs
+# numpy, and onnx/onnxruntime when a model is opened; the rest of the contract does not.
+CONTRACT_RUNNER = {"app/contract/onnx_classifier.py": {"numpy", "onnx", "onnxruntime"}}
 
 
 def test_the_contract_is_pydantic_and_the_standard_library():
@@ -79,9 +78,20 @@ def test_the_contract_is_pydantic_and_the_standard_library():
         f"{path}: {name}"
         for path, names in imported_modules(ROOT / "app" / "contract").items()
         for name in names
-        if name.split(".")[0] not in allowed or (name.split(".")[0] == "app" and not name.startswith("app.contract"))
+        if name.split(".")[0] not in allowed | CONTRACT_RUNNER.get(path, set())
+        or (name.split(".")[0] == "app" and not name.startswith("app.contract"))
     ]
     assert bad == []
+
+
+def test_importing_the_contract_loads_no_torch_fastapi_or_onnxruntime():
+    code = (
+        "import sys, importlib, pkgutil, app.contract; "
+        "[importlib.import_module('app.contract.' + m.name) for m in pkgutil.iter_modules(app.contract.__path__)]; "
+        "print(sorted(m for m in ('torch', 'fastapi', 'sqlalchemy', 'onnx', 'onnxruntime') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_nobody_writes_job_status_outside_the_state_machine():

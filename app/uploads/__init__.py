@@ -6,10 +6,10 @@ Only numpy, onnx, onnxruntime, pyarrow, Pillow and the standard library: never t
 fastapi or worker/. The heavy imports happen inside the functions that need them.
 """
 
+from app.contract.onnx_classifier import OnnxClassifier
 from app.uploads.dataset import inspect_dataset
 from app.uploads.errors import InspectionError, UploadLimits
 from app.uploads.formats import DATASET_FORMATS, TEACHER_FORMATS, guess_format, refuse_code_carrying
-from app.uploads.onnx_model import OnnxClassifier
 from app.uploads.teacher import inspect_teacher
 
 __all__ = [

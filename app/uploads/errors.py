@@ -1,18 +1,13 @@
-"""What a refused upload raises, and the limits inspection enforces."""
+"""What a refused upload raises (InspectionError, shared with the engine: app/contract/errors.py),
+and the limits inspection enforces."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from app.contract.errors import InspectionError
 
-class InspectionError(ValueError):
-    """The file is refused. ``str(exc)`` is a message a person can act on: what is
-    wrong and how to fix it. ``field`` names the multipart field that is wrong:
-    ``"file"`` (the content), ``"format"``, ``"label_column"`` or ``"output"``."""
-
-    def __init__(self, message: str, field: str = "file") -> None:
-        super().__init__(message)
-        self.field = field
+__all__ = ["InspectionError", "UploadLimits"]
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.contract.onnx_classifier import OnnxClassifier
 from app.uploads.errors import InspectionError
 from app.uploads.formats import HOW_TO_CONVERT, TEACHER_FORMATS, code_carrying_content
-from app.uploads.onnx_model import OnnxClassifier
 from app.uploads.safetensors_header import read_header
 
 

@@ -39,7 +39,7 @@ def sk_teacher(tmp_path_factory, digits):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    from app.uploads.onnx_model import OnnxClassifier
+    from app.contract.onnx_classifier import OnnxClassifier
 
     clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=60, random_state=0)
     with warnings.catch_warnings():

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from app.contract.fit import ArtifactFacts, fit_errors
+from app.contract.onnx_classifier import OnnxClassifier
 from app.contract.spec import JobSpec, PreprocessSpec, TeacherArtifact
-from app.uploads.onnx_model import OnnxClassifier
 from worker.distill.inference import predict_logits
 from worker.distill.inputs import BroughtTeacher
 from worker.distill.preprocess import Preprocess

@@ -47,7 +47,7 @@ def test_unknown_extensions_name_the_field_and_the_choices():
 
 def test_the_package_loads_no_torch_fastapi_or_worker():
     code = (
-        "import sys, app.uploads; from app.uploads import onnx_model, dataset, zipsafe; "
+        "import sys, app.uploads; from app.uploads import dataset, zipsafe; from app.contract import onnx_classifier; "
         "print(sorted(m for m in ('torch', 'fastapi', 'worker', 'onnx', 'onnxruntime', 'pyarrow', 'PIL') "
         "if m in sys.modules))"
     )

@@ -25,7 +25,7 @@ from worker.distill.models import ArchSpec, build_model, count_parameters, load_
 from worker.distill.preprocess import Preprocess
 
 if TYPE_CHECKING:
-    from app.uploads.onnx_model import OnnxClassifier
+    from app.contract.onnx_classifier import OnnxClassifier
     from worker.distill.models import Model
 
 
@@ -86,7 +86,7 @@ class DeadlineSession:
 class OnnxTeacher(nn.Module):
     """An uploaded ONNX classifier as a frozen torch module: forward runs onnxruntime on the CPU
     (numpy in, numpy out) and returns float32 logits on the input's device. Probabilities
-    (and probability maps) come out as log-probabilities (app.uploads.onnx_model), which the
+    (and probability maps) come out as log-probabilities (app.contract.onnx_classifier), which the
     temperature treats as logits.
 
     It has no torch parameters. The onnxruntime session is opened lazily from `path` and
@@ -128,7 +128,7 @@ class OnnxTeacher(nn.Module):
     @property
     def classifier(self) -> OnnxClassifier:
         if self._clf is None:
-            from app.uploads.onnx_model import OnnxClassifier
+            from app.contract.onnx_classifier import OnnxClassifier
 
             output, kind = self._requested
             clf = OnnxClassifier(self.path, output=output, output_kind=kind, threads=max(1, torch.get_num_threads()))

@@ -25,8 +25,8 @@ def make_onnx_teacher(data_cache: Path) -> None:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
+    from app.contract.onnx_classifier import OnnxClassifier
     from app.contract.spec import DatasetSpec
-    from app.uploads.onnx_model import OnnxClassifier
     from worker.distill.data import load_dataset
 
     digits = load_dataset(DatasetSpec(name="digits"), data_cache)

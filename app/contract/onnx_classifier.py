@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from app.uploads.errors import InspectionError
+from app.contract.errors import InspectionError
 
 OUTPUT_KINDS = ("logits", "probabilities", "probability_map")
 PROBE_EXAMPLES = 8
