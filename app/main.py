@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app import problems, tenants, ui
 from app.api import admin, artifacts, catalog, docs, health, jobs, stream, sweeps, uploads
+from app.api.rendered import RecentBodies
 from app.api.upload_limits import UploadSlots
 from app.async_reads import AsyncConnectionPool, CompiledRead
 from app.auth import RateLimiter, authenticate
@@ -85,6 +86,7 @@ def _open_async_reads(app: FastAPI) -> None:
     if settings.auth != "keys" or not url.startswith("postgresql"):
         return
     app.state.key_and_job = CompiledRead(jobs.KEY_AND_JOB, get_engine().dialect)
+    app.state.job_bodies = RecentBodies()  # the JSON of the jobs polled lately (app/api/rendered.py)
     app.state.async_reads = AsyncConnectionPool(url, settings.async_read_connections, settings.db_pool_timeout_seconds)
 
 

@@ -405,7 +405,12 @@ async def _job_json_async(pool: AsyncConnectionPool, request: Request, job_id: s
     workers = None
     if row.status == jobs.Status.QUEUED:  # what it waits for: usually read within the last second
         workers = cached_workers() or await run_in_threadpool(read_retrying, recent_workers)
-    return job_out(row, workers=workers).model_dump_json()
+    # JobOut is a function of the row, the ETA's countdown and the live workers: equal inputs, equal JSON.
+    made_from, bodies = (values, _eta_seconds(row), workers), request.app.state.job_bodies
+    if (body := bodies.get(row.id, made_from)) is None:
+        body = job_out(row, workers=workers).model_dump_json()
+        bodies.put(row.id, made_from, body)
+    return body
 
 
 def _job_json(connection: Connection, caller: Caller, job_id: str) -> str:

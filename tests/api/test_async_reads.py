@@ -3,17 +3,19 @@ as the threaded path it replaces there, and the same key checks."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import update
 
 from app.api.jobs import read_job
+from app.api.rendered import RecentBodies
 from app.auth import Caller
 from app.contract.spec import EXAMPLE_SPEC
 from app.db import session_scope
 from app.models import Job
 from app.tenants import create_key, create_tenant, revoke_key
+from tests.support.polling import poll_until
 
 
 @pytest.fixture
@@ -86,3 +88,41 @@ def test_a_revoked_key_stops_reading_at_once(pg_client):
         revoke_key(session, new.record.id)
         session.commit()
     assert pg_client.get(f"/v1/jobs/{job_id}", headers=headers).status_code == 401
+
+
+EPOCHS = {"done": 1, "budget": 10, "planned": 10, "run": None}
+
+
+def test_a_polled_job_answers_its_latest_row_and_its_eta_keeps_counting_down(pg_client):
+    # The JSON of a poll is kept per job (app/api/rendered.py): a new row, and the ETA's
+    # countdown between two worker reports, must still reach the client.
+    job_id = pg_client.post("/v1/jobs", json=EXAMPLE_SPEC).json()["id"]
+    ends_at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with session_scope() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(status="running", estimate={"ends_at": ends_at, "epochs": EPOCHS})
+        )
+        session.commit()
+    first = pg_client.get(f"/v1/jobs/{job_id}").json()
+    assert first["status"] == "running" and 3590 < first["eta_seconds"] <= 3600
+    later = poll_until(
+        lambda: (eta := pg_client.get(f"/v1/jobs/{job_id}").json()["eta_seconds"]) < first["eta_seconds"] and eta,
+        timeout=10,
+        what="the ETA to count down between two polls",
+    )
+    assert later < first["eta_seconds"]
+    _finish(job_id)
+    assert pg_client.get(f"/v1/jobs/{job_id}").json() == _threaded_json(job_id)
+
+
+def test_recent_bodies_answer_only_for_equal_inputs_and_forget_the_oldest():
+    bodies = RecentBodies(size=2)
+    bodies.put("a", (1, {"x": [1]}), "A1")
+    assert bodies.get("a", (1, {"x": [1]})) == "A1"
+    assert bodies.get("a", (1, {"x": [2]})) is None  # a changed value is a miss
+    bodies.put("b", (1,), "B")
+    bodies.get("a", (1, {"x": [1]}))  # a is now the most recent
+    bodies.put("c", (1,), "C")
+    assert bodies.get("b", (1,)) is None and bodies.get("a", (1, {"x": [1]})) == "A1"
