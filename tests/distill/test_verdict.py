@@ -269,3 +269,11 @@ def test_a_real_tiny_digits_job(tmp_path, data_cache, digits):
         assert png.format == "PNG" and png.size == figure_size(3)  # teacher, student, baseline
     page = files[1].path.read_text()
     assert out["summary"].replace("'", "&#39;") in page
+
+
+@pytest.mark.parametrize("diffs", [[0.01, 0.03], [0.02, -0.01, 0.005], [0.1, 0.11, 0.09, 0.12, 0.1]])
+def test_the_t_test_is_scipys(diffs):
+    from scipy import stats
+
+    p = v.two_sided_t_test(statistics.fmean(diffs), statistics.stdev(diffs), len(diffs))
+    assert p == pytest.approx(float(stats.ttest_1samp(diffs, 0.0).pvalue), rel=1e-12)
