@@ -9,4 +9,8 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# Every test starts API, worker and runner processes; where PYTHONDONTWRITEBYTECODE is set (this
+# machine's environment sets it) each of them would compile the project's sources again: ~0.4 s of
+# CPU per process, compiled here once instead (the flag only stops writing, not reading).
+.venv/bin/python -m compileall -q -j 0 app worker tests bench migrations >/dev/null
 exec .venv/bin/pytest "$@"

@@ -151,7 +151,7 @@ def test_a_worker_killed_mid_sweep_loses_one_trials_epoch_not_the_sweep(make_ser
     worker = svc.start_worker("w0")
     # Trial 0 (the teacher trial) short, trial 1 long enough (small batches) to be killed mid-trial.
     base = BASE | {"baseline": False, "training": {"batch_size": 8}, "limits": {"max_attempts": 4}}
-    body = {"base": base, "axes": {"training.epochs": [2, 12]}}
+    body = {"base": base, "axes": {"training.epochs": [2, 6]}}
     sweep_id = submit(api, body | {"max_parallel": 1})
 
     second = poll_until(
