@@ -64,26 +64,18 @@ def test_sigkilled_workers_resume_from_checkpoints_until_the_job_succeeds(make_s
     (val,) = series["series"]
     assert val["epochs"] == sorted(set(val["epochs"])) and val["epochs"][-1] == 8
 
-    # And the numbers are those of an uninterrupted run of the same spec, on as many torch threads
-    # as the worker's runner (a thread count sums in another order).
-    import torch
-
+    # And the numbers are those of an uninterrupted run of the same spec.
     from app.contract.spec import JobSpec
     from worker.distill.pipeline import run_job
     from worker.distill.reporting import MemoryReporter
 
     scratch = Path(svc.env["DISTILL_HOME"]) / "uninterrupted"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(svc.env["DISTILL_TORCH_THREADS"]))
-    try:
-        clean = run_job(
-            JobSpec.model_validate(SLOW_JOB),
-            MemoryReporter(scratch / "ckpt"),
-            scratch,
-            Path(svc.env["DISTILL_DATA_CACHE_DIR"]),
-        ).report
-    finally:
-        torch.set_num_threads(threads)
+    clean = run_job(
+        JobSpec.model_validate(SLOW_JOB),
+        MemoryReporter(scratch / "ckpt"),
+        scratch,
+        Path(svc.env["DISTILL_DATA_CACHE_DIR"]),
+    ).report
     got = final["result"]["student"]["runs"][0]
     want = clean["student"]["runs"][0]
     for key in ("test_accuracy", "val_accuracy", "test_nll", "best_epoch"):

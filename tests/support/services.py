@@ -52,9 +52,6 @@ def subprocess_env(
         # A checkpoint at every epoch end (production: every 30 s): the crash tests kill a job
         # seconds in and check that it resumes past its first epoch.
         "DISTILL_CHECKPOINT_SECONDS": "0",
-        # One torch thread per runner: the tests' models are tiny, and on two cores a second
-        # intra-op thread only spins against the API, the other workers and pytest itself.
-        "DISTILL_TORCH_THREADS": "1",
     }
     env |= {f"DISTILL_{k.upper()}": str(v) for k, v in settings.items()}
     if database_url:
