@@ -134,6 +134,17 @@ def test_download_checks_sha256_and_catches_a_tampered_file(svc: Service, finish
     assert not [p for p in (tmp_path / "again").iterdir() if p.name.endswith(".part")]
 
 
+def stacks(pid: int) -> str:
+    """Every thread's Python stack in a running process (py-spy, a dev dependency)."""
+    dump = subprocess.run(
+        [str(Path(sys.executable).parent / "py-spy"), "dump", "--pid", str(pid)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return dump.stdout + dump.stderr
+
+
 def test_watch_detaches_on_ctrl_c_reattaches_and_cancel_stops_the_job(svc: Service, tmp_path: Path):
     api = client(svc)
     handle = api.submit(LONG_SPEC)
@@ -156,10 +167,16 @@ def test_watch_detaches_on_ctrl_c_reattaches_and_cancel_stops_the_job(svc: Servi
         try:
             poll_until(lambda: "phase student started" in log.read_text(), timeout=30, what="watch to attach")
             watcher.send_signal(signal.SIGINT)
-            assert watcher.wait(timeout=30) == 130
+            try:
+                code = watcher.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                # Seen about once in three full runs, not reproduced alone: say where it hangs.
+                pytest.fail(f"watch ignored Ctrl-C for 30 s; its threads:\n{stacks(watcher.pid)}")
+            assert code == 130
         finally:
             if watcher.poll() is None:
                 watcher.kill()
+                api.cancel(handle.id)  # the module's one worker is free for the next tests
     assert f"Re-attach with: distill watch {handle.id}" in " ".join(log.read_text().split())
     assert api.get(handle.id).status == "running"  # detaching left the job alone
 
