@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.live import Live
@@ -107,13 +110,43 @@ class LiveView:
         return progress_view(self.job, self.clock() - self.read_at)
 
 
+T = TypeVar("T")
+_END = object()
+
+
+def in_background(items: Iterable[T]) -> Iterator[T]:
+    """What `items` yields, iterated in a daemon thread. Ctrl-C then interrupts this thread's wait on
+    a queue, never the HTTP client's code: a KeyboardInterrupt raised inside httpcore can leave one
+    of its pool's locks held, and the command then hangs instead of exiting (seen in
+    tests/integration/test_client_cli.py). At exit the daemon thread is simply dropped."""
+    box: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
+
+    def pump() -> None:
+        try:
+            for item in items:
+                box.put((item, None))
+        except BaseException as exc:  # raised again in the caller's thread
+            box.put((_END, exc))
+        else:
+            box.put((_END, None))
+
+    threading.Thread(target=pump, name="feed", daemon=True).start()
+    while True:
+        item, error = box.get()
+        if error is not None:
+            raise error
+        if item is _END:
+            return
+        yield item
+
+
 def watch(client: Client, job_id: str, console: Console, *, every: float = 1.0, poll: bool = False) -> Job:
     """Follow the job until it ends; events print above the live block. Ctrl-C (KeyboardInterrupt)
     leaves the job running and propagates to the caller, which says how to re-attach."""
     job = client.get(job_id)
     view = LiveView(job)
     with Live(view, console=console, refresh_per_second=4, transient=False) as live:
-        for update in client.follow(job_id, every=every, poll=poll):
+        for update in in_background(client.follow(job_id, every=every, poll=poll)):
             for event in update.events:
                 live.console.print(event_line(event))
             job = update.job

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from app.cli import tables
+from app.cli.live import in_background
 from app.cli.live import watch as live_watch
 from app.client import Client, DistillError, Job, SpecError, apply_overrides, load_spec
 from app.client.client import ENV_URL
@@ -212,7 +213,7 @@ def events(
                 console.print(tables.event_line(event))
             return
         try:
-            for update in client.follow(job, every=every, after=after, poll=poll):
+            for update in in_background(client.follow(job, every=every, after=after, poll=poll)):
                 for event in update.events:
                     console.print(tables.event_line(event))
         except KeyboardInterrupt:

@@ -3,11 +3,13 @@ budget from the API's `epochs`, and an ETA that counts down between the job's me
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
+import pytest
 from rich.console import Console
 
-from app.cli.live import LiveView, progress_view
+from app.cli.live import LiveView, in_background, progress_view
 from app.client import Job
 
 RUNNING = {
@@ -57,3 +59,16 @@ def test_without_the_worker_s_epochs_the_spec_gives_the_budget() -> None:
     job = Job.model_validate({**RUNNING, "epochs": None, "spec": {"teacher": {"train": {"epochs": 60}}}})
     shown = text(progress_view(job))
     assert "epoch 14 of 60" in shown and "planned" not in shown
+
+
+def test_in_background_yields_in_order_then_raises_the_sources_error_here():
+    def source():
+        yield 1
+        yield 2
+        raise ValueError("the server went away")
+
+    got = []
+    with pytest.raises(ValueError, match="went away"):
+        for item in in_background(source()):
+            got.append((item, threading.current_thread() is threading.main_thread()))
+    assert got == [(1, True), (2, True)]
