@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from app.cli.live import in_background
 from app.cli.main import DETACHED, EVERY, client_of, err_console, out_console, reports_errors
 from app.cli.sweep_tables import progress_line, sweep_view
 from app.client import Client, Sweep, apply_overrides, load_spec
@@ -33,16 +35,23 @@ def submit(
             _follow(client, sweep.id, every)
 
 
-def _poll(client: Client, sweep_id: str, every: float) -> Sweep:
-    console, last = out_console(), None
+def _reads(client: Client, sweep_id: str, every: float) -> Iterator[Sweep]:
     while True:
         sweep = client.sweep(sweep_id)
+        yield sweep
+        if sweep.ended:
+            return
+        time.sleep(every)
+
+
+def _poll(client: Client, sweep_id: str, every: float) -> Sweep:
+    # The reads in a daemon thread: Ctrl-C interrupts the wait, never httpx (see in_background).
+    console, last = out_console(), None
+    for sweep in in_background(_reads(client, sweep_id, every)):
         if (line := progress_line(sweep)) != last:
             console.print(line, highlight=False)
             last = line
-        if sweep.ended:
-            return sweep
-        time.sleep(every)
+    return sweep
 
 
 def _follow(client: Client, sweep_id: str, every: float) -> None:
