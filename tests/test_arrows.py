@@ -5,9 +5,10 @@ ONNX runner's numpy), and never the DB, Celery or FastAPI."""
 from __future__ import annotations
 
 import ast
-import subprocess
 import sys
 from pathlib import Path
+
+from tests.support.imports import loaded_after
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,16 +36,12 @@ def offenders(folder: str, forbidden: tuple[str, ...]) -> list[str]:
 
 
 def test_importing_the_api_leaves_torch_out():
-    code = "import sys, app.main; print('torch' in sys.modules, 'worker' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert loaded_after("import app.main", ("torch", "worker")) == []
 
 
 def test_the_worker_parent_process_does_not_import_torch():
     # CUDA does not survive fork: torch is imported in the child, inside the task.
-    code = "import sys, worker.celery_app, worker.tasks; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert loaded_after("import worker.celery_app, worker.tasks", ("torch",)) == []
 
 
 def test_app_never_imports_worker_or_torch():
@@ -85,13 +82,11 @@ def test_the_contract_is_pydantic_and_the_standard_library():
 
 
 def test_importing_the_contract_loads_no_torch_fastapi_or_onnxruntime():
-    code = (
-        "import sys, importlib, pkgutil, app.contract; "
-        "[importlib.import_module('app.contract.' + m.name) for m in pkgutil.iter_modules(app.contract.__path__)]; "
-        "print(sorted(m for m in ('torch', 'fastapi', 'sqlalchemy', 'onnx', 'onnxruntime') if m in sys.modules))"
+    every_module = (
+        "import importlib, pkgutil, app.contract; "
+        "[importlib.import_module('app.contract.' + m.name) for m in pkgutil.iter_modules(app.contract.__path__)]"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert loaded_after(every_module, ("torch", "fastapi", "sqlalchemy", "onnx", "onnxruntime")) == []
 
 
 def test_nobody_writes_job_status_outside_the_state_machine():

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -14,6 +11,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from app.cli.background import in_background
 from app.cli.tables import event_line, status_text
 from app.client import Client, Job
 
@@ -108,36 +106,6 @@ class LiveView:
 
     def __rich__(self) -> Table:
         return progress_view(self.job, self.clock() - self.read_at)
-
-
-T = TypeVar("T")
-_END = object()
-
-
-def in_background(items: Iterable[T]) -> Iterator[T]:
-    """What `items` yields, iterated in a daemon thread. Ctrl-C then interrupts this thread's wait on
-    a queue, never the HTTP client's code: a KeyboardInterrupt raised inside httpcore can leave one
-    of its pool's locks held, and the command then hangs instead of exiting (seen in
-    tests/integration/test_client_cli.py). At exit the daemon thread is simply dropped."""
-    box: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=1)
-
-    def pump() -> None:
-        try:
-            for item in items:
-                box.put((item, None))
-        except BaseException as exc:  # raised again in the caller's thread
-            box.put((_END, exc))
-        else:
-            box.put((_END, None))
-
-    threading.Thread(target=pump, name="feed", daemon=True).start()
-    while True:
-        item, error = box.get()
-        if error is not None:
-            raise error
-        if item is _END:
-            return
-        yield item
 
 
 def watch(client: Client, job_id: str, console: Console, *, every: float = 1.0, poll: bool = False) -> Job:

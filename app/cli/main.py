@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from app.cli import tables
-from app.cli.live import in_background
+from app.cli.background import in_background
 from app.cli.live import watch as live_watch
 from app.client import Client, DistillError, Job, SpecError, apply_overrides, load_spec
 from app.client.client import ENV_URL

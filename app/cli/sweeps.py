@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from app.cli.live import in_background
+from app.cli.background import in_background
 from app.cli.main import DETACHED, EVERY, client_of, err_console, out_console, reports_errors
 from app.cli.sweep_tables import progress_line, sweep_view
 from app.client import Client, Sweep, apply_overrides, load_spec

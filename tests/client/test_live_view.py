@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 from rich.console import Console
 
-from app.cli.live import LiveView, in_background, progress_view
+from app.cli.background import in_background
+from app.cli.live import LiveView, progress_view
 from app.client import Job
 
 RUNNING = {

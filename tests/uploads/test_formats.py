@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from app.uploads import DATASET_FORMATS, TEACHER_FORMATS, InspectionError, guess_format
+from tests.support.imports import loaded_after
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,10 +45,6 @@ def test_unknown_extensions_name_the_field_and_the_choices():
 
 
 def test_the_package_loads_no_torch_fastapi_or_worker():
-    code = (
-        "import sys, app.uploads; from app.uploads import dataset, zipsafe; from app.contract import onnx_classifier; "
-        "print(sorted(m for m in ('torch', 'fastapi', 'worker', 'onnx', 'onnxruntime', 'pyarrow', 'PIL') "
-        "if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"  # the heavy readers load on first use
+    imports = "import app.uploads; from app.uploads import dataset, zipsafe; from app.contract import onnx_classifier"
+    heavy = ("torch", "fastapi", "worker", "onnx", "onnxruntime", "pyarrow", "PIL")
+    assert loaded_after(imports, heavy) == []  # the heavy readers load on first use
