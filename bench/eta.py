@@ -81,7 +81,13 @@ def sample(client, job_id: str) -> list[dict]:
     while True:
         job = client.get(f"/v1/jobs/{job_id}").json()
         samples.append(
-            {"at": time.monotonic(), "status": job["status"], "eta": job["eta_seconds"], "epochs": job.get("epochs")}
+            {
+                "at": time.monotonic(),
+                "status": job["status"],
+                "phase": job.get("phase"),
+                "eta": job["eta_seconds"],
+                "epochs": job.get("epochs"),
+            }
         )
         if job["status"] in ENDED:
             return samples
@@ -120,6 +126,7 @@ def run(label: str, spec: dict, url: str, quality) -> dict:
         job_id = r.json()["id"]
         samples = sample(client, job_id)
         final = client.get(f"/v1/jobs/{job_id}").json()
+        events = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 500}).json()
     found = errors(samples)
     return {
         "job": label,
@@ -130,7 +137,25 @@ def run(label: str, spec: dict, url: str, quality) -> dict:
         "to_90pct": summary(found["rows"], 0.9),
         "to_end": summary(found["rows"], 1.0),
         "errors": [[round(s, 3), None if e is None else round(e, 3)] for s, e in found["rows"]],
+        # where each error comes from: what the job was doing at each sample, and its events' times
+        "samples": [_where(s, samples[0]["at"]) for s in samples],
+        "events": [{"at": e["at"], "phase": e["phase"], "message": e["message"]} for e in _items(events)],
     }
+
+
+def _where(sample: dict, first: float) -> dict:
+    run = (sample["epochs"] or {}).get("run") or {}
+    return {
+        "t": round(sample["at"] - first, 2),
+        "phase": sample["phase"],
+        "run": run.get("name"),
+        "epoch": run.get("epoch"),
+        "eta": sample["eta"],
+    }
+
+
+def _items(page: dict | list) -> list[dict]:
+    return page["items"] if isinstance(page, dict) else page
 
 
 def uptime() -> str:

@@ -15,8 +15,8 @@ budget. So each run is priced on its own:
   (`work`), else the last measured pace as it is (a brought model: nothing to compare);
 - early stopping: a run with `patience` is expected to stop `patience` epochs after its best one,
   plus a share (STILL_IMPROVING) of the budget beyond that while it has improved recently;
-- evaluate and export: what they took in this process before (Tails), else TAIL_SECONDS plus
-  TAIL_SHARE of the training time.
+- evaluate and export: what they took to the job's end in this process before (Tails), else
+  TAIL_SECONDS plus TAIL_SHARE of the training time.
 
 Nothing here reads a clock but `clock` (tests inject one). Before any epoch was measured the time
 left is unknown (None), also on a resumed attempt: its restored epochs cost nothing measurable.
@@ -40,22 +40,44 @@ from app.contract.stages import state_shapes
 # 5, 13, 14 and stopped at 24; with the demo's students after it, 0.15 keeps the job's ETA within
 # -28%..+23% after its first 10% (0: -36%..0, 0.25: -22%..+39%; tests/distill/test_progress_eta.py).
 STILL_IMPROVING = 0.15
-# Evaluate + export (test metrics, latency, ONNX export and check, the report's files) cost about
-# the same whatever the job: the shortest this process has measured (the runner process is
-# long-lived; its first job also pays one-off imports), else TAIL_SECONDS + TAIL_SHARE of training.
+# Evaluate + export (test metrics, latency, ONNX export and check, the report's files, storing
+# them) cost about the same whatever the job: the median of the last RECENT_TAILS this process
+# measured (the runner process is long-lived), else TAIL_SECONDS + TAIL_SHARE of training.
 TAIL_SECONDS = 2.0
 TAIL_SHARE = 0.01
+RECENT_TAILS = 3
 RECENT = 5  # epochs the pace of a run is taken over
 
 
 class Tails:
-    """The evaluate + export seconds of the jobs this process ran."""
+    """The evaluate-to-end seconds of the jobs this process ran: from evaluate's start to the job's
+    outcome written (its files stored and its row marked succeeded, by the runner after the
+    pipeline returned: ~0.9 s of the ~1-1.5 s a small job's tail takes)."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
+        self._open: tuple[Callable[[], float], float] | None = None  # the current job's clock and start
+        self._counted = False
+
+    def began(self, clock: Callable[[], float]) -> None:
+        self._open, self._counted = (clock, clock()), False
+
+    def ended(self) -> None:
+        """The current job's tail ends here: at the end of export, and again once the runner has
+        written the job's outcome (the later call counts)."""
+        if self._open is None:
+            return
+        clock, started = self._open
+        took = clock() - started
+        if self._counted:
+            self.seconds[-1] = took
+        else:
+            self.seconds.append(took)
+            self._counted = True
 
     def expected(self, training: float) -> float:
-        return min(self.seconds) if self.seconds else TAIL_SECONDS + TAIL_SHARE * training
+        recent = self.seconds[-RECENT_TAILS:]
+        return statistics.median(recent) if recent else TAIL_SECONDS + TAIL_SHARE * training
 
 
 TAILS = Tails()  # the process's own; tests give an Estimator a fresh one
@@ -189,10 +211,10 @@ class Estimator:
 
     def evaluating(self) -> None:
         self._tail_started = self._clock()
+        self._tails.began(self._clock)
 
     def ended(self) -> None:
-        if self._tail_started is not None:
-            self._tails.seconds.append(self._clock() - self._tail_started)
+        self._tails.ended()
 
     # --- what it answers ---------------------------------------------------------------
     def estimate(self) -> Estimate:
