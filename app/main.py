@@ -85,7 +85,7 @@ def _open_async_reads(app: FastAPI) -> None:
     url = settings.resolved_database_url
     if settings.auth != "keys" or not url.startswith("postgresql"):
         return
-    app.state.key_and_job = CompiledRead(jobs.KEY_AND_JOB, get_engine().dialect)
+    app.state.key_and_job = CompiledRead(jobs.KEY_AND_JOB)
     app.state.job_bodies = RecentBodies()  # the JSON of the jobs polled lately (app/api/rendered.py)
     app.state.async_reads = AsyncConnectionPool(url, settings.async_read_connections, settings.db_pool_timeout_seconds)
 

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -186,6 +185,10 @@ def request_problem(request: Request, exc: RequestValidationError) -> Problem:
     )
 
 
+class DatabaseUnreachable(Exception):
+    """The event-loop read (app/async_reads.py) found no live database server."""
+
+
 def database_problem(request: Request, exc: Exception) -> Problem:
     """503 for a database that is down (the pool reconnects on the next request) or that
     has no free connection right now."""
@@ -251,8 +254,8 @@ def install(app: FastAPI) -> None:
     async def _database_down(request: Request, exc: OperationalError) -> JSONResponse:
         return problem_response(request, database_problem(request, exc))
 
-    @app.exception_handler(psycopg.OperationalError)  # the event-loop read (app/async_reads.py)
-    async def _database_down_async(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+    @app.exception_handler(DatabaseUnreachable)  # the event-loop read (app/async_reads.py)
+    async def _database_down_async(request: Request, exc: DatabaseUnreachable) -> JSONResponse:
         return problem_response(request, database_problem(request, exc))
 
     @app.exception_handler(PoolTimeout)

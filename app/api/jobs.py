@@ -395,7 +395,7 @@ async def _job_json_async(pool: AsyncConnectionPool, request: Request, job_id: s
     """The key and the job in one round trip, in the event loop (app/async_reads.py)."""
     key = required_key(request)
     read = request.app.state.key_and_job
-    values = await pool.fetch_one(read.sql, {"sha256": key_sha256(key), "job_id": job_id})
+    values = await pool.fetch_one(read, {"sha256": key_sha256(key), "job_id": job_id})
     if values is None:
         raise unknown_key(request)
     row = read.row(values)
