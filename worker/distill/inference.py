@@ -56,6 +56,14 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _tensor(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A batch as a tensor; a read-only array (a memory-mapped upload) is copied, batch by batch,
+    since torch cannot share memory it may not write."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    return torch.from_numpy(batch if batch.flags.writeable else batch.copy())
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
     """Eval-mode logits of `model` on `x`, on the model's device, as float32.
@@ -63,14 +71,13 @@ def predict_logits(model: nn.Module, x: np.ndarray | torch.Tensor, *, batch_size
     Restores the model's train/eval mode afterwards.
     """
     device = model_device(model)
-    x = torch.as_tensor(x)  # moved batch by batch: inputs too large for the device stay on the host
     was_training = model.training
     model.eval()
     try:
         out = []
         with autocast(device):
-            for i in range(0, len(x), batch_size):
-                out.append(model(x[i : i + batch_size].to(device)).float())
+            for i in range(0, len(x), batch_size):  # batch by batch: inputs too large for the device stay on the host
+                out.append(model(_tensor(x[i : i + batch_size]).to(device)).float())
         return torch.cat(out)
     finally:
         model.train(was_training)
