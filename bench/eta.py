@@ -2,6 +2,7 @@
 
     nice -n 5 .venv/bin/python bench/eta.py            # the three jobs; results to bench/results/eta.md + .json
     .venv/bin/python bench/eta.py --smoke              # one tiny job, results to a temporary folder
+    .venv/bin/python bench/eta.py --replay bench/results/eta.json   # no jobs: see below
 
 Each job runs through a real embedded service (bench/quality.py's EmbeddedService: alembic, uvicorn,
 one Celery worker, SQLite and the filesystem broker). GET /v1/jobs/{id} is sampled every 0.25 s;
@@ -10,6 +11,12 @@ ended), and every sample taken after the first 10% of it gives the relative erro
 (eta - true_remaining) / true_remaining. Reported per job: median and worst (by absolute value)
 over the samples in 10%..90% of the job, and over 10%..100% (in the last tenth the time left is a
 few seconds, where the poll interval alone is a large share of it).
+
+Each run also records every call the jobs' Estimators got (worker/distill/eta.py, TRACE_FILE: the
+runner's epochs, runs and tail, on the same monotonic clock as the samples). `--replay` feeds those
+calls to worker/distill/eta.py as it is now and gives the figures it would have reached on the
+same jobs: a change to the estimator is judged on recorded jobs without running them again (the
+estimate shows at once in a replay, after the reporter's next flush in a real run).
 """
 
 from __future__ import annotations
@@ -52,27 +59,33 @@ def jobs(smoke: bool) -> list[tuple[str, dict]]:
         }
         return [("smoke", tiny)]
     demo = json.loads((ROOT / "examples" / "mnist1d-kd.json").read_text())
-    digits = {
-        "name": "digits CNN -> MLP",
-        "dataset": {"name": "digits"},
-        "teacher": {"train": {"arch": CNN_DIGITS, "epochs": 40, "patience": 5}},
-        "student": {"arch": MLP},
+    # Jobs a user would watch the ETA of: a minute or more. (Session 6's digits job took 4 s here;
+    # its ETA was mostly the poll interval and the tail.)
+    fashion = {
+        "name": "Fashion-MNIST CNN -> MLP",
+        "dataset": {"name": "fashion_mnist", "train_fraction": 0.25},
+        "teacher": {"train": {"arch": {"name": "cnn", "channels": [16, 32], "hidden": 64}, "epochs": 8, "patience": 2}},
+        "student": {"arch": {"name": "mlp", "hidden": [128]}},
         "method": {"name": "kd", "temperature": 4.0, "alpha": 0.9},
-        "training": {"epochs": 40},
+        "training": {"epochs": 10},
         "seeds": [0, 1],
         "baseline": True,
     }
     assistant = {
         "name": "mnist1d teacher assistant",
         "dataset": {"name": "mnist1d"},
-        "teacher": {"train": {"arch": {"name": "cnn", "channels": [32, 64]}, "epochs": 30, "patience": 5}},
+        "teacher": {"train": {"arch": {"name": "cnn", "channels": [32, 64]}, "epochs": 60, "patience": 10}},
         "student": {"arch": {"name": "mlp", "hidden": [32]}},
         "method": {"name": "teacher_assistant", "assistants": [{"name": "mlp", "hidden": [256, 128]}]},
-        "training": {"epochs": 30, "lr": 0.01},
-        "seeds": [0, 1],
+        "training": {"epochs": 40, "lr": 0.01},
+        "seeds": [0, 1, 2],
         "baseline": True,
     }
-    return [("demo (examples/mnist1d-kd.json)", demo), ("digits CNN teacher", digits), ("teacher assistant", assistant)]
+    return [
+        ("demo (examples/mnist1d-kd.json)", demo),
+        ("Fashion-MNIST CNN teacher", fashion),
+        ("teacher assistant", assistant),
+    ]
 
 
 def sample(client, job_id: str) -> list[dict]:
@@ -128,6 +141,7 @@ def run(label: str, spec: dict, url: str, quality) -> dict:
         final = client.get(f"/v1/jobs/{job_id}").json()
         events = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 500}).json()
     found = errors(samples)
+    first = samples[0]["at"]
     return {
         "job": label,
         "status": final["status"],
@@ -138,15 +152,17 @@ def run(label: str, spec: dict, url: str, quality) -> dict:
         "to_end": summary(found["rows"], 1.0),
         "errors": [[round(s, 3), None if e is None else round(e, 3)] for s, e in found["rows"]],
         # where each error comes from: what the job was doing at each sample, and its events' times
-        "samples": [_where(s, samples[0]["at"]) for s in samples],
-        "events": [{"at": e["at"], "phase": e["phase"], "message": e["message"]} for e in _items(events)],
+        "samples": [_where(s, first) for s in samples],
+        "events": [{"at": e["at"], "phase": e["phase"], "message": e["message"]} for e in events],
     }
 
 
 def _where(sample: dict, first: float) -> dict:
     run = (sample["epochs"] or {}).get("run") or {}
     return {
+        "at": sample["at"],  # monotonic, as the trace's calls
         "t": round(sample["at"] - first, 2),
+        "status": sample["status"],
         "phase": sample["phase"],
         "run": run.get("name"),
         "epoch": run.get("epoch"),
@@ -154,8 +170,56 @@ def _where(sample: dict, first: float) -> dict:
     }
 
 
-def _items(page: dict | list) -> list[dict]:
-    return page["items"] if isinstance(page, dict) else page
+def traces(path: Path) -> list[list[dict]]:
+    """The recorded Estimator calls, one list per job (each starts with its plan's runs)."""
+    jobs: list[list[dict]] = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        call = json.loads(line)
+        if call["call"] == "runs":
+            jobs.append([])
+        jobs[-1].append(call)
+    return jobs
+
+
+def replay(result: dict) -> list[dict]:
+    """Each recorded job's figures with the ETA worker/distill/eta.py gives now on its calls."""
+    from worker.distill import eta
+
+    tails, clock, replayed = eta.Tails(), Clock(), []
+    for job in result["jobs"]:
+        estimator, ends_at, calls, samples = None, None, list(job["trace"]), []
+        for s in job["samples"]:
+            while calls and calls[0]["at"] <= s["at"]:
+                call = calls.pop(0)
+                clock.now = call["at"]
+                if call["call"] == "runs":
+                    estimator = eta.Estimator([_planned(r) for r in call["args"][0]], clock, tails)
+                else:
+                    getattr(estimator, call["call"])(*[tuple(a) if isinstance(a, list) else a for a in call["args"]])
+                left = estimator.seconds_left()
+                ends_at = None if left is None else clock.now + left
+            running = s["status"] == "running" and ends_at is not None
+            samples.append({**s, "eta": max(0.0, ends_at - s["at"]) if running else None})
+        clock.now = next(s["at"] for s in samples if s["status"] in ENDED)
+        tails.ended()  # the runner's, once the job's outcome is written
+        found = errors(samples)
+        replayed.append({"job": job["job"], "to_90pct": summary(found["rows"], 0.9), "recorded": job["to_90pct"]})
+    return replayed
+
+
+class Clock:
+    """The recorded calls' time, as the replayed estimator reads it."""
+
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _planned(run: dict):
+    from worker.distill.eta import PlannedRun, StepProbe
+
+    return PlannedRun(**{**run, "probe": StepProbe(**run["probe"]) if run["probe"] else None})
 
 
 def uptime() -> str:
@@ -198,20 +262,40 @@ def _pct(value: float | None, sign: bool = True) -> str:
     return f"{100 * value:+.0f}%" if sign else f"{100 * value:.0f}%"
 
 
+def print_replay(path: Path) -> None:
+    print("| job | recorded: within ±30% (median) | replayed now: within ±30% (median, worst) |")
+    print("|---|---:|---:|")
+    for j in replay(json.loads(path.read_text())):
+        a, b = j["recorded"], j["to_90pct"]
+        print(
+            f"| {j['job']} | {_pct(a['within_30pct'], sign=False)} ({_pct(a['median'])}) "
+            f"| {_pct(b['within_30pct'], sign=False)} ({_pct(b['median'])}, {_pct(b['worst'])}) |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="one tiny job; results to a temporary folder")
     parser.add_argument("--out", type=Path, default=None, help="folder of eta.md and eta.json")
+    parser.add_argument("--replay", type=Path, help="an eta.json: its recorded calls through today's estimator")
     args = parser.parse_args()
+    if args.replay:
+        print_replay(args.replay)
+        return
+    from worker.distill import eta
+
     quality = _quality()
     out = args.out or (Path(tempfile.mkdtemp(prefix="eta-")) if args.smoke else ROOT / "bench" / "results")
     result = {"when": datetime.now().isoformat(timespec="seconds"), "load_before": uptime(), "jobs": []}
     with tempfile.TemporaryDirectory(prefix="distill-eta-") as home:
-        cache = ROOT / "var" / "bench-cache"
+        cache, trace = ROOT / "var" / "bench-cache", Path(home) / "eta-trace.jsonl"
+        os.environ[eta.TRACE_FILE] = str(trace)  # the service's runner inherits it
         with quality.EmbeddedService(Path(home) / "home", cache) as service:
             for label, spec in jobs(args.smoke):
                 result["jobs"].append(run(label, spec, service.url, quality))
-                print(json.dumps({k: v for k, v in result["jobs"][-1].items() if k != "errors"}), flush=True)
+                print(json.dumps({k: result["jobs"][-1][k] for k in ("job", "duration_s", "to_90pct")}), flush=True)
+        for job, calls in zip(result["jobs"], traces(trace), strict=True):
+            job["trace"] = calls
     result["load_after"] = uptime()
     out.mkdir(parents=True, exist_ok=True)
     (out / "eta.json").write_text(json.dumps(result, indent=1) + "\n")

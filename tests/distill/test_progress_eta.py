@@ -297,3 +297,41 @@ def test_one_slow_epoch_does_not_multiply_the_time_left_and_a_warm_up_epoch_is_n
     clock.now += 3.0  # the next run's first epoch pays its own warm-up
     estimator.epoch(1)
     assert estimator.seconds_left() < 2 + TAIL_SECONDS + 1  # priced from the run measured longer
+
+
+def test_a_traced_estimator_replays_to_the_same_time_left(tmp_path) -> None:
+    """bench/eta.py judges estimator changes on recorded jobs: replaying a job's recorded calls
+    with the same estimator must give what it said live."""
+    bench = _eta_bench()
+    trace, clock = tmp_path / "trace.jsonl", Clock()
+    estimator = Estimator([teacher(10, 3), student("student", 0)], clock, Tails(), trace=trace)
+    samples = []
+    for key, epochs, seconds in ((("teacher", "teacher"), 6, 1.0), (("student", "seed=0"), 10, 0.1)):
+        estimator.start_run(key, 100)
+        for epoch in range(1, epochs + 1):
+            clock.now += seconds
+            estimator.epoch(epoch, best=min(epoch, 3))
+            left = estimator.seconds_left()
+            samples.append({"at": clock.now, "status": "running", "eta": left})
+        estimator.finish_run(epochs)
+    estimator.evaluating()
+    clock.now += 1.0
+    samples.append({"at": clock.now, "status": "succeeded", "eta": None})
+    (calls,) = bench.traces(trace)
+    assert [c["call"] for c in calls[:3]] == ["runs", "start_run", "epoch"]
+    recorded = {"jobs": [{"job": "j", "samples": samples, "trace": calls, "to_90pct": None}]}
+    (replayed,) = bench.replay(recorded)
+    live = bench.summary(bench.errors(samples)["rows"], 0.9)
+    assert replayed["to_90pct"] == live and live["samples"] > 0
+
+
+def _eta_bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "eta.py"
+    spec = importlib.util.spec_from_file_location("bench_eta", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from app.contract.stages import state_shapes
@@ -47,6 +49,9 @@ TAIL_SECONDS = 2.0
 TAIL_SHARE = 0.01
 RECENT_TAILS = 3
 RECENT = 5  # epochs the pace of a run is taken over
+# A file where every Estimator appends each call it gets (JSON lines, the clock's time first):
+# bench/eta.py records real jobs' calls once and replays them against this module as it changes.
+TRACE_FILE = "DISTILL_ETA_TRACE"
 
 
 class Tails:
@@ -162,7 +167,11 @@ def expected_epochs(budget: int, patience: int | None, epoch: int, best: int | N
 
 class Estimator:
     def __init__(
-        self, runs: Sequence[PlannedRun], clock: Callable[[], float] = time.monotonic, tails: Tails = TAILS
+        self,
+        runs: Sequence[PlannedRun],
+        clock: Callable[[], float] = time.monotonic,
+        tails: Tails = TAILS,
+        trace: Path | None = None,
     ) -> None:
         self._clock, self._tails = clock, tails
         first_rows = next((r.rows for r in runs if r.rows), None)
@@ -170,9 +179,18 @@ class Estimator:
         self._current: _Run | None = None
         self._measured: list[_Run] = []  # runs with a measured pace, the latest last
         self._tail_started: float | None = None
+        traced = os.environ.get(TRACE_FILE)
+        self._trace = trace or (Path(traced) if traced else None)
+        self._record("runs", [asdict(r) for r in runs])
+
+    def _record(self, call: str, *args: Any) -> None:
+        if self._trace is not None:
+            with self._trace.open("a") as f:
+                f.write(json.dumps({"at": self._clock(), "call": call, "args": args}) + "\n")
 
     # --- what the pipeline says ----------------------------------------------------
     def start_run(self, key: tuple[str, str], rows: int | None = None) -> None:
+        self._record("start_run", key, rows)
         run = self._runs.get(key)
         if run is None:
             return
@@ -182,17 +200,20 @@ class Estimator:
 
     def rows_of(self, phase: str, rows: int) -> None:
         """The training rows of a phase's runs, once known (the students' data is made after the teacher)."""
+        self._record("rows_of", phase, rows)
         for run in self._runs.values():
             if run.plan.phase == phase and run.last_at is None:
                 run.rows = rows
 
     def resumed(self, epoch: int) -> None:
         """The current run goes on from its checkpoint's `epoch`: counted, not timed."""
+        self._record("resumed", epoch)
         if self._current is not None:
             self._current.epoch = epoch
             self._current.last_at = self._clock()
 
     def epoch(self, epoch: int, best: int | None = None) -> None:
+        self._record("epoch", epoch, best)
         run = self._current
         if run is None:
             return
@@ -204,16 +225,19 @@ class Estimator:
         run.epoch, run.best, run.last_at = epoch, best, now
 
     def finish_run(self, epochs_run: int) -> None:
+        self._record("finish_run", epochs_run)
         if self._current is not None:
             self._current.finished = epochs_run
             self._current.epoch = epochs_run
             self._current = None
 
     def evaluating(self) -> None:
+        self._record("evaluating")
         self._tail_started = self._clock()
         self._tails.began(self._clock)
 
     def ended(self) -> None:
+        self._record("ended")
         self._tails.ended()
 
     # --- what it answers ---------------------------------------------------------------
