@@ -185,7 +185,7 @@ def replay(result: dict) -> list[dict]:
     """Each recorded job's figures with the ETA worker/distill/eta.py gives now on its calls."""
     from worker.distill import eta
 
-    tails, clock, replayed = eta.Tails(), Clock(), []
+    clock, replayed = Clock(), []
     for job in result["jobs"]:
         estimator, ends_at, calls, samples = None, None, list(job["trace"]), []
         for s in job["samples"]:
@@ -193,15 +193,13 @@ def replay(result: dict) -> list[dict]:
                 call = calls.pop(0)
                 clock.now = call["at"]
                 if call["call"] == "runs":
-                    estimator = eta.Estimator([_planned(r) for r in call["args"][0]], clock, tails)
+                    estimator = eta.Estimator([_planned(r) for r in call["args"][0]], clock)
                 else:
                     getattr(estimator, call["call"])(*[tuple(a) if isinstance(a, list) else a for a in call["args"]])
                 left = estimator.seconds_left()
                 ends_at = None if left is None else clock.now + left
             running = s["status"] == "running" and ends_at is not None
             samples.append({**s, "eta": max(0.0, ends_at - s["at"]) if running else None})
-        clock.now = next(s["at"] for s in samples if s["status"] in ENDED)
-        tails.ended()  # the runner's, once the job's outcome is written
         found = errors(samples)
         replayed.append({"job": job["job"], "to_90pct": summary(found["rows"], 0.9), "recorded": job["to_90pct"]})
     return replayed

@@ -27,7 +27,7 @@ from app.contract.spec import JobSpec
 from app.models import Artifact, Job, utcnow
 from app.storage import dataset_arrays_key, get_storage
 from app.uploads.safetensors_header import read_header
-from worker.distill.eta import TAILS, Estimate
+from worker.distill.eta import Estimate
 from worker.distill.inputs import BroughtTeacher, JobInputs, TeacherFormat
 from worker.distill.report import json_safe
 from worker.output_store import OutputStore
@@ -330,7 +330,6 @@ def run_attempt(job_id: str, owner: str, stop_flag: Any) -> None:
         reporter.close(flush=True)
         reporter.store_outputs(outcome.files)
         in_transaction(lambda s: jobs.succeed(s, job_id, owner, outcome.report))
-        TAILS.ended()  # the next jobs' ETA counts storing the files and the row too
     except (Cancelled, LeaseLost):
         _close_quietly(reporter)  # a cancelled job keeps its metrics so far
         end_stopped(job_id, owner, reporter.stop_reason)

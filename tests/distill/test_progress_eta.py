@@ -13,13 +13,13 @@ from app.contract.architectures import CNNArch, MLPArch
 from tests.support.engine import run_tiny_job
 from tests.support.specs import tiny_spec
 from worker.distill.eta import (
+    EVAL_SHARE,
+    KEEP_EPOCHS,
     STILL_IMPROVING,
     TAIL_SECONDS,
-    TAIL_SHARE,
     Estimator,
     PlannedRun,
     StepProbe,
-    Tails,
     expected_epochs,
     forward_work,
     planned_run,
@@ -50,12 +50,12 @@ class Sim:
 
 def run_job(sims: list[Sim]) -> tuple[list[tuple[float, float | None]], float]:
     """Drive Progress as the pipeline does -> ((clock, seconds_left) per estimate, the job's end).
-    Evaluate and export take what the estimator expects of them."""
+    Keeping a teacher, evaluate and export take what the estimator expects of them."""
     clock, reporter = Clock(), MemoryReporter(checkpoint_dir=None)
     seen: list[tuple[float, float | None]] = []
     reporter.estimate = lambda e: seen.append((clock.now, e.seconds_left))  # type: ignore[method-assign]
     plans = [s.plan for s in sims]
-    progress = Progress(reporter, sum(s.plan.budget for s in sims), runs=plans, clock=clock, tails=Tails())
+    progress = Progress(reporter, sum(s.plan.budget for s in sims), runs=plans, clock=clock)
     progress.start()
     for sim in sims:
         on_epoch = progress.run(sim.plan.budget, sim.plan.key, sim.plan.rows)
@@ -66,8 +66,10 @@ def run_job(sims: list[Sim]) -> tuple[list[tuple[float, float | None]], float]:
             on_epoch.best(best)
             on_epoch(epoch)
         progress.run_done(sim.plan.budget, sim.ran)
+        if sim.plan.phase == "teacher":
+            clock.now += KEEP_EPOCHS * sim.seconds
     progress.evaluating()
-    clock.now += TAIL_SECONDS + TAIL_SHARE * clock.now
+    clock.now += progress.estimator.seconds_left() or 0.0
     progress.tail(1.0)
     return seen, clock.now
 
@@ -100,25 +102,31 @@ def test_counting_epochs_alike_is_what_it_replaces() -> None:
     plain = [PlannedRun(s.phase, s.name, s.arch, s.budget) for s in (teacher(), student("student", 0))]
     seen, end = run_job([Sim(plain[0], 10, 1.0), Sim(plain[1], 10, 0.1)])
     assert worst_error(seen, end, after=1.0) > 1.0  # 10 student epochs at 1 s each
-    assert worst_error(seen, end, after=10.2) < 0.05  # the student's own pace, once measured
+    # the student's own pace, once measured (its second epoch, after the teacher's keeping)
+    assert worst_error(seen, end, after=10 + KEEP_EPOCHS + 0.2) < 0.05
 
 
-def test_a_probed_student_is_priced_by_the_probes_ratio_not_by_its_work() -> None:
+def test_a_probed_student_is_priced_by_its_probe_plus_the_trainers_work_per_step() -> None:
     # The demo's case: a small student's step is mostly fixed cost, so its multiply-adds (a
     # tenth of the teacher's) price it at a tenth when it costs half. Probes of both steps
-    # (before the job trains) give the ratio; the measured teacher pace carries the machine's.
+    # (before the job trains) price the bare steps; what the trainer adds to each step (the
+    # batch, the teacher signal, the metrics) is as much per step as the measured teacher
+    # exceeds its own probe. Scaling by the probes' ratio would price the student too low.
     def probed(run: PlannedRun, step_seconds: float) -> PlannedRun:
         return replace(run, probe=StepProbe(step_seconds, step_seconds / 3, batch_size=10, val_rows=20))
 
-    sims = [
-        Sim(probed(teacher(), 0.04), 10, 1.0),  # measured 2.5x its probe: data, metrics, load
-        Sim(probed(student("student", 0), 0.02), 10, 0.5),
-        Sim(probed(student("baseline", 0), 0.02), 10, 0.5),
-    ]
+    teacher_run, students = probed(teacher(), 0.04), [probed(student(p, 0), 0.02) for p in ("student", "baseline")]
+    assert teacher_run.probe and students[0].probe
+    per_step = 0.03  # 10 steps per epoch of 100 rows
+    teacher_epoch = teacher_run.probe.epoch_seconds(100) + 10 * per_step
+    student_epoch = students[0].probe.epoch_seconds(100) + 10 * per_step
+    sims = [Sim(teacher_run, 10, teacher_epoch), *(Sim(s, 10, student_epoch) for s in students)]
     seen, end = run_job(sims)
-    assert worst_error(seen, end, after=1.0) < 0.05
+    assert worst_error(seen, end, after=teacher_epoch) < 0.05
     unprobed, end = run_job([Sim(replace(s.plan, probe=None), s.ran, s.seconds) for s in sims])
-    assert worst_error(unprobed, end, after=1.0) > 0.3  # what work alone said
+    assert worst_error(unprobed, end, after=teacher_epoch) > 0.3  # what work alone said
+    ratio = teacher_epoch * students[0].probe.epoch_seconds(100) / teacher_run.probe.epoch_seconds(100)
+    assert ratio < 0.8 * student_epoch  # what the probes' ratio would have said
 
 
 def test_a_probe_times_a_small_model_below_a_large_one_and_moves_no_random_stream() -> None:
@@ -154,17 +162,17 @@ def test_later_runs_of_the_same_arch_take_its_measured_pace() -> None:
         Sim(student("baseline", 0), 10, 0.3),
     ]
     seen, end = run_job(sims)
-    assert worst_error(seen, end, after=5.6) < 0.05
+    assert worst_error(seen, end, after=5 + KEEP_EPOCHS + 0.6) < 0.05
 
 
 def test_the_first_epoch_of_a_run_pays_warm_up_and_is_left_out() -> None:
     clock = Clock()
-    estimator = Estimator([student("student", 0, budget=11)], clock, Tails())
+    estimator = Estimator([student("student", 0, budget=11)], clock)
     estimator.start_run(("student", "seed=0"))
     for epoch, seconds in enumerate([5.0, 1.0, 1.0], 1):
         clock.now += seconds
         estimator.epoch(epoch)
-    assert estimator.seconds_left() == pytest.approx(8 * 1.0 + TAIL_SECONDS + 0.01 * (7.0 + 8.0))
+    assert estimator.seconds_left() == pytest.approx(8 * 1.0 + tail(1.0))
 
 
 def demo_student(phase: str, seed: int) -> PlannedRun:
@@ -193,7 +201,7 @@ def test_expected_epochs() -> None:
 
 def test_nothing_measured_means_unknown_and_a_resumed_epoch_is_not_timed() -> None:
     clock = Clock()
-    estimator = Estimator([teacher(), student("student", 0)], clock, Tails())
+    estimator = Estimator([teacher(), student("student", 0)], clock)
     assert estimator.seconds_left() is None
     estimator.start_run(("teacher", "teacher"))
     clock.now += 100.0  # a resumed run: its checkpoint's 6 epochs come back at once
@@ -202,12 +210,13 @@ def test_nothing_measured_means_unknown_and_a_resumed_epoch_is_not_timed() -> No
     clock.now += 2.0
     estimator.epoch(7)
     left = estimator.seconds_left()
-    assert left == pytest.approx(3 * 2.0 + 10 * 0.2 + TAIL_SECONDS + 0.01 * (2.0 + 8.0))
+    # 3 teacher epochs and its keeping at 2 s, 10 student epochs priced by work at 0.2 s
+    assert left == pytest.approx((3 + KEEP_EPOCHS) * 2.0 + 10 * 0.2 + tail(2.0 + 0.2))
 
 
 def test_the_epoch_budget_shrinks_when_a_run_stops_early() -> None:
     clock = Clock()
-    estimator = Estimator([teacher(60, 10), student("student", 0, 20)], clock, Tails())
+    estimator = Estimator([teacher(60, 10), student("student", 0, 20)], clock)
     assert estimator.estimate().epochs() == {"done": 0, "budget": 80, "planned": 80, "run": None}
     estimator.start_run(("teacher", "teacher"))
     for epoch in range(1, 25):
@@ -260,38 +269,46 @@ def test_a_real_job_reports_its_time_left_down_to_zero(tmp_path, data_cache) -> 
     ] * 2
 
 
-def test_evaluate_and_export_are_expected_to_take_what_they_took_before_to_the_jobs_end() -> None:
-    tails, clock = Tails(), Clock()
-    for took, storing in ((9.0, 1.0), (4.0, 1.0), (5.0, 0.0)):  # the first job pays one-off imports
-        estimator = Estimator([student("student", 0, budget=2)], clock, tails)
-        estimator.start_run(("student", "seed=0"))
-        clock.now += 1.0
-        estimator.epoch(1)
-        estimator.evaluating()
-        clock.now += took
-        estimator.ended()  # the pipeline's end
-        clock.now += storing
-        tails.ended()  # the runner stored the files and marked the job succeeded
-    assert tails.seconds == [10.0, 5.0, 5.0]
-    estimator = Estimator([student("student", 0, budget=2)], clock, tails)
-    estimator.start_run(("student", "seed=0"))
+def tail(paces: float, keep_epochs: float = KEEP_EPOCHS) -> float:
+    """Evaluate and export as the estimator prices them, for runs whose paces sum to `paces`."""
+    return TAIL_SECONDS + EVAL_SHARE * keep_epochs * paces
+
+
+def test_keeping_a_teacher_is_priced_in_its_epochs_then_as_measured_and_so_is_the_tail() -> None:
+    clock = Clock()
+    estimator = Estimator([teacher(budget=2), student("student", 0, budget=2)], clock)
+    estimator.start_run(("teacher", "teacher"))
+    for epoch in (1, 2):
+        clock.now += 2.0
+        estimator.epoch(epoch)
+    estimator.finish_run(2)
+    # keeping it: KEEP_EPOCHS of its 2 s epochs, counted down while it goes on
+    assert estimator.seconds_left() == pytest.approx(KEEP_EPOCHS * 2.0 + 2 * 0.2 + tail(2.2))
     clock.now += 1.0
+    assert estimator.seconds_left() == pytest.approx(KEEP_EPOCHS * 2.0 - 1.0 + 2 * 0.2 + tail(2.2))
+    clock.now += 5.0  # it took 6 s: 3 of its epochs
+    estimator.start_run(("student", "seed=0"))
+    assert estimator.seconds_left() == pytest.approx(2 * 0.2 + tail(2.2, keep_epochs=3.0))
+    clock.now += 0.2
     estimator.epoch(1)
-    assert estimator.seconds_left() == pytest.approx(1.0 + 5.0)  # the median of the last three
+    estimator.finish_run(2)
+    estimator.evaluating()
+    clock.now += 1.0
+    assert estimator.seconds_left() == pytest.approx(tail(2.2, keep_epochs=3.0) - 1.0)
 
 
 def test_one_slow_epoch_does_not_multiply_the_time_left_and_a_warm_up_epoch_is_not_a_pace():
     clock = Clock()
     student = PlannedRun("student", "seed=0", "mlp", budget=10)
     later = PlannedRun("student", "seed=1", "mlp", budget=10)
-    estimator = Estimator([student, later], clock, Tails())
+    estimator = Estimator([student, later], clock)
     estimator.start_run(student.key)
     for epoch, seconds in enumerate([2.0, 0.1, 0.1, 5.0, 0.1, 0.1], start=1):  # warm-up, then a checkpoint
         clock.now += seconds
         estimator.epoch(epoch)
     left = estimator.seconds_left()
     # 4 epochs of this run and 10 of the next at 0.1 s, plus the tail: not at the 1.06 s mean
-    assert left == pytest.approx(14 * 0.1 + TAIL_SECONDS + TAIL_SHARE * (7.4 + 1.4), rel=1e-6)
+    assert left == pytest.approx(14 * 0.1 + tail(0.1 + 0.1), rel=1e-6)
     estimator.finish_run(10)
     estimator.start_run(later.key)
     clock.now += 3.0  # the next run's first epoch pays its own warm-up
@@ -304,7 +321,7 @@ def test_a_traced_estimator_replays_to_the_same_time_left(tmp_path) -> None:
     with the same estimator must give what it said live."""
     bench = _eta_bench()
     trace, clock = tmp_path / "trace.jsonl", Clock()
-    estimator = Estimator([teacher(10, 3), student("student", 0)], clock, Tails(), trace=trace)
+    estimator = Estimator([teacher(10, 3), student("student", 0)], clock, trace=trace)
     samples = []
     for key, epochs, seconds in ((("teacher", "teacher"), 6, 1.0), (("student", "seed=0"), 10, 0.1)):
         estimator.start_run(key, 100)
@@ -313,6 +330,7 @@ def test_a_traced_estimator_replays_to_the_same_time_left(tmp_path) -> None:
             estimator.epoch(epoch, best=min(epoch, 3))
             left = estimator.seconds_left()
             samples.append({"at": clock.now, "status": "running", "eta": left})
+        clock.now += 0.001  # a replay applies the calls made up to a sample's time
         estimator.finish_run(epochs)
     estimator.evaluating()
     clock.now += 1.0

@@ -8,15 +8,15 @@ budget. So each run is priced on its own:
   leaving out its first once there are others: the first pays warm-up);
 - a run not started yet, from what is known, best first: a run of the same phase and architecture
   already measured (a student seed after the first), else the same architecture in another phase
-  (the baseline after the students), else the latest measured run scaled by the ratio of the
-  two architectures' probed epochs (`probe`: a few optimizer steps of each, timed on random data
-  before the job trains, worker/distill/step_probe.py; a small model's step is mostly fixed cost,
-  which multiply-adds do not see), else by forward multiply-adds per example and training rows
+  (the baseline after the students), else its probed epoch (`probe`: a few optimizer steps of
+  each architecture, timed on random data before the job trains, worker/distill/step_probe.py; a
+  small model's step is mostly fixed cost, which multiply-adds do not see) plus what the trainer
+  adds per step in the latest measured run, else by forward multiply-adds per example and training rows
   (`work`), else the last measured pace as it is (a brought model: nothing to compare);
 - early stopping: a run with `patience` is expected to stop `patience` epochs after its best one,
   plus a share (STILL_IMPROVING) of the budget beyond that while it has improved recently;
-- evaluate and export: what they took to the job's end in this process before (Tails), else
-  TAIL_SECONDS plus TAIL_SHARE of the training time.
+- the work between runs and at the end, in epochs of the runs it is about (KEEP_EPOCHS,
+  EVAL_SHARE): keeping a trained teacher, evaluating every model, exporting.
 
 Nothing here reads a clock but `clock` (tests inject one). Before any epoch was measured the time
 left is unknown (None), also on a resumed attempt: its restored epochs cost nothing measurable.
@@ -42,50 +42,22 @@ from app.contract.stages import state_shapes
 # 5, 13, 14 and stopped at 24; with the demo's students after it, 0.15 keeps the job's ETA within
 # -28%..+23% after its first 10% (0: -36%..0, 0.25: -22%..+39%; tests/distill/test_progress_eta.py).
 STILL_IMPROVING = 0.15
-# Evaluate + export (test metrics, latency, ONNX export and check, the report's files, storing
-# them) cost about the same whatever the job: the median of the last RECENT_TAILS this process
-# measured (the runner process is long-lived), else TAIL_SECONDS + TAIL_SHARE of training.
-TAIL_SECONDS = 2.0
-TAIL_SHARE = 0.01
-RECENT_TAILS = 3
+# Work that is not epochs, priced in epochs of the runs it is about (fitted on bench/eta.py's
+# traces of session 7: a Fashion-MNIST CNN teacher of 11 s epochs took 14 s to keep, its tail 10.5 s):
+# - keeping a trained teacher or assistant (its metrics on every split, its ONNX export checked on
+#   the test split, its files stored) and getting the next run ready: KEEP_EPOCHS of its epochs
+#   (measured 1.2-2.2) until this job has kept one, then what that one took;
+# - evaluate and export: every trained model evaluated on every split again, EVAL_SHARE of a
+#   keeping per model (measured 0.4-0.7), plus TAIL_SECONDS (the student's export, the report's
+#   files, storing them).
+KEEP_EPOCHS = 1.5
+EVAL_SHARE = 0.55
+TAIL_SECONDS = 1.0
+KEPT = ("teacher", "assistant")  # the phases whose models are kept (worker/distill/pipeline.py)
 RECENT = 5  # epochs the pace of a run is taken over
 # A file where every Estimator appends each call it gets (JSON lines, the clock's time first):
 # bench/eta.py records real jobs' calls once and replays them against this module as it changes.
 TRACE_FILE = "DISTILL_ETA_TRACE"
-
-
-class Tails:
-    """The evaluate-to-end seconds of the jobs this process ran: from evaluate's start to the job's
-    outcome written (its files stored and its row marked succeeded, by the runner after the
-    pipeline returned: ~0.9 s of the ~1-1.5 s a small job's tail takes)."""
-
-    def __init__(self) -> None:
-        self.seconds: list[float] = []
-        self._open: tuple[Callable[[], float], float] | None = None  # the current job's clock and start
-        self._counted = False
-
-    def began(self, clock: Callable[[], float]) -> None:
-        self._open, self._counted = (clock, clock()), False
-
-    def ended(self) -> None:
-        """The current job's tail ends here: at the end of export, and again once the runner has
-        written the job's outcome (the later call counts)."""
-        if self._open is None:
-            return
-        clock, started = self._open
-        took = clock() - started
-        if self._counted:
-            self.seconds[-1] = took
-        else:
-            self.seconds.append(took)
-            self._counted = True
-
-    def expected(self, training: float) -> float:
-        recent = self.seconds[-RECENT_TAILS:]
-        return statistics.median(recent) if recent else TAIL_SECONDS + TAIL_SHARE * training
-
-
-TAILS = Tails()  # the process's own; tests give an Estimator a fresh one
 
 
 @dataclass(frozen=True)
@@ -95,10 +67,12 @@ class StepProbe:
     batch_size: int
     val_rows: int
 
+    def steps(self, rows: int) -> int:
+        return math.ceil(rows / self.batch_size)
+
     def epoch_seconds(self, rows: int) -> float:
         """An epoch of `rows` training rows: its steps, then validation."""
-        steps = math.ceil(rows / self.batch_size)
-        return steps * self.step_seconds + self.val_rows / self.batch_size * self.forward_seconds
+        return self.steps(rows) * self.step_seconds + self.val_rows / self.batch_size * self.forward_seconds
 
 
 @dataclass(frozen=True)
@@ -143,6 +117,7 @@ class _Run:
     best: int | None = None
     finished: int | None = None  # epochs it ran, once finished
     last_at: float | None = None  # the clock at its last epoch end (or its start)
+    after: float | None = None  # seconds from its end to the next run's start (a kept run: its keeping)
 
     def pace(self) -> float | None:
         """The median of its last few epochs: one slow epoch (a checkpoint, the machine busy for
@@ -170,15 +145,15 @@ class Estimator:
         self,
         runs: Sequence[PlannedRun],
         clock: Callable[[], float] = time.monotonic,
-        tails: Tails = TAILS,
         trace: Path | None = None,
     ) -> None:
-        self._clock, self._tails = clock, tails
+        self._clock = clock
         first_rows = next((r.rows for r in runs if r.rows), None)
         self._runs = {r.key: _Run(r, r.rows or first_rows) for r in runs}
         self._current: _Run | None = None
         self._measured: list[_Run] = []  # runs with a measured pace, the latest last
         self._tail_started: float | None = None
+        self._ended: tuple[_Run, float] | None = None  # the run that finished last, and when
         traced = os.environ.get(TRACE_FILE)
         self._trace = trace or (Path(traced) if traced else None)
         self._record("runs", [asdict(r) for r in runs])
@@ -194,9 +169,16 @@ class Estimator:
         run = self._runs.get(key)
         if run is None:
             return
+        self._between_runs()
         run.rows = rows or run.rows
         run.last_at = self._clock()
         self._current = run
+
+    def _between_runs(self) -> None:
+        """The previous run's `after`: from its end to now (the next run's start, or evaluate's)."""
+        if self._ended is not None:
+            ended, at = self._ended
+            ended.after, self._ended = self._clock() - at, None
 
     def rows_of(self, phase: str, rows: int) -> None:
         """The training rows of a phase's runs, once known (the students' data is made after the teacher)."""
@@ -229,16 +211,16 @@ class Estimator:
         if self._current is not None:
             self._current.finished = epochs_run
             self._current.epoch = epochs_run
+            self._ended = (self._current, self._clock())
             self._current = None
 
     def evaluating(self) -> None:
         self._record("evaluating")
+        self._between_runs()
         self._tail_started = self._clock()
-        self._tails.began(self._clock)
 
     def ended(self) -> None:
         self._record("ended")
-        self._tails.ended()
 
     # --- what it answers ---------------------------------------------------------------
     def estimate(self) -> Estimate:
@@ -262,25 +244,38 @@ class Estimator:
     def seconds_left(self) -> float | None:
         if not self._measured:
             return None
-        left = [self._run_seconds(r) for r in self._runs.values() if r.finished is None]
-        training = [s for s in left if s is not None]
-        if len(training) < len(left):
+        runs = list(self._runs.values())
+        paces = {r.plan.key: pace for r in runs if (pace := self._expected_pace(r)) is not None}
+        if len(paces) < len(runs):
             return None
-        spent = sum(sum(r.durations) for r in self._measured)
-        tail = self._tails.expected(spent + sum(training))
+        left = sum(self._run_seconds(r, paces[r.plan.key]) for r in runs if r.finished is None)
+        keeping = self._keep_epochs()
+        if self._ended is not None and self._ended[0].plan.phase in KEPT:  # keeping it now
+            ended, at = self._ended
+            left += max(0.0, keeping * paces[ended.plan.key] - (self._clock() - at))
+        tail = TAIL_SECONDS + EVAL_SHARE * keeping * sum(paces.values())
         if self._tail_started is not None:
             tail = max(0.0, tail - (self._clock() - self._tail_started))
-        return sum(training) + tail
+        return left + tail
 
-    def _run_seconds(self, run: _Run) -> float | None:
-        """A run's seconds left: its expected epochs left at its pace."""
+    def _expected_pace(self, run: _Run) -> float | None:
         # A run's first epoch pays its warm-up: until it has a second, a run of the same kind
         # measured longer says more.
-        pace = run.pace() if len(run.durations) > 1 else (self._pace_of(run) or run.pace())
-        if pace is None:
-            return None
+        return run.pace() if len(run.durations) > 1 else (self._pace_of(run) or run.pace())
+
+    def _run_seconds(self, run: _Run, pace: float) -> float:
+        """A run's seconds left: its expected epochs left at its pace, and its keeping."""
         epochs = expected_epochs(run.plan.budget, run.plan.patience, run.epoch, run.best) - run.epoch
-        return max(0.0, epochs) * pace
+        kept = self._keep_epochs() if run.plan.phase in KEPT else 0.0
+        return (max(0.0, epochs) + kept) * pace
+
+    def _keep_epochs(self) -> float:
+        """A kept run's keeping in its own epochs: as this job's last kept run took, else KEEP_EPOCHS."""
+        for run in reversed(self._measured):
+            pace = run.pace()
+            if run.plan.phase in KEPT and run.after is not None and pace:
+                return run.after / pace
+        return KEEP_EPOCHS
 
     def _pace_of(self, run: _Run) -> float | None:
         """The seconds per epoch of a run not measured yet, from the runs that were."""
@@ -296,9 +291,13 @@ class Estimator:
         latest_pace = latest.pace()
         assert latest_pace is not None  # a measured run has an epoch
         if run.plan.probe and latest.plan.probe and run.rows and latest.rows:
-            # the probes' ratio: what the job's data, metrics and the machine's load add to a
-            # bare step shows in the measured run and is assumed alike for this one
-            return latest_pace * run.plan.probe.epoch_seconds(run.rows) / latest.plan.probe.epoch_seconds(latest.rows)
+            # Its probe, plus what the trainer adds to each bare step (indexing and moving the
+            # batch, the teacher signal, the metrics): as much per step as the measured run's pace
+            # exceeds its own probe. Scaling by the probes' ratio instead priced the small students
+            # of a CNN teacher at 0.4-0.5 of what they cost (bench/eta.py's teacher-assistant job).
+            latest_probe = latest.plan.probe.epoch_seconds(latest.rows)
+            per_step = max(0.0, latest_pace - latest_probe) / latest.plan.probe.steps(latest.rows)
+            return run.plan.probe.epoch_seconds(run.rows) + per_step * run.plan.probe.steps(run.rows)
         work = _ratio(run.plan.work, latest.plan.work)
         return latest_pace * work * _ratio(run.rows, latest.rows)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from worker.distill.eta import TAILS, Estimator, PlannedRun, Tails
+from worker.distill.eta import Estimator, PlannedRun
 from worker.distill.reporting import Reporter
 from worker.distill.trainer import EpochCallback
 
@@ -26,14 +26,13 @@ class Progress:
         *,
         runs: Sequence[PlannedRun] = (),
         clock: Callable[[], float] = time.monotonic,
-        tails: Tails = TAILS,
     ) -> None:
         self._reporter = reporter
         self._planned = max(1, planned_epochs)
         self._tail = tail
         self._done = 0  # epochs of finished runs, counted at their full budget
         self._last = -1.0
-        self.estimator = Estimator(runs, clock, tails)
+        self.estimator = Estimator(runs, clock)
 
     def _set(self, fraction: float) -> None:
         fraction = min(1.0, max(fraction, self._last))
