@@ -136,10 +136,15 @@ class Job:
 
     def _planned_runs(self) -> list[PlannedRun]:
         """The trained runs as the ETA prices them (brought teachers are loaded: no epochs); the
-        students' rows are the teacher's until their data is made (prepare_student_data)."""
+        students' rows are the teacher's share of train_fraction until their data is made
+        (prepare_student_data: a transfer set adds rows)."""
         splits = self.data.splits
+        teacher_rows = len(splits.train)
+        student_rows = max(1, round(teacher_rows * self.spec.dataset.train_fraction))
         planned = [
-            planned_run(r, splits.input_shape, splits.num_classes, len(splits.train)) for r in self.runs if r.trained
+            planned_run(r, splits.input_shape, splits.num_classes, teacher_rows if r.phase == TEACHER else student_rows)
+            for r in self.runs
+            if r.trained
         ]
         trained = [r for r in self.runs if r.trained]
         return with_probes(planned, trained, splits.input_shape, splits.num_classes, len(splits.val), self.device)
