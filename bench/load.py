@@ -90,12 +90,15 @@ class Load:
             writer.close()
 
 
-async def probe_healthz(port: int, until: float, worst: list[float]) -> None:
-    """One fresh connection per probe, every 0.2 s: the slowest answer (timeout: 5 s)."""
+async def probe_healthz(port: int, until: float, worst: list[float], connects: list[float] | None = None) -> None:
+    """One fresh connection per probe, every 0.2 s: the slowest answer (timeout: 5 s), and in
+    `connects` how long each TCP connect took of it (a SYN the kernel answers late is not the API)."""
     while time.monotonic() < until:
         start = time.monotonic()
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+            if connects is not None:
+                connects.append(time.monotonic() - start)
             writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             await asyncio.wait_for(_read_response(reader), 5)
             writer.close()
@@ -133,13 +136,14 @@ async def measure(
     load = Load(port, path, headers, timeout)
     cpu_before = _cpu_seconds(server_pid)
     during: list[float] = []
+    connects: list[float] = []
     after: list[float] = []
     start = time.monotonic()
     until = start + seconds
     # The probe runs on an event loop of its own (a thread): on the load's loop, 256 busy
     # connections delayed the probe's own reads by seconds, which is the load generator's time,
     # not the server's.
-    probe = asyncio.to_thread(asyncio.run, probe_healthz(port, until, during))
+    probe = asyncio.to_thread(asyncio.run, probe_healthz(port, until, during, connects))
     await asyncio.gather(probe, *(load.connection(until) for _ in range(connections)))
     elapsed = time.monotonic() - start
     cpu = _cpu_seconds(server_pid) - cpu_before
@@ -156,6 +160,7 @@ async def measure(
         "p99_ms": round(1000 * _pct(load.latencies, 0.99), 1),
         "server_cpu_ms_per_request": round(1000 * cpu / max(1, len(load.latencies)), 3),
         "healthz_worst_during_s": round(max(during, default=0), 2),
+        "healthz_worst_connect_during_s": round(max(connects, default=0), 2),
         "healthz_worst_after_s": round(max(after, default=0), 2),
         "recovery_s": round(time.monotonic() - recovered, 1),
     }
