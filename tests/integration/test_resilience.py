@@ -165,6 +165,7 @@ def test_redis_and_postgres_restarts_lose_no_accepted_job(make_service, tmp_path
             assert events(api, job_id).count("job succeeded") == 1
         # The messages of the queued jobs died with Redis; the sweeper sent them again.
         assert "sweeper sent" in svc.dump_logs()
+        svc.stop()  # while its servers live: a worker whose Redis is gone waits out its SIGTERM (20 s)
     finally:
         redis.stop()
         postgres.destroy()
