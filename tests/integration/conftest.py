@@ -14,16 +14,16 @@ from tests.support.services import FAST_RECOVERY, Service, subprocess_env
 
 @pytest.fixture
 def make_service(request, tmp_path: Path) -> Iterator[Callable[..., Service]]:
-    """make_service(env): a Service with its API started, no worker yet; stopped after the test,
-    its logs printed if the test failed."""
+    """make_service(env, workers=0): a Service with its API started and `workers` workers (more
+    with start_worker); stopped after the test, its logs printed if the test failed."""
     made: list[Service] = []
 
-    def make(env: dict) -> Service:
+    def make(env: dict, *, workers: int = 0) -> Service:
         logs = tmp_path / f"logs-{len(made)}"
         logs.mkdir()
         svc = Service(env=env, logs=logs)
         made.append(svc)
-        svc.start_api()
+        svc.start_api(workers=workers)
         return svc
 
     yield make
@@ -41,9 +41,7 @@ def service(request, tmp_path: Path, make_service) -> Service:
         env = subprocess_env(tmp_path, _empty_postgres(request.getfixturevalue("postgres_database")), REDIS_URL)
     else:
         env = subprocess_env(tmp_path, None, "filesystem://")
-    svc = make_service(env)
-    svc.start_worker()
-    return svc
+    return make_service(env, workers=1)
 
 
 @pytest.fixture

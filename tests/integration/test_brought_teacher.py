@@ -48,8 +48,7 @@ def npz_bytes(**arrays) -> bytes:
 
 
 def test_an_onnx_teacher_from_another_framework_is_distilled_into_an_mlp(make_service, tmp_path: Path, sklearn_teacher):
-    svc: Service = make_service(subprocess_env(tmp_path, None, "filesystem://"))
-    svc.start_worker()
+    svc: Service = make_service(subprocess_env(tmp_path, None, "filesystem://"), workers=1)
     api = svc.client()
     t = sklearn_teacher
 

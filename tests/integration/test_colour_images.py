@@ -34,8 +34,7 @@ def colour_zip(n_per_class: int = 24, side: int = 10) -> tuple[bytes, dict[str, 
 
 
 def test_colour_zip_to_a_deployable_timm_student(tmp_path: Path, make_service):
-    svc = make_service(subprocess_env(tmp_path, None, "filesystem://"))
-    svc.start_worker()
+    svc = make_service(subprocess_env(tmp_path, None, "filesystem://"), workers=1)
     api = svc.client()
     r = api.post("/v1/artifacts", data={"kind": "dataset"}, files={"file": ("colours.zip", colour_zip())})
     assert r.status_code == 201, r.text

@@ -31,8 +31,7 @@ def _finished(api, job_id: str, svc: Service) -> dict:
 
 
 def test_a_jobs_student_is_the_next_jobs_starting_point(make_service, tmp_path: Path):
-    svc: Service = make_service(subprocess_env(tmp_path, None, "filesystem://"))
-    svc.start_worker()
+    svc: Service = make_service(subprocess_env(tmp_path, None, "filesystem://"), workers=1)
     api = svc.client()
 
     first = api.post("/v1/jobs", json=SPEC)

@@ -57,9 +57,9 @@ def trial_jobs(api: httpx.Client, sweep: dict) -> list[dict]:
 
 @pytest.fixture
 def embedded(tmp_path, make_service) -> Service:
-    svc = make_service(subprocess_env(tmp_path, None, "filesystem://", sweep_seconds=1, resend_after_seconds=4))
-    svc.start_worker()
-    return svc
+    return make_service(
+        subprocess_env(tmp_path, None, "filesystem://", sweep_seconds=1, resend_after_seconds=4), workers=1
+    )
 
 
 def test_a_tiny_grid_ends_with_a_leaderboard_and_a_winner_chosen_on_validation(embedded: Service):

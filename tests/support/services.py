@@ -90,8 +90,12 @@ class Service:
         self.processes.append(proc)
         return proc
 
-    def start_api(self) -> None:
+    def start_api(self, *, workers: int = 0) -> None:
+        """The API, and `workers` workers spawned while it starts (a worker needs no API, and
+        both starts cost seconds of CPU: on two cores they overlap); returns once /readyz answers."""
         self._spawn("api", [str(BIN / "uvicorn"), "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)])
+        for _ in range(workers):
+            self.start_worker()
         poll_until(self._ready, timeout=60, what="the API's /readyz")
 
     def start_worker(self, name: str = "worker") -> subprocess.Popen:
@@ -159,9 +163,7 @@ def running_service(env: dict[str, str], logs: Path, *, workers: int = 0) -> Ite
     are printed if the block (or a start) raised."""
     service = Service(env=env, logs=logs)
     try:
-        service.start_api()
-        for _ in range(workers):
-            service.start_worker()
+        service.start_api(workers=workers)
         yield service
     except GeneratorExit:
         raise
