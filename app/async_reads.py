@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import JSON, ColumnElement, Select, and_, bindparam, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.types import TypeDecorator
 
 from app.models import ApiKey, Job
@@ -33,6 +33,9 @@ CONNECTION_LOST = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
+    # A backend terminated while its connection sat idle: asyncpg may read the server's FATAL
+    # before the socket's close, and then refuses the next query with this, not a lost connection.
+    asyncpg.exceptions.InternalClientError,
     OSError,
 )
 
@@ -53,7 +56,8 @@ class CompiledRead:
     and how its row's values become Python values (each column's result processor)."""
 
     def __init__(self, statement: Select[Any]) -> None:
-        compiled = statement.compile(dialect=asyncpg_dialect())
+        dialect = asyncpg_dialect()
+        compiled = statement.compile(dialect=dialect)
         self.sql = str(compiled)
         self.params: list[str] = list(compiled.positiontup or [])
         self.names: list[str] = []
@@ -64,7 +68,7 @@ class CompiledRead:
         # asyncpg gives the values SQLAlchemy gives for plain types (str, float, bool); json as
         # its text, decoded here, and the project's own types convert further (UTCDateTime:
         # naive UTC -> aware).
-        self._processors = [_processor(column.type) for column in statement.selected_columns]
+        self._processors = [_processor(column.type, dialect) for column in statement.selected_columns]
 
     def args(self, values: dict[str, Any]) -> list[Any]:
         return [values[name] for name in self.params]
@@ -74,11 +78,11 @@ class CompiledRead:
         return SimpleNamespace(**dict(zip(self.names, converted, strict=True)))
 
 
-def _processor(column_type: Any) -> Callable[[Any], Any] | None:
+def _processor(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     if isinstance(column_type, JSON):
         return json.loads
     if isinstance(column_type, TypeDecorator):
-        return column_type.result_processor(asyncpg_dialect(), None)
+        return column_type.result_processor(dialect, None)
     return None
 
 

@@ -156,7 +156,8 @@ class Estimator:
         self._ended: tuple[_Run, float] | None = None  # the run that finished last, and when
         traced = os.environ.get(TRACE_FILE)
         self._trace = trace or (Path(traced) if traced else None)
-        self._record("runs", [asdict(r) for r in runs])
+        if self._trace is not None:
+            self._record("runs", [asdict(r) for r in runs])
 
     def _record(self, call: str, *args: Any) -> None:
         if self._trace is not None:
@@ -248,8 +249,8 @@ class Estimator:
         paces = {r.plan.key: pace for r in runs if (pace := self._expected_pace(r)) is not None}
         if len(paces) < len(runs):
             return None
-        left = sum(self._run_seconds(r, paces[r.plan.key]) for r in runs if r.finished is None)
         keeping = self._keep_epochs()
+        left = sum(self._run_seconds(r, paces[r.plan.key], keeping) for r in runs if r.finished is None)
         if self._ended is not None and self._ended[0].plan.phase in KEPT:  # keeping it now
             ended, at = self._ended
             left += max(0.0, keeping * paces[ended.plan.key] - (self._clock() - at))
@@ -263,10 +264,11 @@ class Estimator:
         # measured longer says more.
         return run.pace() if len(run.durations) > 1 else (self._pace_of(run) or run.pace())
 
-    def _run_seconds(self, run: _Run, pace: float) -> float:
+    @staticmethod
+    def _run_seconds(run: _Run, pace: float, keeping: float) -> float:
         """A run's seconds left: its expected epochs left at its pace, and its keeping."""
         epochs = expected_epochs(run.plan.budget, run.plan.patience, run.epoch, run.best) - run.epoch
-        kept = self._keep_epochs() if run.plan.phase in KEPT else 0.0
+        kept = keeping if run.plan.phase in KEPT else 0.0
         return (max(0.0, epochs) + kept) * pace
 
     def _keep_epochs(self) -> float:
