@@ -40,7 +40,7 @@ from app.contract.stages import state_shapes
 # it goes on. So: b + p, plus this share of the budget beyond it, fading to nothing as the epochs
 # without improvement reach p. The demo's CNN teacher (budget 60, patience 10) improved at 1, 2, 3,
 # 5, 13, 14 and stopped at 24; the Fashion-MNIST one (budget 8, patience 2) improved at every epoch.
-# Replayed on bench/eta.py's 8 recorded jobs (sessions 7-8), the share of each job's samples within
+# Replayed on bench/eta.py's 8 recorded jobs (bench/results/eta-traces-*.json), the share of each job's samples within
 # ±30% after its first 10%: 0.4 -> 79-100%, mean 93% (0: 55-100%, 0.15: 58-100%, 0.6: 71-100%).
 STILL_IMPROVING = 0.4
 # Work that is not epochs, priced in epochs of the runs it is about (fitted on bench/eta.py's
