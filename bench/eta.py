@@ -247,9 +247,10 @@ def markdown(result: dict) -> str:
         )
     lines += [
         "",
-        "How the ETA is made: worker/distill/eta.py (each run at its measured seconds per epoch; runs not "
-        "started from the same architecture measured, else forward multiply-adds x rows against a measured "
-        "run; early stops expected from patience and the best epoch so far). Per-sample errors: eta.json.",
+        "How the ETA is made: worker/distill/eta.py (each run at the median of its measured epochs; runs not "
+        "started from the same architecture measured, else from their probed step plus the trainer's extra "
+        "as a measured run shows it; early stops expected from patience and the best epoch so far). "
+        "Per-sample errors: eta.json.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -40,8 +40,8 @@ from app.contract.stages import state_shapes
 # it goes on. So: b + p, plus this share of the budget beyond it, fading to nothing as the epochs
 # without improvement reach p. The demo's CNN teacher (budget 60, patience 10) improved at 1, 2, 3,
 # 5, 13, 14 and stopped at 24; the Fashion-MNIST one (budget 8, patience 2) improved at every epoch.
-# Replayed on bench/eta.py's 8 recorded jobs (bench/results/eta-traces-*.json), the share of each job's samples within
-# ±30% after its first 10%: 0.4 -> 79-100%, mean 93% (0: 55-100%, 0.15: 58-100%, 0.6: 71-100%).
+# Replayed on bench/eta.py's 11 recorded jobs (bench/results/eta*.json), the share of each job's
+# samples within ±30% after its first 10%: 0.4 -> 67-100%, mean 91% (0.15: 58-100%, mean 80%).
 STILL_IMPROVING = 0.4
 # Work that is not epochs, priced in epochs of the runs it is about (fitted on bench/eta.py's
 # traces of session 7: a Fashion-MNIST CNN teacher of 11 s epochs took 14 s to keep, its tail 10.5 s):
@@ -306,8 +306,9 @@ def _probed_pace(probe: StepProbe, rows: int, measured: StepProbe, measured_rows
     Whether that is a fixed cost per step (the measured pace's excess over its probe) or a share
     of the step (their ratio) differs between runs of one job: on bench/eta.py's recorded jobs the
     excess priced the demo's students at 1.5x what they cost in one run, the ratio the teacher
-    assistant's at 0.5x in another. The mean of the two: within ±30% on 93% of those jobs' samples
-    (excess 87%, ratio 88%; the replays, session 8)."""
+    assistant's at 0.5x in another. The mean of the two, replayed on 11 recorded jobs: within ±30%
+    on 91% of a job's samples on average, 67% on the worst job (the excess alone 86% / 59%, the
+    ratio alone 91% / 64%)."""
     own, measured_probe = probe.epoch_seconds(rows), measured.epoch_seconds(measured_rows)
     per_step = max(0.0, measured_pace - measured_probe) / measured.steps(measured_rows)
     fixed = own + per_step * probe.steps(rows)
