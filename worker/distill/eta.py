@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from app.contract.phases import TEACHER
 from app.contract.stages import state_shapes
 
 # A run that improved at epoch b with patience p stops at b + p at the earliest; while it improves
@@ -48,9 +49,9 @@ STILL_IMPROVING = 0.4
 # - keeping a trained teacher or assistant (its metrics on every split, its ONNX export checked on
 #   the test split, its files stored) and getting the next run ready: KEEP_EPOCHS of its epochs
 #   (measured 1.2-2.2) until this job has kept one, then what that one took;
-# - evaluate and export: every trained model evaluated on every split again, EVAL_SHARE of a
-#   keeping per model (measured 0.4-0.7), plus TAIL_SECONDS (the student's export, the report's
-#   files, storing them).
+# - evaluate and export: every trained model but the teachers (their figures are those taken when
+#   they were kept) evaluated on every split again, EVAL_SHARE of a keeping per model (measured
+#   0.4-0.7), plus TAIL_SECONDS (the student's export, the report's files, storing them).
 KEEP_EPOCHS = 1.5
 EVAL_SHARE = 0.55
 TAIL_SECONDS = 1.0
@@ -256,7 +257,8 @@ class Estimator:
         if self._ended is not None and self._ended[0].plan.phase in KEPT:  # keeping it now
             ended, at = self._ended
             left += max(0.0, keeping * paces[ended.plan.key] - (self._clock() - at))
-        tail = TAIL_SECONDS + EVAL_SHARE * keeping * sum(paces.values())
+        evaluated_again = sum(pace for key, pace in paces.items() if key[0] != TEACHER)  # a teacher's figures are kept
+        tail = TAIL_SECONDS + EVAL_SHARE * keeping * evaluated_again
         if self._tail_started is not None:
             tail = max(0.0, tail - (self._clock() - self._tail_started))
         return left + tail

@@ -18,7 +18,7 @@ report of an uninterrupted run.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -225,7 +225,10 @@ class Job:
             return
         assert run.arch is not None  # a kept run was trained here
         facts: dict[str, Any] = {"phase": run.phase, "run": run.name, "arch": run.arch.model_dump(mode="json")}
-        facts |= {"data": self.spec.dataset.label, **metrics.evaluate(model, self.data.splits)}
+        evaluated = metrics.evaluate(model, self.data.splits)
+        facts |= {"data": self.spec.dataset.label, **evaluated}
+        trained = self.trained[(run.phase, run.name)]
+        self.trained[(run.phase, run.name)] = replace(trained, evaluated=evaluated)  # the report's too
         self.kept += files
         publish = getattr(self.reporter, "keep_teacher", None)
         if publish is not None:
