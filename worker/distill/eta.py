@@ -4,19 +4,19 @@ Counting planned epochs alike was 6-9x too high for the first third of the demo 
 epoch costs ~30x an MLP student epoch there, and the teacher stops early at about a third of its
 budget. So each run is priced on its own:
 
-- the run under way: its epochs left at its measured pace (the mean of its last few epochs,
-  leaving out its first once there are others: the first pays warm-up);
+- the run under way: its epochs left at its measured pace (the median of its epochs, leaving out
+  its first once there are others: the first pays warm-up);
 - a run not started yet, from what is known, best first: a run of the same phase and architecture
   already measured (a student seed after the first), else the same architecture in another phase
-  (the baseline after the students), else its probed epoch (`probe`: a few optimizer steps of
+  (the baseline after the students), else its probed epoch (`probe`: ten optimizer steps of
   each architecture, timed on random data before the job trains, worker/distill/step_probe.py; a
   small model's step is mostly fixed cost, which multiply-adds do not see) plus what the trainer
-  adds per step in the latest measured run, else by forward multiply-adds per example and training rows
+  adds to it in the latest measured run, else by forward multiply-adds per example and training rows
   (`work`), else the last measured pace as it is (a brought model: nothing to compare);
 - early stopping: a run with `patience` is expected to stop `patience` epochs after its best one,
-  plus a share (STILL_IMPROVING) of the budget beyond that while it has improved recently;
+  plus the share of the budget beyond that which its last `patience` epochs improved in;
 - the work between runs and at the end, in epochs of the runs it is about (KEEP_EPOCHS,
-  EVAL_SHARE): keeping a trained teacher, evaluating every model, exporting.
+  EVAL_SHARE): keeping a trained teacher, evaluating the other models, exporting.
 
 Nothing here reads a clock but `clock` (tests inject one). Before any epoch was measured the time
 left is unknown (None), also on a resumed attempt: its restored epochs cost nothing measurable.
@@ -37,13 +37,6 @@ from typing import Any
 from app.contract.phases import TEACHER
 from app.contract.stages import state_shapes
 
-# A run that improved at epoch b with patience p stops at b + p at the earliest; while it improves
-# it goes on. So: b + p, plus this share of the budget beyond it, fading to nothing as the epochs
-# without improvement reach p. The demo's CNN teacher (budget 60, patience 10) improved at 1, 2, 3,
-# 5, 13, 14 and stopped at 24; the Fashion-MNIST one (budget 8, patience 2) improved at every epoch.
-# Replayed on bench/eta.py's 11 recorded jobs (bench/results/eta*.json), the share of each job's
-# samples within ±30% after its first 10%: 0.4 -> 67-100%, mean 91% (0.15: 58-100%, mean 80%).
-STILL_IMPROVING = 0.4
 # Work that is not epochs, priced in epochs of the runs it is about (fitted on bench/eta.py's
 # traces of session 7: a Fashion-MNIST CNN teacher of 11 s epochs took 14 s to keep, its tail 10.5 s):
 # - keeping a trained teacher or assistant (its metrics on every split, its ONNX export checked on
@@ -116,6 +109,7 @@ class _Run:
     durations: list[float] = field(default_factory=list)  # seconds of each epoch measured here
     epoch: int = 0
     best: int | None = None
+    improved: list[int] = field(default_factory=list)  # the epochs with a new best
     finished: int | None = None  # epochs it ran, once finished
     last_at: float | None = None  # the clock at its last epoch end (or its start)
     after: float | None = None  # seconds from its end to the next run's start (a kept run: its keeping)
@@ -131,16 +125,24 @@ class _Run:
         return statistics.median(self.durations[1:] if len(self.durations) > 1 else self.durations)
 
 
-def expected_epochs(budget: int, patience: int | None, epoch: int, best: int | None) -> float:
-    """Where a run is expected to end, early stopping included (see STILL_IMPROVING)."""
+def expected_epochs(
+    budget: int, patience: int | None, epoch: int, best: int | None, improved: Sequence[int] = ()
+) -> float:
+    """Where a run is expected to end, early stopping included. A run whose best epoch is b stops at
+    b + patience at the earliest; beyond that it is expected to use the share of its budget that its
+    last `patience` epochs improved in (`improved`: the epochs with a new best). A run improving at
+    every epoch goes on; one that improved once in them is near its stop, and at b + patience the
+    share is 0. The demo's CNN teacher (budget 60, patience 10) improved at 1, 2, 3, 5, 13, 14 and
+    stopped at 24; the Fashion-MNIST one of bench/eta.py (budget 8, patience 2) at every epoch. A
+    constant share instead (0.15 or 0.4 of the budget beyond b + patience, fading) fitted one of
+    them or the other, not both (bench/eta.py --replay)."""
     if patience is None:
         return float(budget)
-    best = best or 0
-    earliest = best + patience
+    earliest = (best or 0) + patience
     if earliest >= budget:
         return float(budget)
-    fading = max(0.0, 1.0 - (epoch - best) / patience)
-    return max(float(epoch), min(float(budget), earliest + STILL_IMPROVING * (budget - earliest) * fading))
+    improving = sum(1 for e in improved if e > epoch - patience) / patience
+    return max(float(epoch), min(float(budget), earliest + improving * (budget - earliest)))
 
 
 class Estimator:
@@ -208,6 +210,8 @@ class Estimator:
             run.durations.append((now - run.last_at) / (epoch - run.epoch))
             if run not in self._measured:
                 self._measured.append(run)
+        if best is not None and best == epoch and best != run.best:
+            run.improved.append(epoch)
         run.epoch, run.best, run.last_at = epoch, best, now
 
     def finish_run(self, epochs_run: int) -> None:
@@ -271,7 +275,7 @@ class Estimator:
     @staticmethod
     def _run_seconds(run: _Run, pace: float, keeping: float) -> float:
         """A run's seconds left: its expected epochs left at its pace, and its keeping."""
-        epochs = expected_epochs(run.plan.budget, run.plan.patience, run.epoch, run.best) - run.epoch
+        epochs = expected_epochs(run.plan.budget, run.plan.patience, run.epoch, run.best, run.improved) - run.epoch
         kept = keeping if run.plan.phase in KEPT else 0.0
         return (max(0.0, epochs) + kept) * pace
 
