@@ -249,7 +249,7 @@ def markdown(result: dict) -> str:
         "",
         "How the ETA is made: worker/distill/eta.py (each run at the median of its measured epochs; runs not "
         "started from the same architecture measured, else from their probed step plus the trainer's extra "
-        "as a measured run shows it; early stops expected from patience and the best epoch so far). "
+        "as a measured run shows it; early stops expected from patience and how many of its last patience epochs improved). "
         "Per-sample errors: eta.json.",
     ]
     return "\n".join(lines) + "\n"
