@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from app.contract.phases import TEACHER
+from app.contract.phases import ASSISTANT, TEACHER
 from app.contract.stages import state_shapes
 
 # Work that is not epochs, priced in epochs of the runs it is about (fitted on bench/eta.py's
@@ -48,7 +48,7 @@ from app.contract.stages import state_shapes
 KEEP_EPOCHS = 1.5
 EVAL_SHARE = 0.55
 TAIL_SECONDS = 1.0
-KEPT = ("teacher", "assistant")  # the phases whose models are kept (worker/distill/pipeline.py)
+KEPT = (TEACHER, ASSISTANT)  # the phases whose models are kept (worker/distill/pipeline.py)
 # A file where every Estimator appends each call it gets (JSON lines, the clock's time first):
 # bench/eta.py records real jobs' calls once and replays them against this module as it changes.
 TRACE_FILE = "DISTILL_ETA_TRACE"
@@ -118,8 +118,7 @@ class _Run:
         """The median of its epochs after the first (the warm-up): one slow epoch (a checkpoint,
         the machine busy for a moment) must not multiply the time left of every run priced from
         this one. Over all of them, not the last few: the last 5 epochs of a student of 0.04 s
-        epochs span 0.2 s, where one flush moved the demo's ETA by +46% (bench/eta.py replays:
-        within ±30% 86 -> 100% of the demo's samples, teacher assistant 57 -> 68%)."""
+        epochs span 0.2 s, where one flush moved the demo's ETA by +46%."""
         if not self.durations:
             return None
         return statistics.median(self.durations[1:] if len(self.durations) > 1 else self.durations)
@@ -312,9 +311,7 @@ def _probed_pace(probe: StepProbe, rows: int, measured: StepProbe, measured_rows
     Whether that is a fixed cost per step (the measured pace's excess over its probe) or a share
     of the step (their ratio) differs between runs of one job: on bench/eta.py's recorded jobs the
     excess priced the demo's students at 1.5x what they cost in one run, the ratio the teacher
-    assistant's at 0.5x in another. The mean of the two, replayed on 11 recorded jobs: within ±30%
-    on 91% of a job's samples on average, 67% on the worst job (the excess alone 86% / 59%, the
-    ratio alone 91% / 64%)."""
+    assistant's at 0.5x in another: the mean of the two (replays: bench/results/eta.md)."""
     own, measured_probe = probe.epoch_seconds(rows), measured.epoch_seconds(measured_rows)
     per_step = max(0.0, measured_pace - measured_probe) / measured.steps(measured_rows)
     fixed = own + per_step * probe.steps(rows)

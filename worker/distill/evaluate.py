@@ -57,9 +57,7 @@ def _member_facts(t: Trained) -> dict[str, Any]:
 
 def _teacher_report(teacher: nn.Module, members: list[Trained], data: JobData) -> dict[str, Any]:
     if len(members) == 1:
-        member = members[0]
-        evaluated = _evaluated(member, data) if teacher is member.model else metrics.evaluate(teacher, data.splits)
-        return {**evaluated, **_member_facts(member)}
+        return {**_evaluated(members[0], data), **_member_facts(members[0])}  # the teacher itself
     return {
         **metrics.evaluate(teacher, data.splits),
         "members": [{"member": i, **_evaluated(t, data), **_member_facts(t)} for i, t in enumerate(members, 1)],

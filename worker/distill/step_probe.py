@@ -24,9 +24,9 @@ from worker.distill.models import build_model
 from worker.distill.plan import Run
 from worker.distill.trainer import rng_devices
 
-STEPS = (
-    10  # timed after one warm-up step (a median of 3 ~1 ms steps moved 2.7x between two bench runs; the epochs 1.2x)
-)
+# Timed after one warm-up step: a median of 3 steps of ~1 ms moved 2.7x between two bench runs
+# of one job while its epochs moved 1.2x.
+STEPS = 10
 MAX_SECONDS = 2.0  # a large model on a CPU stops timing early (one timed step at least)
 
 
