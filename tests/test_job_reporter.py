@@ -8,14 +8,16 @@ import multiprocessing as mp
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session
 
 from app import jobs
 from app.contract.spec import EXAMPLE_SPEC, JobSpec
 from app.db import make_engine
-from app.models import Job, JobEvent, JobMetric, Tenant
+from app.models import Artifact, Job, JobEvent, JobMetric, Tenant
 from tests.conftest import clear_caches
 from tests.support.polling import NotYet, poll_until
+from worker.distill.export import OutputFile
 from worker.runner_db import StopReason
 from worker.runner_job import JobReporter, LeaseLost
 
@@ -104,6 +106,28 @@ def test_a_lost_lease_stops_the_job_and_writes_nothing(claimed):
     with pytest.raises(LeaseLost):
         reporter.flush()
     assert _epochs(s, job_id) == []
+
+
+def test_the_outputs_and_the_ending_are_one_transaction(claimed, tmp_path):
+    # A worker killed between the two left a job whose next attempt stored its outputs again.
+    job_id, s = claimed
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    files = [OutputFile("report.json", report, "application/json", "report")]
+    reporter = JobReporter(job_id, OWNER, mp.Value("i", StopReason.NONE))
+
+    def state() -> tuple[str, list[str]]:
+        s.expire_all()
+        return s.get(Job, job_id).status, list(s.scalars(select(Artifact.filename).where(Artifact.job_id == job_id)))
+
+    try:
+        with pytest.raises((TypeError, StatementError)):  # an ending the database cannot take: no output stays
+            reporter.succeed(files, {"result": object()})
+        assert state() == ("running", [])
+        reporter.succeed(files, {"result": 1})
+        assert state() == ("succeeded", ["report.json"])
+    finally:
+        reporter.close(flush=False)
 
 
 def test_the_estimate_is_written_and_the_api_counts_it_down(claimed, monkeypatch):

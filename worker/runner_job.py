@@ -285,7 +285,10 @@ class JobReporter:
         return artifact.id
 
     # --- endings -------------------------------------------------------------------
-    def store_outputs(self, files) -> None:
+    def succeed(self, files, report: dict) -> None:
+        """The job's outputs recorded and the job succeeded, in one transaction: a worker killed
+        between two (after the outputs, before the ending) left a job whose next attempt stored
+        its outputs a second time (tests/integration/test_resilience.py saw it)."""
         storage = get_storage()
         stored = [(f, storage.put_file(f.path, f"jobs/{self.job_id}/{f.name}")) for f in files]
 
@@ -305,6 +308,7 @@ class JobReporter:
                         sha256=st.sha256,
                     )
                 )
+            jobs.succeed(s, self.job_id, self.owner, report)
 
         self._write(write)
 
@@ -328,8 +332,7 @@ def run_attempt(job_id: str, owner: str, stop_flag: Any) -> None:
             raise Cancelled("stopped while waiting for another job's teacher")
         outcome = run_pipeline(spec, reporter, reporter.workdir, settings.resolved_data_cache_dir, inputs)
         reporter.close(flush=True)
-        reporter.store_outputs(outcome.files)
-        in_transaction(lambda s: jobs.succeed(s, job_id, owner, outcome.report))
+        reporter.succeed(outcome.files, outcome.report)
     except (Cancelled, LeaseLost):
         _close_quietly(reporter)  # a cancelled job keeps its metrics so far
         end_stopped(job_id, owner, reporter.stop_reason)
